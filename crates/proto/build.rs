@@ -1,0 +1,19 @@
+//! Compiles `proto/` with protox (a protobuf compiler in pure Rust), so building Cairn never
+//! needs a hand-installed `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "cairn/kv/v1/kv.proto",
+        "cairn/node/v1/node.proto",
+        "cairn/raft/v1/raft.proto",
+    ];
+    let descriptors = protox::compile(files, [&root])?;
+    tonic_prost_build::configure()
+        .bytes(".cairn.raft.v1")
+        .compile_fds(descriptors)?;
+    for file in files {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
+    Ok(())
+}

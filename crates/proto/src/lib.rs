@@ -1,0 +1,23 @@
+//! Generated protobuf and gRPC code for every Cairn service.
+//!
+//! The `.proto` files in the top-level `proto/` folder are the contract; this crate only
+//! compiles them. Conversions to domain types live with the domain types' owners, so that
+//! validation happens once, on receive. This crate must not depend on any other Cairn crate.
+
+pub mod kv {
+    pub mod v1 {
+        tonic::include_proto!("cairn.kv.v1");
+    }
+}
+
+pub mod node {
+    pub mod v1 {
+        tonic::include_proto!("cairn.node.v1");
+    }
+}
+
+pub mod raft {
+    pub mod v1 {
+        tonic::include_proto!("cairn.raft.v1");
+    }
+}

@@ -1,0 +1,217 @@
+//! The shard state machine's commands (what goes into the Raft log) and their results.
+//!
+//! These are Cairn's domain types. Requests arrive as protobuf and are converted with
+//! `TryFrom` in [`crate::convert`], which is where they are validated; everything that reaches
+//! the log is known to be well-formed and within limits.
+
+use cairn_types::{ClientId, Revision, Sequence};
+use serde::{Deserialize, Serialize};
+
+/// Identifies a write for exactly-once application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteId {
+    pub client: ClientId,
+    pub sequence: Sequence,
+    /// Every sequence below this one was answered to the client; results may be forgotten.
+    pub first_incomplete: Sequence,
+}
+
+/// A precondition on a single put.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PutCondition {
+    Absent,
+    ValueEquals(Vec<u8>),
+    VersionEquals(u64),
+    ModRevisionEquals(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Put {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub prev_kv: bool,
+    pub condition: Option<PutCondition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delete {
+    pub key: Vec<u8>,
+    pub prev_kv: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Get {
+    pub key: Vec<u8>,
+    pub keys_only: bool,
+}
+
+/// Keys in `[start, end)`; `end == None` means to the end of the key space.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+    /// Already clamped to `range_keys_max` by validation; at least 1.
+    pub limit: u64,
+    pub keys_only: bool,
+    pub count_only: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Greater,
+    Less,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Value(Vec<u8>),
+    Version(u64),
+    CreateRevision(u64),
+    ModRevision(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: Vec<u8>,
+    pub op: CompareOp,
+    pub target: CompareTarget,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put(Put),
+    Get(Get),
+    Delete(Delete),
+    Range(Range),
+}
+
+/// Comparisons, then `success` or `failure` ops, applied atomically at one revision. Reads
+/// inside see the state before the transaction; no key is written twice (validated).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    Put(Put),
+    Delete(Delete),
+    Txn(Txn),
+}
+
+/// One entry of a shard's Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub write_id: Option<WriteId>,
+    /// The proposing leader's wall clock, in milliseconds since the Unix epoch. Drives the
+    /// deterministic expiry of exactly-once sessions (every replica sees the same value).
+    pub proposed_at_ms: u64,
+    pub op: WriteOp,
+}
+
+/// A key with its metadata, as stored and as returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+    pub version: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResult {
+    pub revision: Revision,
+    pub succeeded: bool,
+    pub prev_kv: Option<KeyValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteResult {
+    pub revision: Revision,
+    pub deleted: u64,
+    pub prev_kv: Option<KeyValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetResult {
+    pub revision: Revision,
+    pub kv: Option<KeyValue>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeResult {
+    pub revision: Revision,
+    pub kvs: Vec<KeyValue>,
+    pub more: bool,
+    /// When `more`: the last key returned; the next page starts strictly after it.
+    pub continuation: Option<Vec<u8>>,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOpResult {
+    Put(PutResult),
+    Get(GetResult),
+    Delete(DeleteResult),
+    Range(RangeResult),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnResult {
+    pub revision: Revision,
+    pub succeeded: bool,
+    pub responses: Vec<TxnOpResult>,
+}
+
+/// The outcome of one applied write command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteResult {
+    Put(PutResult),
+    Delete(DeleteResult),
+    Txn(TxnResult),
+    /// The write's sequence is below what the shard remembers for its client: it may have
+    /// been applied before and its result is forgotten, so it was not applied now.
+    WindowExceeded { oldest_remembered: Sequence },
+    /// A retry of a write that was applied, whose result was too large to remember.
+    AppliedResultNotRetained,
+}
+
+/// What applying one log entry produced (the Raft response type).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// A blank or membership entry.
+    #[default]
+    None,
+    Write(WriteResult),
+}
+
+/// The smallest key strictly greater than every key with this prefix, or `None` when no such
+/// key exists (the prefix is empty or all 0xff).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte_below_ff() {
+        assert_eq!(prefix_end(b"abc"), Some(b"abd".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

@@ -1,0 +1,52 @@
+//! Opens the node's single RocksDB instance with Cairn's column families.
+
+use crate::error::Result;
+use crate::keys::ALL_COLUMN_FAMILIES;
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use std::path::Path;
+use std::sync::Arc;
+
+/// RocksDB tuning that an operator may change.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RocksDbConfig {
+    /// Shared block cache, in bytes.
+    pub block_cache_bytes: usize,
+    /// Size of one memtable, in bytes.
+    pub write_buffer_bytes: usize,
+    /// Background flush and compaction threads.
+    pub background_jobs: i32,
+}
+
+impl Default for RocksDbConfig {
+    fn default() -> Self {
+        Self { block_cache_bytes: 256 << 20, write_buffer_bytes: 64 << 20, background_jobs: 2 }
+    }
+}
+
+pub fn open_database(path: &Path, config: &RocksDbConfig) -> Result<Arc<DB>> {
+    let cache = rocksdb::Cache::new_lru_cache(config.block_cache_bytes);
+    let mut block = rocksdb::BlockBasedOptions::default();
+    block.set_block_cache(&cache);
+    block.set_bloom_filter(10.0, false);
+
+    let mut cf_options = Options::default();
+    cf_options.set_block_based_table_factory(&block);
+    cf_options.set_write_buffer_size(config.write_buffer_bytes);
+    cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.set_max_background_jobs(config.background_jobs);
+    // Every column family shares one WAL; a flush of one must not leave another's recent
+    // writes only in a WAL that gets deleted.
+    options.set_atomic_flush(true);
+    options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+
+    let descriptors = ALL_COLUMN_FAMILIES
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()));
+    let db = DB::open_cf_descriptors(&options, path, descriptors)?;
+    Ok(Arc::new(db))
+}

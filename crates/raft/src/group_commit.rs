@@ -1,0 +1,92 @@
+//! Group commit: one WAL fsync acknowledges many log appends, from many shards.
+//!
+//! Every shard's log lives in the node's single RocksDB, which has a single write-ahead log.
+//! An append writes its entries without syncing and hands its completion callback to the
+//! committer; the committer fsyncs the WAL once for every callback that queued up while the
+//! previous fsync ran, then completes them all. Because an append's write has finished before
+//! its callback is queued, the fsync that follows covers it: a write is acknowledged only after
+//! it is on disk.
+
+use rocksdb::DB;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Completion of one append; called with the result of the fsync that covers it.
+pub type FlushCallback = Box<dyn FnOnce(std::io::Result<()>) + Send + 'static>;
+
+/// Bounds of the committer. `queue_max` callbacks may wait (appends beyond it wait for room,
+/// which is the back-pressure on Raft); at most `batch_max` are completed by one fsync.
+#[derive(Clone, Debug)]
+pub struct GroupCommitLimits {
+    pub queue_max: usize,
+    pub batch_max: usize,
+}
+
+impl Default for GroupCommitLimits {
+    fn default() -> Self {
+        Self { queue_max: 16_384, batch_max: 4096 }
+    }
+}
+
+/// Handle to the committer task. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupCommit {
+    sender: mpsc::Sender<FlushCallback>,
+}
+
+/// Counters an operator graphs: how many fsyncs, how many appends they served.
+#[derive(Debug, Default)]
+pub struct GroupCommitStats {
+    pub fsyncs: std::sync::atomic::AtomicU64,
+    pub appends: std::sync::atomic::AtomicU64,
+    pub fsync_micros_total: std::sync::atomic::AtomicU64,
+}
+
+impl GroupCommit {
+    /// Starts the committer on the current tokio runtime. It stops when every handle is gone.
+    pub fn start(db: Arc<DB>, limits: GroupCommitLimits, stats: Arc<GroupCommitStats>) -> Self {
+        assert!(limits.batch_max >= 1 && limits.queue_max >= limits.batch_max);
+        let (sender, receiver) = mpsc::channel(limits.queue_max);
+        tokio::spawn(run(db, receiver, limits.batch_max, stats));
+        Self { sender }
+    }
+
+    /// Queues `callback` to run after the next WAL fsync. Waits while the queue is full.
+    pub async fn after_next_sync(&self, callback: FlushCallback) {
+        if let Err(mpsc::error::SendError(callback)) = self.sender.send(callback).await {
+            callback(Err(std::io::Error::other("group commit stopped: node shutting down")));
+        }
+    }
+}
+
+async fn run(
+    db: Arc<DB>,
+    mut receiver: mpsc::Receiver<FlushCallback>,
+    batch_max: usize,
+    stats: Arc<GroupCommitStats>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut batch: Vec<FlushCallback> = Vec::with_capacity(batch_max);
+    while receiver.recv_many(&mut batch, batch_max).await > 0 {
+        let db = db.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || db.flush_wal(true))
+            .await
+            .map_err(|join| std::io::Error::other(format!("fsync task failed: {join}")))
+            .and_then(|flushed| flushed.map_err(std::io::Error::other));
+        stats.fsyncs.fetch_add(1, Relaxed);
+        stats.appends.fetch_add(batch.len() as u64, Relaxed);
+        stats.fsync_micros_total.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        if let Err(error) = &result {
+            tracing::error!(%error, appends = batch.len(), "WAL fsync failed; failing the appends it covered");
+        }
+        for callback in batch.drain(..) {
+            let result = match &result {
+                Ok(()) => Ok(()),
+                Err(error) => Err(std::io::Error::new(error.kind(), error.to_string())),
+            };
+            callback(result);
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Everything in Cairn that touches openraft: the shard Raft type configuration, the RocksDB
+//! log store and shard state machine, group commit, snapshots, and the gRPC Raft transport.
+//!
+//! openraft's 0.10 alphas change their API between releases, so no other crate names
+//! openraft: upgrading it touches this crate only. This crate knows nothing about how a node
+//! is configured or served; the storage node composes these pieces.
+
+pub mod codec;
+pub mod command;
+pub mod convert;
+pub mod database;
+pub mod error;
+pub mod group_commit;
+pub mod keys;
+pub mod kv;
+pub mod log_store;
+pub mod sessions;
+pub mod snapshot_file;
+pub mod state_machine;
+pub mod type_config;
+
+pub use error::{Result, StorageError};

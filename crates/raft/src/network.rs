@@ -1,0 +1,287 @@
+//! The client side of the Raft transport: how a shard's Raft group reaches its peers.
+//!
+//! Every shard on a node shares one gRPC channel (one HTTP/2 connection) per peer node; each
+//! message names its shard. openraft messages travel as postcard bytes inside
+//! `cairn.raft.v1` envelopes. Snapshots stream as a sequence of chunks read from the snapshot
+//! file, so a shard never has to fit in memory or in one message.
+
+use crate::state_machine::SnapshotFile;
+use crate::type_config::{NodeAddress, ShardRaftConfig, SnapshotMeta, Vote};
+use cairn_proto::raft::v1 as pb;
+use cairn_proto::raft::v1::raft_transport_client::RaftTransportClient;
+use cairn_types::{NodeId, ShardId};
+use openraft::error::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tonic::transport::{Channel, Endpoint};
+
+type C = ShardRaftConfig;
+
+/// The only payload encoding so far: postcard of openraft's serde types.
+pub const ENCODING_POSTCARD: u32 = 1;
+
+pub fn encode_payload<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("postcard encoding into a Vec cannot fail")
+}
+
+pub fn decode_payload<T: DeserializeOwned>(encoding: u32, bytes: &[u8]) -> Result<T, String> {
+    if encoding != ENCODING_POSTCARD {
+        return Err(format!("unknown raft payload encoding {encoding}"));
+    }
+    postcard::from_bytes(bytes).map_err(|error| format!("undecodable raft payload: {error}"))
+}
+
+/// Transport timeouts and sizes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TransportConfig {
+    /// Time allowed to open a connection to a peer, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Longest a whole snapshot transfer may take, in milliseconds.
+    pub snapshot_transfer_timeout_ms: u64,
+    /// Size of one snapshot chunk, in bytes.
+    pub snapshot_chunk_bytes: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self { connect_timeout_ms: 2_000, snapshot_transfer_timeout_ms: 10 * 60 * 1000, snapshot_chunk_bytes: 1 << 20 }
+    }
+}
+
+/// One lazily connected channel per peer address, shared by every shard.
+#[derive(Clone)]
+pub struct PeerChannels {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    config: TransportConfig,
+}
+
+impl PeerChannels {
+    pub fn new(config: TransportConfig) -> Self {
+        Self { channels: Arc::default(), config }
+    }
+
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    pub fn channel(&self, address: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().expect("peer channel map poisoned");
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|error| format!("bad peer address {address:?}: {error}"))?
+            .connect_timeout(Duration::from_millis(self.config.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    pub fn client(&self, address: &str) -> Result<RaftTransportClient<Channel>, String> {
+        Ok(RaftTransportClient::new(self.channel(address)?)
+            .max_decoding_message_size(cairn_types::REQUEST_BYTES_MAX_CEILING as usize)
+            .max_encoding_message_size(cairn_types::REQUEST_BYTES_MAX_CEILING as usize))
+    }
+}
+
+/// Creates the per-peer network clients of one shard's Raft group.
+pub struct ShardNetworkFactory {
+    pub shard: ShardId,
+    pub channels: PeerChannels,
+}
+
+impl RaftNetworkFactory<C> for ShardNetworkFactory {
+    type Network = ShardNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeAddress) -> ShardNetwork {
+        ShardNetwork {
+            shard: self.shard,
+            target,
+            address: node.address.clone(),
+            channels: self.channels.clone(),
+        }
+    }
+}
+
+pub struct ShardNetwork {
+    shard: ShardId,
+    target: NodeId,
+    address: String,
+    channels: PeerChannels,
+}
+
+#[derive(Clone, Copy)]
+enum Call {
+    Append,
+    Vote,
+    TransferLeader,
+}
+
+fn unreachable(message: impl ToString) -> RPCError<C> {
+    RPCError::Unreachable(Unreachable::from_string(message))
+}
+
+impl ShardNetwork {
+    async fn unary<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        call: Call,
+        request: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<C>> {
+        let mut client = self.channels.client(&self.address).map_err(unreachable)?;
+        let mut envelope = tonic::Request::new(pb::RaftRequest {
+            shard_id: self.shard.0,
+            to_node_id: self.target.0,
+            encoding: ENCODING_POSTCARD,
+            payload: encode_payload(request).into(),
+        });
+        envelope.set_timeout(ttl);
+        let reply = tokio::time::timeout(ttl, async {
+            match call {
+                Call::Append => client.append_entries(envelope).await,
+                Call::Vote => client.vote(envelope).await,
+                Call::TransferLeader => client.transfer_leader(envelope).await,
+            }
+        })
+        .await
+        .map_err(|_| RPCError::Network(NetworkError::from_string(format!("no reply from {} within {ttl:?}", self.target))))?
+        .map_err(|status| status_to_rpc_error(self.target, status))?
+        .into_inner();
+        let result: Result<Resp, RaftError<C>> =
+            decode_payload(reply.encoding, &reply.payload).map_err(unreachable)?;
+        // The only remote error is Fatal: that replica has stopped. Back off and retry.
+        result.map_err(|error| unreachable(format!("{} replica on {} stopped: {error}", self.shard, self.target)))
+    }
+}
+
+fn status_to_rpc_error(target: NodeId, status: tonic::Status) -> RPCError<C> {
+    match status.code() {
+        // Not hosted there (yet), or the node is down: back off.
+        tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
+            unreachable(format!("{target}: {}", status.message()))
+        }
+        _ => RPCError::Network(NetworkError::from_string(format!("{target}: {status}"))),
+    }
+}
+
+impl RaftNetworkV2<C> for ShardNetwork {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        self.unary(Call::Append, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.unary(Call::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        request: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        self.unary(Call::TransferLeader, &request, option.hard_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::type_config::alias::SnapshotOf<C, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let config = self.channels.config().clone();
+        let timeout = Duration::from_millis(config.snapshot_transfer_timeout_ms);
+        let send = self.send_snapshot(vote, snapshot.meta, snapshot.snapshot, config.snapshot_chunk_bytes);
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = tokio::time::timeout(timeout, send) => match result {
+                Ok(result) => result,
+                Err(_) => Err(StreamingError::Network(NetworkError::from_string(format!(
+                    "snapshot transfer to {} took longer than {timeout:?}", self.target
+                )))),
+            },
+        }
+    }
+}
+
+impl ShardNetwork {
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        meta: SnapshotMeta,
+        file: SnapshotFile,
+        chunk_bytes: usize,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let network_error = |message: String| StreamingError::Network(NetworkError::from_string(message));
+        let mut client = self
+            .channels
+            .client(&self.address)
+            .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))?;
+        let opened = tokio::fs::File::open(&file.path)
+            .await
+            .map_err(|error| network_error(format!("open snapshot {}: {error}", file.path.display())))?;
+        let header = encode_payload(&(vote, meta));
+        let (shard, target) = (self.shard.0, self.target.0);
+        // Chunks are read from the file as the stream is polled: at most one chunk in memory.
+        let chunks = futures::stream::unfold(
+            (opened, Some(header), false),
+            move |(mut file, header, done)| async move {
+                if done {
+                    return None;
+                }
+                let mut data = vec![0u8; chunk_bytes];
+                let mut filled = 0;
+                while filled < chunk_bytes {
+                    match file.read(&mut data[filled..]).await {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(error) => {
+                            tracing::warn!(%error, "reading snapshot file failed; aborting the transfer");
+                            return None;
+                        }
+                    }
+                }
+                data.truncate(filled);
+                let last = filled < chunk_bytes;
+                let chunk = pb::SnapshotChunk {
+                    shard_id: shard,
+                    to_node_id: target,
+                    encoding: ENCODING_POSTCARD,
+                    header: header.unwrap_or_default().into(),
+                    data: data.into(),
+                    done: last,
+                };
+                Some((chunk, (file, None, last)))
+            },
+        );
+        let reply = client
+            .install_snapshot(chunks)
+            .await
+            .map_err(|status| match status_to_rpc_error(self.target, status) {
+                RPCError::Unreachable(e) => StreamingError::Unreachable(e),
+                other => network_error(other.to_string()),
+            })?
+            .into_inner();
+        let result: Result<SnapshotResponse<C>, RaftError<C>> =
+            decode_payload(reply.encoding, &reply.payload).map_err(network_error)?;
+        result.map_err(|error| StreamingError::Unreachable(Unreachable::from_string(error)))
+    }
+}

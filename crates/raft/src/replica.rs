@@ -1,0 +1,465 @@
+//! One replica of one shard on this node: its Raft instance over the shared RocksDB, and the
+//! operations the node's services need (propose a write, confirm a read index, change
+//! membership, report status).
+
+use crate::command::{Command, CommandResponse, WriteResult};
+use crate::error::StorageError;
+use crate::group_commit::GroupCommit;
+use crate::keys;
+use crate::log_store::LogStore;
+use crate::network::{decode_payload, encode_payload, PeerChannels, ShardNetworkFactory, ENCODING_POSTCARD};
+use crate::sessions::SessionLimits;
+use crate::state_machine::ShardStateMachine;
+use crate::type_config::{LogId, NodeAddress, ShardRaftConfig};
+use cairn_proto::raft::v1 as pb;
+use cairn_types::{NodeId, ShardId};
+use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, LinearizableReadError, RaftError};
+use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
+use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type ShardRaft = Raft<ShardRaftConfig, ShardStateMachine>;
+type C = ShardRaftConfig;
+
+/// Why a replica could not do what was asked. Retryable and final outcomes are different
+/// variants; callers never parse messages.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("{shard}: this replica is not the leader (leader: {leader:?})")]
+    NotLeader { shard: ShardId, leader: Option<NodeId>, leader_address: Option<String> },
+    #[error("{shard}: unavailable: {reason}")]
+    Unavailable { shard: ShardId, reason: String },
+    /// The write may or may not be applied: retry with the same write id.
+    #[error("{shard}: outcome of the write is unknown: {reason}")]
+    OutcomeUnknown { shard: ShardId, reason: String },
+    #[error("{shard}: membership change refused: {reason}")]
+    Membership { shard: ShardId, reason: String },
+    #[error("{shard}: replica stopped: {reason}")]
+    Stopped { shard: ShardId, reason: String },
+    #[error("{shard}: storage: {source}")]
+    Storage { shard: ShardId, source: StorageError },
+}
+
+/// Everything a replica shares with the other replicas of its node.
+pub struct ReplicaContext {
+    pub node_id: NodeId,
+    pub db: Arc<DB>,
+    /// Each shard keeps its snapshot files in `<snapshot_root>/shard-<id>/`.
+    pub snapshot_root: PathBuf,
+    pub channels: PeerChannels,
+    pub group_commit: GroupCommit,
+    pub raft_config: Arc<openraft::Config>,
+    pub session_limits: SessionLimits,
+    /// Longest a proposal waits to be applied.
+    pub propose_timeout: Duration,
+    /// Longest a linearizable read waits for its read index.
+    pub read_index_timeout: Duration,
+}
+
+/// Raft timing and log-compaction settings, validated by the node's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_logs_since_last: u64,
+    pub logs_to_keep_after_snapshot: u64,
+    pub append_entries_max: u64,
+}
+
+impl RaftTiming {
+    /// The openraft configuration shared by every shard of the node.
+    pub fn to_openraft(&self, transfer_timeout_ms: u64) -> Result<Arc<openraft::Config>, String> {
+        let config = openraft::Config {
+            cluster_name: "cairn".into(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            install_snapshot_timeout: transfer_timeout_ms,
+            max_payload_entries: self.append_entries_max,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: self.logs_to_keep_after_snapshot,
+            purge_batch_size: 256,
+            // Lagging further than this many entries means catching up by snapshot.
+            replication_lag_threshold: self.snapshot_logs_since_last,
+            ..Default::default()
+        };
+        config.validate().map(Arc::new).map_err(|error| error.to_string())
+    }
+}
+
+/// A replica's role in its shard's Raft group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerRole {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+}
+
+impl From<ServerState> for ServerRole {
+    fn from(state: ServerState) -> Self {
+        match state {
+            ServerState::Leader => ServerRole::Leader,
+            ServerState::Follower => ServerRole::Follower,
+            ServerState::Candidate => ServerRole::Candidate,
+            ServerState::Learner => ServerRole::Learner,
+            ServerState::Shutdown => ServerRole::Shutdown,
+        }
+    }
+}
+
+/// A replica's state as its node reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub shard: ShardId,
+    pub role: Option<ServerRole>,
+    /// The shard revision this replica has applied.
+    pub revision: cairn_types::Revision,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: u64,
+    pub committed_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub purged_index: u64,
+    pub epoch: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
+
+pub struct ShardReplica {
+    shard: ShardId,
+    context: Arc<ReplicaContext>,
+    raft: ShardRaft,
+}
+
+/// Shards with a replica on this node, as recorded in the `replicas` column family.
+pub fn hosted_shards(db: &DB) -> Result<Vec<ShardId>, StorageError> {
+    let cf = db.cf_handle(keys::CF_REPLICAS).expect("replicas column family exists");
+    let mut shards = Vec::new();
+    for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+        let (key, _) = item?;
+        let id: [u8; 8] = key
+            .as_ref()
+            .try_into()
+            .map_err(|_| StorageError::Inconsistent("malformed replica key".into()))?;
+        shards.push(ShardId(u64::from_be_bytes(id)));
+    }
+    Ok(shards)
+}
+
+impl ShardReplica {
+    /// Opens (or creates) this node's replica of `shard` and starts its Raft instance.
+    pub async fn open(context: Arc<ReplicaContext>, shard: ShardId) -> Result<Self, ReplicaError> {
+        let storage = |source| ReplicaError::Storage { shard, source };
+        let db = context.db.clone();
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        let cf = db.cf_handle(keys::CF_REPLICAS).expect("replicas column family exists");
+        db.put_cf_opt(cf, keys::replica_key(shard), [], &synced).map_err(|e| storage(e.into()))?;
+
+        let snapshot_dir = context.snapshot_root.join(format!("shard-{}", shard.0));
+        let limits = context.session_limits.clone();
+        let state_machine = tokio::task::spawn_blocking(move || ShardStateMachine::open(db, shard, snapshot_dir, limits))
+            .await
+            .map_err(|join| ReplicaError::Stopped { shard, reason: join.to_string() })?
+            .map_err(storage)?;
+        let log_store = LogStore::new(context.db.clone(), shard, context.group_commit.clone());
+        let network = ShardNetworkFactory { shard, channels: context.channels.clone() };
+        let raft = Raft::new(context.node_id, context.raft_config.clone(), network, log_store, state_machine)
+            .await
+            .map_err(|fatal| ReplicaError::Stopped { shard, reason: fatal.to_string() })?;
+        Ok(Self { shard, context, raft })
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn raft(&self) -> &ShardRaft {
+        &self.raft
+    }
+
+    pub fn db(&self) -> &Arc<DB> {
+        &self.context.db
+    }
+
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.context.snapshot_root.join(format!("shard-{}", self.shard.0))
+    }
+
+    /// The shard's membership version: one more than the log index of its current
+    /// membership config, so that it starts at 1 and 0 can mean "not known".
+    pub fn epoch(&self) -> u64 {
+        let metrics = self.raft.metrics().borrow().clone();
+        epoch_of(metrics.membership_config.log_id().as_ref())
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        ReplicaStatus {
+            shard: self.shard,
+            role: Some(metrics.state.into()),
+            revision: cairn_types::Revision(0),
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            committed_index: metrics.local_committed.as_ref().map_or(0, |l| l.index),
+            applied_index: metrics.last_applied.as_ref().map_or(0, |l| l.index),
+            snapshot_index: metrics.snapshot.as_ref().map_or(0, |l| l.index),
+            purged_index: metrics.purged.as_ref().map_or(0, |l| l.index),
+            epoch: epoch_of(metrics.membership_config.log_id().as_ref()),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+        }
+    }
+
+    /// [`Self::status`] plus the applied revision, read from storage.
+    pub async fn status_with_data(&self) -> Result<ReplicaStatus, ReplicaError> {
+        let mut status = self.status();
+        let db = self.context.db.clone();
+        let shard = self.shard;
+        status.revision = tokio::task::spawn_blocking(move || crate::state_machine::read_revision(&db, None, shard))
+            .await
+            .map_err(|join| ReplicaError::Stopped { shard, reason: join.to_string() })?
+            .map_err(|source| ReplicaError::Storage { shard, source })?;
+        Ok(status)
+    }
+
+    fn not_leader(&self, forward: &ForwardToLeader<C>) -> ReplicaError {
+        ReplicaError::NotLeader {
+            shard: self.shard,
+            leader: forward.leader_id,
+            leader_address: forward.leader_node.as_ref().map(|node| node.address.clone()),
+        }
+    }
+
+    fn fatal(&self, error: impl std::fmt::Display) -> ReplicaError {
+        ReplicaError::Stopped { shard: self.shard, reason: error.to_string() }
+    }
+
+    fn write_error(&self, error: RaftError<C, ClientWriteError<C>>) -> ReplicaError {
+        match error {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => self.not_leader(&forward),
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => ReplicaError::OutcomeUnknown {
+                shard: self.shard,
+                reason: "leader changed before the entry committed".into(),
+            },
+            RaftError::APIError(other) => ReplicaError::Membership { shard: self.shard, reason: other.to_string() },
+            RaftError::Fatal(fatal) => self.fatal(fatal),
+        }
+    }
+
+    /// Founds the shard's Raft group with `members` as voters. Returns false if the group
+    /// already exists (initialising twice is harmless).
+    pub async fn initialize(&self, members: BTreeMap<NodeId, NodeAddress>) -> Result<bool, ReplicaError> {
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(RaftError::APIError(other)) => Err(ReplicaError::Membership { shard: self.shard, reason: other.to_string() }),
+            Err(RaftError::Fatal(fatal)) => Err(self.fatal(fatal)),
+        }
+    }
+
+    /// Proposes `command` and waits until it is applied; returns the state machine's result.
+    pub async fn write(&self, command: Command) -> Result<WriteResult, ReplicaError> {
+        let timeout = self.context.propose_timeout;
+        let response = tokio::time::timeout(timeout, self.raft.client_write(command))
+            .await
+            .map_err(|_| ReplicaError::OutcomeUnknown {
+                shard: self.shard,
+                reason: format!("not applied within {timeout:?}"),
+            })?
+            .map_err(|error| self.write_error(error))?;
+        match response.data {
+            CommandResponse::Write(result) => Ok(result),
+            CommandResponse::None => Err(ReplicaError::Stopped {
+                shard: self.shard,
+                reason: "state machine returned no result for a write".into(),
+            }),
+        }
+    }
+
+    /// Returns once this replica has applied every write acknowledged before the call:
+    /// on the leader by confirming leadership with a quorum (ReadIndex), on a follower by
+    /// asking the leader for its read index and waiting to apply up to it.
+    pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
+        let timeout = self.context.read_index_timeout;
+        let unavailable = |reason: String| ReplicaError::Unavailable { shard: self.shard, reason };
+        let read_log_id = if self.raft.is_leader() {
+            None
+        } else {
+            let metrics = self.raft.metrics().borrow().clone();
+            let Some(leader) = metrics.current_leader else {
+                return Err(ReplicaError::NotLeader { shard: self.shard, leader: None, leader_address: None });
+            };
+            let address = metrics.membership_config.membership().get_node(&leader).map(|n| n.address.clone());
+            let Some(address) = address else {
+                return Err(ReplicaError::NotLeader { shard: self.shard, leader: Some(leader), leader_address: None });
+            };
+            Some(self.fetch_read_index(leader, &address, timeout).await?)
+        };
+        match read_log_id {
+            None => {
+                let confirmed = tokio::time::timeout(timeout, self.raft.ensure_linearizable(ReadPolicy::ReadIndex))
+                    .await
+                    .map_err(|_| unavailable(format!("read index not confirmed within {timeout:?}")))?;
+                match confirmed {
+                    Ok(_) => Ok(()),
+                    Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => Err(self.not_leader(&forward)),
+                    Err(RaftError::APIError(other)) => Err(unavailable(other.to_string())),
+                    Err(RaftError::Fatal(fatal)) => Err(self.fatal(fatal)),
+                }
+            }
+            Some(read_log_id) => {
+                let linearizer = Linearizer::new(self.context.node_id, read_log_id, None);
+                match linearizer.try_await_ready(&self.raft, Some(timeout)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(_)) => Err(unavailable(format!("did not apply up to the read index within {timeout:?}"))),
+                    Err(fatal) => Err(self.fatal(fatal)),
+                }
+            }
+        }
+    }
+
+    async fn fetch_read_index(&self, leader: NodeId, address: &str, timeout: Duration) -> Result<ReadLogId<C>, ReplicaError> {
+        let unavailable = |reason: String| ReplicaError::Unavailable { shard: self.shard, reason };
+        let mut client = self.context.channels.client(address).map_err(unavailable)?;
+        let mut request = tonic::Request::new(pb::RaftRequest {
+            shard_id: self.shard.0,
+            to_node_id: leader.0,
+            encoding: ENCODING_POSTCARD,
+            payload: Default::default(),
+        });
+        request.set_timeout(timeout);
+        let reply = tokio::time::timeout(timeout, client.read_index(request))
+            .await
+            .map_err(|_| unavailable(format!("leader {leader} gave no read index within {timeout:?}")))?
+            .map_err(|status| unavailable(format!("read index from {leader}: {}", status.message())))?
+            .into_inner();
+        let answer: Result<ReadLogId<C>, ReadIndexRefusal> =
+            decode_payload(reply.encoding, &reply.payload).map_err(unavailable)?;
+        answer.map_err(|refusal| match refusal {
+            ReadIndexRefusal::NotLeader { leader, leader_address } => {
+                ReplicaError::NotLeader { shard: self.shard, leader, leader_address }
+            }
+            ReadIndexRefusal::Unavailable(reason) => unavailable(reason),
+        })
+    }
+
+    /// Leader side of a follower's ReadIndex request.
+    pub async fn serve_read_index(&self) -> Vec<u8> {
+        let answer: Result<ReadLogId<C>, ReadIndexRefusal> =
+            match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+                Ok(linearizer) => Ok(linearizer.read_log_id().clone()),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
+                    Err(ReadIndexRefusal::NotLeader {
+                        leader: forward.leader_id,
+                        leader_address: forward.leader_node.map(|node| node.address),
+                    })
+                }
+                Err(other) => Err(ReadIndexRefusal::Unavailable(other.to_string())),
+            };
+        encode_payload(&answer)
+    }
+
+    pub async fn add_learner(&self, node: NodeId, address: String, wait_caught_up: bool) -> Result<u64, ReplicaError> {
+        let response = self
+            .raft
+            .add_learner(node, NodeAddress { address }, wait_caught_up)
+            .await
+            .map_err(|error| self.write_error(error))?;
+        Ok(epoch_of(Some(&response.log_id)))
+    }
+
+    pub async fn change_membership(&self, voters: BTreeSet<NodeId>, retain_as_learners: bool) -> Result<u64, ReplicaError> {
+        if voters.is_empty() {
+            return Err(ReplicaError::Membership { shard: self.shard, reason: "a shard needs at least one voter".into() });
+        }
+        let response = self
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), retain_as_learners)
+            .await
+            .map_err(|error| self.write_error(error))?;
+        Ok(epoch_of(Some(&response.log_id)))
+    }
+
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), ReplicaError> {
+        if !self.raft.is_leader() {
+            let leader = self.raft.current_leader().await;
+            return Err(ReplicaError::NotLeader { shard: self.shard, leader, leader_address: None });
+        }
+        self.raft.trigger().transfer_leader(to).await.map_err(|fatal| self.fatal(fatal))
+    }
+
+    /// Builds a snapshot now and waits for it; with `purge_log`, also purges the log up to it.
+    pub async fn snapshot_now(&self, purge_log: bool, timeout: Duration) -> Result<u64, ReplicaError> {
+        let applied = self.raft.metrics().borrow().last_applied;
+        self.raft.trigger().snapshot().await.map_err(|fatal| self.fatal(fatal))?;
+        let target = applied.map_or(0, |log_id: LogId| log_id.index);
+        let metrics = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.snapshot.as_ref().map_or(0, |l| l.index) >= target && m.snapshot.is_some(), "snapshot built")
+            .await
+            .map_err(|error| ReplicaError::Unavailable { shard: self.shard, reason: error.to_string() })?;
+        let index = metrics.snapshot.as_ref().map_or(0, |l| l.index);
+        if purge_log {
+            self.raft.trigger().purge_log(index).await.map_err(|fatal| self.fatal(fatal))?;
+        }
+        Ok(index)
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(shard = %self.shard, %error, "raft shutdown reported an error");
+        }
+    }
+
+    /// Stops the replica and deletes its data from this node. Blocking I/O inside.
+    pub async fn destroy(&self) -> Result<(), ReplicaError> {
+        self.shutdown().await;
+        let shard = self.shard;
+        let db = self.context.db.clone();
+        let dir = self.snapshot_dir();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let mut batch = WriteBatch::default();
+            let prefix = keys::shard_prefix(shard);
+            let upper = keys::shard_upper_bound(shard);
+            for name in [keys::CF_RAFT_LOG, keys::CF_RAFT_STATE, keys::CF_KV, keys::CF_SESSIONS, keys::CF_SM_STATE] {
+                let cf = db.cf_handle(name).expect("column family exists");
+                batch.delete_range_cf(cf, prefix, &upper);
+            }
+            let cf = db.cf_handle(keys::CF_REPLICAS).expect("replicas column family exists");
+            batch.delete_cf(cf, keys::replica_key(shard));
+            let mut synced = WriteOptions::default();
+            synced.set_sync(true);
+            db.write_opt(batch, &synced)?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|join| ReplicaError::Stopped { shard, reason: join.to_string() })?
+        .map_err(|source| ReplicaError::Storage { shard, source })
+    }
+}
+
+fn epoch_of(membership_log_id: Option<&LogId>) -> u64 {
+    membership_log_id.map_or(0, |log_id| log_id.index + 1)
+}
+
+/// Why a leader did not hand out a read index.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum ReadIndexRefusal {
+    NotLeader { leader: Option<NodeId>, leader_address: Option<String> },
+    Unavailable(String),
+}

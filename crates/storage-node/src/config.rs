@@ -1,0 +1,246 @@
+//! The storage node's configuration: one serde struct, layered defaults < TOML file <
+//! `CAIRN_*` environment < command-line flags, validated at start with errors that name
+//! the field. Every field is documented with its unit in `docs/configuration.md`.
+
+use cairn_raft::database::RocksDbConfig;
+use cairn_raft::network::TransportConfig;
+use cairn_raft::replica::RaftTiming;
+use cairn_raft::sessions::SessionLimits;
+use cairn_types::Limits;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeConfig {
+    /// This node's id; permanent, never 0, unique in the cluster.
+    pub node_id: u64,
+    /// Address the gRPC server binds, `host:port`.
+    pub listen_address: String,
+    /// Address other nodes and gateways use to reach this node; defaults to listen_address.
+    pub advertise_address: Option<String>,
+    /// Folder for the RocksDB instance and snapshot files.
+    pub data_dir: PathBuf,
+    pub limits: Limits,
+    pub raft: RaftTimingConfig,
+    pub transport: TransportConfig,
+    pub sessions: SessionLimits,
+    pub rocksdb: RocksDbConfig,
+    /// Longest a write waits to be committed and applied, in milliseconds.
+    pub propose_timeout_ms: u64,
+    /// Longest a linearizable read waits for its read index, in milliseconds.
+    pub read_index_timeout_ms: u64,
+    /// Most WAL-fsync waiters queued at once (back-pressure beyond it).
+    pub group_commit_queue_max: usize,
+    /// Most appends completed by one WAL fsync.
+    pub group_commit_batch_max: usize,
+    /// Most snapshots received at the same time.
+    pub snapshot_receives_max: usize,
+    /// Static bootstrap, used until a coordinator places shards: when set, the node hosts a
+    /// replica of every shard `0..shard_count`, and the member with the lowest id founds each
+    /// shard's Raft group with all members as voters.
+    pub bootstrap: Option<BootstrapConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BootstrapConfig {
+    pub shard_count: u32,
+    /// Every founding member as `node_id=host:port`, this node included.
+    pub members: Vec<String>,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        Self { shard_count: 8, members: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RaftTimingConfig {
+    /// Leader heartbeat period, in milliseconds; also the time allowed for one append RPC.
+    pub heartbeat_interval_ms: u64,
+    /// Election timeout range, in milliseconds.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Log entries kept after a snapshot, for followers that lag a little.
+    pub logs_to_keep_after_snapshot: u64,
+    /// Most entries in one append RPC.
+    pub append_entries_max: u64,
+}
+
+impl Default for RaftTimingConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1_000,
+            election_timeout_max_ms: 2_000,
+            snapshot_logs_since_last: 10_000,
+            logs_to_keep_after_snapshot: 1_000,
+            append_entries_max: 512,
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            listen_address: "127.0.0.1:7101".into(),
+            advertise_address: None,
+            data_dir: PathBuf::from("./.cairn-data/node"),
+            limits: Limits::default(),
+            raft: RaftTimingConfig::default(),
+            transport: TransportConfig::default(),
+            sessions: SessionLimits::default(),
+            rocksdb: RocksDbConfig::default(),
+            propose_timeout_ms: 10_000,
+            read_index_timeout_ms: 5_000,
+            group_commit_queue_max: 16_384,
+            group_commit_batch_max: 4_096,
+            snapshot_receives_max: 2,
+            bootstrap: None,
+        }
+    }
+}
+
+/// A configuration value out of range; `field` is the dotted path of the field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), reason: reason.into() }
+}
+
+impl NodeConfig {
+    pub fn advertise(&self) -> String {
+        self.advertise_address.clone().unwrap_or_else(|| self.listen_address.clone())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(bad("node_id", "must be set to a value of at least 1"));
+        }
+        if self.listen_address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad("listen_address", format!("{:?} is not an ip:port", self.listen_address)));
+        }
+        self.limits.validate().map_err(|reason| bad("limits", reason))?;
+        let raft = &self.raft;
+        if raft.heartbeat_interval_ms < 10 || raft.heartbeat_interval_ms > 10_000 {
+            return Err(bad("raft.heartbeat_interval_ms", "must be in 10..=10000"));
+        }
+        if raft.election_timeout_min_ms < 3 * raft.heartbeat_interval_ms {
+            return Err(bad("raft.election_timeout_min_ms", "must be at least 3 × raft.heartbeat_interval_ms"));
+        }
+        if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
+            return Err(bad("raft.election_timeout_max_ms", "must be above raft.election_timeout_min_ms"));
+        }
+        if raft.snapshot_logs_since_last == 0 {
+            return Err(bad("raft.snapshot_logs_since_last", "must be at least 1"));
+        }
+        if raft.append_entries_max == 0 {
+            return Err(bad("raft.append_entries_max", "must be at least 1"));
+        }
+        if self.propose_timeout_ms == 0 || self.read_index_timeout_ms == 0 {
+            return Err(bad("propose_timeout_ms", "timeouts must be at least 1 ms"));
+        }
+        if self.transport.snapshot_chunk_bytes < 4096 || self.transport.snapshot_chunk_bytes > 16 << 20 {
+            return Err(bad("transport.snapshot_chunk_bytes", "must be in 4096..=16777216"));
+        }
+        if self.group_commit_batch_max == 0 || self.group_commit_queue_max < self.group_commit_batch_max {
+            return Err(bad("group_commit_queue_max", "must be at least group_commit_batch_max, which must be at least 1"));
+        }
+        if self.snapshot_receives_max == 0 {
+            return Err(bad("snapshot_receives_max", "must be at least 1"));
+        }
+        if self.sessions.session_ttl_ms < 10 * self.propose_timeout_ms {
+            return Err(bad(
+                "sessions.session_ttl_ms",
+                "must be at least 10 × propose_timeout_ms, so a retried write is recognised",
+            ));
+        }
+        if self.sessions.results_per_client_max == 0 || self.sessions.sessions_max == 0 {
+            return Err(bad("sessions", "results_per_client_max and sessions_max must be at least 1"));
+        }
+        if let Some(bootstrap) = &self.bootstrap {
+            if bootstrap.shard_count == 0 {
+                return Err(bad("bootstrap.shard_count", "must be at least 1"));
+            }
+            let members = self.bootstrap_members()?;
+            if !members.iter().any(|(id, _)| *id == self.node_id) {
+                return Err(bad("bootstrap.members", "must include this node's node_id"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bootstrap members as (node id, address), parsed from `id=host:port`.
+    pub fn bootstrap_members(&self) -> Result<Vec<(u64, String)>, ConfigError> {
+        let Some(bootstrap) = &self.bootstrap else { return Ok(Vec::new()) };
+        let mut members = Vec::new();
+        for member in &bootstrap.members {
+            let (id, address) = member
+                .split_once('=')
+                .ok_or_else(|| bad("bootstrap.members", format!("{member:?} is not node_id=host:port")))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| bad("bootstrap.members", format!("{member:?}: node id is not a number")))?;
+            if id == 0 {
+                return Err(bad("bootstrap.members", "node ids start at 1"));
+            }
+            members.push((id, address.trim().to_string()));
+        }
+        if members.is_empty() {
+            return Err(bad("bootstrap.members", "must list at least one member"));
+        }
+        Ok(members)
+    }
+
+    pub fn raft_timing(&self) -> RaftTiming {
+        RaftTiming {
+            heartbeat_interval_ms: self.raft.heartbeat_interval_ms,
+            election_timeout_min_ms: self.raft.election_timeout_min_ms,
+            election_timeout_max_ms: self.raft.election_timeout_max_ms,
+            snapshot_logs_since_last: self.raft.snapshot_logs_since_last,
+            logs_to_keep_after_snapshot: self.raft.logs_to_keep_after_snapshot,
+            append_entries_max: self.raft.append_entries_max,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> NodeConfig {
+        NodeConfig { node_id: 1, ..NodeConfig::default() }
+    }
+
+    #[test]
+    fn defaults_with_an_id_are_valid() {
+        valid().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = NodeConfig::default().validate().unwrap_err();
+        assert_eq!(err.field, "node_id");
+        let mut config = valid();
+        config.raft.election_timeout_min_ms = 100;
+        assert_eq!(config.validate().unwrap_err().field, "raft.election_timeout_min_ms");
+        let mut config = valid();
+        config.listen_address = "nowhere".into();
+        assert_eq!(config.validate().unwrap_err().field, "listen_address");
+        let mut config = valid();
+        config.bootstrap = Some(BootstrapConfig { shard_count: 2, members: vec!["2=127.0.0.1:1".into()] });
+        assert_eq!(config.validate().unwrap_err().field, "bootstrap.members");
+    }
+}

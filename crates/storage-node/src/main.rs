@@ -1,0 +1,106 @@
+//! `cairn-node`: parses configuration, starts logging, and runs the storage node.
+
+use anyhow::Context;
+use cairn_storage_node::config::{BootstrapConfig, NodeConfig};
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn-node", about = "Cairn storage node", version)]
+struct Flags {
+    /// TOML configuration file (optional); CAIRN_* environment variables and flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This node's permanent id (>= 1).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// gRPC listen address, ip:port.
+    #[arg(long)]
+    listen_address: Option<String>,
+    /// Address other processes use to reach this node.
+    #[arg(long)]
+    advertise_address: Option<String>,
+    /// Data folder.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Static bootstrap: number of shards to host.
+    #[arg(long)]
+    bootstrap_shard_count: Option<u32>,
+    /// Static bootstrap members, comma separated `id=host:port`.
+    #[arg(long, value_delimiter = ',')]
+    bootstrap_members: Option<Vec<String>>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
+    let mut builder = config::Config::builder()
+        .add_source(config::Config::try_from(&NodeConfig::default()).context("encoding defaults")?);
+    if let Some(path) = &flags.config {
+        builder = builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("CAIRN").prefix_separator("_").separator("__").try_parsing(true),
+    );
+    let mut node: NodeConfig = builder.build()?.try_deserialize().context("reading configuration")?;
+    if let Some(id) = flags.node_id {
+        node.node_id = id;
+    }
+    if let Some(address) = &flags.listen_address {
+        node.listen_address = address.clone();
+    }
+    if let Some(address) = &flags.advertise_address {
+        node.advertise_address = Some(address.clone());
+    }
+    if let Some(dir) = &flags.data_dir {
+        node.data_dir = dir.clone();
+    }
+    if flags.bootstrap_shard_count.is_some() || flags.bootstrap_members.is_some() {
+        let mut bootstrap = node.bootstrap.clone().unwrap_or_default();
+        if let Some(count) = flags.bootstrap_shard_count {
+            bootstrap.shard_count = count;
+        }
+        if let Some(members) = &flags.bootstrap_members {
+            bootstrap.members = members.clone();
+        }
+        node.bootstrap = Some(BootstrapConfig { ..bootstrap });
+    }
+    node.validate()?;
+    Ok(node)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .init();
+    let flags = Flags::parse();
+    let node = load(&flags)?;
+    if flags.check_config {
+        println!("{node:#?}");
+        println!("configuration OK");
+        return Ok(());
+    }
+    cairn_storage_node::run(node, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+}

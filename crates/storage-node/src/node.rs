@@ -1,0 +1,125 @@
+//! The node: its RocksDB, its replicas, and the operations the services share.
+
+use crate::config::NodeConfig;
+use crate::error::{NodeError, Result};
+use cairn_raft::convert::RequestValidator;
+use cairn_raft::database::open_database;
+use cairn_raft::group_commit::{GroupCommit, GroupCommitLimits, GroupCommitStats};
+use cairn_raft::network::PeerChannels;
+use cairn_raft::replica::{hosted_shards, ReplicaContext, ShardReplica};
+use cairn_raft::transport::ReplicaDirectory;
+use cairn_types::{NodeId, ShardId};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub validator: RequestValidator,
+    context: Arc<ReplicaContext>,
+    replicas: RwLock<HashMap<ShardId, Arc<ShardReplica>>>,
+    /// Serialises replica creation and removal (rare; keeps "open twice" impossible).
+    lifecycle: tokio::sync::Mutex<()>,
+    pub group_commit_stats: Arc<GroupCommitStats>,
+}
+
+impl Node {
+    /// Opens the node's storage and every replica it hosted before.
+    pub async fn open(config: NodeConfig) -> anyhow::Result<Arc<Self>> {
+        config.validate()?;
+        let node_id = NodeId(config.node_id);
+        std::fs::create_dir_all(&config.data_dir)?;
+        let db_path = config.data_dir.join("rocksdb");
+        let rocksdb_config = config.rocksdb.clone();
+        let db = tokio::task::spawn_blocking(move || open_database(&db_path, &rocksdb_config)).await??;
+        let stats = Arc::new(GroupCommitStats::default());
+        let group_commit = GroupCommit::start(
+            db.clone(),
+            GroupCommitLimits { queue_max: config.group_commit_queue_max, batch_max: config.group_commit_batch_max },
+            stats.clone(),
+        );
+        let raft_config = config
+            .raft_timing()
+            .to_openraft(config.transport.snapshot_transfer_timeout_ms)
+            .map_err(|reason| anyhow::anyhow!("invalid configuration: raft: {reason}"))?;
+        let context = Arc::new(ReplicaContext {
+            node_id,
+            db: db.clone(),
+            snapshot_root: config.data_dir.join("snapshots"),
+            channels: PeerChannels::new(config.transport.clone()),
+            group_commit,
+            raft_config,
+            session_limits: config.sessions.clone(),
+            propose_timeout: Duration::from_millis(config.propose_timeout_ms),
+            read_index_timeout: Duration::from_millis(config.read_index_timeout_ms),
+        });
+        let node = Arc::new(Self {
+            validator: RequestValidator::new(config.limits.clone()),
+            config,
+            context,
+            replicas: RwLock::new(HashMap::new()),
+            lifecycle: tokio::sync::Mutex::new(()),
+            group_commit_stats: stats,
+        });
+        let shards = hosted_shards(&db)?;
+        tracing::info!(%node_id, replicas = shards.len(), "opening hosted replicas");
+        for shard in shards {
+            node.create_replica(shard).await?;
+        }
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.context.node_id
+    }
+
+    pub fn replica_or_error(&self, shard: ShardId) -> Result<Arc<ShardReplica>> {
+        self.replica(shard).ok_or(NodeError::UnknownShard(shard))
+    }
+
+    pub fn replicas(&self) -> Vec<Arc<ShardReplica>> {
+        let mut replicas: Vec<_> = self.replicas.read().expect("replica map poisoned").values().cloned().collect();
+        replicas.sort_by_key(|replica| replica.shard());
+        replicas
+    }
+
+    /// Creates (or reopens) this node's replica of `shard`. Returns false if it already runs.
+    pub async fn create_replica(&self, shard: ShardId) -> Result<bool> {
+        let _guard = self.lifecycle.lock().await;
+        if self.replica(shard).is_some() {
+            return Ok(false);
+        }
+        let replica = ShardReplica::open(self.context.clone(), shard).await?;
+        self.replicas.write().expect("replica map poisoned").insert(shard, Arc::new(replica));
+        tracing::info!(%shard, "replica started");
+        Ok(true)
+    }
+
+    /// Stops this node's replica of `shard` and deletes its data.
+    pub async fn remove_replica(&self, shard: ShardId) -> Result<bool> {
+        let _guard = self.lifecycle.lock().await;
+        let Some(replica) = self.replicas.write().expect("replica map poisoned").remove(&shard) else {
+            return Ok(false);
+        };
+        // Requests still holding the replica fail once its Raft instance has stopped.
+        replica.destroy().await?;
+        tracing::info!(%shard, "replica removed");
+        Ok(true)
+    }
+
+    pub async fn shutdown(&self) {
+        for replica in self.replicas() {
+            replica.shutdown().await;
+        }
+    }
+}
+
+impl ReplicaDirectory for Node {
+    fn node_id(&self) -> NodeId {
+        self.context.node_id
+    }
+
+    fn replica(&self, shard: ShardId) -> Option<Arc<ShardReplica>> {
+        self.replicas.read().expect("replica map poisoned").get(&shard).cloned()
+    }
+}

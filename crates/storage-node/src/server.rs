@@ -1,0 +1,110 @@
+//! Starts a storage node: opens storage, serves gRPC, runs the static bootstrap, and shuts
+//! down cleanly when asked.
+
+use crate::admin_service::AdminService;
+use crate::config::NodeConfig;
+use crate::kv_service::KvService;
+use crate::node::Node;
+use cairn_proto::node::v1::node_admin_server::NodeAdminServer;
+use cairn_proto::node::v1::shard_kv_server::ShardKvServer;
+use cairn_proto::raft::v1::raft_transport_server::RaftTransportServer;
+use cairn_raft::transport::RaftTransportService;
+use cairn_raft::type_config::NodeAddress;
+use cairn_types::{NodeId, ShardId, REQUEST_BYTES_MAX_CEILING};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Pause between attempts to found a bootstrap shard whose peers are not up yet.
+const BOOTSTRAP_RETRY: Duration = Duration::from_millis(500);
+/// Attempts before the bootstrap gives up on a shard (about five minutes).
+const BOOTSTRAP_ATTEMPTS_MAX: u32 = 600;
+
+/// Runs a storage node until `shutdown` resolves.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen_address)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen_address))?;
+    run_with_listener(config, listener, shutdown).await
+}
+
+/// Like [`run`], on a listener the caller bound (tests bind port 0 and read the port).
+pub async fn run_with_listener(
+    config: NodeConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let node = Node::open(config).await?;
+    tracing::info!(node_id = %node.node_id(), address = %node.config.listen_address, "storage node serving");
+
+    let bootstrap = tokio::spawn(bootstrap(node.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ShardKvServer<KvService>>().await;
+    health.set_serving::<NodeAdminServer<AdminService>>().await;
+    health.set_serving::<RaftTransportServer<RaftTransportService<Node>>>().await;
+
+    let message_bytes_max = REQUEST_BYTES_MAX_CEILING as usize;
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(
+            ShardKvServer::new(KvService::new(node.clone()))
+                .max_decoding_message_size(message_bytes_max)
+                .max_encoding_message_size(message_bytes_max),
+        )
+        .add_service(NodeAdminServer::new(AdminService::new(node.clone())))
+        .add_service(
+            RaftTransportServer::new(RaftTransportService::new(node.clone(), node.config.snapshot_receives_max))
+                .max_decoding_message_size(message_bytes_max)
+                .max_encoding_message_size(message_bytes_max),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    bootstrap.abort();
+    tracing::info!("storage node stopping: shutting down replicas");
+    node.shutdown().await;
+    result.map_err(|error| anyhow::anyhow!("gRPC server failed: {error}"))
+}
+
+/// Static bootstrap: host a replica of every shard, and found each group from the member with
+/// the lowest node id. Idempotent across restarts.
+async fn bootstrap(node: Arc<Node>) {
+    let Some(bootstrap) = node.config.bootstrap.clone() else { return };
+    let members = match node.config.bootstrap_members() {
+        Ok(members) => members,
+        Err(error) => {
+            tracing::error!(%error, "bootstrap skipped");
+            return;
+        }
+    };
+    let founder = members.iter().map(|(id, _)| *id).min() == Some(node.node_id().0);
+    let membership: BTreeMap<NodeId, NodeAddress> =
+        members.into_iter().map(|(id, address)| (NodeId(id), NodeAddress { address })).collect();
+    for shard in (0..u64::from(bootstrap.shard_count)).map(ShardId) {
+        if let Err(error) = node.create_replica(shard).await {
+            tracing::error!(%shard, %error, "bootstrap could not create the replica");
+            continue;
+        }
+        if !founder {
+            continue;
+        }
+        let Some(replica) = cairn_raft::transport::ReplicaDirectory::replica(node.as_ref(), shard) else { continue };
+        for attempt in 1..=BOOTSTRAP_ATTEMPTS_MAX {
+            match replica.initialize(membership.clone()).await {
+                Ok(true) => {
+                    tracing::info!(%shard, "bootstrap founded the shard's raft group");
+                    break;
+                }
+                Ok(false) => break,
+                Err(error) if attempt < BOOTSTRAP_ATTEMPTS_MAX => {
+                    tracing::debug!(%shard, %error, "bootstrap initialise failed; retrying");
+                    tokio::time::sleep(BOOTSTRAP_RETRY).await;
+                }
+                Err(error) => tracing::error!(%shard, %error, "bootstrap gave up founding the shard"),
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Cluster tests with real `cairn-node` processes on 127.0.0.x: replication, the leader
+//! killed with -9, a restarted node catching up, and a replica added after the log was
+//! purged catching up by snapshot.
+
+use cairn_proto::kv::v1 as kv;
+use cairn_proto::node::v1 as node;
+use cairn_test_harness::{wait_for, Cluster, WriteIds};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_cairn-node");
+const WAIT: Duration = Duration::from_secs(60);
+
+fn key(shard: u64, i: usize) -> Vec<u8> {
+    format!("s{shard}/key/{i:05}").into_bytes()
+}
+
+/// Writes `count` keys to `shard`; returns what was acknowledged.
+async fn write_keys(cluster: &Cluster, ids: &mut WriteIds, shard: u64, from: usize, count: usize) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut acknowledged = BTreeMap::new();
+    for i in from..from + count {
+        let value = format!("value-{i}").into_bytes();
+        cluster.must_put(shard, ids.next_id(), &key(shard, i), &value, WAIT).await;
+        acknowledged.insert(key(shard, i), value);
+    }
+    acknowledged
+}
+
+async fn applied_index(cluster: &Cluster, id: u64, shard: u64) -> Option<u64> {
+    Some(cluster.status(id, shard).await?.applied_index)
+}
+
+/// Waits until `id` has applied at least everything the leader has committed now.
+async fn wait_caught_up(cluster: &Cluster, id: u64, shard: u64) {
+    let leader = cluster.wait_for_leader(shard, WAIT).await;
+    let target = cluster.status(leader, shard).await.expect("leader status").committed_index;
+    wait_for(&format!("node {id} to apply shard {shard} up to {target}"), WAIT, || async move {
+        (applied_index(cluster, id, shard).await? >= target).then_some(())
+    })
+    .await;
+}
+
+async fn assert_replica_holds(cluster: &Cluster, id: u64, shard: u64, expected: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    let scan = cluster.local_scan(id, shard).await.unwrap_or_else(|| panic!("node {id} did not answer a scan"));
+    let actual: BTreeMap<Vec<u8>, Vec<u8>> = scan.into_iter().map(|kv| (kv.key, kv.value)).collect();
+    for (key, value) in expected {
+        assert_eq!(
+            actual.get(key),
+            Some(value),
+            "node {id} shard {shard} lost acknowledged key {}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    assert_eq!(actual.len(), expected.len(), "node {id} shard {shard} holds unexpected keys");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_survives_leader_kill_and_the_old_leader_catches_up() {
+    let mut cluster = Cluster::start(Path::new(BINARY), 3, 2, &[]).await;
+    let mut ids = WriteIds::new();
+
+    tracing::info!("--- every shard elects a leader");
+    for shard in 0..2 {
+        cluster.wait_for_leader(shard, WAIT).await;
+    }
+
+    tracing::info!("--- acknowledged writes reach every replica");
+    let mut expected: BTreeMap<u64, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
+    for shard in 0..2 {
+        expected.insert(shard, write_keys(&cluster, &mut ids, shard, 0, 40).await);
+    }
+    for id in 1..=3 {
+        for shard in 0..2 {
+            wait_caught_up(&cluster, id, shard).await;
+            assert_replica_holds(&cluster, id, shard, &expected[&shard]).await;
+        }
+    }
+
+    tracing::info!("--- kill -9 the leader of shard 0");
+    let old_leader = cluster.wait_for_leader(0, WAIT).await;
+    cluster.kill(old_leader);
+    let new_leader = wait_for("a new leader of shard 0", WAIT, || {
+        let cluster = &cluster;
+        async move { cluster.leader_of(0).await.filter(|id| *id != old_leader) }
+    })
+    .await;
+    tracing::info!(old_leader, new_leader, "leadership moved");
+
+    tracing::info!("--- writes continue and nothing acknowledged is lost");
+    let more = write_keys(&cluster, &mut ids, 0, 40, 40).await;
+    expected.get_mut(&0).unwrap().extend(more);
+    let mut client = cluster.kv(new_leader).await.expect("new leader answers");
+    for (key, value) in &expected[&0] {
+        let request = node::ShardGetRequest {
+            target: Some(node::ShardTarget { shard_id: 0, epoch: 0 }),
+            request: Some(kv::GetRequest { key: key.clone(), consistency: kv::Consistency::Linearizable as i32, keys_only: false }),
+        };
+        let response = client.get(request).await.expect("linearizable get").into_inner();
+        assert_eq!(response.kv.map(|kv| kv.value).as_ref(), Some(value));
+    }
+
+    tracing::info!("--- the old leader restarts and catches up");
+    cluster.restart(old_leader);
+    for shard in 0..2 {
+        wait_caught_up(&cluster, old_leader, shard).await;
+        assert_replica_holds(&cluster, old_leader, shard, &expected[&shard]).await;
+    }
+    let status = cluster.status(old_leader, 0).await.unwrap();
+    assert_ne!(status.role, node::ReplicaRole::Leader as i32, "the new leader keeps leading (no disruption)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_added_after_the_log_was_purged_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(Path::new(BINARY), 3, 1, &[]).await;
+    let mut ids = WriteIds::new();
+    let leader = cluster.wait_for_leader(0, WAIT).await;
+
+    tracing::info!("--- write, then snapshot and purge the log on every replica");
+    let mut expected = write_keys(&cluster, &mut ids, 0, 0, 150).await;
+    for id in 1..=3 {
+        wait_caught_up(&cluster, id, 0).await;
+        let mut admin = cluster.admin(id).await.expect("admin");
+        let snapshot = admin
+            .trigger_snapshot(node::TriggerSnapshotRequest { shard_id: 0, purge_log: true })
+            .await
+            .expect("snapshot")
+            .into_inner();
+        assert!(snapshot.snapshot_index >= 150, "snapshot covers the writes: {}", snapshot.snapshot_index);
+    }
+    let purged = wait_for("the leader to purge its log", WAIT, || {
+        let cluster = &cluster;
+        async move { cluster.status(leader, 0).await.map(|s| s.purged_index).filter(|p| *p >= 150) }
+    })
+    .await;
+
+    tracing::info!("--- a fourth node joins as a learner: logs before {purged} are gone, so it needs the snapshot");
+    cluster.add_node(4, &[]);
+    let new_address = cluster.node(4).address.clone();
+    let mut admin4 = wait_for("node 4 to answer", WAIT, || {
+        let cluster = &cluster;
+        async move { cluster.admin(4).await }
+    })
+    .await;
+    admin4.create_replica(node::CreateReplicaRequest { shard_id: 0 }).await.expect("create replica");
+    let mut leader_admin = cluster.admin(leader).await.expect("leader admin");
+    leader_admin
+        .add_learner(node::AddLearnerRequest {
+            shard_id: 0,
+            learner: Some(node::ReplicaMember { node_id: 4, address: new_address }),
+            wait_caught_up: true,
+        })
+        .await
+        .expect("add learner");
+    wait_caught_up(&cluster, 4, 0).await;
+    let status = cluster.status(4, 0).await.unwrap();
+    assert!(status.snapshot_index >= purged, "node 4 was seeded by a snapshot (snapshot index {})", status.snapshot_index);
+    assert_eq!(status.role, node::ReplicaRole::Learner as i32);
+    assert_replica_holds(&cluster, 4, 0, &expected).await;
+
+    tracing::info!("--- promote node 4 and remove node 3: the shard stays writable and node 4 keeps up");
+    let replaced = if leader == 3 { 2 } else { 3 };
+    let voters: Vec<u64> = (1..=4).filter(|id| *id != replaced).collect();
+    let epoch = leader_admin
+        .change_membership(node::ChangeMembershipRequest { shard_id: 0, voters: voters.clone(), retain_as_learners: false })
+        .await
+        .expect("change membership")
+        .into_inner()
+        .epoch;
+    assert!(epoch > 1);
+    expected.extend(write_keys(&cluster, &mut ids, 0, 150, 20).await);
+    wait_caught_up(&cluster, 4, 0).await;
+    assert_replica_holds(&cluster, 4, 0, &expected).await;
+    let status = cluster.status(4, 0).await.unwrap();
+    assert_eq!(status.voters, voters);
+    assert_eq!(status.role == node::ReplicaRole::Leader as i32 || status.role == node::ReplicaRole::Follower as i32, true);
+    let mut removed_admin = cluster.admin(replaced).await.expect("removed node admin");
+    removed_admin.remove_replica(node::RemoveReplicaRequest { shard_id: 0 }).await.expect("remove replica");
+    assert!(cluster.status(replaced, 0).await.is_none(), "the removed node no longer hosts the shard");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_a_follower_name_the_leader() {
+    let cluster = Cluster::start(Path::new(BINARY), 3, 1, &[]).await;
+    let leader = cluster.wait_for_leader(0, WAIT).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let mut client = cluster.kv(follower).await.expect("follower answers");
+    let request = node::ShardPutRequest {
+        target: Some(node::ShardTarget { shard_id: 0, epoch: 0 }),
+        request: Some(kv::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }),
+    };
+    let status = client.put(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    match cairn_test_harness::error_detail(&status) {
+        Some(kv::error_detail::Kind::NotLeader(hint)) => {
+            assert_eq!(hint.leader_node_id, leader);
+            assert_eq!(hint.leader_address, cluster.node(leader).address);
+        }
+        other => panic!("expected a NotLeader detail, got {other:?}"),
+    }
+
+    tracing::info!("--- a follower serves a linearizable read after confirming the read index");
+    cluster.must_put(0, WriteIds::new().next_id(), b"fresh", b"1", WAIT).await;
+    let request = node::ShardGetRequest {
+        target: Some(node::ShardTarget { shard_id: 0, epoch: 0 }),
+        request: Some(kv::GetRequest { key: b"fresh".to_vec(), consistency: kv::Consistency::Linearizable as i32, keys_only: false }),
+    };
+    let response = client.get(request).await.expect("follower linearizable read").into_inner();
+    assert_eq!(response.kv.map(|kv| kv.value), Some(b"1".to_vec()));
+}

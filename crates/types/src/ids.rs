@@ -1,0 +1,59 @@
+//! Newtype ids, so that a shard id can never be passed where a node id is expected.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub u64);
+
+        impl $name {
+            pub const fn get(self) -> u64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($prefix, "{}"), self.0)
+            }
+        }
+
+        impl From<u64> for $name {
+            fn from(value: u64) -> Self {
+                Self(value)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A storage node. Allocated once and never reused; 0 is never a valid node id.
+    NodeId,
+    "node-"
+);
+id_type!(
+    /// A hash partition of the key space, `0..shard_count`.
+    ShardId,
+    "shard-"
+);
+id_type!(
+    /// A shard's logical clock: every write that changes a shard increases it by one.
+    Revision,
+    "rev-"
+);
+id_type!(
+    /// A client process, chosen at random by the client for exactly-once writes; never 0.
+    ClientId,
+    "client-"
+);
+id_type!(
+    /// The per-client number of a write, starting at 1.
+    Sequence,
+    "seq-"
+);
