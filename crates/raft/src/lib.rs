@@ -14,9 +14,12 @@ pub mod group_commit;
 pub mod keys;
 pub mod kv;
 pub mod log_store;
+pub mod network;
+pub mod replica;
 pub mod sessions;
 pub mod snapshot_file;
 pub mod state_machine;
+pub mod transport;
 pub mod type_config;
 
 pub use error::{Result, StorageError};

@@ -13,7 +13,8 @@ use crate::keys;
 use crate::type_config::{Entry, LogId, ShardRaftConfig, Vote};
 use cairn_types::ShardId;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::RaftEntry;
+use openraft::entry::RaftEntry;
+use openraft::OptionalSend;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
 use std::fmt::Debug;
 use std::io;
@@ -109,7 +110,7 @@ impl LogStore {
 }
 
 impl RaftLogReader<ShardRaftConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
@@ -165,8 +166,8 @@ impl RaftLogStorage<ShardRaftConfig> for LogStore {
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<ShardRaftConfig>) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::default();
         for entry in entries {
@@ -185,8 +186,8 @@ impl RaftLogStorage<ShardRaftConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             self.cf_log(),
-            keys::log_key(self.shard, from),
-            keys::shard_upper_bound(self.shard),
+            &keys::log_key(self.shard, from)[..],
+            &keys::shard_upper_bound(self.shard)[..],
         );
         self.db.write(batch).map_err(StorageError::from)?;
         Ok(())

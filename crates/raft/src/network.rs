@@ -18,6 +18,7 @@ use openraft::raft::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
+use openraft::OptionalSend;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -204,7 +205,7 @@ impl RaftNetworkV2<C> for ShardNetwork {
         &mut self,
         vote: Vote,
         snapshot: openraft::type_config::alias::SnapshotOf<C, SnapshotFile>,
-        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
         let config = self.channels.config().clone();

@@ -15,6 +15,7 @@ use cairn_proto::raft::v1 as pb;
 use cairn_types::{NodeId, ShardId};
 use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, LinearizableReadError, RaftError};
 use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
+use openraft::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::collections::{BTreeMap, BTreeSet};
@@ -197,12 +198,12 @@ impl ShardReplica {
     /// The shard's membership version: one more than the log index of its current
     /// membership config, so that it starts at 1 and 0 can mean "not known".
     pub fn epoch(&self) -> u64 {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics().borrow_watched().clone();
         epoch_of(metrics.membership_config.log_id().as_ref())
     }
 
     pub fn status(&self) -> ReplicaStatus {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         ReplicaStatus {
             shard: self.shard,
@@ -296,7 +297,7 @@ impl ShardReplica {
         let read_log_id = if self.raft.is_leader() {
             None
         } else {
-            let metrics = self.raft.metrics().borrow().clone();
+            let metrics = self.raft.metrics().borrow_watched().clone();
             let Some(leader) = metrics.current_leader else {
                 return Err(ReplicaError::NotLeader { shard: self.shard, leader: None, leader_address: None });
             };
@@ -401,7 +402,7 @@ impl ShardReplica {
 
     /// Builds a snapshot now and waits for it; with `purge_log`, also purges the log up to it.
     pub async fn snapshot_now(&self, purge_log: bool, timeout: Duration) -> Result<u64, ReplicaError> {
-        let applied = self.raft.metrics().borrow().last_applied;
+        let applied = self.raft.metrics().borrow_watched().last_applied;
         self.raft.trigger().snapshot().await.map_err(|fatal| self.fatal(fatal))?;
         let target = applied.map_or(0, |log_id: LogId| log_id.index);
         let metrics = self
@@ -435,7 +436,7 @@ impl ShardReplica {
             let upper = keys::shard_upper_bound(shard);
             for name in [keys::CF_RAFT_LOG, keys::CF_RAFT_STATE, keys::CF_KV, keys::CF_SESSIONS, keys::CF_SM_STATE] {
                 let cf = db.cf_handle(name).expect("column family exists");
-                batch.delete_range_cf(cf, prefix, &upper);
+                batch.delete_range_cf(cf, &prefix[..], &upper[..]);
             }
             let cf = db.cf_handle(keys::CF_REPLICAS).expect("replicas column family exists");
             batch.delete_cf(cf, keys::replica_key(shard));

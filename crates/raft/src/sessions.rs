@@ -117,14 +117,12 @@ impl SessionTable {
                         codec::decode(&value).map_err(StorageError::corrupt("session head"))?;
                     table.clock_ms = table.clock_ms.max(head.last_active_ms);
                     table.by_activity.insert((head.last_active_ms, client));
-                    table
-                        .sessions
-                        .entry(client)
-                        .or_insert_with(|| Session {
-                            head: head.clone(),
-                            remembered: BTreeSet::new(),
-                        })
-                        .head = head;
+                    match table.sessions.get_mut(&client) {
+                        Some(session) => session.head = head,
+                        None => {
+                            table.sessions.insert(client, Session { head, remembered: BTreeSet::new() });
+                        }
+                    }
                 }
                 24 => {
                     let sequence = Sequence(u64_at(&key, 16).ok_or_else(|| bad_key(&key))?);
@@ -230,8 +228,10 @@ impl SessionTable {
         if write_id.first_incomplete > session.head.floor {
             session.head.floor = write_id.first_incomplete;
         }
+        // Past the window, the oldest results go.
         while session.remembered.len() > self.limits.results_per_client_max {
             let oldest = session.remembered.pop_first().expect("non-empty");
+            batch.delete_cf(cf, keys::session_result_key(self.shard, client, oldest));
             session.head.floor = session.head.floor.max(Sequence(oldest.0 + 1));
         }
         while let Some(&oldest) = session.remembered.first() {

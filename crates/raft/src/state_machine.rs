@@ -23,7 +23,7 @@ use cairn_types::{Revision, ShardId};
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
-use openraft::EntryPayload;
+use openraft::{EntryPayload, OptionalSend};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -125,7 +125,7 @@ impl ShardStateMachine {
     fn reload(&mut self) -> Result<()> {
         let db = &self.snapshots.db;
         let shard = self.snapshots.shard;
-        self.last_applied = read_tag(db, None, shard, keys::TAG_APPLIED)?;
+        self.last_applied = read_tag::<Option<LogId>>(db, None, shard, keys::TAG_APPLIED)?.flatten();
         self.membership = read_tag(db, None, shard, keys::TAG_MEMBERSHIP)?.unwrap_or_default();
         self.revision = read_revision(db, None, shard)?;
         self.sessions = SessionTable::load(db, shard, self.session_limits.clone())?;
@@ -211,7 +211,7 @@ impl SnapshotStore {
     fn build(&self) -> Result<CurrentSnapshot> {
         let db = &self.db;
         let snapshot = db.snapshot();
-        let last_applied: Option<LogId> = read_tag(db, Some(&snapshot), self.shard, keys::TAG_APPLIED)?;
+        let last_applied = read_tag::<Option<LogId>>(db, Some(&snapshot), self.shard, keys::TAG_APPLIED)?.flatten();
         let membership: StoredMembership =
             read_tag(db, Some(&snapshot), self.shard, keys::TAG_MEMBERSHIP)?.unwrap_or_default();
         let revision = read_revision(db, Some(&snapshot), self.shard)?;
@@ -304,8 +304,8 @@ impl SnapshotStore {
         let upper = keys::shard_upper_bound(self.shard);
 
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf(db, keys::CF_KV), prefix, &upper);
-        batch.delete_range_cf(cf(db, keys::CF_SESSIONS), prefix, &upper);
+        batch.delete_range_cf(cf(db, keys::CF_KV), &prefix[..], &upper[..]);
+        batch.delete_range_cf(cf(db, keys::CF_SESSIONS), &prefix[..], &upper[..]);
         while let Some((kind, key, value)) = reader.next_record()? {
             let cf_name = match kind {
                 RecordKind::Kv => keys::CF_KV,
@@ -368,7 +368,7 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
-        Strm: Stream<Item = Result<EntryResponder<ShardRaftConfig>, io::Error>> + Unpin + Send,
+        Strm: Stream<Item = Result<EntryResponder<ShardRaftConfig>, io::Error>> + Unpin + OptionalSend,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
             // A RocksDB write of one entry takes microseconds (no fsync): not worth a thread hop.

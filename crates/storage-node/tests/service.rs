@@ -360,7 +360,7 @@ async fn a_retried_write_is_applied_once() {
     tracing::info!("--- results beyond the window are forgotten; their retry is refused, not applied");
     let mut unacknowledged = WriteIds::new();
     let oldest = unacknowledged.next_id();
-    let mut keep_first_incomplete = |mut id: kv::WriteId| {
+    let keep_first_incomplete = |mut id: kv::WriteId| {
         id.first_incomplete_sequence = oldest.sequence;
         id
     };
