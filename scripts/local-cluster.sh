@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prepare.sh
 
-SHARDS="${CAIRN_SHARDS:-8}"
-DATA="${CAIRN_DATA_DIR:-$PWD/.cairn-data}"
+SHARDS="${CAIRN_LOCAL_SHARDS:-8}"
+DATA="${CAIRN_LOCAL_DATA:-$PWD/.cairn-data}"
 cargo build --locked --bin cairn-node
 NODE_BIN="$CARGO_TARGET_DIR/debug/cairn-node"
 

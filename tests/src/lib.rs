@@ -78,7 +78,8 @@ pub struct Cluster {
 fn free_base_port(node_slots: u8) -> u16 {
     for _ in 0..200 {
         let port = rand::random_range(20_000u16..60_000);
-        let free = (1..=node_slots).all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok());
+        let free = (1..=node_slots)
+            .all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok());
         if free {
             return port;
         }
@@ -95,12 +96,28 @@ fn address_of(id: u64, port: u16) -> String {
 impl Cluster {
     /// Starts `node_count` nodes (ids 1..=n) with a static bootstrap of `shard_count` shards,
     /// each replicated on every node. `extra_env` is passed to every node (e.g. CAIRN_* tuning).
-    pub async fn start(binary: &Path, node_count: u64, shard_count: u32, extra_env: &[(&str, &str)]) -> Cluster {
+    pub async fn start(
+        binary: &Path,
+        node_count: u64,
+        shard_count: u32,
+        extra_env: &[(&str, &str)],
+    ) -> Cluster {
         init_logging();
-        let root = tempfile::Builder::new().prefix("cairn-cluster-").tempdir().expect("temp dir");
+        let root = tempfile::Builder::new()
+            .prefix("cairn-cluster-")
+            .tempdir()
+            .expect("temp dir");
         let base_port = free_base_port(8);
-        let mut cluster = Cluster { binary: binary.to_path_buf(), root, nodes: Vec::new(), shard_count, base_port };
-        let members: Vec<String> = (1..=node_count).map(|id| format!("{id}={}", address_of(id, base_port))).collect();
+        let mut cluster = Cluster {
+            binary: binary.to_path_buf(),
+            root,
+            nodes: Vec::new(),
+            shard_count,
+            base_port,
+        };
+        let members: Vec<String> = (1..=node_count)
+            .map(|id| format!("{id}={}", address_of(id, base_port)))
+            .collect();
         let mut env_args = Vec::new();
         for (name, value) in extra_env {
             env_args.push(format!("{name}={value}"));
@@ -118,7 +135,10 @@ impl Cluster {
 
     /// Starts one more node, without bootstrap: it hosts nothing until told to.
     pub fn add_node(&mut self, id: u64, extra_env: &[(&str, &str)]) {
-        let args = extra_env.iter().map(|(name, value)| format!("env:{name}={value}")).collect();
+        let args = extra_env
+            .iter()
+            .map(|(name, value)| format!("env:{name}={value}"))
+            .collect();
         self.add_node_with_args(id, args);
     }
 
@@ -126,20 +146,34 @@ impl Cluster {
         let address = address_of(id, self.base_port);
         let data_dir = self.root.path().join(format!("node-{id}"));
         let log_path = self.root.path().join(format!("node-{id}.log"));
-        self.nodes.push(NodeProcess { id, address, data_dir, log_path, args, child: None });
+        self.nodes.push(NodeProcess {
+            id,
+            address,
+            data_dir,
+            log_path,
+            args,
+            child: None,
+        });
         self.spawn(id);
     }
 
     fn spawn(&mut self, id: u64) {
         let binary = self.binary.clone();
         let node = self.node_mut(id);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .expect("log file");
         let mut command = Command::new(&binary);
         command
             .arg(format!("--node-id={}", node.id))
             .arg(format!("--listen-address={}", node.address))
             .arg(format!("--data-dir={}", node.data_dir.display()))
-            .env("RUST_LOG", std::env::var("CAIRN_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("CAIRN_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
@@ -154,17 +188,25 @@ impl Cluster {
                 }
             }
         }
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         tracing::info!(node = id, address = %node.address, pid = child.id(), "started node");
         node.child = Some(child);
     }
 
     pub fn node(&self, id: u64) -> &NodeProcess {
-        self.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("no node {id}"))
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
     }
 
     fn node_mut(&mut self, id: u64) -> &mut NodeProcess {
-        self.nodes.iter_mut().find(|n| n.id == id).unwrap_or_else(|| panic!("no node {id}"))
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
     }
 
     /// `kill -9`: no shutdown code runs, unsynced state is at the kernel's mercy.
@@ -183,7 +225,11 @@ impl Cluster {
     }
 
     pub fn running_ids(&self) -> Vec<u64> {
-        self.nodes.iter().filter(|n| n.is_running()).map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.id)
+            .collect()
     }
 
     /// The tail of a node's log, for failure messages.
@@ -194,10 +240,11 @@ impl Cluster {
     }
 
     async fn channel(&self, id: u64) -> Option<Channel> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.node(id).address))
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(15));
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.node(id).address))
+                .ok()?
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(15));
         endpoint.connect().await.ok()
     }
 
@@ -212,7 +259,13 @@ impl Cluster {
     /// The node's view of its replica of `shard`, if the node answers.
     pub async fn status(&self, id: u64, shard: u64) -> Option<node::ReplicaStatus> {
         let mut admin = self.admin(id).await?;
-        let response = admin.shard_status(node::ShardStatusRequest { shard_id: shard, all: false }).await.ok()?;
+        let response = admin
+            .shard_status(node::ShardStatusRequest {
+                shard_id: shard,
+                all: false,
+            })
+            .await
+            .ok()?;
         response.into_inner().replicas.into_iter().next()
     }
 
@@ -229,12 +282,22 @@ impl Cluster {
     }
 
     pub async fn wait_for_leader(&self, shard: u64, timeout: Duration) -> u64 {
-        wait_for(&format!("a leader of shard {shard}"), timeout, || self.leader_of(shard)).await
+        wait_for(&format!("a leader of shard {shard}"), timeout, || {
+            self.leader_of(shard)
+        })
+        .await
     }
 
     /// Puts through whichever node leads the shard, retrying with the same write id on
     /// not-leader, unavailability and unknown outcomes until `timeout`.
-    pub async fn must_put(&self, shard: u64, write_id: kv::WriteId, key: &[u8], value: &[u8], timeout: Duration) -> kv::PutResponse {
+    pub async fn must_put(
+        &self,
+        shard: u64,
+        write_id: kv::WriteId,
+        key: &[u8],
+        value: &[u8],
+        timeout: Duration,
+    ) -> kv::PutResponse {
         let request = kv::PutRequest {
             key: key.to_vec(),
             value: value.to_vec(),
@@ -247,7 +310,10 @@ impl Cluster {
             if let Some(leader) = self.leader_of(shard).await {
                 if let Some(mut client) = self.kv(leader).await {
                     let put = node::ShardPutRequest {
-                        target: Some(node::ShardTarget { shard_id: shard, epoch: 0 }),
+                        target: Some(node::ShardTarget {
+                            shard_id: shard,
+                            epoch: 0,
+                        }),
                         request: Some(request.clone()),
                     };
                     match client.put(put).await {
@@ -265,7 +331,10 @@ impl Cluster {
     pub async fn local_get(&self, id: u64, shard: u64, key: &[u8]) -> Option<kv::GetResponse> {
         let mut client = self.kv(id).await?;
         let request = node::ShardGetRequest {
-            target: Some(node::ShardTarget { shard_id: shard, epoch: 0 }),
+            target: Some(node::ShardTarget {
+                shard_id: shard,
+                epoch: 0,
+            }),
             request: Some(kv::GetRequest {
                 key: key.to_vec(),
                 consistency: kv::Consistency::Serializable as i32,
@@ -282,7 +351,10 @@ impl Cluster {
         let mut continuation = Vec::new();
         loop {
             let request = node::ShardRangeRequest {
-                target: Some(node::ShardTarget { shard_id: shard, epoch: 0 }),
+                target: Some(node::ShardTarget {
+                    shard_id: shard,
+                    epoch: 0,
+                }),
                 request: Some(kv::RangeRequest {
                     continuation: continuation.clone(),
                     limit: 1000,
@@ -307,7 +379,8 @@ impl Drop for Cluster {
             self.kill(id);
         }
         if std::thread::panicking() || std::env::var_os("CAIRN_KEEP_TEST_DATA").is_some() {
-            let kept = std::mem::replace(&mut self.root, tempfile::tempdir().expect("temp dir")).keep();
+            let kept =
+                std::mem::replace(&mut self.root, tempfile::tempdir().expect("temp dir")).keep();
             eprintln!("cluster data and logs kept in {}", kept.display());
         }
     }
@@ -326,11 +399,18 @@ pub struct WriteIds {
 
 impl WriteIds {
     pub fn new() -> Self {
-        Self { client_id: rand::random::<u64>() | 1, next: 1 }
+        Self {
+            client_id: rand::random::<u64>() | 1,
+            next: 1,
+        }
     }
 
     pub fn next_id(&mut self) -> kv::WriteId {
-        let id = kv::WriteId { client_id: self.client_id, sequence: self.next, first_incomplete_sequence: self.next };
+        let id = kv::WriteId {
+            client_id: self.client_id,
+            sequence: self.next,
+            first_incomplete_sequence: self.next,
+        };
         self.next += 1;
         id
     }

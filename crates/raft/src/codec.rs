@@ -57,7 +57,13 @@ mod tests {
         assert_eq!(decode::<(u64, Vec<u8>)>(&bytes).unwrap(), value);
         let last = bytes.len() - 1;
         bytes[last] ^= 0x01;
-        assert!(matches!(decode::<(u64, Vec<u8>)>(&bytes), Err(CodecError::Checksum { .. })));
-        assert!(matches!(decode::<u64>(&bytes[..3]), Err(CodecError::Truncated(3))));
+        assert!(matches!(
+            decode::<(u64, Vec<u8>)>(&bytes),
+            Err(CodecError::Checksum { .. })
+        ));
+        assert!(matches!(
+            decode::<u64>(&bytes[..3]),
+            Err(CodecError::Truncated(3))
+        ));
     }
 }

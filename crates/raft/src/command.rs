@@ -50,7 +50,8 @@ pub struct Get {
 pub struct Range {
     pub start: Vec<u8>,
     pub end: Option<Vec<u8>>,
-    /// Already clamped to `range_keys_max` by validation; at least 1.
+    /// At least 1 and at most `range_keys_max` (a request of 0 means `range_keys_max`; a
+    /// larger one is refused by validation).
     pub limit: u64,
     pub keys_only: bool,
     pub count_only: bool,
@@ -176,7 +177,9 @@ pub enum WriteResult {
     Txn(TxnResult),
     /// The write's sequence is below what the shard remembers for its client: it may have
     /// been applied before and its result is forgotten, so it was not applied now.
-    WindowExceeded { oldest_remembered: Sequence },
+    WindowExceeded {
+        oldest_remembered: Sequence,
+    },
     /// A retry of a write that was applied, whose result was too large to remember.
     AppliedResultNotRetained,
 }

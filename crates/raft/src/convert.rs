@@ -15,7 +15,10 @@ pub enum InvalidRequest {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidRequest {
-    InvalidRequest::Field { field, reason: reason.into() }
+    InvalidRequest::Field {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// Validates requests against the configured limits.
@@ -36,8 +39,13 @@ impl RequestValidator {
         Ok(self.limits.check_key(key)?)
     }
 
-    pub fn write_id(&self, write_id: Option<&pb::WriteId>) -> Result<Option<WriteId>, InvalidRequest> {
-        let Some(write_id) = write_id else { return Ok(None) };
+    pub fn write_id(
+        &self,
+        write_id: Option<&pb::WriteId>,
+    ) -> Result<Option<WriteId>, InvalidRequest> {
+        let Some(write_id) = write_id else {
+            return Ok(None);
+        };
         if write_id.client_id == 0 {
             return Err(invalid("write_id.client_id", "must not be 0"));
         }
@@ -60,7 +68,11 @@ impl RequestValidator {
     pub fn put(&self, request: &pb::PutRequest) -> Result<Put, InvalidRequest> {
         self.key("key", &request.key)?;
         self.limits.check_value(&request.value)?;
-        let condition = match request.condition.as_ref().and_then(|c| c.condition.as_ref()) {
+        let condition = match request
+            .condition
+            .as_ref()
+            .and_then(|c| c.condition.as_ref())
+        {
             None => None,
             Some(pb::put_condition::Condition::Absent(true)) => Some(PutCondition::Absent),
             Some(pb::put_condition::Condition::Absent(false)) => None,
@@ -83,25 +95,40 @@ impl RequestValidator {
         })
     }
 
-    pub fn put_command(&self, request: &pb::PutRequest) -> Result<(Option<WriteId>, WriteOp), InvalidRequest> {
-        Ok((self.write_id(request.write_id.as_ref())?, WriteOp::Put(self.put(request)?)))
+    pub fn put_command(
+        &self,
+        request: &pb::PutRequest,
+    ) -> Result<(Option<WriteId>, WriteOp), InvalidRequest> {
+        Ok((
+            self.write_id(request.write_id.as_ref())?,
+            WriteOp::Put(self.put(request)?),
+        ))
     }
 
     pub fn delete(&self, request: &pb::DeleteRequest) -> Result<Delete, InvalidRequest> {
         self.key("key", &request.key)?;
-        Ok(Delete { key: request.key.clone(), prev_kv: request.prev_kv })
+        Ok(Delete {
+            key: request.key.clone(),
+            prev_kv: request.prev_kv,
+        })
     }
 
     pub fn delete_command(
         &self,
         request: &pb::DeleteRequest,
     ) -> Result<(Option<WriteId>, WriteOp), InvalidRequest> {
-        Ok((self.write_id(request.write_id.as_ref())?, WriteOp::Delete(self.delete(request)?)))
+        Ok((
+            self.write_id(request.write_id.as_ref())?,
+            WriteOp::Delete(self.delete(request)?),
+        ))
     }
 
     pub fn get(&self, request: &pb::GetRequest) -> Result<Get, InvalidRequest> {
         self.key("key", &request.key)?;
-        Ok(Get { key: request.key.clone(), keys_only: request.keys_only })
+        Ok(Get {
+            key: request.key.clone(),
+            keys_only: request.keys_only,
+        })
     }
 
     /// Resolves prefix / start-end / continuation into one `[start, end)` range.
@@ -113,7 +140,9 @@ impl RequestValidator {
             ("continuation", &request.continuation),
         ] {
             if !bytes.is_empty() {
-                self.limits.check_key(bytes).map_err(InvalidRequest::Limit)?;
+                self.limits
+                    .check_key(bytes)
+                    .map_err(InvalidRequest::Limit)?;
                 let _ = field;
             }
         }
@@ -144,10 +173,19 @@ impl RequestValidator {
                 limit
             }
         };
-        Ok(Range { start, end, limit, keys_only: request.keys_only, count_only: request.count_only })
+        Ok(Range {
+            start,
+            end,
+            limit,
+            keys_only: request.keys_only,
+            count_only: request.count_only,
+        })
     }
 
-    pub fn txn(&self, request: &pb::TxnRequest) -> Result<(Option<WriteId>, WriteOp), InvalidRequest> {
+    pub fn txn(
+        &self,
+        request: &pb::TxnRequest,
+    ) -> Result<(Option<WriteId>, WriteOp), InvalidRequest> {
         let ops = request.compare.len() + request.success.len() + request.failure.len();
         self.limits.check_txn_ops(ops)?;
         let compares = request
@@ -159,7 +197,11 @@ impl RequestValidator {
         let failure = self.txn_ops("failure", &request.failure)?;
         Ok((
             self.write_id(request.write_id.as_ref())?,
-            WriteOp::Txn(Txn { compares, success, failure }),
+            WriteOp::Txn(Txn {
+                compares,
+                success,
+                failure,
+            }),
         ))
     }
 
@@ -170,7 +212,12 @@ impl RequestValidator {
             Ok(pb::compare::Result::NotEqual) => CompareOp::NotEqual,
             Ok(pb::compare::Result::Greater) => CompareOp::Greater,
             Ok(pb::compare::Result::Less) => CompareOp::Less,
-            Err(_) => return Err(invalid("compare.result", format!("unknown value {}", compare.result))),
+            Err(_) => {
+                return Err(invalid(
+                    "compare.result",
+                    format!("unknown value {}", compare.result),
+                ))
+            }
         };
         let target = match &compare.target {
             None => return Err(invalid("compare.target", "must be set")),
@@ -182,28 +229,49 @@ impl RequestValidator {
             Some(pb::compare::Target::CreateRevision(r)) => CompareTarget::CreateRevision(*r),
             Some(pb::compare::Target::ModRevision(r)) => CompareTarget::ModRevision(*r),
         };
-        Ok(Compare { key: compare.key.clone(), op, target })
+        Ok(Compare {
+            key: compare.key.clone(),
+            op,
+            target,
+        })
     }
 
-    fn txn_ops(&self, field: &'static str, ops: &[pb::RequestOp]) -> Result<Vec<TxnOp>, InvalidRequest> {
+    fn txn_ops(
+        &self,
+        field: &'static str,
+        ops: &[pb::RequestOp],
+    ) -> Result<Vec<TxnOp>, InvalidRequest> {
         let mut written = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
             let op = match &op.request {
                 None => return Err(invalid(field, "an op has no request set")),
                 Some(pb::request_op::Request::Put(put)) => {
-                    if put.condition.as_ref().and_then(|c| c.condition.as_ref()).is_some() {
-                        return Err(invalid(field, "a put inside a transaction cannot carry a condition; use compare"));
+                    if put
+                        .condition
+                        .as_ref()
+                        .and_then(|c| c.condition.as_ref())
+                        .is_some()
+                    {
+                        return Err(invalid(
+                            field,
+                            "a put inside a transaction cannot carry a condition; use compare",
+                        ));
                     }
                     TxnOp::Put(self.put(put)?)
                 }
-                Some(pb::request_op::Request::Delete(delete)) => TxnOp::Delete(self.delete(delete)?),
+                Some(pb::request_op::Request::Delete(delete)) => {
+                    TxnOp::Delete(self.delete(delete)?)
+                }
                 Some(pb::request_op::Request::Get(get)) => TxnOp::Get(self.get(get)?),
                 Some(pb::request_op::Request::Range(range)) => TxnOp::Range(self.range(range)?),
             };
             if let TxnOp::Put(Put { key, .. }) | TxnOp::Delete(Delete { key, .. }) = &op {
                 if !written.insert(key.clone()) {
-                    return Err(invalid(field, "a transaction may write each key at most once"));
+                    return Err(invalid(
+                        field,
+                        "a transaction may write each key at most once",
+                    ));
                 }
             }
             out.push(op);
@@ -248,7 +316,10 @@ impl From<DeleteResult> for pb::DeleteResponse {
 
 impl From<GetResult> for pb::GetResponse {
     fn from(result: GetResult) -> Self {
-        pb::GetResponse { revision: result.revision.0, kv: result.kv.map(Into::into) }
+        pb::GetResponse {
+            revision: result.revision.0,
+            kv: result.kv.map(Into::into),
+        }
     }
 }
 
@@ -292,30 +363,81 @@ mod tests {
     use super::*;
 
     fn validator() -> RequestValidator {
-        RequestValidator::new(Limits { key_bytes_max: 8, value_bytes_max: 16, txn_ops_max: 3, ..Limits::default() })
+        RequestValidator::new(Limits {
+            key_bytes_max: 8,
+            value_bytes_max: 16,
+            txn_ops_max: 3,
+            ..Limits::default()
+        })
     }
 
     #[test]
     fn limits_are_named() {
         let v = validator();
-        let err = v.put(&pb::PutRequest { key: vec![1; 9], ..Default::default() }).unwrap_err();
-        assert_eq!(err, InvalidRequest::Limit(LimitError { limit: "key_bytes_max", max: 8, actual: 9 }));
         let err = v
-            .put(&pb::PutRequest { key: b"k".to_vec(), value: vec![0; 17], ..Default::default() })
+            .put(&pb::PutRequest {
+                key: vec![1; 9],
+                ..Default::default()
+            })
             .unwrap_err();
-        assert!(matches!(err, InvalidRequest::Limit(LimitError { limit: "value_bytes_max", .. })));
-        let op = pb::RequestOp { request: Some(pb::request_op::Request::Get(pb::GetRequest { key: b"k".to_vec(), ..Default::default() })) };
-        let err = v.txn(&pb::TxnRequest { success: vec![op; 4], ..Default::default() }).unwrap_err();
-        assert!(matches!(err, InvalidRequest::Limit(LimitError { limit: "txn_ops_max", .. })));
+        assert_eq!(
+            err,
+            InvalidRequest::Limit(LimitError {
+                limit: "key_bytes_max",
+                max: 8,
+                actual: 9
+            })
+        );
+        let err = v
+            .put(&pb::PutRequest {
+                key: b"k".to_vec(),
+                value: vec![0; 17],
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            InvalidRequest::Limit(LimitError {
+                limit: "value_bytes_max",
+                ..
+            })
+        ));
+        let op = pb::RequestOp {
+            request: Some(pb::request_op::Request::Get(pb::GetRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })),
+        };
+        let err = v
+            .txn(&pb::TxnRequest {
+                success: vec![op; 4],
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            InvalidRequest::Limit(LimitError {
+                limit: "txn_ops_max",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn empty_key_and_bad_write_id_are_refused() {
         let v = validator();
         assert!(v.get(&pb::GetRequest::default()).is_err());
-        let write_id = pb::WriteId { client_id: 0, sequence: 1, first_incomplete_sequence: 0 };
+        let write_id = pb::WriteId {
+            client_id: 0,
+            sequence: 1,
+            first_incomplete_sequence: 0,
+        };
         assert!(v.write_id(Some(&write_id)).is_err());
-        let write_id = pb::WriteId { client_id: 1, sequence: 2, first_incomplete_sequence: 3 };
+        let write_id = pb::WriteId {
+            client_id: 1,
+            sequence: 2,
+            first_incomplete_sequence: 3,
+        };
         assert!(v.write_id(Some(&write_id)).is_err());
     }
 
@@ -323,7 +445,11 @@ mod tests {
     fn prefix_and_continuation_resolve_to_a_range() {
         let v = validator();
         let range = v
-            .range(&pb::RangeRequest { prefix: b"ab".to_vec(), continuation: b"abc".to_vec(), ..Default::default() })
+            .range(&pb::RangeRequest {
+                prefix: b"ab".to_vec(),
+                continuation: b"abc".to_vec(),
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(range.start, b"abc\0".to_vec());
         assert_eq!(range.end, Some(b"ac".to_vec()));
@@ -333,8 +459,24 @@ mod tests {
     #[test]
     fn duplicate_writes_in_a_txn_are_refused() {
         let v = validator();
-        let put = pb::RequestOp { request: Some(pb::request_op::Request::Put(pb::PutRequest { key: b"k".to_vec(), ..Default::default() })) };
-        let err = v.txn(&pb::TxnRequest { success: vec![put.clone(), put], ..Default::default() }).unwrap_err();
-        assert!(matches!(err, InvalidRequest::Field { field: "success", .. }));
+        let put = pb::RequestOp {
+            request: Some(pb::request_op::Request::Put(pb::PutRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })),
+        };
+        let err = v
+            .txn(&pb::TxnRequest {
+                success: vec![put.clone(), put],
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            InvalidRequest::Field {
+                field: "success",
+                ..
+            }
+        ));
     }
 }

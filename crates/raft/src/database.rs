@@ -20,7 +20,11 @@ pub struct RocksDbConfig {
 
 impl Default for RocksDbConfig {
     fn default() -> Self {
-        Self { block_cache_bytes: 256 << 20, write_buffer_bytes: 64 << 20, background_jobs: 2 }
+        Self {
+            block_cache_bytes: 256 << 20,
+            write_buffer_bytes: 64 << 20,
+            background_jobs: 2,
+        }
     }
 }
 

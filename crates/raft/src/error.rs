@@ -10,7 +10,10 @@ pub enum StorageError {
     #[error("rocksdb: {0}")]
     RocksDb(#[from] rocksdb::Error),
     #[error("corrupt stored data in {what}: {source}")]
-    Corrupt { what: &'static str, source: CodecError },
+    Corrupt {
+        what: &'static str,
+        source: CodecError,
+    },
     #[error("snapshot file: {0}")]
     Snapshot(String),
     #[error("inconsistent stored state: {0}")]

@@ -5,7 +5,7 @@
 //! | column family | key                              | value                        |
 //! |---------------|----------------------------------|------------------------------|
 //! | `raft_log`    | shard, log index (u64 BE)         | framed `Entry`               |
-//! | `raft_state`  | shard, tag                        | vote, purged log id          |
+//! | `raft_state`  | shard, tag                        | vote, purged log id, committed log id |
 //! | `kv`          | shard, user key                   | framed `StoredValue`         |
 //! | `sessions`    | shard, client id, [sequence]      | session head / write result  |
 //! | `sm_state`    | shard, tag                        | applied log id, membership, revision, snapshot, install marker |
@@ -20,8 +20,14 @@ pub const CF_SESSIONS: &str = "sessions";
 pub const CF_SM_STATE: &str = "sm_state";
 pub const CF_REPLICAS: &str = "replicas";
 
-pub const ALL_COLUMN_FAMILIES: [&str; 6] =
-    [CF_RAFT_LOG, CF_RAFT_STATE, CF_KV, CF_SESSIONS, CF_SM_STATE, CF_REPLICAS];
+pub const ALL_COLUMN_FAMILIES: [&str; 6] = [
+    CF_RAFT_LOG,
+    CF_RAFT_STATE,
+    CF_KV,
+    CF_SESSIONS,
+    CF_SM_STATE,
+    CF_REPLICAS,
+];
 
 pub const TAG_VOTE: &[u8] = b"vote";
 pub const TAG_PURGED: &[u8] = b"purged";
@@ -38,7 +44,10 @@ pub fn shard_prefix(shard: ShardId) -> [u8; 8] {
 
 /// The first key after every key of `shard`.
 pub fn shard_upper_bound(shard: ShardId) -> Vec<u8> {
-    let next = shard.0.checked_add(1).expect("shard ids are below u32::MAX");
+    let next = shard
+        .0
+        .checked_add(1)
+        .expect("shard ids are below u32::MAX");
     next.to_be_bytes().to_vec()
 }
 

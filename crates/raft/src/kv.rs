@@ -42,11 +42,19 @@ pub struct KvView<'a> {
 
 impl<'a> KvView<'a> {
     pub fn new(db: &'a DB, shard: ShardId) -> Self {
-        Self { db, shard, snapshot: None }
+        Self {
+            db,
+            shard,
+            snapshot: None,
+        }
     }
 
     pub fn with_snapshot(db: &'a DB, shard: ShardId, snapshot: &'a rocksdb::Snapshot<'a>) -> Self {
-        Self { db, shard, snapshot: Some(snapshot) }
+        Self {
+            db,
+            shard,
+            snapshot: Some(snapshot),
+        }
     }
 
     fn read_options(&self) -> ReadOptions {
@@ -58,18 +66,28 @@ impl<'a> KvView<'a> {
     }
 
     fn cf(&self) -> &'a ColumnFamily {
-        self.db.cf_handle(keys::CF_KV).expect("kv column family is created at open")
+        self.db
+            .cf_handle(keys::CF_KV)
+            .expect("kv column family is created at open")
     }
 
     fn get_stored(&self, key: &[u8]) -> Result<Option<StoredValue>> {
-        match self.db.get_pinned_cf_opt(self.cf(), keys::kv_key(self.shard, key), &self.read_options())? {
+        match self.db.get_pinned_cf_opt(
+            self.cf(),
+            keys::kv_key(self.shard, key),
+            &self.read_options(),
+        )? {
             None => Ok(None),
-            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(StorageError::corrupt("kv"))?)),
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes).map_err(StorageError::corrupt("kv"))?,
+            )),
         }
     }
 
     pub fn get(&self, key: &[u8], keys_only: bool) -> Result<Option<KeyValue>> {
-        Ok(self.get_stored(key)?.map(|stored| stored.into_key_value(key.to_vec(), keys_only)))
+        Ok(self
+            .get_stored(key)?
+            .map(|stored| stored.into_key_value(key.to_vec(), keys_only)))
     }
 
     /// Keys in the range in ascending order, at most `range.limit` of them (or all of them,
@@ -87,7 +105,10 @@ impl<'a> KvView<'a> {
             options,
             IteratorMode::From(&start, Direction::Forward),
         );
-        let mut result = RangeResult { revision, ..RangeResult::default() };
+        let mut result = RangeResult {
+            revision,
+            ..RangeResult::default()
+        };
         for item in iter {
             let (raw_key, raw_value) = item?;
             if range.count_only {
@@ -99,9 +120,12 @@ impl<'a> KvView<'a> {
                 result.continuation = result.kvs.last().map(|kv| kv.key.clone());
                 break;
             }
-            let stored: StoredValue = codec::decode(&raw_value).map_err(StorageError::corrupt("kv"))?;
+            let stored: StoredValue =
+                codec::decode(&raw_value).map_err(StorageError::corrupt("kv"))?;
             let user_key = raw_key[8..].to_vec();
-            result.kvs.push(stored.into_key_value(user_key, range.keys_only));
+            result
+                .kvs
+                .push(stored.into_key_value(user_key, range.keys_only));
         }
         if !range.count_only {
             result.count = result.kvs.len() as u64;
@@ -119,14 +143,23 @@ pub fn apply_write(
     current_revision: Revision,
 ) -> Result<(WriteResult, bool)> {
     let next_revision = Revision(current_revision.0 + 1);
-    let mut writer = Writer { view, batch, next_revision, changed: false };
+    let mut writer = Writer {
+        view,
+        batch,
+        next_revision,
+        changed: false,
+    };
     let result = match op {
         WriteOp::Put(put) => WriteResult::Put(writer.put(put)?),
         WriteOp::Delete(delete) => WriteResult::Delete(writer.delete(delete)?),
         WriteOp::Txn(txn) => WriteResult::Txn(writer.txn(txn, current_revision)?),
     };
     let changed = writer.changed;
-    let revision = if changed { next_revision } else { current_revision };
+    let revision = if changed {
+        next_revision
+    } else {
+        current_revision
+    };
     Ok((with_revision(result, revision), changed))
 }
 
@@ -169,12 +202,18 @@ impl Writer<'_, '_> {
             Some(condition) => condition_holds(condition, previous.as_ref()),
         };
         let prev_kv = if put.prev_kv || !holds {
-            previous.clone().map(|stored| stored.into_key_value(put.key.clone(), false))
+            previous
+                .clone()
+                .map(|stored| stored.into_key_value(put.key.clone(), false))
         } else {
             None
         };
         if !holds {
-            return Ok(PutResult { revision: Revision(0), succeeded: false, prev_kv });
+            return Ok(PutResult {
+                revision: Revision(0),
+                succeeded: false,
+                prev_kv,
+            });
         }
         let stored = match previous {
             Some(previous) => StoredValue {
@@ -196,14 +235,19 @@ impl Writer<'_, '_> {
             codec::encode(&stored),
         );
         self.changed = true;
-        Ok(PutResult { revision: Revision(0), succeeded: true, prev_kv })
+        Ok(PutResult {
+            revision: Revision(0),
+            succeeded: true,
+            prev_kv,
+        })
     }
 
     fn delete(&mut self, delete: &Delete) -> Result<DeleteResult> {
         let previous = self.view.get_stored(&delete.key)?;
         let deleted = u64::from(previous.is_some());
         if previous.is_some() {
-            self.batch.delete_cf(self.view.cf(), keys::kv_key(self.view.shard, &delete.key));
+            self.batch
+                .delete_cf(self.view.cf(), keys::kv_key(self.view.shard, &delete.key));
             self.changed = true;
         }
         let prev_kv = if delete.prev_kv {
@@ -211,7 +255,11 @@ impl Writer<'_, '_> {
         } else {
             None
         };
-        Ok(DeleteResult { revision: Revision(0), deleted, prev_kv })
+        Ok(DeleteResult {
+            revision: Revision(0),
+            deleted,
+            prev_kv,
+        })
     }
 
     fn txn(&mut self, txn: &Txn, current_revision: Revision) -> Result<TxnResult> {
@@ -223,7 +271,11 @@ impl Writer<'_, '_> {
                 break;
             }
         }
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             responses.push(match op {
@@ -233,10 +285,16 @@ impl Writer<'_, '_> {
                     revision: current_revision,
                     kv: self.view.get(&get.key, get.keys_only)?,
                 }),
-                TxnOp::Range(range) => TxnOpResult::Range(self.view.range(range, current_revision)?),
+                TxnOp::Range(range) => {
+                    TxnOpResult::Range(self.view.range(range, current_revision)?)
+                }
             });
         }
-        Ok(TxnResult { revision: Revision(0), succeeded, responses })
+        Ok(TxnResult {
+            revision: Revision(0),
+            succeeded,
+            responses,
+        })
     }
 }
 

@@ -12,8 +12,8 @@ use crate::group_commit::GroupCommit;
 use crate::keys;
 use crate::type_config::{Entry, LogId, ShardRaftConfig, Vote};
 use cairn_types::ShardId;
-use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
 use std::fmt::Debug;
@@ -30,21 +30,37 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn new(db: Arc<DB>, shard: ShardId, group_commit: GroupCommit) -> Self {
-        Self { db, shard, group_commit }
+        Self {
+            db,
+            shard,
+            group_commit,
+        }
     }
 
     fn cf_log(&self) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(keys::CF_RAFT_LOG).expect("raft_log column family exists")
+        self.db
+            .cf_handle(keys::CF_RAFT_LOG)
+            .expect("raft_log column family exists")
     }
 
     fn cf_state(&self) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(keys::CF_RAFT_STATE).expect("raft_state column family exists")
+        self.db
+            .cf_handle(keys::CF_RAFT_STATE)
+            .expect("raft_state column family exists")
     }
 
-    fn read_state<T: serde::de::DeserializeOwned>(&self, tag: &[u8]) -> Result<Option<T>, StorageError> {
-        match self.db.get_pinned_cf(self.cf_state(), keys::tagged_key(self.shard, tag))? {
+    fn read_state<T: serde::de::DeserializeOwned>(
+        &self,
+        tag: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        match self
+            .db
+            .get_pinned_cf(self.cf_state(), keys::tagged_key(self.shard, tag))?
+        {
             None => Ok(None),
-            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(StorageError::corrupt("raft state"))?)),
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes).map_err(StorageError::corrupt("raft state"))?,
+            )),
         }
     }
 
@@ -61,7 +77,9 @@ impl LogStore {
             None => Ok(None),
             Some(item) => {
                 let (_, value) = item?;
-                Ok(Some(codec::decode(&value).map_err(StorageError::corrupt("raft log"))?))
+                Ok(Some(
+                    codec::decode(&value).map_err(StorageError::corrupt("raft log"))?,
+                ))
             }
         }
     }
@@ -131,7 +149,10 @@ impl RaftLogStorage<ShardRaftConfig> for LogStore {
             Some(entry) => Some(entry.log_id()),
             None => last_purged_log_id,
         };
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -155,23 +176,37 @@ impl RaftLogStorage<ShardRaftConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // Not synced: losing it only means re-deriving the commit point from the quorum.
         self.db
-            .put_cf(self.cf_state(), keys::tagged_key(self.shard, keys::TAG_COMMITTED), codec::encode(&committed))
+            .put_cf(
+                self.cf_state(),
+                keys::tagged_key(self.shard, keys::TAG_COMMITTED),
+                codec::encode(&committed),
+            )
             .map_err(StorageError::from)?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.read_state::<Option<LogId>>(keys::TAG_COMMITTED)?.flatten())
+        Ok(self
+            .read_state::<Option<LogId>>(keys::TAG_COMMITTED)?
+            .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<ShardRaftConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<ShardRaftConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::default();
         for entry in entries {
-            batch.put_cf(self.cf_log(), keys::log_key(self.shard, entry.index()), codec::encode(&entry));
+            batch.put_cf(
+                self.cf_log(),
+                keys::log_key(self.shard, entry.index()),
+                codec::encode(&entry),
+            );
         }
         // Written (and so readable) now; durable after the group commit's next fsync.
         self.db.write(batch).map_err(StorageError::from)?;
@@ -195,7 +230,11 @@ impl RaftLogStorage<ShardRaftConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf_state(), keys::tagged_key(self.shard, keys::TAG_PURGED), codec::encode(&log_id));
+        batch.put_cf(
+            self.cf_state(),
+            keys::tagged_key(self.shard, keys::TAG_PURGED),
+            codec::encode(&log_id),
+        );
         batch.delete_range_cf(
             self.cf_log(),
             keys::log_key(self.shard, 0),

@@ -10,15 +10,17 @@ use crate::type_config::{NodeAddress, ShardRaftConfig, SnapshotMeta, Vote};
 use cairn_proto::raft::v1 as pb;
 use cairn_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use cairn_types::{NodeId, ShardId};
-use openraft::error::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::error::{
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
+use openraft::OptionalSend;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
-use openraft::OptionalSend;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,7 +57,11 @@ pub struct TransportConfig {
 
 impl Default for TransportConfig {
     fn default() -> Self {
-        Self { connect_timeout_ms: 2_000, snapshot_transfer_timeout_ms: 10 * 60 * 1000, snapshot_chunk_bytes: 1 << 20 }
+        Self {
+            connect_timeout_ms: 2_000,
+            snapshot_transfer_timeout_ms: 10 * 60 * 1000,
+            snapshot_chunk_bytes: 1 << 20,
+        }
     }
 }
 
@@ -68,7 +74,10 @@ pub struct PeerChannels {
 
 impl PeerChannels {
     pub fn new(config: TransportConfig) -> Self {
-        Self { channels: Arc::default(), config }
+        Self {
+            channels: Arc::default(),
+            config,
+        }
     }
 
     pub fn config(&self) -> &TransportConfig {
@@ -93,8 +102,8 @@ impl PeerChannels {
 
     pub fn client(&self, address: &str) -> Result<RaftTransportClient<Channel>, String> {
         Ok(RaftTransportClient::new(self.channel(address)?)
-            .max_decoding_message_size(cairn_types::REQUEST_BYTES_MAX_CEILING as usize)
-            .max_encoding_message_size(cairn_types::REQUEST_BYTES_MAX_CEILING as usize))
+            .max_decoding_message_size(cairn_types::RAFT_MESSAGE_BYTES_MAX as usize)
+            .max_encoding_message_size(cairn_types::RAFT_MESSAGE_BYTES_MAX as usize))
     }
 }
 
@@ -158,13 +167,23 @@ impl ShardNetwork {
             }
         })
         .await
-        .map_err(|_| RPCError::Network(NetworkError::from_string(format!("no reply from {} within {ttl:?}", self.target))))?
+        .map_err(|_| {
+            RPCError::Network(NetworkError::from_string(format!(
+                "no reply from {} within {ttl:?}",
+                self.target
+            )))
+        })?
         .map_err(|status| status_to_rpc_error(self.target, status))?
         .into_inner();
         let result: Result<Resp, RaftError<C>> =
             decode_payload(reply.encoding, &reply.payload).map_err(unreachable)?;
         // The only remote error is Fatal: that replica has stopped. Back off and retry.
-        result.map_err(|error| unreachable(format!("{} replica on {} stopped: {error}", self.shard, self.target)))
+        result.map_err(|error| {
+            unreachable(format!(
+                "{} replica on {} stopped: {error}",
+                self.shard, self.target
+            ))
+        })
     }
 }
 
@@ -189,7 +208,11 @@ impl RaftNetworkV2<C> for ShardNetwork {
         self.unary(Call::Append, &rpc, option.hard_ttl()).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
         self.unary(Call::Vote, &rpc, option.hard_ttl()).await
     }
 
@@ -198,7 +221,8 @@ impl RaftNetworkV2<C> for ShardNetwork {
         request: TransferLeaderRequest<C>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
-        self.unary(Call::TransferLeader, &request, option.hard_ttl()).await
+        self.unary(Call::TransferLeader, &request, option.hard_ttl())
+            .await
     }
 
     async fn full_snapshot(
@@ -210,7 +234,12 @@ impl RaftNetworkV2<C> for ShardNetwork {
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
         let config = self.channels.config().clone();
         let timeout = Duration::from_millis(config.snapshot_transfer_timeout_ms);
-        let send = self.send_snapshot(vote, snapshot.meta, snapshot.snapshot, config.snapshot_chunk_bytes);
+        let send = self.send_snapshot(
+            vote,
+            snapshot.meta,
+            snapshot.snapshot,
+            config.snapshot_chunk_bytes,
+        );
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             result = tokio::time::timeout(timeout, send) => match result {
@@ -231,14 +260,15 @@ impl ShardNetwork {
         file: SnapshotFile,
         chunk_bytes: usize,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let network_error = |message: String| StreamingError::Network(NetworkError::from_string(message));
+        let network_error =
+            |message: String| StreamingError::Network(NetworkError::from_string(message));
         let mut client = self
             .channels
             .client(&self.address)
             .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))?;
-        let opened = tokio::fs::File::open(&file.path)
-            .await
-            .map_err(|error| network_error(format!("open snapshot {}: {error}", file.path.display())))?;
+        let opened = tokio::fs::File::open(&file.path).await.map_err(|error| {
+            network_error(format!("open snapshot {}: {error}", file.path.display()))
+        })?;
         let header = encode_payload(&(vote, meta));
         let (shard, target) = (self.shard.0, self.target.0);
         // Chunks are read from the file as the stream is polled: at most one chunk in memory.

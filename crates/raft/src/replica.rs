@@ -7,15 +7,19 @@ use crate::error::StorageError;
 use crate::group_commit::GroupCommit;
 use crate::keys;
 use crate::log_store::LogStore;
-use crate::network::{decode_payload, encode_payload, PeerChannels, ShardNetworkFactory, ENCODING_POSTCARD};
+use crate::network::{
+    decode_payload, encode_payload, PeerChannels, ShardNetworkFactory, ENCODING_POSTCARD,
+};
 use crate::sessions::SessionLimits;
 use crate::state_machine::ShardStateMachine;
 use crate::type_config::{LogId, NodeAddress, ShardRaftConfig};
 use cairn_proto::raft::v1 as pb;
 use cairn_types::{NodeId, ShardId};
-use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, LinearizableReadError, RaftError};
-use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::{
+    ClientWriteError, ForwardToLeader, InitializeError, LinearizableReadError, RaftError,
+};
+use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
 use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,7 +35,11 @@ type C = ShardRaftConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
     #[error("{shard}: this replica is not the leader (leader: {leader:?})")]
-    NotLeader { shard: ShardId, leader: Option<NodeId>, leader_address: Option<String> },
+    NotLeader {
+        shard: ShardId,
+        leader: Option<NodeId>,
+        leader_address: Option<String>,
+    },
     #[error("{shard}: unavailable: {reason}")]
     Unavailable { shard: ShardId, reason: String },
     /// The write may or may not be applied: retry with the same write id.
@@ -42,7 +50,10 @@ pub enum ReplicaError {
     #[error("{shard}: replica stopped: {reason}")]
     Stopped { shard: ShardId, reason: String },
     #[error("{shard}: storage: {source}")]
-    Storage { shard: ShardId, source: StorageError },
+    Storage {
+        shard: ShardId,
+        source: StorageError,
+    },
 }
 
 /// Everything a replica shares with the other replicas of its node.
@@ -89,7 +100,10 @@ impl RaftTiming {
             replication_lag_threshold: self.snapshot_logs_since_last,
             ..Default::default()
         };
-        config.validate().map(Arc::new).map_err(|error| error.to_string())
+        config
+            .validate()
+            .map(Arc::new)
+            .map_err(|error| error.to_string())
     }
 }
 
@@ -142,7 +156,9 @@ pub struct ShardReplica {
 
 /// Shards with a replica on this node, as recorded in the `replicas` column family.
 pub fn hosted_shards(db: &DB) -> Result<Vec<ShardId>, StorageError> {
-    let cf = db.cf_handle(keys::CF_REPLICAS).expect("replicas column family exists");
+    let cf = db
+        .cf_handle(keys::CF_REPLICAS)
+        .expect("replicas column family exists");
     let mut shards = Vec::new();
     for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
         let (key, _) = item?;
@@ -162,21 +178,45 @@ impl ShardReplica {
         let db = context.db.clone();
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
-        let cf = db.cf_handle(keys::CF_REPLICAS).expect("replicas column family exists");
-        db.put_cf_opt(cf, keys::replica_key(shard), [], &synced).map_err(|e| storage(e.into()))?;
+        let cf = db
+            .cf_handle(keys::CF_REPLICAS)
+            .expect("replicas column family exists");
+        db.put_cf_opt(cf, keys::replica_key(shard), [], &synced)
+            .map_err(|e| storage(e.into()))?;
 
         let snapshot_dir = context.snapshot_root.join(format!("shard-{}", shard.0));
         let limits = context.session_limits.clone();
-        let state_machine = tokio::task::spawn_blocking(move || ShardStateMachine::open(db, shard, snapshot_dir, limits))
-            .await
-            .map_err(|join| ReplicaError::Stopped { shard, reason: join.to_string() })?
-            .map_err(storage)?;
+        let state_machine = tokio::task::spawn_blocking(move || {
+            ShardStateMachine::open(db, shard, snapshot_dir, limits)
+        })
+        .await
+        .map_err(|join| ReplicaError::Stopped {
+            shard,
+            reason: join.to_string(),
+        })?
+        .map_err(storage)?;
         let log_store = LogStore::new(context.db.clone(), shard, context.group_commit.clone());
-        let network = ShardNetworkFactory { shard, channels: context.channels.clone() };
-        let raft = Raft::new(context.node_id, context.raft_config.clone(), network, log_store, state_machine)
-            .await
-            .map_err(|fatal| ReplicaError::Stopped { shard, reason: fatal.to_string() })?;
-        Ok(Self { shard, context, raft })
+        let network = ShardNetworkFactory {
+            shard,
+            channels: context.channels.clone(),
+        };
+        let raft = Raft::new(
+            context.node_id,
+            context.raft_config.clone(),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|fatal| ReplicaError::Stopped {
+            shard,
+            reason: fatal.to_string(),
+        })?;
+        Ok(Self {
+            shard,
+            context,
+            raft,
+        })
     }
 
     pub fn shard(&self) -> ShardId {
@@ -192,7 +232,9 @@ impl ShardReplica {
     }
 
     pub fn snapshot_dir(&self) -> PathBuf {
-        self.context.snapshot_root.join(format!("shard-{}", self.shard.0))
+        self.context
+            .snapshot_root
+            .join(format!("shard-{}", self.shard.0))
     }
 
     /// The shard's membership version: one more than the log index of its current
@@ -227,10 +269,15 @@ impl ShardReplica {
         let mut status = self.status();
         let db = self.context.db.clone();
         let shard = self.shard;
-        status.revision = tokio::task::spawn_blocking(move || crate::state_machine::read_revision(&db, None, shard))
-            .await
-            .map_err(|join| ReplicaError::Stopped { shard, reason: join.to_string() })?
-            .map_err(|source| ReplicaError::Storage { shard, source })?;
+        status.revision = tokio::task::spawn_blocking(move || {
+            crate::state_machine::read_revision(&db, None, shard)
+        })
+        .await
+        .map_err(|join| ReplicaError::Stopped {
+            shard,
+            reason: join.to_string(),
+        })?
+        .map_err(|source| ReplicaError::Storage { shard, source })?;
         Ok(status)
     }
 
@@ -238,33 +285,52 @@ impl ShardReplica {
         ReplicaError::NotLeader {
             shard: self.shard,
             leader: forward.leader_id,
-            leader_address: forward.leader_node.as_ref().map(|node| node.address.clone()),
+            leader_address: forward
+                .leader_node
+                .as_ref()
+                .map(|node| node.address.clone()),
         }
     }
 
     fn fatal(&self, error: impl std::fmt::Display) -> ReplicaError {
-        ReplicaError::Stopped { shard: self.shard, reason: error.to_string() }
+        ReplicaError::Stopped {
+            shard: self.shard,
+            reason: error.to_string(),
+        }
     }
 
     fn write_error(&self, error: RaftError<C, ClientWriteError<C>>) -> ReplicaError {
         match error {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => self.not_leader(&forward),
-            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => ReplicaError::OutcomeUnknown {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                self.not_leader(&forward)
+            }
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => {
+                ReplicaError::OutcomeUnknown {
+                    shard: self.shard,
+                    reason: "leader changed before the entry committed".into(),
+                }
+            }
+            RaftError::APIError(other) => ReplicaError::Membership {
                 shard: self.shard,
-                reason: "leader changed before the entry committed".into(),
+                reason: other.to_string(),
             },
-            RaftError::APIError(other) => ReplicaError::Membership { shard: self.shard, reason: other.to_string() },
             RaftError::Fatal(fatal) => self.fatal(fatal),
         }
     }
 
     /// Founds the shard's Raft group with `members` as voters. Returns false if the group
     /// already exists (initialising twice is harmless).
-    pub async fn initialize(&self, members: BTreeMap<NodeId, NodeAddress>) -> Result<bool, ReplicaError> {
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, NodeAddress>,
+    ) -> Result<bool, ReplicaError> {
         match self.raft.initialize(members).await {
             Ok(()) => Ok(true),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
-            Err(RaftError::APIError(other)) => Err(ReplicaError::Membership { shard: self.shard, reason: other.to_string() }),
+            Err(RaftError::APIError(other)) => Err(ReplicaError::Membership {
+                shard: self.shard,
+                reason: other.to_string(),
+            }),
             Err(RaftError::Fatal(fatal)) => Err(self.fatal(fatal)),
         }
     }
@@ -293,28 +359,48 @@ impl ShardReplica {
     /// asking the leader for its read index and waiting to apply up to it.
     pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
         let timeout = self.context.read_index_timeout;
-        let unavailable = |reason: String| ReplicaError::Unavailable { shard: self.shard, reason };
+        let unavailable = |reason: String| ReplicaError::Unavailable {
+            shard: self.shard,
+            reason,
+        };
         let read_log_id = if self.raft.is_leader() {
             None
         } else {
             let metrics = self.raft.metrics().borrow_watched().clone();
             let Some(leader) = metrics.current_leader else {
-                return Err(ReplicaError::NotLeader { shard: self.shard, leader: None, leader_address: None });
+                return Err(ReplicaError::NotLeader {
+                    shard: self.shard,
+                    leader: None,
+                    leader_address: None,
+                });
             };
-            let address = metrics.membership_config.membership().get_node(&leader).map(|n| n.address.clone());
+            let address = metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|n| n.address.clone());
             let Some(address) = address else {
-                return Err(ReplicaError::NotLeader { shard: self.shard, leader: Some(leader), leader_address: None });
+                return Err(ReplicaError::NotLeader {
+                    shard: self.shard,
+                    leader: Some(leader),
+                    leader_address: None,
+                });
             };
             Some(self.fetch_read_index(leader, &address, timeout).await?)
         };
         match read_log_id {
             None => {
-                let confirmed = tokio::time::timeout(timeout, self.raft.ensure_linearizable(ReadPolicy::ReadIndex))
-                    .await
-                    .map_err(|_| unavailable(format!("read index not confirmed within {timeout:?}")))?;
+                let confirmed = tokio::time::timeout(
+                    timeout,
+                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                )
+                .await
+                .map_err(|_| unavailable(format!("read index not confirmed within {timeout:?}")))?;
                 match confirmed {
                     Ok(_) => Ok(()),
-                    Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => Err(self.not_leader(&forward)),
+                    Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
+                        Err(self.not_leader(&forward))
+                    }
                     Err(RaftError::APIError(other)) => Err(unavailable(other.to_string())),
                     Err(RaftError::Fatal(fatal)) => Err(self.fatal(fatal)),
                 }
@@ -323,15 +409,25 @@ impl ShardReplica {
                 let linearizer = Linearizer::new(self.context.node_id, read_log_id, None);
                 match linearizer.try_await_ready(&self.raft, Some(timeout)).await {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err(_)) => Err(unavailable(format!("did not apply up to the read index within {timeout:?}"))),
+                    Ok(Err(_)) => Err(unavailable(format!(
+                        "did not apply up to the read index within {timeout:?}"
+                    ))),
                     Err(fatal) => Err(self.fatal(fatal)),
                 }
             }
         }
     }
 
-    async fn fetch_read_index(&self, leader: NodeId, address: &str, timeout: Duration) -> Result<ReadLogId<C>, ReplicaError> {
-        let unavailable = |reason: String| ReplicaError::Unavailable { shard: self.shard, reason };
+    async fn fetch_read_index(
+        &self,
+        leader: NodeId,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<ReadLogId<C>, ReplicaError> {
+        let unavailable = |reason: String| ReplicaError::Unavailable {
+            shard: self.shard,
+            reason,
+        };
         let mut client = self.context.channels.client(address).map_err(unavailable)?;
         let mut request = tonic::Request::new(pb::RaftRequest {
             shard_id: self.shard.0,
@@ -342,15 +438,26 @@ impl ShardReplica {
         request.set_timeout(timeout);
         let reply = tokio::time::timeout(timeout, client.read_index(request))
             .await
-            .map_err(|_| unavailable(format!("leader {leader} gave no read index within {timeout:?}")))?
-            .map_err(|status| unavailable(format!("read index from {leader}: {}", status.message())))?
+            .map_err(|_| {
+                unavailable(format!(
+                    "leader {leader} gave no read index within {timeout:?}"
+                ))
+            })?
+            .map_err(|status| {
+                unavailable(format!("read index from {leader}: {}", status.message()))
+            })?
             .into_inner();
         let answer: Result<ReadLogId<C>, ReadIndexRefusal> =
             decode_payload(reply.encoding, &reply.payload).map_err(unavailable)?;
         answer.map_err(|refusal| match refusal {
-            ReadIndexRefusal::NotLeader { leader, leader_address } => {
-                ReplicaError::NotLeader { shard: self.shard, leader, leader_address }
-            }
+            ReadIndexRefusal::NotLeader {
+                leader,
+                leader_address,
+            } => ReplicaError::NotLeader {
+                shard: self.shard,
+                leader,
+                leader_address,
+            },
             ReadIndexRefusal::Unavailable(reason) => unavailable(reason),
         })
     }
@@ -371,7 +478,12 @@ impl ShardReplica {
         encode_payload(&answer)
     }
 
-    pub async fn add_learner(&self, node: NodeId, address: String, wait_caught_up: bool) -> Result<u64, ReplicaError> {
+    pub async fn add_learner(
+        &self,
+        node: NodeId,
+        address: String,
+        wait_caught_up: bool,
+    ) -> Result<u64, ReplicaError> {
         let response = self
             .raft
             .add_learner(node, NodeAddress { address }, wait_caught_up)
@@ -380,9 +492,16 @@ impl ShardReplica {
         Ok(epoch_of(Some(&response.log_id)))
     }
 
-    pub async fn change_membership(&self, voters: BTreeSet<NodeId>, retain_as_learners: bool) -> Result<u64, ReplicaError> {
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<NodeId>,
+        retain_as_learners: bool,
+    ) -> Result<u64, ReplicaError> {
         if voters.is_empty() {
-            return Err(ReplicaError::Membership { shard: self.shard, reason: "a shard needs at least one voter".into() });
+            return Err(ReplicaError::Membership {
+                shard: self.shard,
+                reason: "a shard needs at least one voter".into(),
+            });
         }
         let response = self
             .raft
@@ -395,25 +514,51 @@ impl ShardReplica {
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), ReplicaError> {
         if !self.raft.is_leader() {
             let leader = self.raft.current_leader().await;
-            return Err(ReplicaError::NotLeader { shard: self.shard, leader, leader_address: None });
+            return Err(ReplicaError::NotLeader {
+                shard: self.shard,
+                leader,
+                leader_address: None,
+            });
         }
-        self.raft.trigger().transfer_leader(to).await.map_err(|fatal| self.fatal(fatal))
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|fatal| self.fatal(fatal))
     }
 
     /// Builds a snapshot now and waits for it; with `purge_log`, also purges the log up to it.
-    pub async fn snapshot_now(&self, purge_log: bool, timeout: Duration) -> Result<u64, ReplicaError> {
+    pub async fn snapshot_now(
+        &self,
+        purge_log: bool,
+        timeout: Duration,
+    ) -> Result<u64, ReplicaError> {
         let applied = self.raft.metrics().borrow_watched().last_applied;
-        self.raft.trigger().snapshot().await.map_err(|fatal| self.fatal(fatal))?;
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|fatal| self.fatal(fatal))?;
         let target = applied.map_or(0, |log_id: LogId| log_id.index);
         let metrics = self
             .raft
             .wait(Some(timeout))
-            .metrics(|m| m.snapshot.as_ref().map_or(0, |l| l.index) >= target && m.snapshot.is_some(), "snapshot built")
+            .metrics(
+                |m| m.snapshot.as_ref().map_or(0, |l| l.index) >= target && m.snapshot.is_some(),
+                "snapshot built",
+            )
             .await
-            .map_err(|error| ReplicaError::Unavailable { shard: self.shard, reason: error.to_string() })?;
+            .map_err(|error| ReplicaError::Unavailable {
+                shard: self.shard,
+                reason: error.to_string(),
+            })?;
         let index = metrics.snapshot.as_ref().map_or(0, |l| l.index);
         if purge_log {
-            self.raft.trigger().purge_log(index).await.map_err(|fatal| self.fatal(fatal))?;
+            self.raft
+                .trigger()
+                .purge_log(index)
+                .await
+                .map_err(|fatal| self.fatal(fatal))?;
         }
         Ok(index)
     }
@@ -434,11 +579,19 @@ impl ShardReplica {
             let mut batch = WriteBatch::default();
             let prefix = keys::shard_prefix(shard);
             let upper = keys::shard_upper_bound(shard);
-            for name in [keys::CF_RAFT_LOG, keys::CF_RAFT_STATE, keys::CF_KV, keys::CF_SESSIONS, keys::CF_SM_STATE] {
+            for name in [
+                keys::CF_RAFT_LOG,
+                keys::CF_RAFT_STATE,
+                keys::CF_KV,
+                keys::CF_SESSIONS,
+                keys::CF_SM_STATE,
+            ] {
                 let cf = db.cf_handle(name).expect("column family exists");
                 batch.delete_range_cf(cf, &prefix[..], &upper[..]);
             }
-            let cf = db.cf_handle(keys::CF_REPLICAS).expect("replicas column family exists");
+            let cf = db
+                .cf_handle(keys::CF_REPLICAS)
+                .expect("replicas column family exists");
             batch.delete_cf(cf, keys::replica_key(shard));
             let mut synced = WriteOptions::default();
             synced.set_sync(true);
@@ -449,7 +602,10 @@ impl ShardReplica {
             Ok(())
         })
         .await
-        .map_err(|join| ReplicaError::Stopped { shard, reason: join.to_string() })?
+        .map_err(|join| ReplicaError::Stopped {
+            shard,
+            reason: join.to_string(),
+        })?
         .map_err(|source| ReplicaError::Storage { shard, source })
     }
 }
@@ -461,6 +617,9 @@ fn epoch_of(membership_log_id: Option<&LogId>) -> u64 {
 /// Why a leader did not hand out a read index.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum ReadIndexRefusal {
-    NotLeader { leader: Option<NodeId>, leader_address: Option<String> },
+    NotLeader {
+        leader: Option<NodeId>,
+        leader_address: Option<String>,
+    },
     Unavailable(String),
 }

@@ -104,11 +104,14 @@ impl SessionTable {
     /// Rebuilds the table from the `sessions` column family (after open or snapshot install).
     pub fn load(db: &DB, shard: ShardId, limits: SessionLimits) -> Result<Self> {
         let mut table = Self::new(shard, limits);
-        let cf = db.cf_handle(keys::CF_SESSIONS).expect("sessions column family exists");
+        let cf = db
+            .cf_handle(keys::CF_SESSIONS)
+            .expect("sessions column family exists");
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(keys::shard_upper_bound(shard));
         let start = keys::shard_prefix(shard);
-        for item in db.iterator_cf_opt(cf, options, IteratorMode::From(&start, Direction::Forward)) {
+        for item in db.iterator_cf_opt(cf, options, IteratorMode::From(&start, Direction::Forward))
+        {
             let (key, value) = item?;
             let client = ClientId(u64_at(&key, 8).ok_or_else(|| bad_key(&key))?);
             match key.len() {
@@ -120,7 +123,13 @@ impl SessionTable {
                     match table.sessions.get_mut(&client) {
                         Some(session) => session.head = head,
                         None => {
-                            table.sessions.insert(client, Session { head, remembered: BTreeSet::new() });
+                            table.sessions.insert(
+                                client,
+                                Session {
+                                    head,
+                                    remembered: BTreeSet::new(),
+                                },
+                            );
                         }
                     }
                 }
@@ -130,7 +139,10 @@ impl SessionTable {
                         .sessions
                         .entry(client)
                         .or_insert_with(|| Session {
-                            head: SessionHead { last_active_ms: 0, floor: Sequence(0) },
+                            head: SessionHead {
+                                last_active_ms: 0,
+                                floor: Sequence(0),
+                            },
                             remembered: BTreeSet::new(),
                         })
                         .remembered
@@ -171,17 +183,23 @@ impl SessionTable {
             return Ok(Admission::New);
         };
         if session.remembered.contains(&write_id.sequence) {
-            let cf = db.cf_handle(keys::CF_SESSIONS).expect("sessions column family exists");
+            let cf = db
+                .cf_handle(keys::CF_SESSIONS)
+                .expect("sessions column family exists");
             let key = keys::session_result_key(self.shard, write_id.client, write_id.sequence);
-            let bytes = db.get_pinned_cf(cf, key)?.ok_or(StorageError::Inconsistent(format!(
-                "remembered result of {} {} missing",
-                write_id.client, write_id.sequence
-            )))?;
+            let bytes = db
+                .get_pinned_cf(cf, key)?
+                .ok_or(StorageError::Inconsistent(format!(
+                    "remembered result of {} {} missing",
+                    write_id.client, write_id.sequence
+                )))?;
             let result = codec::decode(&bytes).map_err(StorageError::corrupt("session result"))?;
             return Ok(Admission::Duplicate(result));
         }
         if write_id.sequence < session.head.floor {
-            return Ok(Admission::WindowExceeded { oldest_remembered: session.head.floor });
+            return Ok(Admission::WindowExceeded {
+                oldest_remembered: session.head.floor,
+            });
         }
         Ok(Admission::New)
     }
@@ -198,20 +216,25 @@ impl SessionTable {
         let Some(write_id) = command.write_id else {
             return;
         };
-        let cf = db.cf_handle(keys::CF_SESSIONS).expect("sessions column family exists");
+        let cf = db
+            .cf_handle(keys::CF_SESSIONS)
+            .expect("sessions column family exists");
         let client = write_id.client;
-        if !self.sessions.contains_key(&client) && self.sessions.len() >= self.limits.sessions_max
-        {
+        if !self.sessions.contains_key(&client) && self.sessions.len() >= self.limits.sessions_max {
             if let Some(&(_, oldest)) = self.by_activity.first() {
                 self.forget_session(oldest, batch, db);
             }
         }
         let clock_ms = self.clock_ms;
         let session = self.sessions.entry(client).or_insert_with(|| Session {
-            head: SessionHead { last_active_ms: clock_ms, floor: write_id.first_incomplete },
+            head: SessionHead {
+                last_active_ms: clock_ms,
+                floor: write_id.first_incomplete,
+            },
             remembered: BTreeSet::new(),
         });
-        self.by_activity.remove(&(session.head.last_active_ms, client));
+        self.by_activity
+            .remove(&(session.head.last_active_ms, client));
         session.head.last_active_ms = clock_ms;
         self.by_activity.insert((clock_ms, client));
 
@@ -221,7 +244,11 @@ impl SessionTable {
         } else {
             encoded
         };
-        batch.put_cf(cf, keys::session_result_key(self.shard, client, write_id.sequence), encoded);
+        batch.put_cf(
+            cf,
+            keys::session_result_key(self.shard, client, write_id.sequence),
+            encoded,
+        );
         session.remembered.insert(write_id.sequence);
 
         // The client has every answer below first_incomplete: those results can go.
@@ -241,13 +268,20 @@ impl SessionTable {
             session.remembered.pop_first();
             batch.delete_cf(cf, keys::session_result_key(self.shard, client, oldest));
         }
-        batch.put_cf(cf, keys::session_head_key(self.shard, client), codec::encode(&session.head));
+        batch.put_cf(
+            cf,
+            keys::session_head_key(self.shard, client),
+            codec::encode(&session.head),
+        );
     }
 
     fn forget_session(&mut self, client: ClientId, batch: &mut WriteBatch, db: &DB) {
-        let cf = db.cf_handle(keys::CF_SESSIONS).expect("sessions column family exists");
+        let cf = db
+            .cf_handle(keys::CF_SESSIONS)
+            .expect("sessions column family exists");
         if let Some(session) = self.sessions.remove(&client) {
-            self.by_activity.remove(&(session.head.last_active_ms, client));
+            self.by_activity
+                .remove(&(session.head.last_active_ms, client));
             for sequence in session.remembered {
                 batch.delete_cf(cf, keys::session_result_key(self.shard, client, sequence));
             }
@@ -262,4 +296,159 @@ fn u64_at(key: &[u8], at: usize) -> Option<u64> {
 
 fn bad_key(key: &[u8]) -> StorageError {
     StorageError::Inconsistent(format!("malformed session key of {} bytes", key.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Put, PutResult, WriteId, WriteOp};
+    use cairn_types::Revision;
+
+    fn command(client: u64, sequence: u64, first_incomplete: u64, at_ms: u64) -> Command {
+        Command {
+            write_id: Some(WriteId {
+                client: ClientId(client),
+                sequence: Sequence(sequence),
+                first_incomplete: Sequence(first_incomplete),
+            }),
+            proposed_at_ms: at_ms,
+            op: WriteOp::Put(Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                prev_kv: false,
+                condition: None,
+            }),
+        }
+    }
+
+    fn result(revision: u64) -> WriteResult {
+        WriteResult::Put(PutResult {
+            revision: Revision(revision),
+            succeeded: true,
+            prev_kv: None,
+        })
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        db: std::sync::Arc<DB>,
+        table: SessionTable,
+    }
+
+    impl Fixture {
+        fn new(limits: SessionLimits) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let db = crate::database::open_database(dir.path(), &Default::default()).unwrap();
+            let table = SessionTable::new(ShardId(1), limits);
+            Self {
+                _dir: dir,
+                db,
+                table,
+            }
+        }
+
+        /// Runs one command through the table as the state machine does; returns the admission.
+        fn apply(&mut self, command: &Command, revision: u64) -> Admission {
+            let mut batch = WriteBatch::default();
+            self.table.tick(command, &mut batch, &self.db);
+            let admission = self.table.admit(command, &self.db).unwrap();
+            if admission == Admission::New {
+                self.table
+                    .remember(command, &result(revision), &mut batch, &self.db);
+            }
+            self.db.write(batch).unwrap();
+            admission
+        }
+
+        fn reloaded(&self) -> SessionTable {
+            SessionTable::load(&self.db, ShardId(1), self.table.limits.clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_duplicate_gets_the_first_result_even_after_reload() {
+        let mut fixture = Fixture::new(SessionLimits::default());
+        assert_eq!(fixture.apply(&command(7, 1, 1, 1_000), 10), Admission::New);
+        assert_eq!(
+            fixture.apply(&command(7, 1, 1, 1_001), 11),
+            Admission::Duplicate(RememberedResult::Full(result(10)))
+        );
+        fixture.table = fixture.reloaded();
+        assert_eq!(
+            fixture.apply(&command(7, 1, 1, 1_002), 12),
+            Admission::Duplicate(RememberedResult::Full(result(10)))
+        );
+    }
+
+    #[test]
+    fn acknowledged_and_overflowing_results_are_forgotten_on_disk_too() {
+        let limits = SessionLimits {
+            results_per_client_max: 3,
+            ..SessionLimits::default()
+        };
+        let mut fixture = Fixture::new(limits);
+        for sequence in 1..=5 {
+            fixture.apply(&command(7, sequence, 1, 1_000), sequence);
+        }
+        // Only 3, 4, 5 are kept; 1 and 2 are below the window.
+        assert_eq!(
+            fixture.apply(&command(7, 1, 1, 1_000), 99),
+            Admission::WindowExceeded {
+                oldest_remembered: Sequence(3)
+            }
+        );
+        let reloaded = fixture.reloaded();
+        assert_eq!(
+            reloaded.sessions[&ClientId(7)]
+                .remembered
+                .iter()
+                .map(|s| s.0)
+                .collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        assert_eq!(
+            reloaded
+                .admit(&command(7, 2, 1, 1_000), &fixture.db)
+                .unwrap(),
+            Admission::WindowExceeded {
+                oldest_remembered: Sequence(3)
+            }
+        );
+
+        // The client acknowledges everything below 5.
+        fixture.apply(&command(7, 6, 5, 1_000), 6);
+        let reloaded = fixture.reloaded();
+        assert_eq!(
+            reloaded.sessions[&ClientId(7)]
+                .remembered
+                .iter()
+                .map(|s| s.0)
+                .collect::<Vec<_>>(),
+            [5, 6]
+        );
+    }
+
+    #[test]
+    fn idle_sessions_expire_by_the_log_clock_and_the_table_is_bounded() {
+        let limits = SessionLimits {
+            session_ttl_ms: 10_000,
+            sessions_max: 2,
+            ..SessionLimits::default()
+        };
+        let mut fixture = Fixture::new(limits);
+        fixture.apply(&command(1, 1, 1, 1_000), 1);
+        fixture.apply(&command(2, 1, 1, 2_000), 2);
+        assert_eq!(fixture.table.len(), 2);
+        // A third client evicts the least recently active one.
+        fixture.apply(&command(3, 1, 1, 3_000), 3);
+        assert_eq!(fixture.table.len(), 2);
+        assert!(!fixture.table.sessions.contains_key(&ClientId(1)));
+        // Time in the log moves past the ttl of client 2 (last active at 2 000).
+        fixture.apply(&command(3, 2, 2, 12_500), 4);
+        assert!(!fixture.table.sessions.contains_key(&ClientId(2)));
+        assert_eq!(fixture.reloaded().len(), 1, "expiry is persisted");
+        // A leader whose clock is behind does not move time back.
+        fixture.apply(&command(3, 3, 3, 5_000), 5);
+        assert_eq!(fixture.table.clock_ms, 12_500);
+    }
 }

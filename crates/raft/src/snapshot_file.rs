@@ -48,8 +48,11 @@ pub struct SnapshotWriter {
 impl SnapshotWriter {
     pub fn create(path: &Path, header: &SnapshotHeader) -> Result<Self> {
         let file = File::create(path)?;
-        let mut writer =
-            Self { out: BufWriter::with_capacity(1 << 20, file), crc: crc32fast::Hasher::new(), records: 0 };
+        let mut writer = Self {
+            out: BufWriter::with_capacity(1 << 20, file),
+            crc: crc32fast::Hasher::new(),
+            records: 0,
+        };
         let encoded = codec::encode(header);
         writer.write_all(MAGIC)?;
         writer.write_all(&FORMAT.to_le_bytes())?;
@@ -110,11 +113,15 @@ impl SnapshotReader {
         let mut magic = [0u8; 8];
         reader.read_exact(&mut magic)?;
         if &magic != MAGIC {
-            return Err(StorageError::Snapshot("not a Cairn snapshot file (bad magic)".into()));
+            return Err(StorageError::Snapshot(
+                "not a Cairn snapshot file (bad magic)".into(),
+            ));
         }
         let format = reader.read_u32()?;
         if format != FORMAT {
-            return Err(StorageError::Snapshot(format!("unknown snapshot format {format}")));
+            return Err(StorageError::Snapshot(format!(
+                "unknown snapshot format {format}"
+            )));
         }
         let header_len = reader.read_u32()?;
         let header_bytes = reader.read_vec(header_len)?;
@@ -124,9 +131,9 @@ impl SnapshotReader {
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<()> {
-        self.input.read_exact(buf).map_err(|error| {
-            StorageError::Snapshot(format!("truncated snapshot file: {error}"))
-        })?;
+        self.input
+            .read_exact(buf)
+            .map_err(|error| StorageError::Snapshot(format!("truncated snapshot file: {error}")))?;
         self.crc.update(buf);
         Ok(())
     }
@@ -139,7 +146,9 @@ impl SnapshotReader {
 
     fn read_vec(&mut self, len: u32) -> Result<Vec<u8>> {
         if len > RECORD_BYTES_MAX {
-            return Err(StorageError::Snapshot(format!("record of {len} bytes is too large")));
+            return Err(StorageError::Snapshot(format!(
+                "record of {len} bytes is too large"
+            )));
         }
         let mut bytes = vec![0u8; len as usize];
         self.read_exact(&mut bytes)?;
@@ -166,7 +175,11 @@ impl SnapshotReader {
             }
             1 => RecordKind::Kv,
             2 => RecordKind::Session,
-            other => return Err(StorageError::Snapshot(format!("unknown record kind {other}"))),
+            other => {
+                return Err(StorageError::Snapshot(format!(
+                    "unknown record kind {other}"
+                )))
+            }
         };
         let key_len = self.read_u32()?;
         let value_len = self.read_u32()?;
@@ -205,13 +218,18 @@ mod tests {
         let path = dir.path().join("s.snap");
         let mut writer = SnapshotWriter::create(&path, &header()).unwrap();
         writer.record(RecordKind::Kv, b"a", b"1").unwrap();
-        writer.record(RecordKind::Session, &[0; 8], b"head").unwrap();
+        writer
+            .record(RecordKind::Session, &[0; 8], b"head")
+            .unwrap();
         assert_eq!(writer.finish().unwrap(), 2);
 
         let (read_header, count) = SnapshotReader::verify(&path).unwrap();
         assert_eq!((read_header, count), (header(), 2));
         let mut reader = SnapshotReader::open(&path).unwrap();
-        assert_eq!(reader.next_record().unwrap(), Some((RecordKind::Kv, b"a".to_vec(), b"1".to_vec())));
+        assert_eq!(
+            reader.next_record().unwrap(),
+            Some((RecordKind::Kv, b"a".to_vec(), b"1".to_vec()))
+        );
         assert!(reader.next_record().unwrap().is_some());
         assert!(reader.next_record().unwrap().is_none());
     }

@@ -66,7 +66,8 @@ pub struct ShardStateMachine {
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
-    db.cf_handle(name).expect("column families are created at open")
+    db.cf_handle(name)
+        .expect("column families are created at open")
 }
 
 fn read_tag<T: serde::de::DeserializeOwned>(
@@ -79,19 +80,32 @@ fn read_tag<T: serde::de::DeserializeOwned>(
     if let Some(snapshot) = snapshot {
         options.set_snapshot(snapshot);
     }
-    match db.get_pinned_cf_opt(cf(db, keys::CF_SM_STATE), keys::tagged_key(shard, tag), &options)? {
+    match db.get_pinned_cf_opt(
+        cf(db, keys::CF_SM_STATE),
+        keys::tagged_key(shard, tag),
+        &options,
+    )? {
         None => Ok(None),
-        Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(StorageError::corrupt("state machine state"))?)),
+        Some(bytes) => Ok(Some(
+            codec::decode(&bytes).map_err(StorageError::corrupt("state machine state"))?,
+        )),
     }
 }
 
 /// The shard's current revision, as seen by `snapshot` (or the live database).
-pub fn read_revision(db: &DB, snapshot: Option<&rocksdb::Snapshot<'_>>, shard: ShardId) -> Result<Revision> {
+pub fn read_revision(
+    db: &DB,
+    snapshot: Option<&rocksdb::Snapshot<'_>>,
+    shard: ShardId,
+) -> Result<Revision> {
     Ok(read_tag(db, snapshot, shard, keys::TAG_REVISION)?.unwrap_or_default())
 }
 
 fn now_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -102,9 +116,19 @@ fn sync_dir(dir: &Path) -> Result<()> {
 impl ShardStateMachine {
     /// Opens the state machine of `shard`, finishing an interrupted snapshot install first.
     /// Blocking: call from a blocking context.
-    pub fn open(db: Arc<DB>, shard: ShardId, snapshot_dir: PathBuf, session_limits: SessionLimits) -> Result<Self> {
+    pub fn open(
+        db: Arc<DB>,
+        shard: ShardId,
+        snapshot_dir: PathBuf,
+        session_limits: SessionLimits,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&snapshot_dir)?;
-        let snapshots = SnapshotStore { db: db.clone(), shard, dir: snapshot_dir, lock: Arc::new(Mutex::new(())) };
+        let snapshots = SnapshotStore {
+            db: db.clone(),
+            shard,
+            dir: snapshot_dir,
+            lock: Arc::new(Mutex::new(())),
+        };
         snapshots.remove_temporary_files()?;
         if let Some(marker) = read_tag::<CurrentSnapshot>(&db, None, shard, keys::TAG_INSTALLING)? {
             tracing::warn!(%shard, file = %marker.file_name, "finishing a snapshot install interrupted by a crash");
@@ -125,7 +149,8 @@ impl ShardStateMachine {
     fn reload(&mut self) -> Result<()> {
         let db = &self.snapshots.db;
         let shard = self.snapshots.shard;
-        self.last_applied = read_tag::<Option<LogId>>(db, None, shard, keys::TAG_APPLIED)?.flatten();
+        self.last_applied =
+            read_tag::<Option<LogId>>(db, None, shard, keys::TAG_APPLIED)?.flatten();
         self.membership = read_tag(db, None, shard, keys::TAG_MEMBERSHIP)?.unwrap_or_default();
         self.revision = read_revision(db, None, shard)?;
         self.sessions = SessionTable::load(db, shard, self.session_limits.clone())?;
@@ -147,21 +172,34 @@ impl ShardStateMachine {
             EntryPayload::Blank => CommandResponse::None,
             EntryPayload::Membership(membership) => {
                 self.membership = StoredMembership::new(Some(log_id), membership);
-                batch.put_cf(state_cf, keys::tagged_key(shard, keys::TAG_MEMBERSHIP), codec::encode(&self.membership));
+                batch.put_cf(
+                    state_cf,
+                    keys::tagged_key(shard, keys::TAG_MEMBERSHIP),
+                    codec::encode(&self.membership),
+                );
                 CommandResponse::None
             }
             EntryPayload::Normal(command) => {
                 self.sessions.tick(&command, &mut batch, &db);
                 let result = match self.sessions.admit(&command, &db)? {
                     Admission::Duplicate(RememberedResult::Full(result)) => result,
-                    Admission::Duplicate(RememberedResult::TooLarge) => WriteResult::AppliedResultNotRetained,
-                    Admission::WindowExceeded { oldest_remembered } => WriteResult::WindowExceeded { oldest_remembered },
+                    Admission::Duplicate(RememberedResult::TooLarge) => {
+                        WriteResult::AppliedResultNotRetained
+                    }
+                    Admission::WindowExceeded { oldest_remembered } => {
+                        WriteResult::WindowExceeded { oldest_remembered }
+                    }
                     Admission::New => {
                         let view = KvView::new(&db, shard);
-                        let (result, changed) = kv::apply_write(&view, &mut batch, &command.op, self.revision)?;
+                        let (result, changed) =
+                            kv::apply_write(&view, &mut batch, &command.op, self.revision)?;
                         if changed {
                             self.revision = Revision(self.revision.0 + 1);
-                            batch.put_cf(state_cf, keys::tagged_key(shard, keys::TAG_REVISION), codec::encode(&self.revision));
+                            batch.put_cf(
+                                state_cf,
+                                keys::tagged_key(shard, keys::TAG_REVISION),
+                                codec::encode(&self.revision),
+                            );
                         }
                         self.sessions.remember(&command, &result, &mut batch, &db);
                         result
@@ -171,7 +209,11 @@ impl ShardStateMachine {
             }
         };
         self.last_applied = Some(log_id);
-        batch.put_cf(state_cf, keys::tagged_key(shard, keys::TAG_APPLIED), codec::encode(&self.last_applied));
+        batch.put_cf(
+            state_cf,
+            keys::tagged_key(shard, keys::TAG_APPLIED),
+            codec::encode(&self.last_applied),
+        );
         db.write(batch)?;
         Ok(response)
     }
@@ -211,7 +253,9 @@ impl SnapshotStore {
     fn build(&self) -> Result<CurrentSnapshot> {
         let db = &self.db;
         let snapshot = db.snapshot();
-        let last_applied = read_tag::<Option<LogId>>(db, Some(&snapshot), self.shard, keys::TAG_APPLIED)?.flatten();
+        let last_applied =
+            read_tag::<Option<LogId>>(db, Some(&snapshot), self.shard, keys::TAG_APPLIED)?
+                .flatten();
         let membership: StoredMembership =
             read_tag(db, Some(&snapshot), self.shard, keys::TAG_MEMBERSHIP)?.unwrap_or_default();
         let revision = read_revision(db, Some(&snapshot), self.shard)?;
@@ -225,12 +269,19 @@ impl SnapshotStore {
             revision,
         };
         let mut writer = SnapshotWriter::create(&temporary, &header)?;
-        for (cf_name, kind) in [(keys::CF_KV, RecordKind::Kv), (keys::CF_SESSIONS, RecordKind::Session)] {
+        for (cf_name, kind) in [
+            (keys::CF_KV, RecordKind::Kv),
+            (keys::CF_SESSIONS, RecordKind::Session),
+        ] {
             let mut options = ReadOptions::default();
             options.set_snapshot(&snapshot);
             options.set_iterate_upper_bound(keys::shard_upper_bound(self.shard));
             let start = keys::shard_prefix(self.shard);
-            for item in db.iterator_cf_opt(cf(db, cf_name), options, IteratorMode::From(&start, Direction::Forward)) {
+            for item in db.iterator_cf_opt(
+                cf(db, cf_name),
+                options,
+                IteratorMode::From(&start, Direction::Forward),
+            ) {
                 let (key, value) = item?;
                 writer.record(kind, &key[8..], &value)?;
             }
@@ -240,7 +291,13 @@ impl SnapshotStore {
         std::fs::rename(&temporary, self.dir.join(&file_name))?;
         sync_dir(&self.dir)?;
 
-        let built = CurrentSnapshot { meta: SnapshotMeta { last_log_id: last_applied, last_membership: membership }, file_name };
+        let built = CurrentSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: last_applied,
+                last_membership: membership,
+            },
+            file_name,
+        };
         let _guard = self.lock.lock().expect("snapshot lock poisoned");
         if let Some(current) = self.current()? {
             if current.meta.last_log_id >= built.meta.last_log_id {
@@ -248,7 +305,15 @@ impl SnapshotStore {
                 return Ok(current);
             }
         }
-        self.db.put_cf(cf(db, keys::CF_SM_STATE), keys::tagged_key(self.shard, keys::TAG_SNAPSHOT), codec::encode(&built))?;
+        // Synced before the previous snapshot file goes, so the pointer never names a deleted file.
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        self.db.put_cf_opt(
+            cf(db, keys::CF_SM_STATE),
+            keys::tagged_key(self.shard, keys::TAG_SNAPSHOT),
+            codec::encode(&built),
+            &synced,
+        )?;
         self.remove_other_snapshots(&built.file_name)?;
         tracing::info!(shard = %self.shard, index, records, file = %built.file_name, "built snapshot");
         Ok(built)
@@ -258,14 +323,19 @@ impl SnapshotStore {
     fn install(&self, meta: &SnapshotMeta, source: &Path) -> Result<()> {
         let (header, records) = SnapshotReader::verify(source)?;
         if header.shard != self.shard {
-            return Err(StorageError::Snapshot(format!("snapshot of {} offered to {}", header.shard, self.shard)));
+            return Err(StorageError::Snapshot(format!(
+                "snapshot of {} offered to {}",
+                header.shard, self.shard
+            )));
         }
         // The file must be ours and durable before the marker points at it.
         let index = meta.last_log_id.as_ref().map_or(0, |log_id| log_id.index());
         let owned_name = source
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
-            .filter(|name| source.parent() == Some(self.dir.as_path()) && name.starts_with("snap-"));
+            .filter(|name| {
+                source.parent() == Some(self.dir.as_path()) && name.starts_with("snap-")
+            });
         let file_name = match owned_name {
             Some(name) => name,
             None => {
@@ -280,7 +350,10 @@ impl SnapshotStore {
                 name
             }
         };
-        let marker = CurrentSnapshot { meta: meta.clone(), file_name };
+        let marker = CurrentSnapshot {
+            meta: meta.clone(),
+            file_name,
+        };
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
         self.db.put_cf_opt(
@@ -317,10 +390,26 @@ impl SnapshotStore {
             }
         }
         let state_cf = cf(db, keys::CF_SM_STATE);
-        batch.put_cf(state_cf, keys::tagged_key(self.shard, keys::TAG_APPLIED), codec::encode(&marker.meta.last_log_id));
-        batch.put_cf(state_cf, keys::tagged_key(self.shard, keys::TAG_MEMBERSHIP), codec::encode(&marker.meta.last_membership));
-        batch.put_cf(state_cf, keys::tagged_key(self.shard, keys::TAG_REVISION), codec::encode(&revision));
-        batch.put_cf(state_cf, keys::tagged_key(self.shard, keys::TAG_SNAPSHOT), codec::encode(marker));
+        batch.put_cf(
+            state_cf,
+            keys::tagged_key(self.shard, keys::TAG_APPLIED),
+            codec::encode(&marker.meta.last_log_id),
+        );
+        batch.put_cf(
+            state_cf,
+            keys::tagged_key(self.shard, keys::TAG_MEMBERSHIP),
+            codec::encode(&marker.meta.last_membership),
+        );
+        batch.put_cf(
+            state_cf,
+            keys::tagged_key(self.shard, keys::TAG_REVISION),
+            codec::encode(&revision),
+        );
+        batch.put_cf(
+            state_cf,
+            keys::tagged_key(self.shard, keys::TAG_SNAPSHOT),
+            codec::encode(marker),
+        );
         batch.delete_cf(state_cf, keys::tagged_key(self.shard, keys::TAG_INSTALLING));
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
@@ -331,7 +420,9 @@ impl SnapshotStore {
     }
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T, io::Error> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T, io::Error> {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result.map_err(io::Error::from),
         Err(join) => Err(io::Error::other(format!("storage task failed: {join}"))),
@@ -341,7 +432,12 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + '
 type ShardSnapshot = openraft::type_config::alias::SnapshotOf<ShardRaftConfig, SnapshotFile>;
 
 fn to_snapshot(store: &SnapshotStore, current: CurrentSnapshot) -> ShardSnapshot {
-    Snapshot { meta: current.meta, snapshot: SnapshotFile { path: store.dir.join(current.file_name) } }
+    Snapshot {
+        meta: current.meta,
+        snapshot: SnapshotFile {
+            path: store.dir.join(current.file_name),
+        },
+    }
 }
 
 pub struct ShardSnapshotBuilder {
@@ -368,7 +464,9 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
-        Strm: Stream<Item = Result<EntryResponder<ShardRaftConfig>, io::Error>> + Unpin + OptionalSend,
+        Strm: Stream<Item = Result<EntryResponder<ShardRaftConfig>, io::Error>>
+            + Unpin
+            + OptionalSend,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
             // A RocksDB write of one entry takes microseconds (no fsync): not worth a thread hop.
@@ -384,10 +482,16 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        ShardSnapshotBuilder { snapshots: self.snapshots.clone() }
+        ShardSnapshotBuilder {
+            snapshots: self.snapshots.clone(),
+        }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
         let store = self.snapshots.clone();
         let meta_owned = meta.clone();
         blocking(move || store.install(&meta_owned, &snapshot.path)).await?;

@@ -9,7 +9,10 @@ use cairn_proto::raft::v1 as pb;
 use cairn_proto::raft::v1::raft_transport_server::RaftTransport;
 use cairn_types::{NodeId, ShardId};
 use openraft::error::RaftError;
-use openraft::raft::{AppendEntriesRequest, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest,
+};
 use openraft::storage::Snapshot;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -33,7 +36,10 @@ pub struct RaftTransportService<D> {
 
 impl<D: ReplicaDirectory> RaftTransportService<D> {
     pub fn new(directory: Arc<D>, concurrent_snapshot_receives_max: usize) -> Self {
-        Self { directory, snapshot_receives: Arc::new(Semaphore::new(concurrent_snapshot_receives_max)) }
+        Self {
+            directory,
+            snapshot_receives: Arc::new(Semaphore::new(concurrent_snapshot_receives_max)),
+        }
     }
 
     fn replica(&self, shard: u64, to_node: u64) -> Result<Arc<ShardReplica>, Status> {
@@ -43,46 +49,74 @@ impl<D: ReplicaDirectory> RaftTransportService<D> {
                 self.directory.node_id()
             )));
         }
-        self.directory
-            .replica(ShardId(shard))
-            .ok_or_else(|| Status::not_found(format!("shard-{shard} has no replica on {}", self.directory.node_id())))
+        self.directory.replica(ShardId(shard)).ok_or_else(|| {
+            Status::not_found(format!(
+                "shard-{shard} has no replica on {}",
+                self.directory.node_id()
+            ))
+        })
     }
 
-    fn open<T: DeserializeOwned>(&self, request: Request<pb::RaftRequest>) -> Result<(Arc<ShardReplica>, T), Status> {
+    fn open<T: DeserializeOwned>(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<(Arc<ShardReplica>, T), Status> {
         let request = request.into_inner();
         let replica = self.replica(request.shard_id, request.to_node_id)?;
-        let message = decode_payload(request.encoding, &request.payload).map_err(Status::invalid_argument)?;
+        let message =
+            decode_payload(request.encoding, &request.payload).map_err(Status::invalid_argument)?;
         Ok((replica, message))
     }
 }
 
 fn reply<T: serde::Serialize>(value: &T) -> Response<pb::RaftReply> {
-    Response::new(pb::RaftReply { encoding: ENCODING_POSTCARD, payload: encode_payload(value).into() })
+    Response::new(pb::RaftReply {
+        encoding: ENCODING_POSTCARD,
+        payload: encode_payload(value).into(),
+    })
 }
 
 #[tonic::async_trait]
 impl<D: ReplicaDirectory> RaftTransport for RaftTransportService<D> {
-    async fn append_entries(&self, request: Request<pb::RaftRequest>) -> Result<Response<pb::RaftReply>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
         let (replica, message): (_, AppendEntriesRequest<C>) = self.open(request)?;
         Ok(reply(&replica.raft().append_entries(message).await))
     }
 
-    async fn vote(&self, request: Request<pb::RaftRequest>) -> Result<Response<pb::RaftReply>, Status> {
+    async fn vote(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
         let (replica, message): (_, VoteRequest<C>) = self.open(request)?;
         Ok(reply(&replica.raft().vote(message).await))
     }
 
-    async fn transfer_leader(&self, request: Request<pb::RaftRequest>) -> Result<Response<pb::RaftReply>, Status> {
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
         let (replica, message): (_, TransferLeaderRequest<C>) = self.open(request)?;
-        let result: Result<TransferLeaderResponse<C>, RaftError<C>> =
-            replica.raft().handle_transfer_leader(message).await.map_err(RaftError::Fatal);
+        let result: Result<TransferLeaderResponse<C>, RaftError<C>> = replica
+            .raft()
+            .handle_transfer_leader(message)
+            .await
+            .map_err(RaftError::Fatal);
         Ok(reply(&result))
     }
 
-    async fn read_index(&self, request: Request<pb::RaftRequest>) -> Result<Response<pb::RaftReply>, Status> {
+    async fn read_index(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
         let request = request.into_inner();
         let replica = self.replica(request.shard_id, request.to_node_id)?;
-        Ok(Response::new(pb::RaftReply { encoding: ENCODING_POSTCARD, payload: replica.serve_read_index().await.into() }))
+        Ok(Response::new(pb::RaftReply {
+            encoding: ENCODING_POSTCARD,
+            payload: replica.serve_read_index().await.into(),
+        }))
     }
 
     async fn install_snapshot(
@@ -104,16 +138,26 @@ impl<D: ReplicaDirectory> RaftTransport for RaftTransportService<D> {
             .map_err(|_| Status::resource_exhausted("too many snapshot transfers in progress"))?;
 
         let dir = replica.snapshot_dir();
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| Status::internal(format!("snapshot dir: {e}")))?;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Status::internal(format!("snapshot dir: {e}")))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let path = dir.join(format!("incoming-{nanos}.tmp"));
         let received = receive_file(&path, first, &mut chunks).await;
         let result = match received {
             Ok(bytes) => {
                 tracing::info!(shard = %replica.shard(), bytes, "received snapshot; installing");
-                let snapshot = Snapshot { meta, snapshot: SnapshotFile { path: path.clone() } };
-                let result: Result<SnapshotResponse<C>, RaftError<C>> =
-                    replica.raft().install_full_snapshot(vote, snapshot).await.map_err(RaftError::Fatal);
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: SnapshotFile { path: path.clone() },
+                };
+                let result: Result<SnapshotResponse<C>, RaftError<C>> = replica
+                    .raft()
+                    .install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(RaftError::Fatal);
                 Ok(reply(&result))
             }
             Err(status) => Err(status),
@@ -136,7 +180,9 @@ async fn receive_file(
     let mut done = first.done;
     while !done {
         let Some(chunk) = chunks.message().await? else {
-            return Err(Status::aborted("snapshot stream ended before its last chunk"));
+            return Err(Status::aborted(
+                "snapshot stream ended before its last chunk",
+            ));
         };
         file.write_all(&chunk.data).await.map_err(io)?;
         bytes += chunk.data.len() as u64;

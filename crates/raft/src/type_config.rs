@@ -29,7 +29,12 @@ pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<ShardRaftCo
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.op {
-            WriteOp::Put(put) => write!(f, "put({} key bytes, {} value bytes)", put.key.len(), put.value.len()),
+            WriteOp::Put(put) => write!(
+                f,
+                "put({} key bytes, {} value bytes)",
+                put.key.len(),
+                put.value.len()
+            ),
             WriteOp::Delete(delete) => write!(f, "delete({} key bytes)", delete.key.len()),
             WriteOp::Txn(txn) => write!(
                 f,

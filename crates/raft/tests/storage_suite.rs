@@ -26,28 +26,52 @@ fn storage_error(error: impl std::fmt::Display) -> StorageError<ShardRaftConfig>
     )
 }
 
-impl StoreBuilder<ShardRaftConfig, LogStore, ShardStateMachine, tempfile::TempDir> for RocksDbStoreBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, ShardStateMachine), StorageError<ShardRaftConfig>> {
+impl StoreBuilder<ShardRaftConfig, LogStore, ShardStateMachine, tempfile::TempDir>
+    for RocksDbStoreBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, ShardStateMachine), StorageError<ShardRaftConfig>>
+    {
         let dir = tempfile::tempdir().map_err(storage_error)?;
-        let db = open_database(&dir.path().join("db"), &RocksDbConfig::default()).map_err(storage_error)?;
-        let group_commit =
-            GroupCommit::start(db.clone(), GroupCommitLimits::default(), Arc::new(GroupCommitStats::default()));
+        let db = open_database(&dir.path().join("db"), &RocksDbConfig::default())
+            .map_err(storage_error)?;
+        let group_commit = GroupCommit::start(
+            db.clone(),
+            GroupCommitLimits::default(),
+            Arc::new(GroupCommitStats::default()),
+        );
         for neighbour in [ShardId(0), ShardId(2)] {
             let mut store = LogStore::new(db.clone(), neighbour, group_commit.clone());
             let entries: Vec<Entry> = (0..5)
-                .map(|index| Entry::new_blank(LogId::new(LeaderId { term: 9, node_id: NodeId(9) }, index)))
+                .map(|index| {
+                    Entry::new_blank(LogId::new(
+                        LeaderId {
+                            term: 9,
+                            node_id: NodeId(9),
+                        },
+                        index,
+                    ))
+                })
                 .collect();
             store.blocking_append(entries).await?;
         }
         let shard = ShardId(1);
         let log_store = LogStore::new(db.clone(), shard, group_commit);
-        let state_machine =
-            ShardStateMachine::open(db, shard, dir.path().join("snapshots"), SessionLimits::default()).map_err(storage_error)?;
+        let state_machine = ShardStateMachine::open(
+            db,
+            shard,
+            dir.path().join("snapshots"),
+            SessionLimits::default(),
+        )
+        .map_err(storage_error)?;
         Ok((dir, log_store, state_machine))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_storage_suite() {
-    Suite::test_all(RocksDbStoreBuilder).await.expect("openraft storage suite");
+    Suite::test_all(RocksDbStoreBuilder)
+        .await
+        .expect("openraft storage suite");
 }

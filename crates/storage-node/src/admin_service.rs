@@ -28,7 +28,11 @@ impl AdminService {
 }
 
 fn invalid(field: &'static str, reason: &str) -> Status {
-    NodeError::InvalidRequest(cairn_raft::convert::InvalidRequest::Field { field, reason: reason.into() }).into()
+    NodeError::InvalidRequest(cairn_raft::convert::InvalidRequest::Field {
+        field,
+        reason: reason.into(),
+    })
+    .into()
 }
 
 mod openraft_state {
@@ -67,13 +71,19 @@ fn to_proto(status: ReplicaStatus) -> pb::ReplicaStatus {
 
 #[tonic::async_trait]
 impl NodeAdmin for AdminService {
-    async fn create_replica(&self, request: Request<pb::CreateReplicaRequest>) -> Result<Response<pb::CreateReplicaResponse>, Status> {
+    async fn create_replica(
+        &self,
+        request: Request<pb::CreateReplicaRequest>,
+    ) -> Result<Response<pb::CreateReplicaResponse>, Status> {
         let shard = ShardId(request.into_inner().shard_id);
         let created = self.node.create_replica(shard).await?;
         Ok(Response::new(pb::CreateReplicaResponse { created }))
     }
 
-    async fn initialize_shard(&self, request: Request<pb::InitializeShardRequest>) -> Result<Response<pb::InitializeShardResponse>, Status> {
+    async fn initialize_shard(
+        &self,
+        request: Request<pb::InitializeShardRequest>,
+    ) -> Result<Response<pb::InitializeShardResponse>, Status> {
         let request = request.into_inner();
         let replica = self.node.replica_or_error(ShardId(request.shard_id))?;
         if request.members.is_empty() {
@@ -82,56 +92,102 @@ impl NodeAdmin for AdminService {
         let mut members = BTreeMap::new();
         for member in request.members {
             if member.node_id == 0 || member.address.is_empty() {
-                return Err(invalid("members", "every member needs a node id and an address"));
+                return Err(invalid(
+                    "members",
+                    "every member needs a node id and an address",
+                ));
             }
-            members.insert(NodeId(member.node_id), NodeAddress { address: member.address });
+            members.insert(
+                NodeId(member.node_id),
+                NodeAddress {
+                    address: member.address,
+                },
+            );
         }
         let initialized = replica.initialize(members).await.map_err(NodeError::from)?;
         Ok(Response::new(pb::InitializeShardResponse { initialized }))
     }
 
-    async fn add_learner(&self, request: Request<pb::AddLearnerRequest>) -> Result<Response<pb::AddLearnerResponse>, Status> {
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::AddLearnerResponse>, Status> {
         let request = request.into_inner();
         let replica = self.node.replica_or_error(ShardId(request.shard_id))?;
-        let learner = request.learner.ok_or_else(|| invalid("learner", "must be set"))?;
+        let learner = request
+            .learner
+            .ok_or_else(|| invalid("learner", "must be set"))?;
         if learner.node_id == 0 || learner.address.is_empty() {
             return Err(invalid("learner", "needs a node id and an address"));
         }
         let epoch = replica
-            .add_learner(NodeId(learner.node_id), learner.address, request.wait_caught_up)
+            .add_learner(
+                NodeId(learner.node_id),
+                learner.address,
+                request.wait_caught_up,
+            )
             .await
             .map_err(NodeError::from)?;
         Ok(Response::new(pb::AddLearnerResponse { epoch }))
     }
 
-    async fn change_membership(&self, request: Request<pb::ChangeMembershipRequest>) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
+    async fn change_membership(
+        &self,
+        request: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
         let request = request.into_inner();
         let replica = self.node.replica_or_error(ShardId(request.shard_id))?;
         let voters: BTreeSet<NodeId> = request.voters.into_iter().map(NodeId).collect();
-        let epoch = replica.change_membership(voters, request.retain_as_learners).await.map_err(NodeError::from)?;
+        let epoch = replica
+            .change_membership(voters, request.retain_as_learners)
+            .await
+            .map_err(NodeError::from)?;
         Ok(Response::new(pb::ChangeMembershipResponse { epoch }))
     }
 
-    async fn remove_replica(&self, request: Request<pb::RemoveReplicaRequest>) -> Result<Response<pb::RemoveReplicaResponse>, Status> {
-        let removed = self.node.remove_replica(ShardId(request.into_inner().shard_id)).await?;
+    async fn remove_replica(
+        &self,
+        request: Request<pb::RemoveReplicaRequest>,
+    ) -> Result<Response<pb::RemoveReplicaResponse>, Status> {
+        let removed = self
+            .node
+            .remove_replica(ShardId(request.into_inner().shard_id))
+            .await?;
         Ok(Response::new(pb::RemoveReplicaResponse { removed }))
     }
 
-    async fn transfer_leader(&self, request: Request<pb::TransferLeaderRequest>) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         let request = request.into_inner();
         let replica = self.node.replica_or_error(ShardId(request.shard_id))?;
-        replica.transfer_leader(NodeId(request.to_node_id)).await.map_err(NodeError::from)?;
+        replica
+            .transfer_leader(NodeId(request.to_node_id))
+            .await
+            .map_err(NodeError::from)?;
         Ok(Response::new(pb::TransferLeaderResponse {}))
     }
 
-    async fn trigger_snapshot(&self, request: Request<pb::TriggerSnapshotRequest>) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+    async fn trigger_snapshot(
+        &self,
+        request: Request<pb::TriggerSnapshotRequest>,
+    ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
         let request = request.into_inner();
         let replica = self.node.replica_or_error(ShardId(request.shard_id))?;
-        let snapshot_index = replica.snapshot_now(request.purge_log, SNAPSHOT_WAIT).await.map_err(NodeError::from)?;
-        Ok(Response::new(pb::TriggerSnapshotResponse { snapshot_index }))
+        let snapshot_index = replica
+            .snapshot_now(request.purge_log, SNAPSHOT_WAIT)
+            .await
+            .map_err(NodeError::from)?;
+        Ok(Response::new(pb::TriggerSnapshotResponse {
+            snapshot_index,
+        }))
     }
 
-    async fn shard_status(&self, request: Request<pb::ShardStatusRequest>) -> Result<Response<pb::ShardStatusResponse>, Status> {
+    async fn shard_status(
+        &self,
+        request: Request<pb::ShardStatusRequest>,
+    ) -> Result<Response<pb::ShardStatusResponse>, Status> {
         let request = request.into_inner();
         let replicas = if request.all {
             self.node.replicas()
@@ -140,8 +196,13 @@ impl NodeAdmin for AdminService {
         };
         let mut statuses = Vec::with_capacity(replicas.len());
         for replica in replicas {
-            statuses.push(to_proto(replica.status_with_data().await.map_err(NodeError::from)?));
+            statuses.push(to_proto(
+                replica.status_with_data().await.map_err(NodeError::from)?,
+            ));
         }
-        Ok(Response::new(pb::ShardStatusResponse { replicas: statuses, node_id: self.node.node_id().0 }))
+        Ok(Response::new(pb::ShardStatusResponse {
+            replicas: statuses,
+            node_id: self.node.node_id().0,
+        }))
     }
 }

@@ -6,7 +6,7 @@ use cairn_raft::database::RocksDbConfig;
 use cairn_raft::network::TransportConfig;
 use cairn_raft::replica::RaftTiming;
 use cairn_raft::sessions::SessionLimits;
-use cairn_types::Limits;
+use cairn_types::{Limits, RAFT_MESSAGE_BYTES_MAX};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -17,8 +17,6 @@ pub struct NodeConfig {
     pub node_id: u64,
     /// Address the gRPC server binds, `host:port`.
     pub listen_address: String,
-    /// Address other nodes and gateways use to reach this node; defaults to listen_address.
-    pub advertise_address: Option<String>,
     /// Folder for the RocksDB instance and snapshot files.
     pub data_dir: PathBuf,
     pub limits: Limits,
@@ -52,7 +50,10 @@ pub struct BootstrapConfig {
 
 impl Default for BootstrapConfig {
     fn default() -> Self {
-        Self { shard_count: 8, members: Vec::new() }
+        Self {
+            shard_count: 8,
+            members: Vec::new(),
+        }
     }
 }
 
@@ -68,7 +69,7 @@ pub struct RaftTimingConfig {
     pub snapshot_logs_since_last: u64,
     /// Log entries kept after a snapshot, for followers that lag a little.
     pub logs_to_keep_after_snapshot: u64,
-    /// Most entries in one append RPC.
+    /// Most entries in one append RPC. Times limits.request_bytes_max, at most 256 MiB.
     pub append_entries_max: u64,
 }
 
@@ -80,7 +81,7 @@ impl Default for RaftTimingConfig {
             election_timeout_max_ms: 2_000,
             snapshot_logs_since_last: 10_000,
             logs_to_keep_after_snapshot: 1_000,
-            append_entries_max: 512,
+            append_entries_max: 64,
         }
     }
 }
@@ -90,7 +91,6 @@ impl Default for NodeConfig {
         Self {
             node_id: 0,
             listen_address: "127.0.0.1:7101".into(),
-            advertise_address: None,
             data_dir: PathBuf::from("./.cairn-data/node"),
             limits: Limits::default(),
             raft: RaftTimingConfig::default(),
@@ -116,31 +116,41 @@ pub struct ConfigError {
 }
 
 fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { field: field.into(), reason: reason.into() }
+    ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 impl NodeConfig {
-    pub fn advertise(&self) -> String {
-        self.advertise_address.clone().unwrap_or_else(|| self.listen_address.clone())
-    }
-
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id == 0 {
             return Err(bad("node_id", "must be set to a value of at least 1"));
         }
         if self.listen_address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(bad("listen_address", format!("{:?} is not an ip:port", self.listen_address)));
+            return Err(bad(
+                "listen_address",
+                format!("{:?} is not an ip:port", self.listen_address),
+            ));
         }
-        self.limits.validate().map_err(|reason| bad("limits", reason))?;
+        self.limits
+            .validate()
+            .map_err(|reason| bad("limits", reason))?;
         let raft = &self.raft;
         if raft.heartbeat_interval_ms < 10 || raft.heartbeat_interval_ms > 10_000 {
             return Err(bad("raft.heartbeat_interval_ms", "must be in 10..=10000"));
         }
         if raft.election_timeout_min_ms < 3 * raft.heartbeat_interval_ms {
-            return Err(bad("raft.election_timeout_min_ms", "must be at least 3 × raft.heartbeat_interval_ms"));
+            return Err(bad(
+                "raft.election_timeout_min_ms",
+                "must be at least 3 × raft.heartbeat_interval_ms",
+            ));
         }
         if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
-            return Err(bad("raft.election_timeout_max_ms", "must be above raft.election_timeout_min_ms"));
+            return Err(bad(
+                "raft.election_timeout_max_ms",
+                "must be above raft.election_timeout_min_ms",
+            ));
         }
         if raft.snapshot_logs_since_last == 0 {
             return Err(bad("raft.snapshot_logs_since_last", "must be at least 1"));
@@ -148,14 +158,48 @@ impl NodeConfig {
         if raft.append_entries_max == 0 {
             return Err(bad("raft.append_entries_max", "must be at least 1"));
         }
-        if self.propose_timeout_ms == 0 || self.read_index_timeout_ms == 0 {
-            return Err(bad("propose_timeout_ms", "timeouts must be at least 1 ms"));
+        if self.propose_timeout_ms == 0 {
+            return Err(bad("propose_timeout_ms", "must be at least 1"));
         }
-        if self.transport.snapshot_chunk_bytes < 4096 || self.transport.snapshot_chunk_bytes > 16 << 20 {
-            return Err(bad("transport.snapshot_chunk_bytes", "must be in 4096..=16777216"));
+        if self.read_index_timeout_ms == 0 {
+            return Err(bad("read_index_timeout_ms", "must be at least 1"));
         }
-        if self.group_commit_batch_max == 0 || self.group_commit_queue_max < self.group_commit_batch_max {
-            return Err(bad("group_commit_queue_max", "must be at least group_commit_batch_max, which must be at least 1"));
+        if self.transport.connect_timeout_ms == 0 {
+            return Err(bad("transport.connect_timeout_ms", "must be at least 1"));
+        }
+        if self.transport.snapshot_transfer_timeout_ms < 1_000 {
+            return Err(bad(
+                "transport.snapshot_transfer_timeout_ms",
+                "must be at least 1000",
+            ));
+        }
+        let append_bytes = raft
+            .append_entries_max
+            .saturating_mul(self.limits.request_bytes_max);
+        if append_bytes > RAFT_MESSAGE_BYTES_MAX {
+            return Err(bad(
+                "raft.append_entries_max",
+                format!(
+                    "append_entries_max × limits.request_bytes_max ({append_bytes}) must be at most {RAFT_MESSAGE_BYTES_MAX}, the largest raft message"
+                ),
+            ));
+        }
+        if self.transport.snapshot_chunk_bytes < 4096
+            || self.transport.snapshot_chunk_bytes > 16 << 20
+        {
+            return Err(bad(
+                "transport.snapshot_chunk_bytes",
+                "must be in 4096..=16777216",
+            ));
+        }
+        if self.group_commit_batch_max == 0 {
+            return Err(bad("group_commit_batch_max", "must be at least 1"));
+        }
+        if self.group_commit_queue_max < self.group_commit_batch_max {
+            return Err(bad(
+                "group_commit_queue_max",
+                "must be at least group_commit_batch_max",
+            ));
         }
         if self.snapshot_receives_max == 0 {
             return Err(bad("snapshot_receives_max", "must be at least 1"));
@@ -166,8 +210,23 @@ impl NodeConfig {
                 "must be at least 10 × propose_timeout_ms, so a retried write is recognised",
             ));
         }
-        if self.sessions.results_per_client_max == 0 || self.sessions.sessions_max == 0 {
-            return Err(bad("sessions", "results_per_client_max and sessions_max must be at least 1"));
+        if self.sessions.results_per_client_max == 0 {
+            return Err(bad("sessions.results_per_client_max", "must be at least 1"));
+        }
+        if self.sessions.sessions_max == 0 {
+            return Err(bad("sessions.sessions_max", "must be at least 1"));
+        }
+        if self.sessions.result_bytes_max < 1024 {
+            return Err(bad("sessions.result_bytes_max", "must be at least 1024"));
+        }
+        if self.rocksdb.background_jobs < 1 {
+            return Err(bad("rocksdb.background_jobs", "must be at least 1"));
+        }
+        if self.rocksdb.write_buffer_bytes < 1 << 20 {
+            return Err(bad(
+                "rocksdb.write_buffer_bytes",
+                "must be at least 1048576",
+            ));
         }
         if let Some(bootstrap) = &self.bootstrap {
             if bootstrap.shard_count == 0 {
@@ -183,16 +242,23 @@ impl NodeConfig {
 
     /// The bootstrap members as (node id, address), parsed from `id=host:port`.
     pub fn bootstrap_members(&self) -> Result<Vec<(u64, String)>, ConfigError> {
-        let Some(bootstrap) = &self.bootstrap else { return Ok(Vec::new()) };
+        let Some(bootstrap) = &self.bootstrap else {
+            return Ok(Vec::new());
+        };
         let mut members = Vec::new();
         for member in &bootstrap.members {
-            let (id, address) = member
-                .split_once('=')
-                .ok_or_else(|| bad("bootstrap.members", format!("{member:?} is not node_id=host:port")))?;
-            let id: u64 = id
-                .trim()
-                .parse()
-                .map_err(|_| bad("bootstrap.members", format!("{member:?}: node id is not a number")))?;
+            let (id, address) = member.split_once('=').ok_or_else(|| {
+                bad(
+                    "bootstrap.members",
+                    format!("{member:?} is not node_id=host:port"),
+                )
+            })?;
+            let id: u64 = id.trim().parse().map_err(|_| {
+                bad(
+                    "bootstrap.members",
+                    format!("{member:?}: node id is not a number"),
+                )
+            })?;
             if id == 0 {
                 return Err(bad("bootstrap.members", "node ids start at 1"));
             }
@@ -221,7 +287,10 @@ mod tests {
     use super::*;
 
     fn valid() -> NodeConfig {
-        NodeConfig { node_id: 1, ..NodeConfig::default() }
+        NodeConfig {
+            node_id: 1,
+            ..NodeConfig::default()
+        }
     }
 
     #[test]
@@ -235,12 +304,18 @@ mod tests {
         assert_eq!(err.field, "node_id");
         let mut config = valid();
         config.raft.election_timeout_min_ms = 100;
-        assert_eq!(config.validate().unwrap_err().field, "raft.election_timeout_min_ms");
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "raft.election_timeout_min_ms"
+        );
         let mut config = valid();
         config.listen_address = "nowhere".into();
         assert_eq!(config.validate().unwrap_err().field, "listen_address");
         let mut config = valid();
-        config.bootstrap = Some(BootstrapConfig { shard_count: 2, members: vec!["2=127.0.0.1:1".into()] });
+        config.bootstrap = Some(BootstrapConfig {
+            shard_count: 2,
+            members: vec!["2=127.0.0.1:1".into()],
+        });
         assert_eq!(config.validate().unwrap_err().field, "bootstrap.members");
     }
 }

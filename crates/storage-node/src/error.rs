@@ -16,11 +16,19 @@ pub enum NodeError {
     #[error("{0} has no replica on this node")]
     UnknownShard(ShardId),
     #[error("{shard}: request routed with epoch {requested}, current epoch is {current}")]
-    StaleEpoch { shard: ShardId, requested: u64, current: u64 },
+    StaleEpoch {
+        shard: ShardId,
+        requested: u64,
+        current: u64,
+    },
     #[error(transparent)]
     InvalidRequest(#[from] InvalidRequest),
     #[error("write id {sequence} is older than the oldest remembered result {oldest_remembered} of its client")]
-    WriteWindowExceeded { client_id: u64, sequence: Sequence, oldest_remembered: Sequence },
+    WriteWindowExceeded {
+        client_id: u64,
+        sequence: Sequence,
+        oldest_remembered: Sequence,
+    },
     #[error("the write was applied before; its result was too large to remember")]
     AppliedResultNotRetained,
     #[error("write id reused for a different kind of operation")]
@@ -41,13 +49,18 @@ impl From<NodeError> for Status {
         use pb::error_detail::Kind;
         let message = error.to_string();
         match error {
-            NodeError::UnknownShard(shard) => {
-                with_detail(Code::NotFound, message, Kind::UnknownShard(pb::UnknownShard { shard_id: shard.0 }))
-            }
+            NodeError::UnknownShard(shard) => with_detail(
+                Code::NotFound,
+                message,
+                Kind::UnknownShard(pb::UnknownShard { shard_id: shard.0 }),
+            ),
             NodeError::StaleEpoch { shard, current, .. } => with_detail(
                 Code::FailedPrecondition,
                 message,
-                Kind::StaleEpoch(pb::StaleEpoch { shard_id: shard.0, current_epoch: current }),
+                Kind::StaleEpoch(pb::StaleEpoch {
+                    shard_id: shard.0,
+                    current_epoch: current,
+                }),
             ),
             NodeError::InvalidRequest(InvalidRequest::Limit(limit)) => with_detail(
                 Code::InvalidArgument,
@@ -61,9 +74,16 @@ impl From<NodeError> for Status {
             NodeError::InvalidRequest(InvalidRequest::Field { field, reason }) => with_detail(
                 Code::InvalidArgument,
                 message,
-                Kind::InvalidArgument(pb::InvalidArgument { field: field.to_string(), reason }),
+                Kind::InvalidArgument(pb::InvalidArgument {
+                    field: field.to_string(),
+                    reason,
+                }),
             ),
-            NodeError::WriteWindowExceeded { client_id, sequence, oldest_remembered } => with_detail(
+            NodeError::WriteWindowExceeded {
+                client_id,
+                sequence,
+                oldest_remembered,
+            } => with_detail(
                 Code::FailedPrecondition,
                 message,
                 Kind::WriteWindowExceeded(pb::WriteWindowExceeded {
@@ -76,9 +96,16 @@ impl From<NodeError> for Status {
             NodeError::WriteIdReused => with_detail(
                 Code::InvalidArgument,
                 message,
-                Kind::InvalidArgument(pb::InvalidArgument { field: "write_id".into(), reason: "reused".into() }),
+                Kind::InvalidArgument(pb::InvalidArgument {
+                    field: "write_id".into(),
+                    reason: "reused".into(),
+                }),
             ),
-            NodeError::Replica(ReplicaError::NotLeader { shard, leader, leader_address }) => with_detail(
+            NodeError::Replica(ReplicaError::NotLeader {
+                shard,
+                leader,
+                leader_address,
+            }) => with_detail(
                 Code::FailedPrecondition,
                 message,
                 Kind::NotLeader(pb::NotLeader {
@@ -89,8 +116,12 @@ impl From<NodeError> for Status {
             ),
             NodeError::Replica(ReplicaError::Unavailable { .. }) => Status::unavailable(message),
             // The write may or may not have applied: the caller retries with the same write id.
-            NodeError::Replica(ReplicaError::OutcomeUnknown { .. }) => Status::deadline_exceeded(message),
-            NodeError::Replica(ReplicaError::Membership { .. }) => Status::failed_precondition(message),
+            NodeError::Replica(ReplicaError::OutcomeUnknown { .. }) => {
+                Status::deadline_exceeded(message)
+            }
+            NodeError::Replica(ReplicaError::Membership { .. }) => {
+                Status::failed_precondition(message)
+            }
             NodeError::Replica(ReplicaError::Stopped { .. }) => Status::unavailable(message),
             NodeError::Replica(ReplicaError::Storage { .. }) | NodeError::Internal(_) => {
                 tracing::error!(error = %message, "request failed on a storage error");

@@ -26,26 +26,54 @@ impl KvService {
     }
 
     /// Finds the replica and checks the request's size and routing epoch.
-    fn target<M: Message>(&self, target: Option<&node_pb::ShardTarget>, message: &M) -> Result<Arc<ShardReplica>> {
-        self.node.validator.limits.check_request_bytes(message.encoded_len()).map_err(|limit| NodeError::InvalidRequest(limit.into()))?;
-        let target = target.ok_or(NodeError::InvalidRequest(cairn_raft::convert::InvalidRequest::Field {
-            field: "target",
-            reason: "must be set".into(),
-        }))?;
+    fn target<M: Message>(
+        &self,
+        target: Option<&node_pb::ShardTarget>,
+        message: &M,
+    ) -> Result<Arc<ShardReplica>> {
+        self.node
+            .validator
+            .limits
+            .check_request_bytes(message.encoded_len())
+            .map_err(|limit| NodeError::InvalidRequest(limit.into()))?;
+        let target = target.ok_or(NodeError::InvalidRequest(
+            cairn_raft::convert::InvalidRequest::Field {
+                field: "target",
+                reason: "must be set".into(),
+            },
+        ))?;
         let shard = ShardId(target.shard_id);
-        let replica = self.node.replica(shard).ok_or(NodeError::UnknownShard(shard))?;
+        let replica = self
+            .node
+            .replica(shard)
+            .ok_or(NodeError::UnknownShard(shard))?;
         if target.epoch != 0 {
             let current = replica.epoch();
             if target.epoch < current {
-                return Err(NodeError::StaleEpoch { shard, requested: target.epoch, current });
+                return Err(NodeError::StaleEpoch {
+                    shard,
+                    requested: target.epoch,
+                    current,
+                });
             }
         }
         Ok(replica)
     }
 
-    async fn write(&self, replica: &ShardReplica, write_id: Option<WriteId>, op: WriteOp) -> Result<WriteResult> {
-        let proposed_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let command = Command { write_id, proposed_at_ms, op };
+    async fn write(
+        &self,
+        replica: &ShardReplica,
+        write_id: Option<WriteId>,
+        op: WriteOp,
+    ) -> Result<WriteResult> {
+        let proposed_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let command = Command {
+            write_id,
+            proposed_at_ms,
+            op,
+        };
         match replica.write(command).await? {
             WriteResult::WindowExceeded { oldest_remembered } => {
                 let write_id = write_id.expect("only writes with an id can exceed the window");
@@ -64,17 +92,23 @@ impl KvService {
         match pb::Consistency::try_from(consistency) {
             Ok(pb::Consistency::Serializable) => Ok(()),
             Ok(pb::Consistency::Linearizable) => Ok(replica.linearizable_barrier().await?),
-            Err(_) => Err(NodeError::InvalidRequest(cairn_raft::convert::InvalidRequest::Field {
-                field: "consistency",
-                reason: format!("unknown value {consistency}"),
-            })),
+            Err(_) => Err(NodeError::InvalidRequest(
+                cairn_raft::convert::InvalidRequest::Field {
+                    field: "consistency",
+                    reason: format!("unknown value {consistency}"),
+                },
+            )),
         }
     }
 }
 
 /// Runs a blocking RocksDB read off the async workers.
-async fn read_blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(|join| NodeError::Internal(format!("read task failed: {join}")))?
+async fn read_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| NodeError::Internal(format!("read task failed: {join}")))?
 }
 
 fn storage_error(shard: ShardId) -> impl Fn(cairn_raft::StorageError) -> NodeError {
@@ -84,12 +118,19 @@ fn storage_error(shard: ShardId) -> impl Fn(cairn_raft::StorageError) -> NodeErr
 #[tonic::async_trait]
 impl ShardKv for KvService {
     #[tracing::instrument(name = "node.put", skip_all, fields(shard))]
-    async fn put(&self, request: Request<node_pb::ShardPutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<node_pb::ShardPutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let request = request.into_inner();
         let replica = self.target(request.target.as_ref(), &request)?;
         tracing::Span::current().record("shard", replica.shard().0);
         let put = request.request.unwrap_or_default();
-        let (write_id, op) = self.node.validator.put_command(&put).map_err(NodeError::from)?;
+        let (write_id, op) = self
+            .node
+            .validator
+            .put_command(&put)
+            .map_err(NodeError::from)?;
         match self.write(&replica, write_id, op).await? {
             WriteResult::Put(result) => Ok(Response::new(result.into())),
             _ => Err(NodeError::WriteIdReused.into()),
@@ -97,12 +138,19 @@ impl ShardKv for KvService {
     }
 
     #[tracing::instrument(name = "node.delete", skip_all, fields(shard))]
-    async fn delete(&self, request: Request<node_pb::ShardDeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<node_pb::ShardDeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let request = request.into_inner();
         let replica = self.target(request.target.as_ref(), &request)?;
         tracing::Span::current().record("shard", replica.shard().0);
         let delete = request.request.unwrap_or_default();
-        let (write_id, op) = self.node.validator.delete_command(&delete).map_err(NodeError::from)?;
+        let (write_id, op) = self
+            .node
+            .validator
+            .delete_command(&delete)
+            .map_err(NodeError::from)?;
         match self.write(&replica, write_id, op).await? {
             WriteResult::Delete(result) => Ok(Response::new(result.into())),
             _ => Err(NodeError::WriteIdReused.into()),
@@ -110,7 +158,10 @@ impl ShardKv for KvService {
     }
 
     #[tracing::instrument(name = "node.txn", skip_all, fields(shard))]
-    async fn txn(&self, request: Request<node_pb::ShardTxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: Request<node_pb::ShardTxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         let request = request.into_inner();
         let replica = self.target(request.target.as_ref(), &request)?;
         tracing::Span::current().record("shard", replica.shard().0);
@@ -123,18 +174,26 @@ impl ShardKv for KvService {
     }
 
     #[tracing::instrument(name = "node.get", skip_all, fields(shard))]
-    async fn get(&self, request: Request<node_pb::ShardGetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<node_pb::ShardGetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
         let request = request.into_inner();
         let replica = self.target(request.target.as_ref(), &request)?;
         let shard = replica.shard();
         tracing::Span::current().record("shard", shard.0);
         let get_request = request.request.unwrap_or_default();
-        let get = self.node.validator.get(&get_request).map_err(NodeError::from)?;
+        let get = self
+            .node
+            .validator
+            .get(&get_request)
+            .map_err(NodeError::from)?;
         self.before_read(&replica, get_request.consistency).await?;
         let db = replica.db().clone();
         let result = read_blocking(move || {
             let snapshot = db.snapshot();
-            let revision = read_revision(&db, Some(&snapshot), shard).map_err(storage_error(shard))?;
+            let revision =
+                read_revision(&db, Some(&snapshot), shard).map_err(storage_error(shard))?;
             let kv = KvView::with_snapshot(&db, shard, &snapshot)
                 .get(&get.key, get.keys_only)
                 .map_err(storage_error(shard))?;
@@ -145,19 +204,30 @@ impl ShardKv for KvService {
     }
 
     #[tracing::instrument(name = "node.range", skip_all, fields(shard))]
-    async fn range(&self, request: Request<node_pb::ShardRangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<node_pb::ShardRangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
         let request = request.into_inner();
         let replica = self.target(request.target.as_ref(), &request)?;
         let shard = replica.shard();
         tracing::Span::current().record("shard", shard.0);
         let range_request = request.request.unwrap_or_default();
-        let range = self.node.validator.range(&range_request).map_err(NodeError::from)?;
-        self.before_read(&replica, range_request.consistency).await?;
+        let range = self
+            .node
+            .validator
+            .range(&range_request)
+            .map_err(NodeError::from)?;
+        self.before_read(&replica, range_request.consistency)
+            .await?;
         let db = replica.db().clone();
         let result = read_blocking(move || {
             let snapshot = db.snapshot();
-            let revision = read_revision(&db, Some(&snapshot), shard).map_err(storage_error(shard))?;
-            KvView::with_snapshot(&db, shard, &snapshot).range(&range, revision).map_err(storage_error(shard))
+            let revision =
+                read_revision(&db, Some(&snapshot), shard).map_err(storage_error(shard))?;
+            KvView::with_snapshot(&db, shard, &snapshot)
+                .range(&range, revision)
+                .map_err(storage_error(shard))
         })
         .await?;
         Ok(Response::new(result.into()))

@@ -17,9 +17,6 @@ struct Flags {
     /// gRPC listen address, ip:port.
     #[arg(long)]
     listen_address: Option<String>,
-    /// Address other processes use to reach this node.
-    #[arg(long)]
-    advertise_address: Option<String>,
     /// Data folder.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -38,20 +35,24 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
     let mut builder = config::Config::builder()
         .add_source(config::Config::try_from(&NodeConfig::default()).context("encoding defaults")?);
     if let Some(path) = &flags.config {
-        builder = builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
+        builder =
+            builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
     }
     builder = builder.add_source(
-        config::Environment::with_prefix("CAIRN").prefix_separator("_").separator("__").try_parsing(true),
+        config::Environment::with_prefix("CAIRN")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true),
     );
-    let mut node: NodeConfig = builder.build()?.try_deserialize().context("reading configuration")?;
+    let mut node: NodeConfig = builder
+        .build()?
+        .try_deserialize()
+        .context("reading configuration")?;
     if let Some(id) = flags.node_id {
         node.node_id = id;
     }
     if let Some(address) = &flags.listen_address {
         node.listen_address = address.clone();
-    }
-    if let Some(address) = &flags.advertise_address {
-        node.advertise_address = Some(address.clone());
     }
     if let Some(dir) = &flags.data_dir {
         node.data_dir = dir.clone();
@@ -77,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let flags = Flags::parse();
     let node = load(&flags)?;
@@ -90,14 +92,15 @@ async fn main() -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate.recv() => {}

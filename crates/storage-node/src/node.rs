@@ -31,11 +31,15 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)?;
         let db_path = config.data_dir.join("rocksdb");
         let rocksdb_config = config.rocksdb.clone();
-        let db = tokio::task::spawn_blocking(move || open_database(&db_path, &rocksdb_config)).await??;
+        let db =
+            tokio::task::spawn_blocking(move || open_database(&db_path, &rocksdb_config)).await??;
         let stats = Arc::new(GroupCommitStats::default());
         let group_commit = GroupCommit::start(
             db.clone(),
-            GroupCommitLimits { queue_max: config.group_commit_queue_max, batch_max: config.group_commit_batch_max },
+            GroupCommitLimits {
+                queue_max: config.group_commit_queue_max,
+                batch_max: config.group_commit_batch_max,
+            },
             stats.clone(),
         );
         let raft_config = config
@@ -78,19 +82,36 @@ impl Node {
     }
 
     pub fn replicas(&self) -> Vec<Arc<ShardReplica>> {
-        let mut replicas: Vec<_> = self.replicas.read().expect("replica map poisoned").values().cloned().collect();
+        let mut replicas: Vec<_> = self
+            .replicas
+            .read()
+            .expect("replica map poisoned")
+            .values()
+            .cloned()
+            .collect();
         replicas.sort_by_key(|replica| replica.shard());
         replicas
     }
 
     /// Creates (or reopens) this node's replica of `shard`. Returns false if it already runs.
     pub async fn create_replica(&self, shard: ShardId) -> Result<bool> {
+        if !shard.is_valid() {
+            return Err(NodeError::InvalidRequest(
+                cairn_raft::convert::InvalidRequest::Field {
+                    field: "shard_id",
+                    reason: format!("must be at most {}", ShardId::MAX.0),
+                },
+            ));
+        }
         let _guard = self.lifecycle.lock().await;
         if self.replica(shard).is_some() {
             return Ok(false);
         }
         let replica = ShardReplica::open(self.context.clone(), shard).await?;
-        self.replicas.write().expect("replica map poisoned").insert(shard, Arc::new(replica));
+        self.replicas
+            .write()
+            .expect("replica map poisoned")
+            .insert(shard, Arc::new(replica));
         tracing::info!(%shard, "replica started");
         Ok(true)
     }
@@ -98,7 +119,12 @@ impl Node {
     /// Stops this node's replica of `shard` and deletes its data.
     pub async fn remove_replica(&self, shard: ShardId) -> Result<bool> {
         let _guard = self.lifecycle.lock().await;
-        let Some(replica) = self.replicas.write().expect("replica map poisoned").remove(&shard) else {
+        let Some(replica) = self
+            .replicas
+            .write()
+            .expect("replica map poisoned")
+            .remove(&shard)
+        else {
             return Ok(false);
         };
         // Requests still holding the replica fail once its Raft instance has stopped.
@@ -120,6 +146,10 @@ impl ReplicaDirectory for Node {
     }
 
     fn replica(&self, shard: ShardId) -> Option<Arc<ShardReplica>> {
-        self.replicas.read().expect("replica map poisoned").get(&shard).cloned()
+        self.replicas
+            .read()
+            .expect("replica map poisoned")
+            .get(&shard)
+            .cloned()
     }
 }

@@ -10,7 +10,7 @@ use cairn_proto::node::v1::shard_kv_server::ShardKvServer;
 use cairn_proto::raft::v1::raft_transport_server::RaftTransportServer;
 use cairn_raft::transport::RaftTransportService;
 use cairn_raft::type_config::NodeAddress;
-use cairn_types::{NodeId, ShardId, REQUEST_BYTES_MAX_CEILING};
+use cairn_types::{NodeId, ShardId, RAFT_MESSAGE_BYTES_MAX, REQUEST_BYTES_MAX_CEILING};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +23,10 @@ const BOOTSTRAP_RETRY: Duration = Duration::from_millis(500);
 const BOOTSTRAP_ATTEMPTS_MAX: u32 = 600;
 
 /// Runs a storage node until `shutdown` resolves.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen_address)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen_address))?;
@@ -44,7 +47,9 @@ pub async fn run_with_listener(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ShardKvServer<KvService>>().await;
     health.set_serving::<NodeAdminServer<AdminService>>().await;
-    health.set_serving::<RaftTransportServer<RaftTransportService<Node>>>().await;
+    health
+        .set_serving::<RaftTransportServer<RaftTransportService<Node>>>()
+        .await;
 
     let message_bytes_max = REQUEST_BYTES_MAX_CEILING as usize;
     let result = tonic::transport::Server::builder()
@@ -57,9 +62,12 @@ pub async fn run_with_listener(
         )
         .add_service(NodeAdminServer::new(AdminService::new(node.clone())))
         .add_service(
-            RaftTransportServer::new(RaftTransportService::new(node.clone(), node.config.snapshot_receives_max))
-                .max_decoding_message_size(message_bytes_max)
-                .max_encoding_message_size(message_bytes_max),
+            RaftTransportServer::new(RaftTransportService::new(
+                node.clone(),
+                node.config.snapshot_receives_max,
+            ))
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
@@ -72,7 +80,9 @@ pub async fn run_with_listener(
 /// Static bootstrap: host a replica of every shard, and found each group from the member with
 /// the lowest node id. Idempotent across restarts.
 async fn bootstrap(node: Arc<Node>) {
-    let Some(bootstrap) = node.config.bootstrap.clone() else { return };
+    let Some(bootstrap) = node.config.bootstrap.clone() else {
+        return;
+    };
     let members = match node.config.bootstrap_members() {
         Ok(members) => members,
         Err(error) => {
@@ -81,8 +91,10 @@ async fn bootstrap(node: Arc<Node>) {
         }
     };
     let founder = members.iter().map(|(id, _)| *id).min() == Some(node.node_id().0);
-    let membership: BTreeMap<NodeId, NodeAddress> =
-        members.into_iter().map(|(id, address)| (NodeId(id), NodeAddress { address })).collect();
+    let membership: BTreeMap<NodeId, NodeAddress> = members
+        .into_iter()
+        .map(|(id, address)| (NodeId(id), NodeAddress { address }))
+        .collect();
     for shard in (0..u64::from(bootstrap.shard_count)).map(ShardId) {
         if let Err(error) = node.create_replica(shard).await {
             tracing::error!(%shard, %error, "bootstrap could not create the replica");
@@ -91,7 +103,10 @@ async fn bootstrap(node: Arc<Node>) {
         if !founder {
             continue;
         }
-        let Some(replica) = cairn_raft::transport::ReplicaDirectory::replica(node.as_ref(), shard) else { continue };
+        let Some(replica) = cairn_raft::transport::ReplicaDirectory::replica(node.as_ref(), shard)
+        else {
+            continue;
+        };
         for attempt in 1..=BOOTSTRAP_ATTEMPTS_MAX {
             match replica.initialize(membership.clone()).await {
                 Ok(true) => {
@@ -103,7 +118,9 @@ async fn bootstrap(node: Arc<Node>) {
                     tracing::debug!(%shard, %error, "bootstrap initialise failed; retrying");
                     tokio::time::sleep(BOOTSTRAP_RETRY).await;
                 }
-                Err(error) => tracing::error!(%shard, %error, "bootstrap gave up founding the shard"),
+                Err(error) => {
+                    tracing::error!(%shard, %error, "bootstrap gave up founding the shard")
+                }
             }
         }
     }

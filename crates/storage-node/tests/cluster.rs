@@ -17,11 +17,19 @@ fn key(shard: u64, i: usize) -> Vec<u8> {
 }
 
 /// Writes `count` keys to `shard`; returns what was acknowledged.
-async fn write_keys(cluster: &Cluster, ids: &mut WriteIds, shard: u64, from: usize, count: usize) -> BTreeMap<Vec<u8>, Vec<u8>> {
+async fn write_keys(
+    cluster: &Cluster,
+    ids: &mut WriteIds,
+    shard: u64,
+    from: usize,
+    count: usize,
+) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut acknowledged = BTreeMap::new();
     for i in from..from + count {
         let value = format!("value-{i}").into_bytes();
-        cluster.must_put(shard, ids.next_id(), &key(shard, i), &value, WAIT).await;
+        cluster
+            .must_put(shard, ids.next_id(), &key(shard, i), &value, WAIT)
+            .await;
         acknowledged.insert(key(shard, i), value);
     }
     acknowledged
@@ -34,16 +42,31 @@ async fn applied_index(cluster: &Cluster, id: u64, shard: u64) -> Option<u64> {
 /// Waits until `id` has applied at least everything the leader has committed now.
 async fn wait_caught_up(cluster: &Cluster, id: u64, shard: u64) {
     let leader = cluster.wait_for_leader(shard, WAIT).await;
-    let target = cluster.status(leader, shard).await.expect("leader status").committed_index;
-    wait_for(&format!("node {id} to apply shard {shard} up to {target}"), WAIT, || async move {
-        (applied_index(cluster, id, shard).await? >= target).then_some(())
-    })
+    let target = cluster
+        .status(leader, shard)
+        .await
+        .expect("leader status")
+        .committed_index;
+    wait_for(
+        &format!("node {id} to apply shard {shard} up to {target}"),
+        WAIT,
+        || async move { (applied_index(cluster, id, shard).await? >= target).then_some(()) },
+    )
     .await;
 }
 
-async fn assert_replica_holds(cluster: &Cluster, id: u64, shard: u64, expected: &BTreeMap<Vec<u8>, Vec<u8>>) {
-    let scan = cluster.local_scan(id, shard).await.unwrap_or_else(|| panic!("node {id} did not answer a scan"));
-    let actual: BTreeMap<Vec<u8>, Vec<u8>> = scan.into_iter().map(|kv| (kv.key, kv.value)).collect();
+async fn assert_replica_holds(
+    cluster: &Cluster,
+    id: u64,
+    shard: u64,
+    expected: &BTreeMap<Vec<u8>, Vec<u8>>,
+) {
+    let scan = cluster
+        .local_scan(id, shard)
+        .await
+        .unwrap_or_else(|| panic!("node {id} did not answer a scan"));
+    let actual: BTreeMap<Vec<u8>, Vec<u8>> =
+        scan.into_iter().map(|kv| (kv.key, kv.value)).collect();
     for (key, value) in expected {
         assert_eq!(
             actual.get(key),
@@ -52,7 +75,11 @@ async fn assert_replica_holds(cluster: &Cluster, id: u64, shard: u64, expected: 
             String::from_utf8_lossy(key)
         );
     }
-    assert_eq!(actual.len(), expected.len(), "node {id} shard {shard} holds unexpected keys");
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "node {id} shard {shard} holds unexpected keys"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,10 +120,21 @@ async fn replication_survives_leader_kill_and_the_old_leader_catches_up() {
     let mut client = cluster.kv(new_leader).await.expect("new leader answers");
     for (key, value) in &expected[&0] {
         let request = node::ShardGetRequest {
-            target: Some(node::ShardTarget { shard_id: 0, epoch: 0 }),
-            request: Some(kv::GetRequest { key: key.clone(), consistency: kv::Consistency::Linearizable as i32, keys_only: false }),
+            target: Some(node::ShardTarget {
+                shard_id: 0,
+                epoch: 0,
+            }),
+            request: Some(kv::GetRequest {
+                key: key.clone(),
+                consistency: kv::Consistency::Linearizable as i32,
+                keys_only: false,
+            }),
         };
-        let response = client.get(request).await.expect("linearizable get").into_inner();
+        let response = client
+            .get(request)
+            .await
+            .expect("linearizable get")
+            .into_inner();
         assert_eq!(response.kv.map(|kv| kv.value).as_ref(), Some(value));
     }
 
@@ -107,7 +145,11 @@ async fn replication_survives_leader_kill_and_the_old_leader_catches_up() {
         assert_replica_holds(&cluster, old_leader, shard, &expected[&shard]).await;
     }
     let status = cluster.status(old_leader, 0).await.unwrap();
-    assert_ne!(status.role, node::ReplicaRole::Leader as i32, "the new leader keeps leading (no disruption)");
+    assert_ne!(
+        status.role,
+        node::ReplicaRole::Leader as i32,
+        "the new leader keeps leading (no disruption)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,15 +164,28 @@ async fn a_replica_added_after_the_log_was_purged_catches_up_by_snapshot() {
         wait_caught_up(&cluster, id, 0).await;
         let mut admin = cluster.admin(id).await.expect("admin");
         let snapshot = admin
-            .trigger_snapshot(node::TriggerSnapshotRequest { shard_id: 0, purge_log: true })
+            .trigger_snapshot(node::TriggerSnapshotRequest {
+                shard_id: 0,
+                purge_log: true,
+            })
             .await
             .expect("snapshot")
             .into_inner();
-        assert!(snapshot.snapshot_index >= 150, "snapshot covers the writes: {}", snapshot.snapshot_index);
+        assert!(
+            snapshot.snapshot_index >= 150,
+            "snapshot covers the writes: {}",
+            snapshot.snapshot_index
+        );
     }
     let purged = wait_for("the leader to purge its log", WAIT, || {
         let cluster = &cluster;
-        async move { cluster.status(leader, 0).await.map(|s| s.purged_index).filter(|p| *p >= 150) }
+        async move {
+            cluster
+                .status(leader, 0)
+                .await
+                .map(|s| s.purged_index)
+                .filter(|p| *p >= 150)
+        }
     })
     .await;
 
@@ -142,27 +197,43 @@ async fn a_replica_added_after_the_log_was_purged_catches_up_by_snapshot() {
         async move { cluster.admin(4).await }
     })
     .await;
-    admin4.create_replica(node::CreateReplicaRequest { shard_id: 0 }).await.expect("create replica");
+    admin4
+        .create_replica(node::CreateReplicaRequest { shard_id: 0 })
+        .await
+        .expect("create replica");
     let mut leader_admin = cluster.admin(leader).await.expect("leader admin");
     leader_admin
         .add_learner(node::AddLearnerRequest {
             shard_id: 0,
-            learner: Some(node::ReplicaMember { node_id: 4, address: new_address }),
+            learner: Some(node::ReplicaMember {
+                node_id: 4,
+                address: new_address,
+            }),
             wait_caught_up: true,
         })
         .await
         .expect("add learner");
     wait_caught_up(&cluster, 4, 0).await;
     let status = cluster.status(4, 0).await.unwrap();
-    assert!(status.snapshot_index >= purged, "node 4 was seeded by a snapshot (snapshot index {})", status.snapshot_index);
+    assert!(
+        status.snapshot_index >= purged,
+        "node 4 was seeded by a snapshot (snapshot index {})",
+        status.snapshot_index
+    );
     assert_eq!(status.role, node::ReplicaRole::Learner as i32);
     assert_replica_holds(&cluster, 4, 0, &expected).await;
 
-    tracing::info!("--- promote node 4 and remove node 3: the shard stays writable and node 4 keeps up");
+    tracing::info!(
+        "--- promote node 4 and remove node 3: the shard stays writable and node 4 keeps up"
+    );
     let replaced = if leader == 3 { 2 } else { 3 };
     let voters: Vec<u64> = (1..=4).filter(|id| *id != replaced).collect();
     let epoch = leader_admin
-        .change_membership(node::ChangeMembershipRequest { shard_id: 0, voters: voters.clone(), retain_as_learners: false })
+        .change_membership(node::ChangeMembershipRequest {
+            shard_id: 0,
+            voters: voters.clone(),
+            retain_as_learners: false,
+        })
         .await
         .expect("change membership")
         .into_inner()
@@ -173,10 +244,20 @@ async fn a_replica_added_after_the_log_was_purged_catches_up_by_snapshot() {
     assert_replica_holds(&cluster, 4, 0, &expected).await;
     let status = cluster.status(4, 0).await.unwrap();
     assert_eq!(status.voters, voters);
-    assert_eq!(status.role == node::ReplicaRole::Leader as i32 || status.role == node::ReplicaRole::Follower as i32, true);
+    assert_eq!(
+        status.role == node::ReplicaRole::Leader as i32
+            || status.role == node::ReplicaRole::Follower as i32,
+        true
+    );
     let mut removed_admin = cluster.admin(replaced).await.expect("removed node admin");
-    removed_admin.remove_replica(node::RemoveReplicaRequest { shard_id: 0 }).await.expect("remove replica");
-    assert!(cluster.status(replaced, 0).await.is_none(), "the removed node no longer hosts the shard");
+    removed_admin
+        .remove_replica(node::RemoveReplicaRequest { shard_id: 0 })
+        .await
+        .expect("remove replica");
+    assert!(
+        cluster.status(replaced, 0).await.is_none(),
+        "the removed node no longer hosts the shard"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,8 +267,15 @@ async fn writes_to_a_follower_name_the_leader() {
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let mut client = cluster.kv(follower).await.expect("follower answers");
     let request = node::ShardPutRequest {
-        target: Some(node::ShardTarget { shard_id: 0, epoch: 0 }),
-        request: Some(kv::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }),
+        target: Some(node::ShardTarget {
+            shard_id: 0,
+            epoch: 0,
+        }),
+        request: Some(kv::PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }),
     };
     let status = client.put(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
@@ -200,11 +288,58 @@ async fn writes_to_a_follower_name_the_leader() {
     }
 
     tracing::info!("--- a follower serves a linearizable read after confirming the read index");
-    cluster.must_put(0, WriteIds::new().next_id(), b"fresh", b"1", WAIT).await;
+    cluster
+        .must_put(0, WriteIds::new().next_id(), b"fresh", b"1", WAIT)
+        .await;
     let request = node::ShardGetRequest {
-        target: Some(node::ShardTarget { shard_id: 0, epoch: 0 }),
-        request: Some(kv::GetRequest { key: b"fresh".to_vec(), consistency: kv::Consistency::Linearizable as i32, keys_only: false }),
+        target: Some(node::ShardTarget {
+            shard_id: 0,
+            epoch: 0,
+        }),
+        request: Some(kv::GetRequest {
+            key: b"fresh".to_vec(),
+            consistency: kv::Consistency::Linearizable as i32,
+            keys_only: false,
+        }),
     };
-    let response = client.get(request).await.expect("follower linearizable read").into_inner();
+    let response = client
+        .get(request)
+        .await
+        .expect("follower linearizable read")
+        .into_inner();
     assert_eq!(response.kv.map(|kv| kv.value), Some(b"1".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_of_every_node() {
+    let mut cluster = Cluster::start(Path::new(BINARY), 3, 2, &[]).await;
+    let mut ids = WriteIds::new();
+    for shard in 0..2 {
+        cluster.wait_for_leader(shard, WAIT).await;
+    }
+
+    tracing::info!("--- acknowledged writes on both shards, then kill -9 every node at once");
+    let mut expected: BTreeMap<u64, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
+    for shard in 0..2 {
+        expected.insert(shard, write_keys(&cluster, &mut ids, shard, 0, 60).await);
+    }
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+
+    tracing::info!(
+        "--- restart: every acknowledged write is there, and the shards take writes again"
+    );
+    for id in 1..=3 {
+        cluster.restart(id);
+    }
+    for shard in 0..2 {
+        cluster.wait_for_leader(shard, WAIT).await;
+        let more = write_keys(&cluster, &mut ids, shard, 60, 5).await;
+        expected.get_mut(&shard).unwrap().extend(more);
+        for id in 1..=3 {
+            wait_caught_up(&cluster, id, shard).await;
+            assert_replica_holds(&cluster, id, shard, &expected[&shard]).await;
+        }
+    }
 }

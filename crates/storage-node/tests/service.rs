@@ -38,75 +38,142 @@ async fn start_node(adjust: impl FnOnce(&mut NodeConfig)) -> TestNode {
         node_id: 1,
         listen_address: address.clone(),
         data_dir: dir.path().to_path_buf(),
-        bootstrap: Some(BootstrapConfig { shard_count: 2, members: vec![format!("1={address}")] }),
+        bootstrap: Some(BootstrapConfig {
+            shard_count: 2,
+            members: vec![format!("1={address}")],
+        }),
         ..NodeConfig::default()
     };
     adjust(&mut config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cairn_storage_node::run_with_listener(config, listener, async {
-        let _ = stopped.await;
-    }));
-    let channel = wait_for("the node to accept connections", Duration::from_secs(20), || {
-        let address = address.clone();
-        async move { Channel::from_shared(format!("http://{address}")).ok()?.connect().await.ok() }
-    })
+    let server = tokio::spawn(cairn_storage_node::run_with_listener(
+        config,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let channel = wait_for(
+        "the node to accept connections",
+        Duration::from_secs(20),
+        || {
+            let address = address.clone();
+            async move {
+                Channel::from_shared(format!("http://{address}"))
+                    .ok()?
+                    .connect()
+                    .await
+                    .ok()
+            }
+        },
+    )
     .await;
     let mut admin = NodeAdminClient::new(channel.clone());
     for shard in [0, 1] {
-        wait_for("the single replica to lead", Duration::from_secs(20), || {
-            let mut admin = admin.clone();
-            async move {
-                let status = admin.shard_status(node::ShardStatusRequest { shard_id: shard, all: false }).await.ok()?;
-                (status.into_inner().replicas.first()?.role == node::ReplicaRole::Leader as i32).then_some(())
-            }
-        })
+        wait_for(
+            "the single replica to lead",
+            Duration::from_secs(20),
+            || {
+                let mut admin = admin.clone();
+                async move {
+                    let status = admin
+                        .shard_status(node::ShardStatusRequest {
+                            shard_id: shard,
+                            all: false,
+                        })
+                        .await
+                        .ok()?;
+                    (status.into_inner().replicas.first()?.role == node::ReplicaRole::Leader as i32)
+                        .then_some(())
+                }
+            },
+        )
         .await;
     }
     let _ = &mut admin;
-    TestNode { kv: ShardKvClient::new(channel), admin, _dir: dir, stop: Some(stop), server }
+    TestNode {
+        kv: ShardKvClient::new(channel),
+        admin,
+        _dir: dir,
+        stop: Some(stop),
+        server,
+    }
 }
 
 fn target(shard: u64) -> Option<node::ShardTarget> {
-    Some(node::ShardTarget { shard_id: shard, epoch: 0 })
+    Some(node::ShardTarget {
+        shard_id: shard,
+        epoch: 0,
+    })
 }
 
 fn put_request(key: &str, value: &str) -> kv::PutRequest {
-    kv::PutRequest { key: key.into(), value: value.into(), ..Default::default() }
+    kv::PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
 }
 
-async fn put(node: &mut TestNode, request: kv::PutRequest) -> Result<kv::PutResponse, tonic::Status> {
+async fn put(
+    node: &mut TestNode,
+    request: kv::PutRequest,
+) -> Result<kv::PutResponse, tonic::Status> {
     node.kv
-        .put(node::ShardPutRequest { target: target(SHARD), request: Some(request) })
+        .put(node::ShardPutRequest {
+            target: target(SHARD),
+            request: Some(request),
+        })
         .await
         .map(|r| r.into_inner())
 }
 
 async fn get(node: &mut TestNode, key: &str) -> Option<kv::KeyValue> {
-    let request = kv::GetRequest { key: key.into(), ..Default::default() };
+    let request = kv::GetRequest {
+        key: key.into(),
+        ..Default::default()
+    };
     node.kv
-        .get(node::ShardGetRequest { target: target(SHARD), request: Some(request) })
+        .get(node::ShardGetRequest {
+            target: target(SHARD),
+            request: Some(request),
+        })
         .await
         .unwrap()
         .into_inner()
         .kv
 }
 
-async fn range(node: &mut TestNode, request: kv::RangeRequest) -> Result<kv::RangeResponse, tonic::Status> {
+async fn range(
+    node: &mut TestNode,
+    request: kv::RangeRequest,
+) -> Result<kv::RangeResponse, tonic::Status> {
     node.kv
-        .range(node::ShardRangeRequest { target: target(SHARD), request: Some(request) })
+        .range(node::ShardRangeRequest {
+            target: target(SHARD),
+            request: Some(request),
+        })
         .await
         .map(|r| r.into_inner())
 }
 
-async fn txn(node: &mut TestNode, request: kv::TxnRequest) -> Result<kv::TxnResponse, tonic::Status> {
+async fn txn(
+    node: &mut TestNode,
+    request: kv::TxnRequest,
+) -> Result<kv::TxnResponse, tonic::Status> {
     node.kv
-        .txn(node::ShardTxnRequest { target: target(SHARD), request: Some(request) })
+        .txn(node::ShardTxnRequest {
+            target: target(SHARD),
+            request: Some(request),
+        })
         .await
         .map(|r| r.into_inner())
 }
 
 fn condition(condition: kv::put_condition::Condition) -> Option<kv::PutCondition> {
-    Some(kv::PutCondition { condition: Some(condition) })
+    Some(kv::PutCondition {
+        condition: Some(condition),
+    })
 }
 
 fn limit_of(status: &tonic::Status) -> String {
@@ -125,19 +192,49 @@ async fn put_get_delete_track_versions_and_revisions() {
     assert!(first.succeeded);
     assert_eq!(first.revision, 1);
     let kv = get(&mut node, "k").await.unwrap();
-    assert_eq!((kv.value.as_slice(), kv.version, kv.create_revision, kv.mod_revision), (&b"v1"[..], 1, 1, 1));
+    assert_eq!(
+        (
+            kv.value.as_slice(),
+            kv.version,
+            kv.create_revision,
+            kv.mod_revision
+        ),
+        (&b"v1"[..], 1, 1, 1)
+    );
 
-    tracing::info!("--- second put bumps version and mod_revision, keeps create_revision, returns prev");
-    let second = put(&mut node, kv::PutRequest { prev_kv: true, ..put_request("k", "v2") }).await.unwrap();
+    tracing::info!(
+        "--- second put bumps version and mod_revision, keeps create_revision, returns prev"
+    );
+    let second = put(
+        &mut node,
+        kv::PutRequest {
+            prev_kv: true,
+            ..put_request("k", "v2")
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(second.revision, 2);
     assert_eq!(second.prev_kv.unwrap().value, b"v1");
     let kv = get(&mut node, "k").await.unwrap();
-    assert_eq!((kv.value.as_slice(), kv.version, kv.create_revision, kv.mod_revision), (&b"v2"[..], 2, 1, 2));
+    assert_eq!(
+        (
+            kv.value.as_slice(),
+            kv.version,
+            kv.create_revision,
+            kv.mod_revision
+        ),
+        (&b"v2"[..], 2, 1, 2)
+    );
 
     tracing::info!("--- delete removes it; deleting again changes nothing");
     let delete = |prev_kv| node::ShardDeleteRequest {
         target: target(SHARD),
-        request: Some(kv::DeleteRequest { key: "k".into(), prev_kv, write_id: None }),
+        request: Some(kv::DeleteRequest {
+            key: "k".into(),
+            prev_kv,
+            write_id: None,
+        }),
     };
     let deleted = node.kv.delete(delete(true)).await.unwrap().into_inner();
     assert_eq!((deleted.deleted, deleted.revision), (1, 3));
@@ -154,7 +251,10 @@ async fn put_get_delete_track_versions_and_revisions() {
     tracing::info!("--- shards keep separate revisions");
     let other = node
         .kv
-        .put(node::ShardPutRequest { target: target(1), request: Some(put_request("k", "other")) })
+        .put(node::ShardPutRequest {
+            target: target(1),
+            request: Some(put_request("k", "other")),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -169,49 +269,139 @@ async fn put_conditions_implement_cas_and_put_if_absent() {
     let mut node = start_node(|_| {}).await;
 
     tracing::info!("--- put-if-absent succeeds once");
-    let created = put(&mut node, kv::PutRequest { condition: condition(Condition::Absent(true)), ..put_request("lock", "a") }).await.unwrap();
+    let created = put(
+        &mut node,
+        kv::PutRequest {
+            condition: condition(Condition::Absent(true)),
+            ..put_request("lock", "a")
+        },
+    )
+    .await
+    .unwrap();
     assert!(created.succeeded);
-    let refused = put(&mut node, kv::PutRequest { condition: condition(Condition::Absent(true)), ..put_request("lock", "b") }).await.unwrap();
+    let refused = put(
+        &mut node,
+        kv::PutRequest {
+            condition: condition(Condition::Absent(true)),
+            ..put_request("lock", "b")
+        },
+    )
+    .await
+    .unwrap();
     assert!(!refused.succeeded);
-    assert_eq!(refused.prev_kv.unwrap().value, b"a", "a failed condition returns the current key");
-    assert_eq!(refused.revision, created.revision, "a failed condition writes nothing");
+    assert_eq!(
+        refused.prev_kv.unwrap().value,
+        b"a",
+        "a failed condition returns the current key"
+    );
+    assert_eq!(
+        refused.revision, created.revision,
+        "a failed condition writes nothing"
+    );
     assert_eq!(get(&mut node, "lock").await.unwrap().value, b"a");
 
     tracing::info!("--- compare-and-set on value");
-    let wrong = put(&mut node, kv::PutRequest { condition: condition(Condition::ValueEquals("zzz".into())), ..put_request("lock", "c") }).await.unwrap();
+    let wrong = put(
+        &mut node,
+        kv::PutRequest {
+            condition: condition(Condition::ValueEquals("zzz".into())),
+            ..put_request("lock", "c")
+        },
+    )
+    .await
+    .unwrap();
     assert!(!wrong.succeeded);
-    let right = put(&mut node, kv::PutRequest { condition: condition(Condition::ValueEquals("a".into())), ..put_request("lock", "c") }).await.unwrap();
+    let right = put(
+        &mut node,
+        kv::PutRequest {
+            condition: condition(Condition::ValueEquals("a".into())),
+            ..put_request("lock", "c")
+        },
+    )
+    .await
+    .unwrap();
     assert!(right.succeeded);
 
     tracing::info!("--- compare-and-set on version and on mod_revision");
     let current = get(&mut node, "lock").await.unwrap();
     assert_eq!(current.version, 2);
-    let stale = put(&mut node, kv::PutRequest { condition: condition(Condition::VersionEquals(1)), ..put_request("lock", "d") }).await.unwrap();
+    let stale = put(
+        &mut node,
+        kv::PutRequest {
+            condition: condition(Condition::VersionEquals(1)),
+            ..put_request("lock", "d")
+        },
+    )
+    .await
+    .unwrap();
     assert!(!stale.succeeded);
-    let by_version = put(&mut node, kv::PutRequest { condition: condition(Condition::VersionEquals(2)), ..put_request("lock", "d") }).await.unwrap();
+    let by_version = put(
+        &mut node,
+        kv::PutRequest {
+            condition: condition(Condition::VersionEquals(2)),
+            ..put_request("lock", "d")
+        },
+    )
+    .await
+    .unwrap();
     assert!(by_version.succeeded);
-    let stale = put(&mut node, kv::PutRequest { condition: condition(Condition::ModRevisionEquals(current.mod_revision)), ..put_request("lock", "e") }).await.unwrap();
+    let stale = put(
+        &mut node,
+        kv::PutRequest {
+            condition: condition(Condition::ModRevisionEquals(current.mod_revision)),
+            ..put_request("lock", "e")
+        },
+    )
+    .await
+    .unwrap();
     assert!(!stale.succeeded);
-    let by_revision = put(&mut node, kv::PutRequest { condition: condition(Condition::ModRevisionEquals(by_version.revision)), ..put_request("lock", "e") }).await.unwrap();
+    let by_revision = put(
+        &mut node,
+        kv::PutRequest {
+            condition: condition(Condition::ModRevisionEquals(by_version.revision)),
+            ..put_request("lock", "e")
+        },
+    )
+    .await
+    .unwrap();
     assert!(by_revision.succeeded);
     assert_eq!(get(&mut node, "lock").await.unwrap().value, b"e");
 
     tracing::info!("--- version 0 means absent");
-    let absent = put(&mut node, kv::PutRequest { condition: condition(Condition::VersionEquals(0)), ..put_request("new", "x") }).await.unwrap();
+    let absent = put(
+        &mut node,
+        kv::PutRequest {
+            condition: condition(Condition::VersionEquals(0)),
+            ..put_request("new", "x")
+        },
+    )
+    .await
+    .unwrap();
     assert!(absent.succeeded);
     node.stop().await;
 }
 
 fn op_put(key: &str, value: &str) -> kv::RequestOp {
-    kv::RequestOp { request: Some(kv::request_op::Request::Put(put_request(key, value))) }
+    kv::RequestOp {
+        request: Some(kv::request_op::Request::Put(put_request(key, value))),
+    }
 }
 
 fn op_get(key: &str) -> kv::RequestOp {
-    kv::RequestOp { request: Some(kv::request_op::Request::Get(kv::GetRequest { key: key.into(), ..Default::default() })) }
+    kv::RequestOp {
+        request: Some(kv::request_op::Request::Get(kv::GetRequest {
+            key: key.into(),
+            ..Default::default()
+        })),
+    }
 }
 
 fn compare_version(key: &str, result: kv::compare::Result, version: u64) -> kv::Compare {
-    kv::Compare { result: result as i32, key: key.into(), target: Some(kv::compare::Target::Version(version)) }
+    kv::Compare {
+        result: result as i32,
+        key: key.into(),
+        target: Some(kv::compare::Target::Version(version)),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,20 +410,37 @@ async fn transactions_are_atomic_and_choose_a_branch() {
     put(&mut node, put_request("balance", "10")).await.unwrap();
 
     tracing::info!("--- comparisons hold: success ops run at one revision");
-    let response = txn(&mut node, kv::TxnRequest {
-        compare: vec![compare_version("balance", kv::compare::Result::Equal, 1), compare_version("audit", kv::compare::Result::Equal, 0)],
-        success: vec![op_put("balance", "7"), op_put("audit", "-3"), op_get("balance")],
-        failure: vec![op_put("conflict", "1")],
-        write_id: None,
-    })
+    let response = txn(
+        &mut node,
+        kv::TxnRequest {
+            compare: vec![
+                compare_version("balance", kv::compare::Result::Equal, 1),
+                compare_version("audit", kv::compare::Result::Equal, 0),
+            ],
+            success: vec![
+                op_put("balance", "7"),
+                op_put("audit", "-3"),
+                op_get("balance"),
+            ],
+            failure: vec![op_put("conflict", "1")],
+            write_id: None,
+        },
+    )
     .await
     .unwrap();
     assert!(response.succeeded);
-    assert_eq!(response.revision, 2, "one revision for the whole transaction");
+    assert_eq!(
+        response.revision, 2,
+        "one revision for the whole transaction"
+    );
     assert_eq!(response.responses.len(), 3);
     match &response.responses[2].response {
         Some(kv::response_op::Response::Get(get)) => {
-            assert_eq!(get.kv.as_ref().unwrap().value, b"10", "reads see the state before the transaction")
+            assert_eq!(
+                get.kv.as_ref().unwrap().value,
+                b"10",
+                "reads see the state before the transaction"
+            )
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -243,12 +450,15 @@ async fn transactions_are_atomic_and_choose_a_branch() {
     assert!(get(&mut node, "conflict").await.is_none());
 
     tracing::info!("--- a comparison fails: failure ops run instead");
-    let response = txn(&mut node, kv::TxnRequest {
-        compare: vec![compare_version("balance", kv::compare::Result::Equal, 1)],
-        success: vec![op_put("balance", "0")],
-        failure: vec![op_put("conflict", "1")],
-        write_id: None,
-    })
+    let response = txn(
+        &mut node,
+        kv::TxnRequest {
+            compare: vec![compare_version("balance", kv::compare::Result::Equal, 1)],
+            success: vec![op_put("balance", "0")],
+            failure: vec![op_put("conflict", "1")],
+            write_id: None,
+        },
+    )
     .await
     .unwrap();
     assert!(!response.succeeded);
@@ -256,23 +466,50 @@ async fn transactions_are_atomic_and_choose_a_branch() {
     assert_eq!(get(&mut node, "conflict").await.unwrap().value, b"1");
 
     tracing::info!("--- value and greater/less comparisons");
-    let response = txn(&mut node, kv::TxnRequest {
-        compare: vec![
-            kv::Compare { result: kv::compare::Result::Equal as i32, key: "balance".into(), target: Some(kv::compare::Target::Value("7".into())) },
-            kv::Compare { result: kv::compare::Result::Greater as i32, key: "balance".into(), target: Some(kv::compare::Target::ModRevision(1)) },
-            kv::Compare { result: kv::compare::Result::Less as i32, key: "balance".into(), target: Some(kv::compare::Target::CreateRevision(2)) },
-            kv::Compare { result: kv::compare::Result::NotEqual as i32, key: "missing".into(), target: Some(kv::compare::Target::Value("x".into())) },
-        ],
-        success: vec![op_put("ok", "1")],
-        failure: vec![],
-        write_id: None,
-    })
+    let response = txn(
+        &mut node,
+        kv::TxnRequest {
+            compare: vec![
+                kv::Compare {
+                    result: kv::compare::Result::Equal as i32,
+                    key: "balance".into(),
+                    target: Some(kv::compare::Target::Value("7".into())),
+                },
+                kv::Compare {
+                    result: kv::compare::Result::Greater as i32,
+                    key: "balance".into(),
+                    target: Some(kv::compare::Target::ModRevision(1)),
+                },
+                kv::Compare {
+                    result: kv::compare::Result::Less as i32,
+                    key: "balance".into(),
+                    target: Some(kv::compare::Target::CreateRevision(2)),
+                },
+                kv::Compare {
+                    result: kv::compare::Result::NotEqual as i32,
+                    key: "missing".into(),
+                    target: Some(kv::compare::Target::Value("x".into())),
+                },
+            ],
+            success: vec![op_put("ok", "1")],
+            failure: vec![],
+            write_id: None,
+        },
+    )
     .await
     .unwrap();
     assert!(response.succeeded);
 
     tracing::info!("--- writing one key twice in a transaction is refused");
-    let status = txn(&mut node, kv::TxnRequest { success: vec![op_put("a", "1"), op_put("a", "2")], ..Default::default() }).await.unwrap_err();
+    let status = txn(
+        &mut node,
+        kv::TxnRequest {
+            success: vec![op_put("a", "1"), op_put("a", "2")],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(get(&mut node, "a").await.is_none());
     node.stop().await;
@@ -282,19 +519,37 @@ async fn transactions_are_atomic_and_choose_a_branch() {
 async fn ranges_page_with_continuations() {
     let mut node = start_node(|_| {}).await;
     for i in 0..10 {
-        put(&mut node, put_request(&format!("a/{i}"), &format!("{i}"))).await.unwrap();
+        put(&mut node, put_request(&format!("a/{i}"), &format!("{i}")))
+            .await
+            .unwrap();
     }
     for i in 0..3 {
-        put(&mut node, put_request(&format!("b/{i}"), "b")).await.unwrap();
+        put(&mut node, put_request(&format!("b/{i}"), "b"))
+            .await
+            .unwrap();
     }
 
     tracing::info!("--- a prefix paged three at a time returns every key once, in order");
     let mut keys = Vec::new();
     let mut continuation = Vec::new();
     loop {
-        let page = range(&mut node, kv::RangeRequest { prefix: "a/".into(), limit: 3, continuation: continuation.clone(), ..Default::default() }).await.unwrap();
+        let page = range(
+            &mut node,
+            kv::RangeRequest {
+                prefix: "a/".into(),
+                limit: 3,
+                continuation: continuation.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         assert!(page.kvs.len() <= 3);
-        keys.extend(page.kvs.iter().map(|kv| String::from_utf8(kv.key.clone()).unwrap()));
+        keys.extend(
+            page.kvs
+                .iter()
+                .map(|kv| String::from_utf8(kv.key.clone()).unwrap()),
+        );
         if !page.more {
             break;
         }
@@ -304,18 +559,53 @@ async fn ranges_page_with_continuations() {
     assert_eq!(keys, expected);
 
     tracing::info!("--- [start, end), keys only, count only");
-    let page = range(&mut node, kv::RangeRequest { start: "a/5".into(), end: "b/1".into(), keys_only: true, ..Default::default() }).await.unwrap();
-    let got: Vec<String> = page.kvs.iter().map(|kv| String::from_utf8(kv.key.clone()).unwrap()).collect();
+    let page = range(
+        &mut node,
+        kv::RangeRequest {
+            start: "a/5".into(),
+            end: "b/1".into(),
+            keys_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let got: Vec<String> = page
+        .kvs
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+        .collect();
     assert_eq!(got, ["a/5", "a/6", "a/7", "a/8", "a/9", "b/0"]);
-    assert!(page.kvs.iter().all(|kv| kv.value.is_empty() && kv.version == 1));
-    let counted = range(&mut node, kv::RangeRequest { prefix: "b/".into(), count_only: true, ..Default::default() }).await.unwrap();
+    assert!(page
+        .kvs
+        .iter()
+        .all(|kv| kv.value.is_empty() && kv.version == 1));
+    let counted = range(
+        &mut node,
+        kv::RangeRequest {
+            prefix: "b/".into(),
+            count_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!((counted.count, counted.kvs.len()), (3, 0));
     let everything = range(&mut node, kv::RangeRequest::default()).await.unwrap();
     assert_eq!(everything.kvs.len(), 13);
     assert_eq!(everything.revision, 13);
 
     tracing::info!("--- serializable reads are served locally too");
-    let local = range(&mut node, kv::RangeRequest { prefix: "b/".into(), consistency: kv::Consistency::Serializable as i32, ..Default::default() }).await.unwrap();
+    let local = range(
+        &mut node,
+        kv::RangeRequest {
+            prefix: "b/".into(),
+            consistency: kv::Consistency::Serializable as i32,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(local.kvs.len(), 3);
     node.stop().await;
 }
@@ -327,7 +617,10 @@ async fn a_retried_write_is_applied_once() {
 
     tracing::info!("--- the same write id twice: one application, the first answer twice");
     let id = ids.next_id();
-    let request = kv::PutRequest { write_id: Some(id), ..put_request("counter", "1") };
+    let request = kv::PutRequest {
+        write_id: Some(id),
+        ..put_request("counter", "1")
+    };
     let first = put(&mut node, request.clone()).await.unwrap();
     let retry = put(&mut node, request).await.unwrap();
     assert_eq!(first, retry);
@@ -345,33 +638,68 @@ async fn a_retried_write_is_applied_once() {
     let first = txn(&mut node, txn_request.clone()).await.unwrap();
     assert!(first.succeeded);
     let retry = txn(&mut node, txn_request).await.unwrap();
-    assert_eq!(first, retry, "a re-evaluation would have failed the comparison");
+    assert_eq!(
+        first, retry,
+        "a re-evaluation would have failed the comparison"
+    );
     assert_eq!(get(&mut node, "counter").await.unwrap().version, 2);
 
     tracing::info!("--- a write id reused for another kind of operation is refused");
     let delete = node::ShardDeleteRequest {
         target: target(SHARD),
-        request: Some(kv::DeleteRequest { key: "counter".into(), prev_kv: false, write_id: Some(id) }),
+        request: Some(kv::DeleteRequest {
+            key: "counter".into(),
+            prev_kv: false,
+            write_id: Some(id),
+        }),
     };
     let status = node.kv.delete(delete).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(get(&mut node, "counter").await.is_some());
 
-    tracing::info!("--- results beyond the window are forgotten; their retry is refused, not applied");
+    tracing::info!(
+        "--- results beyond the window are forgotten; their retry is refused, not applied"
+    );
     let mut unacknowledged = WriteIds::new();
     let oldest = unacknowledged.next_id();
     let keep_first_incomplete = |mut id: kv::WriteId| {
         id.first_incomplete_sequence = oldest.sequence;
         id
     };
-    put(&mut node, kv::PutRequest { write_id: Some(oldest), ..put_request("w", "0") }).await.unwrap();
+    put(
+        &mut node,
+        kv::PutRequest {
+            write_id: Some(oldest),
+            ..put_request("w", "0")
+        },
+    )
+    .await
+    .unwrap();
     for i in 1..=5 {
         let id = keep_first_incomplete(unacknowledged.next_id());
-        put(&mut node, kv::PutRequest { write_id: Some(id), ..put_request("w", &i.to_string()) }).await.unwrap();
+        put(
+            &mut node,
+            kv::PutRequest {
+                write_id: Some(id),
+                ..put_request("w", &i.to_string())
+            },
+        )
+        .await
+        .unwrap();
     }
-    let status = put(&mut node, kv::PutRequest { write_id: Some(oldest), ..put_request("w", "0") }).await.unwrap_err();
+    let status = put(
+        &mut node,
+        kv::PutRequest {
+            write_id: Some(oldest),
+            ..put_request("w", "0")
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(matches!(error_detail(&status), Some(Kind::WriteWindowExceeded(w)) if w.sequence == oldest.sequence));
+    assert!(
+        matches!(error_detail(&status), Some(Kind::WriteWindowExceeded(w)) if w.sequence == oldest.sequence)
+    );
     assert_eq!(get(&mut node, "w").await.unwrap().value, b"5");
     node.stop().await;
 }
@@ -388,47 +716,132 @@ async fn bad_input_gets_a_named_error_and_changes_nothing() {
     .await;
 
     tracing::info!("--- key, value, transaction and page limits are named");
-    let status = put(&mut node, put_request(&"k".repeat(17), "v")).await.unwrap_err();
-    assert_eq!((status.code(), limit_of(&status)), (Code::InvalidArgument, "key_bytes_max".into()));
-    let status = put(&mut node, put_request("k", &"v".repeat(65))).await.unwrap_err();
-    assert_eq!((status.code(), limit_of(&status)), (Code::InvalidArgument, "value_bytes_max".into()));
+    let status = put(&mut node, put_request(&"k".repeat(17), "v"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), limit_of(&status)),
+        (Code::InvalidArgument, "key_bytes_max".into())
+    );
+    let status = put(&mut node, put_request("k", &"v".repeat(65)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), limit_of(&status)),
+        (Code::InvalidArgument, "value_bytes_max".into())
+    );
     let ops = (0..21).map(|i| op_get(&format!("k{i}"))).collect();
-    let status = txn(&mut node, kv::TxnRequest { success: ops, ..Default::default() }).await.unwrap_err();
-    assert_eq!((status.code(), limit_of(&status)), (Code::InvalidArgument, "txn_ops_max".into()));
-    let status = range(&mut node, kv::RangeRequest { limit: 101, ..Default::default() }).await.unwrap_err();
-    assert_eq!((status.code(), limit_of(&status)), (Code::InvalidArgument, "range_keys_max".into()));
+    let status = txn(
+        &mut node,
+        kv::TxnRequest {
+            success: ops,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (status.code(), limit_of(&status)),
+        (Code::InvalidArgument, "txn_ops_max".into())
+    );
+    let status = range(
+        &mut node,
+        kv::RangeRequest {
+            limit: 101,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (status.code(), limit_of(&status)),
+        (Code::InvalidArgument, "range_keys_max".into())
+    );
 
     tracing::info!("--- the request size limit is named");
     // Ten puts of 60-byte values: each op within limits, the request (~700 bytes) is not.
-    let ops = (0..10).map(|i| op_put(&format!("k{i}"), &"v".repeat(60))).collect();
-    let status = txn(&mut node, kv::TxnRequest { success: ops, ..Default::default() }).await.unwrap_err();
-    assert_eq!((status.code(), limit_of(&status)), (Code::InvalidArgument, "request_bytes_max".into()));
+    let ops = (0..10)
+        .map(|i| op_put(&format!("k{i}"), &"v".repeat(60)))
+        .collect();
+    let status = txn(
+        &mut node,
+        kv::TxnRequest {
+            success: ops,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (status.code(), limit_of(&status)),
+        (Code::InvalidArgument, "request_bytes_max".into())
+    );
 
     tracing::info!("--- malformed requests say which field is wrong");
     let status = put(&mut node, put_request("", "v")).await.unwrap_err();
     assert!(matches!(error_detail(&status), Some(Kind::InvalidArgument(f)) if f.field == "key"));
-    let bad_id = kv::WriteId { client_id: 0, sequence: 1, first_incomplete_sequence: 1 };
-    let status = put(&mut node, kv::PutRequest { write_id: Some(bad_id), ..put_request("k", "v") }).await.unwrap_err();
-    assert!(matches!(error_detail(&status), Some(Kind::InvalidArgument(f)) if f.field == "write_id.client_id"));
-    let status = range(&mut node, kv::RangeRequest { start: "b".into(), end: "a".into(), ..Default::default() }).await.unwrap_err();
+    let bad_id = kv::WriteId {
+        client_id: 0,
+        sequence: 1,
+        first_incomplete_sequence: 1,
+    };
+    let status = put(
+        &mut node,
+        kv::PutRequest {
+            write_id: Some(bad_id),
+            ..put_request("k", "v")
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error_detail(&status), Some(Kind::InvalidArgument(f)) if f.field == "write_id.client_id")
+    );
+    let status = range(
+        &mut node,
+        kv::RangeRequest {
+            start: "b".into(),
+            end: "a".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let status = node.kv.get(node::ShardGetRequest { target: None, request: None }).await.unwrap_err();
+    let status = node
+        .kv
+        .get(node::ShardGetRequest {
+            target: None,
+            request: None,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 
     tracing::info!("--- an unknown shard is its own error");
     let status = node
         .kv
-        .put(node::ShardPutRequest { target: target(99), request: Some(put_request("k", "v")) })
+        .put(node::ShardPutRequest {
+            target: target(99),
+            request: Some(put_request("k", "v")),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert!(matches!(error_detail(&status), Some(Kind::UnknownShard(s)) if s.shard_id == 99));
 
     tracing::info!("--- a stale epoch is refused with the current one");
-    let learner = node::ReplicaMember { node_id: 7, address: "127.0.0.1:1".into() };
+    let learner = node::ReplicaMember {
+        node_id: 7,
+        address: "127.0.0.1:1".into(),
+    };
     let epoch = node
         .admin
-        .add_learner(node::AddLearnerRequest { shard_id: SHARD, learner: Some(learner), wait_caught_up: false })
+        .add_learner(node::AddLearnerRequest {
+            shard_id: SHARD,
+            learner: Some(learner),
+            wait_caught_up: false,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -436,12 +849,27 @@ async fn bad_input_gets_a_named_error_and_changes_nothing() {
     assert!(epoch > 1);
     let status = node
         .kv
-        .put(node::ShardPutRequest { target: Some(node::ShardTarget { shard_id: SHARD, epoch: 1 }), request: Some(put_request("k", "v")) })
+        .put(node::ShardPutRequest {
+            target: Some(node::ShardTarget {
+                shard_id: SHARD,
+                epoch: 1,
+            }),
+            request: Some(put_request("k", "v")),
+        })
         .await
         .unwrap_err();
     assert!(matches!(error_detail(&status), Some(Kind::StaleEpoch(s)) if s.current_epoch == epoch));
-    let current = node::ShardTarget { shard_id: SHARD, epoch };
-    node.kv.put(node::ShardPutRequest { target: Some(current), request: Some(put_request("k", "v")) }).await.unwrap();
+    let current = node::ShardTarget {
+        shard_id: SHARD,
+        epoch,
+    };
+    node.kv
+        .put(node::ShardPutRequest {
+            target: Some(current),
+            request: Some(put_request("k", "v")),
+        })
+        .await
+        .unwrap();
 
     tracing::info!("--- nothing above changed the data except the last put");
     let everything = range(&mut node, kv::RangeRequest::default()).await.unwrap();

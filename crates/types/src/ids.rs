@@ -42,6 +42,15 @@ id_type!(
     ShardId,
     "shard-"
 );
+impl ShardId {
+    /// Shard ids are `0..shard_count` with a `u32` shard count; anything above is invalid.
+    pub const MAX: ShardId = ShardId(u32::MAX as u64 - 1);
+
+    pub fn is_valid(self) -> bool {
+        self <= Self::MAX
+    }
+}
+
 id_type!(
     /// A shard's logical clock: every write that changes a shard increases it by one.
     Revision,

@@ -92,6 +92,10 @@ impl Limits {
     }
 }
 
+/// The largest Raft transport message (an append carries up to `append_entries_max` requests),
+/// in bytes.
+pub const RAFT_MESSAGE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
 /// The gRPC transport refuses messages beyond this, whatever `request_bytes_max` says; the
 /// configured limit must fit under it so that its violations get a named error.
 pub const REQUEST_BYTES_MAX_CEILING: u64 = 64 * 1024 * 1024;
@@ -115,17 +119,33 @@ mod tests {
 
     #[test]
     fn validate_names_the_field() {
-        let limits = Limits { key_bytes_max: 0, ..Limits::default() };
+        let limits = Limits {
+            key_bytes_max: 0,
+            ..Limits::default()
+        };
         assert!(limits.validate().unwrap_err().contains("key_bytes_max"));
-        let limits = Limits { request_bytes_max: 10, ..Limits::default() };
+        let limits = Limits {
+            request_bytes_max: 10,
+            ..Limits::default()
+        };
         assert!(limits.validate().unwrap_err().contains("request_bytes_max"));
     }
 
     #[test]
     fn checks_report_limit_and_sizes() {
-        let limits = Limits { key_bytes_max: 3, ..Limits::default() };
+        let limits = Limits {
+            key_bytes_max: 3,
+            ..Limits::default()
+        };
         assert!(limits.check_key(b"abc").is_ok());
         let err = limits.check_key(b"abcd").unwrap_err();
-        assert_eq!(err, LimitError { limit: "key_bytes_max", max: 3, actual: 4 });
+        assert_eq!(
+            err,
+            LimitError {
+                limit: "key_bytes_max",
+                max: 3,
+                actual: 4
+            }
+        );
     }
 }

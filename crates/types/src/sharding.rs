@@ -34,7 +34,10 @@ fn fmix64(mut k: u64) -> u64 {
 /// Lamping and Veach, "A Fast, Minimal Memory, Consistent Hash Algorithm" (2014).
 /// Returns a bucket in `0..buckets`; `buckets` must be at least 1.
 pub fn jump_consistent_hash(mut key: u64, buckets: u32) -> u32 {
-    assert!(buckets > 0, "jump_consistent_hash needs at least one bucket");
+    assert!(
+        buckets > 0,
+        "jump_consistent_hash needs at least one bucket"
+    );
     let mut bucket: i64 = -1;
     let mut next: i64 = 0;
     while next < i64::from(buckets) {
@@ -90,8 +93,9 @@ mod tests {
 
     #[test]
     fn shard_for_key_vectors_are_stable() {
-        let shards: Vec<u64> =
-            (0..8).map(|i| shard_for_key(format!("user/{i}").as_bytes(), 16).0).collect();
+        let shards: Vec<u64> = (0..8)
+            .map(|i| shard_for_key(format!("user/{i}").as_bytes(), 16).0)
+            .collect();
         assert_eq!(shards, [15, 10, 10, 9, 9, 9, 10, 8]);
     }
 
@@ -107,7 +111,10 @@ mod tests {
         for k in &keys {
             let before = jump_consistent_hash(*k, 10);
             let after = jump_consistent_hash(*k, 11);
-            assert!(after == before || after == 10, "a key moved between old buckets");
+            assert!(
+                after == before || after == 10,
+                "a key moved between old buckets"
+            );
         }
     }
 
