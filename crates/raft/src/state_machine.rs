@@ -504,3 +504,150 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
         Ok(current.map(|current| to_snapshot(&self.snapshots, current)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Put, WriteOp};
+    use crate::type_config::Entry;
+    use cairn_types::NodeId;
+    use openraft::impls::leader_id_adv::LeaderId;
+
+    fn open(dir: &Path) -> (Arc<DB>, ShardStateMachine) {
+        let db = crate::database::open_database(&dir.join("db"), &Default::default()).unwrap();
+        let machine = ShardStateMachine::open(
+            db.clone(),
+            ShardId(3),
+            dir.join("snapshots"),
+            SessionLimits::default(),
+        )
+        .unwrap();
+        (db, machine)
+    }
+
+    fn put_entry(index: u64, key: &str) -> Entry {
+        let command = Command {
+            write_id: None,
+            proposed_at_ms: 1,
+            op: WriteOp::Put(Put {
+                key: key.into(),
+                value: b"v".to_vec(),
+                prev_kv: false,
+                condition: None,
+            }),
+        };
+        Entry::new_normal(
+            LogId::new(
+                LeaderId {
+                    term: 1,
+                    node_id: NodeId(1),
+                },
+                index,
+            ),
+            command,
+        )
+    }
+
+    fn keys_of(db: &DB) -> Vec<Vec<u8>> {
+        let range = crate::command::Range {
+            start: vec![],
+            end: None,
+            limit: 1000,
+            keys_only: true,
+            count_only: false,
+        };
+        KvView::new(db, ShardId(3))
+            .range(&range, Revision(0))
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect()
+    }
+
+    /// A node that dies in the middle of installing a snapshot finishes the install when it
+    /// opens the state machine again: no mix of old and new keys survives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_snapshot_install_is_redone_on_open() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let (source_db, mut source) = open(source_dir.path());
+        for (index, key) in [(1, "a"), (2, "b"), (3, "c")] {
+            source.apply_entry(put_entry(index, key)).unwrap();
+        }
+        let built = source.snapshots.build().unwrap();
+        assert_eq!(
+            keys_of(&source_db),
+            [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+
+        tracing::info!(
+            "--- the target has other keys, and crashes after the marker and a partial delete"
+        );
+        let target_dir = tempfile::tempdir().unwrap();
+        {
+            let (db, mut target) = open(target_dir.path());
+            target.apply_entry(put_entry(1, "old-1")).unwrap();
+            target.apply_entry(put_entry(2, "old-2")).unwrap();
+            std::fs::copy(
+                source_dir.path().join("snapshots").join(&built.file_name),
+                target.snapshots.dir.join(&built.file_name),
+            )
+            .unwrap();
+            let marker = CurrentSnapshot {
+                meta: built.meta.clone(),
+                file_name: built.file_name.clone(),
+            };
+            db.put_cf(
+                cf(&db, keys::CF_SM_STATE),
+                keys::tagged_key(ShardId(3), keys::TAG_INSTALLING),
+                codec::encode(&marker),
+            )
+            .unwrap();
+            db.delete_cf(cf(&db, keys::CF_KV), keys::kv_key(ShardId(3), b"old-1"))
+                .unwrap();
+            db.flush_wal(true).unwrap();
+        }
+
+        tracing::info!("--- reopening finishes the install");
+        let (db, mut target) = open(target_dir.path());
+        assert_eq!(keys_of(&db), [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        let (applied, _) = target.applied_state().await.unwrap();
+        assert_eq!(applied, built.meta.last_log_id);
+        assert_eq!(read_revision(&db, None, ShardId(3)).unwrap(), Revision(3));
+        assert!(
+            read_tag::<CurrentSnapshot>(&db, None, ShardId(3), keys::TAG_INSTALLING)
+                .unwrap()
+                .is_none()
+        );
+        let current = target
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("the installed snapshot is current");
+        assert_eq!(current.meta, built.meta);
+    }
+
+    /// A corrupt snapshot is refused before anything is replaced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_corrupt_snapshot_is_refused_without_touching_the_shard() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let (_, mut source) = open(source_dir.path());
+        source.apply_entry(put_entry(1, "new")).unwrap();
+        let built = source.snapshots.build().unwrap();
+        let path = source_dir.path().join("snapshots").join(&built.file_name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        let corrupt = source_dir.path().join("corrupt.snap");
+        std::fs::write(&corrupt, bytes).unwrap();
+
+        let target_dir = tempfile::tempdir().unwrap();
+        let (db, mut target) = open(target_dir.path());
+        target.apply_entry(put_entry(1, "kept")).unwrap();
+        let result = target
+            .install_snapshot(&built.meta, SnapshotFile { path: corrupt })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(keys_of(&db), [b"kept".to_vec()]);
+    }
+}

@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Pause between attempts to found a bootstrap shard whose peers are not up yet.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(500);
@@ -69,7 +68,11 @@ pub async fn run_with_listener(
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // Replies must not wait for Nagle's algorithm: every request is latency-bound.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     bootstrap.abort();
     tracing::info!("storage node stopping: shutting down replicas");
