@@ -251,6 +251,9 @@ impl SnapshotStore {
     /// Writes a snapshot of the shard as of now and makes it current (unless a newer one
     /// already is). Blocking.
     fn build(&self) -> Result<CurrentSnapshot> {
+        // Held for the whole build: an install cannot run half way under it (the build would
+        // capture a half-replaced shard) nor lose its file to the build's clean-up.
+        let _guard = self.lock.lock().expect("snapshot lock poisoned");
         let db = &self.db;
         let snapshot = db.snapshot();
         let last_applied =
@@ -298,7 +301,6 @@ impl SnapshotStore {
             },
             file_name,
         };
-        let _guard = self.lock.lock().expect("snapshot lock poisoned");
         if let Some(current) = self.current()? {
             if current.meta.last_log_id >= built.meta.last_log_id {
                 std::fs::remove_file(self.dir.join(&built.file_name))?;
@@ -321,6 +323,8 @@ impl SnapshotStore {
 
     /// Replaces the shard's state with the snapshot file `source`. Blocking.
     fn install(&self, meta: &SnapshotMeta, source: &Path) -> Result<()> {
+        // Held from the marker to the new pointer; see `build`.
+        let _guard = self.lock.lock().expect("snapshot lock poisoned");
         let (header, records) = SnapshotReader::verify(source)?;
         if header.shard != self.shard {
             return Err(StorageError::Snapshot(format!(
@@ -414,7 +418,7 @@ impl SnapshotStore {
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
         db.write_opt(batch, &synced)?;
-        let _guard = self.lock.lock().expect("snapshot lock poisoned");
+        // Callers hold the snapshot lock (or run at open, before any builder exists).
         self.remove_other_snapshots(&marker.file_name)?;
         Ok(())
     }

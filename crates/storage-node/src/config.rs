@@ -176,11 +176,12 @@ impl NodeConfig {
         let append_bytes = raft
             .append_entries_max
             .saturating_mul(self.limits.request_bytes_max);
-        if append_bytes > RAFT_MESSAGE_BYTES_MAX {
+        if append_bytes > RAFT_MESSAGE_BYTES_MAX / 2 {
             return Err(bad(
                 "raft.append_entries_max",
                 format!(
-                    "append_entries_max × limits.request_bytes_max ({append_bytes}) must be at most {RAFT_MESSAGE_BYTES_MAX}, the largest raft message"
+                    "append_entries_max × limits.request_bytes_max ({append_bytes}) must be at most {}, half the largest raft message",
+                    RAFT_MESSAGE_BYTES_MAX / 2
                 ),
             ));
         }

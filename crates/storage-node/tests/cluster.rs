@@ -343,3 +343,49 @@ async fn acknowledged_writes_survive_kill_9_of_every_node() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_on_request() {
+    let cluster = Cluster::start(Path::new(BINARY), 3, 1, &[]).await;
+    let leader = cluster.wait_for_leader(0, WAIT).await;
+    let target = (1..=3).find(|id| *id != leader).unwrap();
+    cluster
+        .must_put(0, WriteIds::new().next_id(), b"before", b"1", WAIT)
+        .await;
+
+    tracing::info!("--- transfer leadership of shard 0 from node {leader} to node {target}");
+    let mut admin = cluster.admin(leader).await.expect("leader admin");
+    admin
+        .transfer_leader(node::TransferLeaderRequest {
+            shard_id: 0,
+            to_node_id: target,
+        })
+        .await
+        .expect("transfer leader");
+    wait_for(&format!("node {target} to lead shard 0"), WAIT, || {
+        let cluster = &cluster;
+        async move { (cluster.leader_of(0).await == Some(target)).then_some(()) }
+    })
+    .await;
+
+    tracing::info!("--- the new leader serves writes and still has the old data");
+    cluster
+        .must_put(0, WriteIds::new().next_id(), b"after", b"2", WAIT)
+        .await;
+    let before = cluster
+        .local_get(target, 0, b"before")
+        .await
+        .expect("new leader answers");
+    assert_eq!(before.kv.map(|kv| kv.value), Some(b"1".to_vec()));
+
+    tracing::info!("--- asking a follower to transfer names the leader instead");
+    let mut follower_admin = cluster.admin(leader).await.expect("old leader admin");
+    let status = follower_admin
+        .transfer_leader(node::TransferLeaderRequest {
+            shard_id: 0,
+            to_node_id: leader,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+}

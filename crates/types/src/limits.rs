@@ -92,9 +92,9 @@ impl Limits {
     }
 }
 
-/// The largest Raft transport message (an append carries up to `append_entries_max` requests),
-/// in bytes.
-pub const RAFT_MESSAGE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// The largest Raft transport message, in bytes. An append carries up to `append_entries_max`
+/// requests; configuration keeps their total at most half of this, leaving room for encoding.
+pub const RAFT_MESSAGE_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 /// The gRPC transport refuses messages beyond this, whatever `request_bytes_max` says; the
 /// configured limit must fit under it so that its violations get a named error.
