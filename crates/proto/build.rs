@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cairn/kv/v1/kv.proto",
         "cairn/node/v1/node.proto",
         "cairn/raft/v1/raft.proto",
+        "cairn/coordinator/v1/coordinator.proto",
     ];
     let descriptors = protox::compile(files, [&root])?;
     tonic_prost_build::configure()

@@ -5,6 +5,8 @@
 //! It talks to processes only through their gRPC APIs (the `cairn-proto` crate), never
 //! through server crates, so it tests what an operator or client would see.
 
+use cairn_proto::coordinator::v1 as coordinator;
+use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use cairn_proto::kv::v1 as kv;
 use cairn_proto::node::v1 as node;
 use cairn_proto::node::v1::node_admin_client::NodeAdminClient;
@@ -49,8 +51,16 @@ where
     }
 }
 
-/// One storage node process of the test cluster.
+/// What a process of the test cluster is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Node,
+    Coordinator,
+}
+
+/// One process of the test cluster (a storage node or a coordinator).
 pub struct NodeProcess {
+    pub role: Role,
     pub id: u64,
     pub address: String,
     pub data_dir: PathBuf,
@@ -65,20 +75,24 @@ impl NodeProcess {
     }
 }
 
-/// A set of real `cairn-node` processes. Dropping it kills them all.
+/// A set of real Cairn processes. Dropping it kills them all.
 pub struct Cluster {
-    binary: PathBuf,
+    node_binary: PathBuf,
+    coordinator_binary: Option<PathBuf>,
+    /// Coordinator addresses nodes are started with (empty: static bootstrap).
+    coordinator_addresses: Vec<String>,
     root: tempfile::TempDir,
     pub nodes: Vec<NodeProcess>,
     pub shard_count: u32,
     base_port: u16,
 }
 
-/// Picks a port that is free on every loopback address the cluster will use.
-fn free_base_port(node_slots: u8) -> u16 {
+/// Picks a port that is free on every loopback address the cluster may use.
+fn free_base_port() -> u16 {
     for _ in 0..200 {
         let port = rand::random_range(20_000u16..60_000);
-        let free = (1..=node_slots)
+        let free = (1..=12u8)
+            .chain(101..=105)
             .all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok());
         if free {
             return port;
@@ -87,13 +101,44 @@ fn free_base_port(node_slots: u8) -> u16 {
     panic!("no free port on 127.0.0.x");
 }
 
-/// Node `id` listens on 127.0.0.`id`, so nodes are told apart by address in logs and rules.
-fn address_of(id: u64, port: u16) -> String {
-    assert!((1..=250).contains(&id), "test node ids are 1..=250");
-    format!("127.0.0.{id}:{port}")
+/// Node `id` listens on 127.0.0.`id`, coordinator `id` on 127.0.0.`100 + id`, so processes
+/// are told apart by address in logs and rules.
+fn address_of(role: Role, id: u64, port: u16) -> String {
+    assert!((1..=12).contains(&id), "test process ids are 1..=12");
+    match role {
+        Role::Node => format!("127.0.0.{id}:{port}"),
+        Role::Coordinator => format!("127.0.0.{}:{port}", 100 + id),
+    }
+}
+
+/// The binary `name` next to `sibling` (all workspace binaries share one target folder).
+pub fn sibling_binary(sibling: &Path, name: &str) -> PathBuf {
+    let path = sibling.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build every binary first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
 }
 
 impl Cluster {
+    fn empty(node_binary: &Path, coordinator_binary: Option<&Path>, shard_count: u32) -> Cluster {
+        init_logging();
+        Cluster {
+            node_binary: node_binary.to_path_buf(),
+            coordinator_binary: coordinator_binary.map(Path::to_path_buf),
+            coordinator_addresses: Vec::new(),
+            root: tempfile::Builder::new()
+                .prefix("cairn-cluster-")
+                .tempdir()
+                .expect("temp dir"),
+            nodes: Vec::new(),
+            shard_count,
+            base_port: free_base_port(),
+        }
+    }
+
     /// Starts `node_count` nodes (ids 1..=n) with a static bootstrap of `shard_count` shards,
     /// each replicated on every node. `extra_env` is passed to every node (e.g. CAIRN_* tuning).
     pub async fn start(
@@ -102,51 +147,98 @@ impl Cluster {
         shard_count: u32,
         extra_env: &[(&str, &str)],
     ) -> Cluster {
-        init_logging();
-        let root = tempfile::Builder::new()
-            .prefix("cairn-cluster-")
-            .tempdir()
-            .expect("temp dir");
-        let base_port = free_base_port(8);
-        let mut cluster = Cluster {
-            binary: binary.to_path_buf(),
-            root,
-            nodes: Vec::new(),
-            shard_count,
-            base_port,
-        };
+        let mut cluster = Cluster::empty(binary, None, shard_count);
         let members: Vec<String> = (1..=node_count)
-            .map(|id| format!("{id}={}", address_of(id, base_port)))
+            .map(|id| format!("{id}={}", address_of(Role::Node, id, cluster.base_port)))
             .collect();
-        let mut env_args = Vec::new();
-        for (name, value) in extra_env {
-            env_args.push(format!("{name}={value}"));
-        }
         for id in 1..=node_count {
             let mut args = vec![
+                format!("--node-id={id}"),
                 format!("--bootstrap-shard-count={shard_count}"),
                 format!("--bootstrap-members={}", members.join(",")),
             ];
-            args.extend(env_args.iter().map(|e| format!("env:{e}")));
-            cluster.add_node_with_args(id, args);
+            args.extend(
+                extra_env
+                    .iter()
+                    .map(|(name, value)| format!("env:{name}={value}")),
+            );
+            cluster.add_process(Role::Node, id, args);
         }
         cluster
     }
 
-    /// Starts one more node, without bootstrap: it hosts nothing until told to.
+    /// Starts `coordinator_count` coordinators (a group of 1 or 3) that create a cluster of
+    /// `shard_count` shards with `replication_factor`, and `node_count` nodes that join it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with_coordinators(
+        node_binary: &Path,
+        coordinator_binary: &Path,
+        coordinator_count: u64,
+        node_count: u64,
+        shard_count: u32,
+        replication_factor: u32,
+        coordinator_env: &[(&str, &str)],
+        node_env: &[(&str, &str)],
+    ) -> Cluster {
+        let mut cluster = Cluster::empty(node_binary, Some(coordinator_binary), shard_count);
+        cluster.coordinator_addresses = (1..=coordinator_count)
+            .map(|id| address_of(Role::Coordinator, id, cluster.base_port))
+            .collect();
+        let members: Vec<String> = cluster
+            .coordinator_addresses
+            .iter()
+            .enumerate()
+            .map(|(i, address)| format!("{}={address}", i + 1))
+            .collect();
+        for id in 1..=coordinator_count {
+            let mut args = vec![
+                format!("--member-id={id}"),
+                format!("--members={}", members.join(",")),
+                format!("--shard-count={shard_count}"),
+                format!("--replication-factor={replication_factor}"),
+            ];
+            args.extend(
+                coordinator_env
+                    .iter()
+                    .map(|(name, value)| format!("env:{name}={value}")),
+            );
+            cluster.add_process(Role::Coordinator, id, args);
+        }
+        for id in 1..=node_count {
+            cluster.add_node(id, node_env);
+        }
+        cluster
+    }
+
+    /// Starts one more storage node. With coordinators it joins the cluster and gets its id
+    /// from them (`id` only picks its address); without, it has node id `id` and hosts
+    /// nothing until told to.
     pub fn add_node(&mut self, id: u64, extra_env: &[(&str, &str)]) {
-        let args = extra_env
+        let mut args: Vec<String> = extra_env
             .iter()
             .map(|(name, value)| format!("env:{name}={value}"))
             .collect();
-        self.add_node_with_args(id, args);
+        if self.coordinator_addresses.is_empty() {
+            args.push(format!("--node-id={id}"));
+        } else {
+            args.push(format!(
+                "--coordinators={}",
+                self.coordinator_addresses.join(",")
+            ));
+        }
+        self.add_process(Role::Node, id, args);
     }
 
-    fn add_node_with_args(&mut self, id: u64, args: Vec<String>) {
-        let address = address_of(id, self.base_port);
-        let data_dir = self.root.path().join(format!("node-{id}"));
-        let log_path = self.root.path().join(format!("node-{id}.log"));
+    fn add_process(&mut self, role: Role, id: u64, args: Vec<String>) {
+        let address = address_of(role, id, self.base_port);
+        let name = match role {
+            Role::Node => format!("node-{id}"),
+            Role::Coordinator => format!("coordinator-{id}"),
+        };
+        let data_dir = self.root.path().join(&name);
+        let log_path = self.root.path().join(format!("{name}.log"));
         self.nodes.push(NodeProcess {
+            role,
             id,
             address,
             data_dir,
@@ -154,22 +246,27 @@ impl Cluster {
             args,
             child: None,
         });
-        self.spawn(id);
+        self.spawn(role, id);
     }
 
-    fn spawn(&mut self, id: u64) {
-        let binary = self.binary.clone();
-        let node = self.node_mut(id);
+    fn spawn(&mut self, role: Role, id: u64) {
+        let binary = match role {
+            Role::Node => self.node_binary.clone(),
+            Role::Coordinator => self
+                .coordinator_binary
+                .clone()
+                .expect("a coordinator binary"),
+        };
+        let process = self.process_mut(role, id);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&node.log_path)
+            .open(&process.log_path)
             .expect("log file");
         let mut command = Command::new(&binary);
         command
-            .arg(format!("--node-id={}", node.id))
-            .arg(format!("--listen-address={}", node.address))
-            .arg(format!("--data-dir={}", node.data_dir.display()))
+            .arg(format!("--listen-address={}", process.address))
+            .arg(format!("--data-dir={}", process.data_dir.display()))
             .env(
                 "RUST_LOG",
                 std::env::var("CAIRN_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
@@ -177,7 +274,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
-        for arg in &node.args {
+        for arg in &process.args {
             match arg.strip_prefix("env:") {
                 Some(pair) => {
                     let (name, value) = pair.split_once('=').expect("env pair");
@@ -191,45 +288,146 @@ impl Cluster {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        tracing::info!(node = id, address = %node.address, pid = child.id(), "started node");
-        node.child = Some(child);
+        tracing::info!(?role, id, address = %process.address, pid = child.id(), "started process");
+        process.child = Some(child);
+    }
+
+    fn process(&self, role: Role, id: u64) -> &NodeProcess {
+        self.nodes
+            .iter()
+            .find(|n| n.role == role && n.id == id)
+            .unwrap_or_else(|| panic!("no {role:?} {id}"))
+    }
+
+    fn process_mut(&mut self, role: Role, id: u64) -> &mut NodeProcess {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.role == role && n.id == id)
+            .unwrap_or_else(|| panic!("no {role:?} {id}"))
     }
 
     pub fn node(&self, id: u64) -> &NodeProcess {
-        self.nodes
-            .iter()
-            .find(|n| n.id == id)
-            .unwrap_or_else(|| panic!("no node {id}"))
+        self.process(Role::Node, id)
     }
 
-    fn node_mut(&mut self, id: u64) -> &mut NodeProcess {
-        self.nodes
-            .iter_mut()
-            .find(|n| n.id == id)
-            .unwrap_or_else(|| panic!("no node {id}"))
+    pub fn coordinator(&self, id: u64) -> &NodeProcess {
+        self.process(Role::Coordinator, id)
     }
 
-    /// `kill -9`: no shutdown code runs, unsynced state is at the kernel's mercy.
+    /// `kill -9` a storage node: no shutdown code runs, unsynced state is at the kernel's mercy.
     pub fn kill(&mut self, id: u64) {
-        let node = self.node_mut(id);
-        if let Some(mut child) = node.child.take() {
+        self.kill_process(Role::Node, id);
+    }
+
+    pub fn kill_coordinator(&mut self, id: u64) {
+        self.kill_process(Role::Coordinator, id);
+    }
+
+    fn kill_process(&mut self, role: Role, id: u64) {
+        let process = self.process_mut(role, id);
+        if let Some(mut child) = process.child.take() {
             child.kill().expect("kill -9");
             let _ = child.wait();
-            tracing::info!(node = id, "killed node (SIGKILL)");
+            tracing::info!(?role, id, "killed process (SIGKILL)");
         }
     }
 
     pub fn restart(&mut self, id: u64) {
         self.kill(id);
-        self.spawn(id);
+        self.spawn(Role::Node, id);
     }
 
+    pub fn restart_coordinator(&mut self, id: u64) {
+        self.kill_coordinator(id);
+        self.spawn(Role::Coordinator, id);
+    }
+
+    /// Storage nodes that are running, by harness id.
     pub fn running_ids(&self) -> Vec<u64> {
         self.nodes
             .iter()
-            .filter(|n| n.is_running())
+            .filter(|n| n.role == Role::Node && n.is_running())
             .map(|n| n.id)
             .collect()
+    }
+
+    pub fn running_coordinators(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == Role::Coordinator && n.is_running())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    async fn coordinator_client(&self, id: u64) -> Option<CoordinatorClient<Channel>> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            self.coordinator(id).address
+        ))
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10));
+        Some(CoordinatorClient::new(endpoint.connect().await.ok()?))
+    }
+
+    /// The cluster status from whichever coordinator leads, if one answers.
+    pub async fn cluster_status(&self) -> Option<coordinator::ClusterStatusResponse> {
+        for id in self.running_coordinators() {
+            let Some(mut client) = self.coordinator_client(id).await else {
+                continue;
+            };
+            if let Ok(status) = client
+                .cluster_status(coordinator::ClusterStatusRequest {})
+                .await
+            {
+                return Some(status.into_inner());
+            }
+        }
+        None
+    }
+
+    /// Asks the coordinator leader to drain and remove the node it knows as `node_id`.
+    pub async fn leave_cluster(&self, node_id: u64) -> bool {
+        for id in self.running_coordinators() {
+            let Some(mut client) = self.coordinator_client(id).await else {
+                continue;
+            };
+            if client
+                .leave_cluster(coordinator::LeaveClusterRequest { node_id })
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The harness id of the node the coordinators know as `node_id` (matched by address).
+    pub fn harness_id_of(
+        &self,
+        status: &coordinator::ClusterStatusResponse,
+        node_id: u64,
+    ) -> Option<u64> {
+        let address = &status.nodes.iter().find(|n| n.node_id == node_id)?.address;
+        self.nodes
+            .iter()
+            .find(|n| n.role == Role::Node && &n.address == address)
+            .map(|n| n.id)
+    }
+
+    /// The node id the coordinators gave the harness node `id` (matched by address).
+    pub fn cluster_id_of(
+        &self,
+        status: &coordinator::ClusterStatusResponse,
+        id: u64,
+    ) -> Option<u64> {
+        let address = &self.node(id).address;
+        status
+            .nodes
+            .iter()
+            .find(|n| &n.address == address)
+            .map(|n| n.node_id)
     }
 
     /// The tail of a node's log, for failure messages.
@@ -374,9 +572,14 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let ids: Vec<u64> = self.running_ids();
-        for id in ids {
-            self.kill(id);
+        let running: Vec<(Role, u64)> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| (n.role, n.id))
+            .collect();
+        for (role, id) in running {
+            self.kill_process(role, id);
         }
         if std::thread::panicking() || std::env::var_os("CAIRN_KEEP_TEST_DATA").is_some() {
             let kept =

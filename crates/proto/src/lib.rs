@@ -21,3 +21,9 @@ pub mod raft {
         tonic::include_proto!("cairn.raft.v1");
     }
 }
+
+pub mod coordinator {
+    pub mod v1 {
+        tonic::include_proto!("cairn.coordinator.v1");
+    }
+}

@@ -223,6 +223,11 @@ impl ShardReplica {
         self.shard
     }
 
+    /// Whether this replica currently leads its shard.
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
     pub fn raft(&self) -> &ShardRaft {
         &self.raft
     }
@@ -506,6 +511,30 @@ impl ShardReplica {
         let response = self
             .raft
             .change_membership(ChangeMembers::ReplaceAllVoters(voters), retain_as_learners)
+            .await
+            .map_err(|error| self.write_error(error))?;
+        Ok(epoch_of(Some(&response.log_id)))
+    }
+
+    /// Drops `learners` from the shard's membership (voters stay as they are).
+    pub async fn remove_learners(&self, learners: BTreeSet<NodeId>) -> Result<u64, ReplicaError> {
+        let membership = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        let present: BTreeSet<NodeId> = membership
+            .membership()
+            .learner_ids()
+            .filter(|id| learners.contains(id))
+            .collect();
+        if present.is_empty() {
+            return Ok(self.epoch());
+        }
+        let response = self
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(present), false)
             .await
             .map_err(|error| self.write_error(error))?;
         Ok(epoch_of(Some(&response.log_id)))

@@ -138,10 +138,27 @@ impl NodeAdmin for AdminService {
         let request = request.into_inner();
         let replica = self.node.replica_or_error(ShardId(request.shard_id))?;
         let voters: BTreeSet<NodeId> = request.voters.into_iter().map(NodeId).collect();
-        let epoch = replica
-            .change_membership(voters, request.retain_as_learners)
-            .await
-            .map_err(NodeError::from)?;
+        let remove_learners: BTreeSet<NodeId> =
+            request.remove_learners.into_iter().map(NodeId).collect();
+        if voters.is_empty() && remove_learners.is_empty() {
+            return Err(invalid(
+                "voters",
+                "give voters, learners to remove, or both",
+            ));
+        }
+        let mut epoch = replica.epoch();
+        if !voters.is_empty() {
+            epoch = replica
+                .change_membership(voters, request.retain_as_learners)
+                .await
+                .map_err(NodeError::from)?;
+        }
+        if !remove_learners.is_empty() {
+            epoch = replica
+                .remove_learners(remove_learners)
+                .await
+                .map_err(NodeError::from)?;
+        }
         Ok(Response::new(pb::ChangeMembershipResponse { epoch }))
     }
 

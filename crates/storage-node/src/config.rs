@@ -2,6 +2,7 @@
 //! `CAIRN_*` environment < command-line flags, validated at start with errors that name
 //! the field. Every field is documented with its unit in `docs/configuration.md`.
 
+use crate::coordinator_client::CoordinatorClientConfig;
 use cairn_raft::database::RocksDbConfig;
 use cairn_raft::network::TransportConfig;
 use cairn_raft::replica::RaftTiming;
@@ -17,6 +18,12 @@ pub struct NodeConfig {
     pub node_id: u64,
     /// Address the gRPC server binds, `host:port`.
     pub listen_address: String,
+    /// Address other processes use to reach this node (registered with the coordinator);
+    /// defaults to listen_address.
+    pub advertise_address: Option<String>,
+    /// The coordinators to join and heartbeat; without it the node runs standalone (static
+    /// bootstrap or admin calls only).
+    pub coordinator: Option<CoordinatorClientConfig>,
     /// Folder for the RocksDB instance and snapshot files.
     pub data_dir: PathBuf,
     pub limits: Limits,
@@ -91,6 +98,8 @@ impl Default for NodeConfig {
         Self {
             node_id: 0,
             listen_address: "127.0.0.1:7101".into(),
+            advertise_address: None,
+            coordinator: None,
             data_dir: PathBuf::from("./.cairn-data/node"),
             limits: Limits::default(),
             raft: RaftTimingConfig::default(),
@@ -123,9 +132,46 @@ fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 impl NodeConfig {
+    pub fn advertise(&self) -> String {
+        self.advertise_address
+            .clone()
+            .unwrap_or_else(|| self.listen_address.clone())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.node_id == 0 {
-            return Err(bad("node_id", "must be set to a value of at least 1"));
+        match &self.coordinator {
+            None if self.node_id == 0 => {
+                return Err(bad(
+                    "node_id",
+                    "must be at least 1 (or configure coordinator.addresses to be given one)",
+                ));
+            }
+            Some(coordinator) => {
+                if coordinator.addresses.is_empty() {
+                    return Err(bad(
+                        "coordinator.addresses",
+                        "must list at least one coordinator",
+                    ));
+                }
+                if coordinator.heartbeat_interval_ms < 100
+                    || coordinator.heartbeat_interval_ms > 60_000
+                {
+                    return Err(bad(
+                        "coordinator.heartbeat_interval_ms",
+                        "must be in 100..=60000",
+                    ));
+                }
+                if coordinator.rpc_timeout_ms < 100 {
+                    return Err(bad("coordinator.rpc_timeout_ms", "must be at least 100"));
+                }
+                if self.bootstrap.is_some() {
+                    return Err(bad(
+                        "bootstrap",
+                        "a node with a coordinator is placed by it; remove bootstrap",
+                    ));
+                }
+            }
+            None => {}
         }
         if self.listen_address.parse::<std::net::SocketAddr>().is_err() {
             return Err(bad(

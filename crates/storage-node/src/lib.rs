@@ -7,6 +7,7 @@
 
 pub mod admin_service;
 pub mod config;
+pub mod coordinator_client;
 pub mod error;
 pub mod kv_service;
 pub mod node;

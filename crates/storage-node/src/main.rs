@@ -17,6 +17,15 @@ struct Flags {
     /// gRPC listen address, ip:port.
     #[arg(long)]
     listen_address: Option<String>,
+    /// Address other processes use to reach this node.
+    #[arg(long)]
+    advertise_address: Option<String>,
+    /// Coordinator addresses, comma separated host:port (DNS names allowed).
+    #[arg(long, value_delimiter = ',')]
+    coordinators: Option<Vec<String>>,
+    /// Node labels, comma separated key=value (e.g. zone=a).
+    #[arg(long, value_delimiter = ',')]
+    labels: Option<Vec<String>>,
     /// Data folder.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -53,6 +62,25 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
     }
     if let Some(address) = &flags.listen_address {
         node.listen_address = address.clone();
+    }
+    if let Some(address) = &flags.advertise_address {
+        node.advertise_address = Some(address.clone());
+    }
+    if let Some(addresses) = &flags.coordinators {
+        node.coordinator
+            .get_or_insert_with(Default::default)
+            .addresses = addresses.clone();
+    }
+    if let Some(labels) = &flags.labels {
+        let coordinator = node.coordinator.get_or_insert_with(Default::default);
+        for label in labels {
+            let (key, value) = label.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("invalid configuration: labels: {label:?} is not key=value")
+            })?;
+            coordinator
+                .labels
+                .insert(key.trim().to_string(), value.trim().to_string());
+        }
     }
     if let Some(dir) = &flags.data_dir {
         node.data_dir = dir.clone();

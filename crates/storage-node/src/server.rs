@@ -3,6 +3,7 @@
 
 use crate::admin_service::AdminService;
 use crate::config::NodeConfig;
+use crate::coordinator_client;
 use crate::kv_service::KvService;
 use crate::node::Node;
 use cairn_proto::node::v1::node_admin_server::NodeAdminServer;
@@ -38,7 +39,31 @@ pub async fn run_with_listener(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let mut config = config;
+    config.validate()?;
+    if let Some(coordinator) = &config.coordinator {
+        let id = coordinator_client::node_id_from_coordinator(
+            &config.data_dir,
+            &config.advertise(),
+            coordinator,
+        )
+        .await?;
+        if config.node_id != 0 && config.node_id != id {
+            anyhow::bail!(
+                "configured node_id {} but the coordinator knows this node as {id}",
+                config.node_id
+            );
+        }
+        config.node_id = id;
+    }
     let node = Node::open(config).await?;
+    let heartbeats = node.config.coordinator.clone().map(|coordinator| {
+        tokio::spawn(coordinator_client::heartbeat_loop(
+            node.clone(),
+            node.config.advertise(),
+            coordinator,
+        ))
+    });
     tracing::info!(node_id = %node.node_id(), address = %node.config.listen_address, "storage node serving");
 
     let bootstrap = tokio::spawn(bootstrap(node.clone()));
@@ -75,6 +100,9 @@ pub async fn run_with_listener(
         )
         .await;
     bootstrap.abort();
+    if let Some(heartbeats) = heartbeats {
+        heartbeats.abort();
+    }
     tracing::info!("storage node stopping: shutting down replicas");
     node.shutdown().await;
     result.map_err(|error| anyhow::anyhow!("gRPC server failed: {error}"))

@@ -233,6 +233,7 @@ async fn a_replica_added_after_the_log_was_purged_catches_up_by_snapshot() {
             shard_id: 0,
             voters: voters.clone(),
             retain_as_learners: false,
+            remove_learners: vec![],
         })
         .await
         .expect("change membership")

@@ -1,0 +1,196 @@
+//! The coordinator's configuration: defaults < TOML file < `CAIRN_*` environment < flags,
+//! validated at start with errors that name the field.
+
+use cairn_raft::network::TransportConfig;
+use cairn_raft::replica::RaftTiming;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoordinatorConfig {
+    /// This coordinator's id within the coordinator group (1, 2, 3 …); never 0.
+    pub member_id: u64,
+    /// Address the gRPC server binds, `ip:port`.
+    pub listen_address: String,
+    /// Folder for the coordinator's RocksDB and snapshots.
+    pub data_dir: PathBuf,
+    /// Every coordinator as `member_id=host:port`, this one included (1 or 3 members).
+    pub members: Vec<String>,
+    /// Shards of a new cluster; fixed once the cluster is created.
+    pub shard_count: u32,
+    /// Replicas per shard of a new cluster; fixed once the cluster is created.
+    pub replication_factor: u32,
+    /// A node silent for this long is suspect (no new replicas go to it), in milliseconds.
+    pub suspect_after_ms: u64,
+    /// A node silent for this long is down (its replicas are replaced), in milliseconds.
+    pub down_after_ms: u64,
+    /// Period of the reconcile loop, in milliseconds.
+    pub reconcile_interval_ms: u64,
+    /// Most replica moves and leader transfers in flight at once.
+    pub moves_in_flight_max: usize,
+    /// Allowed difference between the most and least loaded node's replica count.
+    pub replica_tolerance: usize,
+    /// Allowed difference between the most and least loaded node's leader count.
+    pub leader_tolerance: usize,
+    /// Longest one call to a storage node's admin service may take, in milliseconds.
+    pub admin_timeout_ms: u64,
+    /// Raft timing of the coordinator group.
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            member_id: 1,
+            listen_address: "127.0.0.1:7001".into(),
+            data_dir: PathBuf::from("./.cairn-data/coordinator"),
+            members: Vec::new(),
+            shard_count: 16,
+            replication_factor: 3,
+            suspect_after_ms: 3_000,
+            down_after_ms: 10_000,
+            reconcile_interval_ms: 500,
+            moves_in_flight_max: 4,
+            replica_tolerance: 1,
+            leader_tolerance: 1,
+            admin_timeout_ms: 30_000,
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1_000,
+            election_timeout_max_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl CoordinatorConfig {
+    /// The coordinator members as (member id, address); the defaults to this member alone.
+    pub fn member_list(&self) -> Result<Vec<(u64, String)>, ConfigError> {
+        if self.members.is_empty() {
+            return Ok(vec![(self.member_id, self.listen_address.clone())]);
+        }
+        let mut members = Vec::new();
+        for member in &self.members {
+            let (id, address) = member
+                .split_once('=')
+                .ok_or_else(|| bad("members", format!("{member:?} is not member_id=host:port")))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| bad("members", format!("{member:?}: id is not a number")))?;
+            if id == 0 {
+                return Err(bad("members", "member ids start at 1"));
+            }
+            members.push((id, address.trim().to_string()));
+        }
+        Ok(members)
+    }
+
+    pub fn raft_timing(&self) -> RaftTiming {
+        RaftTiming {
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            election_timeout_min_ms: self.election_timeout_min_ms,
+            election_timeout_max_ms: self.election_timeout_max_ms,
+            snapshot_logs_since_last: 10_000,
+            logs_to_keep_after_snapshot: 1_000,
+            append_entries_max: 64,
+        }
+    }
+
+    pub fn transport(&self) -> TransportConfig {
+        TransportConfig::default()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.member_id == 0 {
+            return Err(bad("member_id", "must be at least 1"));
+        }
+        if self.listen_address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad(
+                "listen_address",
+                format!("{:?} is not an ip:port", self.listen_address),
+            ));
+        }
+        let members = self.member_list()?;
+        if !members.iter().any(|(id, _)| *id == self.member_id) {
+            return Err(bad("members", "must include this coordinator's member_id"));
+        }
+        if !(members.len() == 1 || members.len() == 3 || members.len() == 5) {
+            return Err(bad("members", "a coordinator group has 1, 3 or 5 members"));
+        }
+        if self.shard_count == 0 || self.shard_count > 65_536 {
+            return Err(bad("shard_count", "must be in 1..=65536"));
+        }
+        if self.replication_factor == 0 || self.replication_factor > 7 {
+            return Err(bad("replication_factor", "must be in 1..=7"));
+        }
+        if self.suspect_after_ms < 2 * self.reconcile_interval_ms {
+            return Err(bad(
+                "suspect_after_ms",
+                "must be at least 2 × reconcile_interval_ms",
+            ));
+        }
+        if self.down_after_ms <= self.suspect_after_ms {
+            return Err(bad("down_after_ms", "must be above suspect_after_ms"));
+        }
+        if self.reconcile_interval_ms < 50 {
+            return Err(bad("reconcile_interval_ms", "must be at least 50"));
+        }
+        if self.moves_in_flight_max == 0 {
+            return Err(bad("moves_in_flight_max", "must be at least 1"));
+        }
+        if self.admin_timeout_ms < 1_000 {
+            return Err(bad("admin_timeout_ms", "must be at least 1000"));
+        }
+        self.raft_timing()
+            .to_openraft(self.transport().snapshot_transfer_timeout_ms)
+            .map_err(|reason| bad("election_timeout_min_ms", reason))?;
+        if self.election_timeout_min_ms < 3 * self.heartbeat_interval_ms {
+            return Err(bad(
+                "election_timeout_min_ms",
+                "must be at least 3 × heartbeat_interval_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_errors_name_the_field() {
+        CoordinatorConfig::default().validate().unwrap();
+        let config = CoordinatorConfig {
+            down_after_ms: 1_000,
+            ..CoordinatorConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().field, "down_after_ms");
+        let config = CoordinatorConfig {
+            members: vec!["1=127.0.0.1:1".into(), "2=127.0.0.1:2".into()],
+            ..CoordinatorConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().field, "members");
+        let config = CoordinatorConfig {
+            replication_factor: 0,
+            ..CoordinatorConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().field, "replication_factor");
+    }
+}

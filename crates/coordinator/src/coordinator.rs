@@ -1,0 +1,649 @@
+//! The coordinator: its metadata group, the leader's observations, the published shard map,
+//! and the reconcile loop that turns placement decisions into admin calls on storage nodes.
+
+use crate::config::CoordinatorConfig;
+use crate::error::{CoordinatorError, Result};
+use crate::metadata::{ClusterInfo, Metadata, MetadataStore, NodeRecord, ShardRecord};
+use crate::observed::{Liveness, NodeHeartbeat, Observed};
+use crate::placement::{self, Action, NodeState, PlacementConfig, ShardView};
+use cairn_proto::coordinator::v1 as pb;
+use cairn_proto::node::v1 as node_pb;
+use cairn_proto::node::v1::node_admin_client::NodeAdminClient;
+use cairn_raft::network::PeerChannels;
+use cairn_types::{NodeId, ShardId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Mutex};
+
+/// The leader's working state; reset whenever this coordinator (re)gains leadership.
+struct LeaderState {
+    term: u64,
+    observed: Observed,
+    cluster: ClusterInfo,
+    map_sequence: u64,
+    /// The last published map without its version, to tell whether anything changed.
+    last_map_body: Option<(Vec<pb::ShardInfo>, Vec<pb::NodeInfo>)>,
+}
+
+/// Counters for ClusterStatus and operators.
+#[derive(Clone, Debug, Default)]
+pub struct ScheduleStats {
+    pub under_replicated_shards: u32,
+    pub moves_in_flight: u32,
+}
+
+pub struct Coordinator {
+    pub config: CoordinatorConfig,
+    members: BTreeMap<u64, String>,
+    pub metadata: MetadataStore,
+    channels: PeerChannels,
+    leader: Mutex<Option<LeaderState>>,
+    map: watch::Sender<Option<pb::ShardMap>>,
+    stats: std::sync::Mutex<ScheduleStats>,
+}
+
+impl Coordinator {
+    pub fn new(
+        config: CoordinatorConfig,
+        metadata: MetadataStore,
+        channels: PeerChannels,
+    ) -> Result<Arc<Self>> {
+        let members = config
+            .member_list()
+            .map_err(|e| CoordinatorError::Invalid {
+                field: "members",
+                reason: e.reason,
+            })?
+            .into_iter()
+            .collect();
+        let (map, _) = watch::channel(None);
+        Ok(Arc::new(Self {
+            config,
+            members,
+            metadata,
+            channels,
+            leader: Mutex::new(None),
+            map,
+            stats: std::sync::Mutex::new(ScheduleStats::default()),
+        }))
+    }
+
+    fn liveness(&self) -> Liveness {
+        Liveness {
+            suspect_after: Duration::from_millis(self.config.suspect_after_ms),
+            down_after: Duration::from_millis(self.config.down_after_ms),
+        }
+    }
+
+    /// The error a follower answers with: where the leader is.
+    pub fn not_leader(&self) -> CoordinatorError {
+        let leader = self.metadata.replica().status().leader.map(|id| id.0);
+        CoordinatorError::NotLeader {
+            leader_id: leader,
+            leader_address: leader.and_then(|id| self.members.get(&id).cloned()),
+        }
+    }
+
+    pub fn leader_id(&self) -> Option<u64> {
+        self.metadata.replica().status().leader.map(|id| id.0)
+    }
+
+    pub fn subscribe_map(&self) -> watch::Receiver<Option<pb::ShardMap>> {
+        self.map.subscribe()
+    }
+
+    pub fn current_map(&self) -> Option<pb::ShardMap> {
+        self.map.borrow().clone()
+    }
+
+    pub fn stats(&self) -> ScheduleStats {
+        self.stats.lock().expect("stats lock poisoned").clone()
+    }
+
+    pub async fn cluster(&self) -> Result<ClusterInfo> {
+        let leader = self.leader.lock().await;
+        leader
+            .as_ref()
+            .map(|state| state.cluster.clone())
+            .ok_or_else(|| self.not_leader())
+    }
+
+    /// Takes (or keeps) leadership state; `None` if this coordinator is not the leader.
+    async fn leader_state(&self) -> Result<bool> {
+        let status = self.metadata.replica().status();
+        let mut leader = self.leader.lock().await;
+        if !self.metadata.replica().is_leader() {
+            if leader.take().is_some() {
+                tracing::info!("lost coordinator leadership");
+                self.map.send_replace(None);
+            }
+            return Ok(false);
+        }
+        if leader
+            .as_ref()
+            .is_some_and(|state| state.term == status.term)
+        {
+            return Ok(true);
+        }
+        let cluster = self
+            .metadata
+            .ensure_cluster(self.config.shard_count, self.config.replication_factor)
+            .await?;
+        tracing::info!(term = status.term, cluster_id = %cluster.cluster_id, "became coordinator leader");
+        *leader = Some(LeaderState {
+            term: status.term,
+            observed: Observed::new(Instant::now()),
+            cluster,
+            map_sequence: 0,
+            last_map_body: None,
+        });
+        Ok(true)
+    }
+
+    // ---- requests from storage nodes ----
+
+    pub async fn heartbeat(&self, request: pb::HeartbeatRequest) -> Result<()> {
+        let mut leader = self.leader.lock().await;
+        let Some(state) = leader.as_mut() else {
+            return Err(self.not_leader());
+        };
+        state.observed.record(
+            NodeId(request.node_id),
+            NodeHeartbeat {
+                last_seen: Instant::now(),
+                address: request.address,
+                replicas: request.replicas,
+            },
+        );
+        Ok(())
+    }
+
+    pub async fn join(&self, request: pb::JoinClusterRequest) -> Result<pb::JoinClusterResponse> {
+        if request.address.is_empty() {
+            return Err(CoordinatorError::Invalid {
+                field: "address",
+                reason: "must be set".into(),
+            });
+        }
+        if !self.leader_state().await? {
+            return Err(self.not_leader());
+        }
+        let cluster = self.cluster().await?;
+        let metadata = self.metadata.read_all().await?;
+        let labels: BTreeMap<String, String> = request
+            .labels
+            .into_iter()
+            .map(|l| (l.key, l.value))
+            .collect();
+        let existing = if request.node_id != 0 {
+            Some(
+                metadata
+                    .nodes
+                    .get(&NodeId(request.node_id))
+                    .ok_or(CoordinatorError::UnknownNode(request.node_id))?,
+            )
+        } else {
+            // A retried join (its answer lost) finds the record it created.
+            metadata
+                .nodes
+                .values()
+                .find(|n| n.address == request.address && !n.left)
+        };
+        let record = match existing {
+            Some(record) if record.left => {
+                return Err(CoordinatorError::Invalid {
+                    field: "node_id",
+                    reason: "this node left the cluster".into(),
+                })
+            }
+            Some(record) => NodeRecord {
+                address: request.address,
+                labels,
+                ..record.clone()
+            },
+            None => {
+                let id = self.metadata.allocate_node_id().await?;
+                NodeRecord {
+                    id,
+                    address: request.address,
+                    labels,
+                    leaving: false,
+                    left: false,
+                }
+            }
+        };
+        if metadata.nodes.get(&record.id) != Some(&record) {
+            self.metadata.put_node(&record).await?;
+        }
+        tracing::info!(node = %record.id, address = %record.address, "node joined");
+        Ok(pb::JoinClusterResponse {
+            node_id: record.id.0,
+            cluster_id: cluster.cluster_id,
+        })
+    }
+
+    pub async fn leave(&self, node_id: u64) -> Result<()> {
+        if !self.leader_state().await? {
+            return Err(self.not_leader());
+        }
+        let metadata = self.metadata.read_all().await?;
+        let record = metadata
+            .nodes
+            .get(&NodeId(node_id))
+            .ok_or(CoordinatorError::UnknownNode(node_id))?;
+        if !record.leaving && !record.left {
+            self.metadata
+                .put_node(&NodeRecord {
+                    leaving: true,
+                    ..record.clone()
+                })
+                .await?;
+            tracing::info!(node = node_id, "node leaving: draining its replicas");
+        }
+        Ok(())
+    }
+
+    // ---- the reconcile loop ----
+
+    /// Runs the reconcile loop until the process ends. Only the leader acts.
+    pub async fn run_reconcile(self: Arc<Self>) {
+        let mut ticker =
+            tokio::time::interval(Duration::from_millis(self.config.reconcile_interval_ms));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = self.reconcile_once().await {
+                tracing::warn!(%error, "reconcile round failed; retrying next round");
+            }
+        }
+    }
+
+    pub async fn reconcile_once(&self) -> Result<()> {
+        if !self.leader_state().await? {
+            return Ok(());
+        }
+        let metadata = self.metadata.read_all().await?;
+        let now = Instant::now();
+        let (nodes, shards, cluster) = {
+            let mut leader = self.leader.lock().await;
+            let Some(state) = leader.as_mut() else {
+                return Ok(());
+            };
+            let nodes = state.observed.node_views(&metadata, now, self.liveness());
+            let shards = state
+                .observed
+                .shard_views(&metadata, state.cluster.shard_count);
+            self.publish(state, &metadata, &nodes, &shards);
+            (nodes, shards, state.cluster.clone())
+        };
+        let config = PlacementConfig {
+            replication_factor: cluster.replication_factor as usize,
+            replica_tolerance: self.config.replica_tolerance,
+            leader_tolerance: self.config.leader_tolerance,
+            moves_in_flight_max: self.config.moves_in_flight_max,
+        };
+        let states: BTreeMap<NodeId, NodeState> = nodes.iter().map(|n| (n.id, n.state)).collect();
+        *self.stats.lock().expect("stats lock poisoned") = ScheduleStats {
+            under_replicated_shards: shards
+                .iter()
+                .filter(|s| {
+                    s.voters.len() < config.replication_factor
+                        || s.voters
+                            .iter()
+                            .any(|v| states.get(v) != Some(&NodeState::Up))
+                })
+                .count() as u32,
+            moves_in_flight: shards.iter().filter(|s| s.pending_move.is_some()).count() as u32,
+        };
+        for action in placement::plan(&nodes, &shards, &config) {
+            tracing::info!(?action, "placement");
+            if let Err(error) = self.execute(&action, &metadata, &shards).await {
+                tracing::warn!(?action, %error, "placement action failed; it is planned again next round");
+            }
+        }
+        self.sweep(&metadata, &shards, &states).await;
+        Ok(())
+    }
+
+    fn publish(
+        &self,
+        state: &mut LeaderState,
+        metadata: &Metadata,
+        nodes: &[placement::NodeView],
+        shards: &[ShardView],
+    ) {
+        let mut replica_counts: BTreeMap<NodeId, u64> = BTreeMap::new();
+        let mut leader_counts: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for shard in shards {
+            for node in shard.voters.iter().chain(&shard.learners) {
+                *replica_counts.entry(*node).or_default() += 1;
+            }
+            if let Some(leader) = shard.leader {
+                *leader_counts.entry(leader).or_default() += 1;
+            }
+        }
+        let shard_infos: Vec<pb::ShardInfo> = shards
+            .iter()
+            .map(|shard| pb::ShardInfo {
+                shard_id: shard.id.0,
+                epoch: state.observed.epoch_of(shard.id, shard.leader),
+                voters: shard.voters.iter().map(|n| n.0).collect(),
+                learners: shard.learners.iter().map(|n| n.0).collect(),
+                leader_node_id: shard.leader.map_or(0, |n| n.0),
+            })
+            .collect();
+        let node_infos: Vec<pb::NodeInfo> = nodes
+            .iter()
+            .filter_map(|view| metadata.nodes.get(&view.id).map(|record| (view, record)))
+            .map(|(view, record)| pb::NodeInfo {
+                node_id: record.id.0,
+                address: record.address.clone(),
+                labels: record
+                    .labels
+                    .iter()
+                    .map(|(k, v)| pb::Label {
+                        key: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                state: node_state_to_proto(view.state) as i32,
+                replica_count: replica_counts.get(&record.id).copied().unwrap_or(0),
+                leader_count: leader_counts.get(&record.id).copied().unwrap_or(0),
+            })
+            .collect();
+        let body = (shard_infos, node_infos);
+        if state.last_map_body.as_ref() == Some(&body) {
+            return;
+        }
+        state.map_sequence += 1;
+        // Versions increase across leaders too: a new leader has a higher term.
+        let version = (state.term << 32) | state.map_sequence;
+        let map = pb::ShardMap {
+            version,
+            cluster_id: state.cluster.cluster_id.clone(),
+            shard_count: state.cluster.shard_count,
+            shards: body.0.clone(),
+            nodes: body.1.clone(),
+        };
+        state.last_map_body = Some(body);
+        self.map.send_replace(Some(map));
+    }
+
+    fn admin(
+        &self,
+        metadata: &Metadata,
+        node: NodeId,
+    ) -> Result<NodeAdminClient<tonic::transport::Channel>> {
+        let record = metadata
+            .nodes
+            .get(&node)
+            .ok_or(CoordinatorError::UnknownNode(node.0))?;
+        let channel = self
+            .channels
+            .channel(&record.address)
+            .map_err(CoordinatorError::Unavailable)?;
+        Ok(NodeAdminClient::new(channel))
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(Duration::from_millis(self.config.admin_timeout_ms));
+        request
+    }
+
+    async fn execute(
+        &self,
+        action: &Action,
+        metadata: &Metadata,
+        shards: &[ShardView],
+    ) -> Result<()> {
+        let status = |error: tonic::Status| CoordinatorError::Unavailable(error.to_string());
+        let view = |shard: ShardId| shards.iter().find(|s| s.id == shard);
+        let leader_of = |shard: ShardId| {
+            view(shard)
+                .and_then(|s| s.leader)
+                .ok_or_else(|| CoordinatorError::Unavailable(format!("{shard} has no leader")))
+        };
+        let record_of = |shard: ShardId| {
+            metadata.shards.get(&shard).cloned().unwrap_or(ShardRecord {
+                id: shard,
+                ..ShardRecord::default()
+            })
+        };
+        match action {
+            Action::CreateShard { shard, nodes } => {
+                self.metadata
+                    .put_shard(&ShardRecord {
+                        initial_voters: nodes.clone(),
+                        ..record_of(*shard)
+                    })
+                    .await?;
+                for node in nodes {
+                    self.admin(metadata, *node)?
+                        .create_replica(
+                            self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
+                        )
+                        .await
+                        .map_err(status)?;
+                }
+                let members = nodes
+                    .iter()
+                    .map(|node| {
+                        let address = metadata
+                            .nodes
+                            .get(node)
+                            .map(|r| r.address.clone())
+                            .unwrap_or_default();
+                        node_pb::ReplicaMember {
+                            node_id: node.0,
+                            address,
+                        }
+                    })
+                    .collect();
+                let founder = *nodes
+                    .first()
+                    .ok_or_else(|| CoordinatorError::Internal("empty placement".into()))?;
+                self.admin(metadata, founder)?
+                    .initialize_shard(self.request(node_pb::InitializeShardRequest {
+                        shard_id: shard.0,
+                        members,
+                    }))
+                    .await
+                    .map_err(status)?;
+            }
+            Action::StartMove { shard, mv } => {
+                let leader = leader_of(*shard)?;
+                self.metadata
+                    .put_shard(&ShardRecord {
+                        pending_move: Some(mv.clone()),
+                        ..record_of(*shard)
+                    })
+                    .await?;
+                self.admin(metadata, mv.to)?
+                    .create_replica(
+                        self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
+                    )
+                    .await
+                    .map_err(status)?;
+                let address = metadata
+                    .nodes
+                    .get(&mv.to)
+                    .map(|r| r.address.clone())
+                    .unwrap_or_default();
+                self.admin(metadata, leader)?
+                    .add_learner(self.request(node_pb::AddLearnerRequest {
+                        shard_id: shard.0,
+                        learner: Some(node_pb::ReplicaMember {
+                            node_id: mv.to.0,
+                            address,
+                        }),
+                        wait_caught_up: false,
+                    }))
+                    .await
+                    .map_err(status)?;
+            }
+            Action::FinishMove { shard, voters } => {
+                let leader = leader_of(*shard)?;
+                self.admin(metadata, leader)?
+                    .change_membership(self.request(node_pb::ChangeMembershipRequest {
+                        shard_id: shard.0,
+                        voters: voters.iter().map(|n| n.0).collect(),
+                        retain_as_learners: false,
+                        remove_learners: vec![],
+                    }))
+                    .await
+                    .map_err(status)?;
+            }
+            Action::CompleteMove { shard, remove_from } => {
+                if let Some(node) = remove_from {
+                    self.remove_replica(metadata, *shard, *node).await;
+                }
+                self.metadata
+                    .put_shard(&ShardRecord {
+                        pending_move: None,
+                        ..record_of(*shard)
+                    })
+                    .await?;
+            }
+            Action::AbortMove { shard, learner } => {
+                self.remove_learner(metadata, leader_of(*shard).ok(), *shard, *learner)
+                    .await;
+                self.metadata
+                    .put_shard(&ShardRecord {
+                        pending_move: None,
+                        ..record_of(*shard)
+                    })
+                    .await?;
+            }
+            Action::RemoveLearner { shard, node } => {
+                self.remove_learner(metadata, leader_of(*shard).ok(), *shard, *node)
+                    .await;
+            }
+            Action::TransferLeader { shard, from, to } => {
+                self.admin(metadata, *from)?
+                    .transfer_leader(self.request(node_pb::TransferLeaderRequest {
+                        shard_id: shard.0,
+                        to_node_id: to.0,
+                    }))
+                    .await
+                    .map_err(status)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a learner from the membership, then deletes its replica. Best effort: whatever
+    /// fails is seen again next round.
+    async fn remove_learner(
+        &self,
+        metadata: &Metadata,
+        leader: Option<NodeId>,
+        shard: ShardId,
+        learner: NodeId,
+    ) {
+        if let Some(leader) = leader {
+            if let Ok(mut admin) = self.admin(metadata, leader) {
+                let request = node_pb::ChangeMembershipRequest {
+                    shard_id: shard.0,
+                    voters: vec![],
+                    retain_as_learners: false,
+                    remove_learners: vec![learner.0],
+                };
+                if let Err(error) = admin.change_membership(self.request(request)).await {
+                    tracing::warn!(%shard, %learner, %error, "could not drop the learner");
+                    return;
+                }
+            }
+        }
+        self.remove_replica(metadata, shard, learner).await;
+    }
+
+    async fn remove_replica(&self, metadata: &Metadata, shard: ShardId, node: NodeId) {
+        match self.admin(metadata, node) {
+            Ok(mut admin) => {
+                if let Err(error) = admin
+                    .remove_replica(
+                        self.request(node_pb::RemoveReplicaRequest { shard_id: shard.0 }),
+                    )
+                    .await
+                {
+                    tracing::warn!(%shard, %node, %error, "could not delete the replica; retrying later");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%shard, %node, %error, "could not reach the node to delete a replica")
+            }
+        }
+    }
+
+    /// Housekeeping outside placement: replicas a node still hosts but that no longer belong
+    /// to their shard are deleted, and a leaving node that holds nothing becomes left.
+    async fn sweep(
+        &self,
+        metadata: &Metadata,
+        shards: &[ShardView],
+        states: &BTreeMap<NodeId, NodeState>,
+    ) {
+        let hosted: Vec<(NodeId, ShardId)> = {
+            let leader = self.leader.lock().await;
+            let Some(state) = leader.as_ref() else { return };
+            shards
+                .iter()
+                .filter(|shard| shard.leader.is_some())
+                .flat_map(|shard| {
+                    let members: BTreeSet<NodeId> = shard
+                        .voters
+                        .iter()
+                        .chain(&shard.learners)
+                        .copied()
+                        .collect();
+                    let moving_to = shard.pending_move.as_ref().map(|m| m.to);
+                    state
+                        .observed
+                        .hosts_of(shard.id)
+                        .into_iter()
+                        .filter(move |node| !members.contains(node) && Some(*node) != moving_to)
+                        .map(move |node| (node, shard.id))
+                })
+                .collect()
+        };
+        for (node, shard) in hosted {
+            if states.get(&node) == Some(&NodeState::Up)
+                || states.get(&node) == Some(&NodeState::Leaving)
+            {
+                tracing::info!(%shard, %node, "deleting a replica that is no longer a member");
+                self.remove_replica(metadata, shard, node).await;
+            }
+        }
+        for record in metadata.nodes.values().filter(|r| r.leaving && !r.left) {
+            let holds_nothing = shards
+                .iter()
+                .all(|s| !s.voters.contains(&record.id) && !s.learners.contains(&record.id));
+            if holds_nothing {
+                let left = NodeRecord {
+                    left: true,
+                    ..record.clone()
+                };
+                match self.metadata.put_node(&left).await {
+                    Ok(()) => {
+                        tracing::info!(node = %record.id, "node drained and left the cluster")
+                    }
+                    Err(error) => {
+                        tracing::warn!(node = %record.id, %error, "could not mark the node as left")
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn node_state_to_proto(state: NodeState) -> pb::NodeState {
+    match state {
+        NodeState::Up => pb::NodeState::Up,
+        NodeState::Suspect => pb::NodeState::Suspect,
+        NodeState::Down => pb::NodeState::Down,
+        NodeState::Leaving => pb::NodeState::Leaving,
+        NodeState::Left => pb::NodeState::Left,
+    }
+}

@@ -1,0 +1,20 @@
+//! The Cairn coordinator: the cluster's brain (like TiKV's PD). It keeps the cluster identity,
+//! node membership and liveness, the shard map, and placement: every shard fully replicated
+//! over distinct nodes and the cluster balanced, without an operator.
+//!
+//! Its metadata lives in a Raft group of 1 or 3 coordinators that reuses the shard state
+//! machine from `cairn-raft`; only that group's leader schedules. Decisions are pure
+//! functions in [`placement`]; [`coordinator`] gathers inputs and carries out the actions.
+//! This crate must not name openraft.
+
+pub mod config;
+pub mod coordinator;
+pub mod error;
+pub mod metadata;
+pub mod observed;
+pub mod placement;
+pub mod server;
+pub mod service;
+
+pub use config::CoordinatorConfig;
+pub use server::{run, run_with_listener};

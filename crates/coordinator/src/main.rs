@@ -1,0 +1,111 @@
+//! `cairn-coordinator`: parses configuration, starts logging, runs the coordinator.
+
+use anyhow::Context;
+use cairn_coordinator::CoordinatorConfig;
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn-coordinator", about = "Cairn coordinator", version)]
+struct Flags {
+    /// TOML configuration file (optional); CAIRN_* environment variables and flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This coordinator's member id (>= 1).
+    #[arg(long)]
+    member_id: Option<u64>,
+    /// gRPC listen address, ip:port.
+    #[arg(long)]
+    listen_address: Option<String>,
+    /// Data folder.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Every coordinator, comma separated `member_id=host:port`.
+    #[arg(long, value_delimiter = ',')]
+    members: Option<Vec<String>>,
+    /// Shards of a new cluster.
+    #[arg(long)]
+    shard_count: Option<u32>,
+    /// Replicas per shard of a new cluster.
+    #[arg(long)]
+    replication_factor: Option<u32>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn load(flags: &Flags) -> anyhow::Result<CoordinatorConfig> {
+    let mut builder = config::Config::builder().add_source(
+        config::Config::try_from(&CoordinatorConfig::default()).context("encoding defaults")?,
+    );
+    if let Some(path) = &flags.config {
+        builder =
+            builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("CAIRN")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true),
+    );
+    let mut coordinator: CoordinatorConfig = builder
+        .build()?
+        .try_deserialize()
+        .context("reading configuration")?;
+    if let Some(id) = flags.member_id {
+        coordinator.member_id = id;
+    }
+    if let Some(address) = &flags.listen_address {
+        coordinator.listen_address = address.clone();
+    }
+    if let Some(dir) = &flags.data_dir {
+        coordinator.data_dir = dir.clone();
+    }
+    if let Some(members) = &flags.members {
+        coordinator.members = members.clone();
+    }
+    if let Some(count) = flags.shard_count {
+        coordinator.shard_count = count;
+    }
+    if let Some(factor) = flags.replication_factor {
+        coordinator.replication_factor = factor;
+    }
+    coordinator.validate()?;
+    Ok(coordinator)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let flags = Flags::parse();
+    let coordinator = load(&flags)?;
+    if flags.check_config {
+        println!("{coordinator:#?}");
+        println!("configuration OK");
+        return Ok(());
+    }
+    cairn_coordinator::run(coordinator, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,242 @@
+//! The coordinator's replicated metadata: cluster identity, node records, shard records and
+//! id allocation, stored as keys of one Raft group that reuses the shard key-value state
+//! machine (as PD keeps its metadata in an embedded etcd). Only the group's leader writes.
+//!
+//! | key                | value          |
+//! |--------------------|----------------|
+//! | `cluster`          | `ClusterInfo`  |
+//! | `ids/node`         | last node id allocated (u64) |
+//! | `nodes/<id:020>`   | `NodeRecord`   |
+//! | `shards/<id:010>`  | `ShardRecord`  |
+
+use crate::error::{CoordinatorError, Result};
+use crate::placement::Move;
+use cairn_raft::codec;
+use cairn_raft::command::{Command, Put, PutCondition, Range, WriteOp, WriteResult};
+use cairn_raft::kv::KvView;
+use cairn_raft::replica::ShardReplica;
+use cairn_types::{NodeId, ShardId};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The coordinator group's single "shard" in its own RocksDB.
+pub const METADATA_SHARD: ShardId = ShardId(0);
+/// Attempts of a compare-and-set before giving up (contention means a leader change).
+const CAS_ATTEMPTS_MAX: usize = 8;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub cluster_id: String,
+    pub shard_count: u32,
+    pub replication_factor: u32,
+    pub created_at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    /// LeaveCluster was called: its replicas move away.
+    pub leaving: bool,
+    /// Holds nothing any more; the id stays taken.
+    pub left: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    pub id: ShardId,
+    /// The voters the shard was created with (until heartbeats report its membership).
+    pub initial_voters: Vec<NodeId>,
+    /// A replica move the coordinator started and has not finished.
+    pub pending_move: Option<Move>,
+}
+
+/// Everything the metadata holds, read at one point.
+#[derive(Clone, Debug, Default)]
+pub struct Metadata {
+    pub cluster: Option<ClusterInfo>,
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    pub shards: BTreeMap<ShardId, ShardRecord>,
+}
+
+pub fn node_key(id: NodeId) -> Vec<u8> {
+    format!("nodes/{:020}", id.0).into_bytes()
+}
+
+pub fn shard_key(id: ShardId) -> Vec<u8> {
+    format!("shards/{:010}", id.0).into_bytes()
+}
+
+const CLUSTER_KEY: &[u8] = b"cluster";
+const NODE_ID_KEY: &[u8] = b"ids/node";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Clone)]
+pub struct MetadataStore {
+    replica: Arc<ShardReplica>,
+}
+
+impl MetadataStore {
+    pub fn new(replica: Arc<ShardReplica>) -> Self {
+        Self { replica }
+    }
+
+    pub fn replica(&self) -> &Arc<ShardReplica> {
+        &self.replica
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteResult> {
+        let command = Command {
+            write_id: None,
+            proposed_at_ms: now_ms(),
+            op,
+        };
+        Ok(self.replica.write(command).await?)
+    }
+
+    /// Puts `value` under `key`, only if the key's mod_revision is still `expected` (0 =
+    /// absent). Returns whether it was written.
+    async fn compare_and_put<T: Serialize>(
+        &self,
+        key: &[u8],
+        expected: u64,
+        value: &T,
+    ) -> Result<bool> {
+        let put = Put {
+            key: key.to_vec(),
+            value: codec::encode(value),
+            prev_kv: false,
+            condition: Some(PutCondition::ModRevisionEquals(expected)),
+        };
+        match self.write(WriteOp::Put(put)).await? {
+            WriteResult::Put(result) => Ok(result.succeeded),
+            other => Err(CoordinatorError::Internal(format!(
+                "unexpected result {other:?}"
+            ))),
+        }
+    }
+
+    async fn put<T: Serialize>(&self, key: &[u8], value: &T) -> Result<()> {
+        let put = Put {
+            key: key.to_vec(),
+            value: codec::encode(value),
+            prev_kv: false,
+            condition: None,
+        };
+        self.write(WriteOp::Put(put)).await?;
+        Ok(())
+    }
+
+    /// Reads one key linearizably: (value, mod_revision).
+    async fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<(T, u64)>> {
+        self.replica.linearizable_barrier().await?;
+        let view = KvView::new(self.replica.db(), METADATA_SHARD);
+        let Some(kv) = view.get(key, false).map_err(CoordinatorError::storage)? else {
+            return Ok(None);
+        };
+        let value = codec::decode(&kv.value)
+            .map_err(|e| CoordinatorError::Internal(format!("metadata {e}")))?;
+        Ok(Some((value, kv.mod_revision.0)))
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
+        let range = Range {
+            start: prefix.to_vec(),
+            end: cairn_raft::command::prefix_end(prefix),
+            limit: u64::MAX,
+            keys_only: false,
+            count_only: false,
+        };
+        let view = KvView::new(self.replica.db(), METADATA_SHARD);
+        let result = view
+            .range(&range, cairn_types::Revision(0))
+            .map_err(CoordinatorError::storage)?;
+        result
+            .kvs
+            .iter()
+            .map(|kv| {
+                codec::decode(&kv.value)
+                    .map_err(|e| CoordinatorError::Internal(format!("metadata {e}")))
+            })
+            .collect()
+    }
+
+    /// Reads everything, linearizably.
+    pub async fn read_all(&self) -> Result<Metadata> {
+        self.replica.linearizable_barrier().await?;
+        let view = KvView::new(self.replica.db(), METADATA_SHARD);
+        let cluster = match view
+            .get(CLUSTER_KEY, false)
+            .map_err(CoordinatorError::storage)?
+        {
+            Some(kv) => Some(
+                codec::decode(&kv.value)
+                    .map_err(|e| CoordinatorError::Internal(format!("metadata {e}")))?,
+            ),
+            None => None,
+        };
+        let nodes: Vec<NodeRecord> = self.scan(b"nodes/")?;
+        let shards: Vec<ShardRecord> = self.scan(b"shards/")?;
+        Ok(Metadata {
+            cluster,
+            nodes: nodes.into_iter().map(|n| (n.id, n)).collect(),
+            shards: shards.into_iter().map(|s| (s.id, s)).collect(),
+        })
+    }
+
+    /// Creates the cluster identity if there is none yet; returns the one in force (a
+    /// restarted coordinator with different settings keeps the original shard count).
+    pub async fn ensure_cluster(
+        &self,
+        shard_count: u32,
+        replication_factor: u32,
+    ) -> Result<ClusterInfo> {
+        if let Some((cluster, _)) = self.get::<ClusterInfo>(CLUSTER_KEY).await? {
+            return Ok(cluster);
+        }
+        let cluster = ClusterInfo {
+            cluster_id: format!("{:016x}", rand::random::<u64>()),
+            shard_count,
+            replication_factor,
+            created_at_ms: now_ms(),
+        };
+        self.compare_and_put(CLUSTER_KEY, 0, &cluster).await?;
+        let (cluster, _) = self
+            .get::<ClusterInfo>(CLUSTER_KEY)
+            .await?
+            .ok_or_else(|| CoordinatorError::Internal("cluster identity vanished".into()))?;
+        tracing::info!(cluster_id = %cluster.cluster_id, shard_count = cluster.shard_count,
+            replication_factor = cluster.replication_factor, "cluster identity in force");
+        Ok(cluster)
+    }
+
+    /// Allocates a node id never handed out before.
+    pub async fn allocate_node_id(&self) -> Result<NodeId> {
+        for _ in 0..CAS_ATTEMPTS_MAX {
+            let (last, revision) = self.get::<u64>(NODE_ID_KEY).await?.unwrap_or((0, 0));
+            let next = last + 1;
+            if self.compare_and_put(NODE_ID_KEY, revision, &next).await? {
+                return Ok(NodeId(next));
+            }
+        }
+        Err(CoordinatorError::Unavailable(
+            "node id allocation kept conflicting".into(),
+        ))
+    }
+
+    pub async fn put_node(&self, record: &NodeRecord) -> Result<()> {
+        self.put(&node_key(record.id), record).await
+    }
+
+    pub async fn put_shard(&self, record: &ShardRecord) -> Result<()> {
+        self.put(&shard_key(record.id), record).await
+    }
+}

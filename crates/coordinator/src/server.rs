@@ -1,0 +1,142 @@
+//! Starts a coordinator: its metadata Raft group (one replica in its own RocksDB), the Raft
+//! transport to the other coordinators, the coordinator service and the reconcile loop.
+
+use crate::config::CoordinatorConfig;
+use crate::coordinator::Coordinator;
+use crate::metadata::{MetadataStore, METADATA_SHARD};
+use crate::service::CoordinatorService;
+use cairn_proto::coordinator::v1::coordinator_server::CoordinatorServer;
+use cairn_proto::raft::v1::raft_transport_server::RaftTransportServer;
+use cairn_raft::database::{open_database, RocksDbConfig};
+use cairn_raft::group_commit::{GroupCommit, GroupCommitLimits, GroupCommitStats};
+use cairn_raft::network::PeerChannels;
+use cairn_raft::replica::{ReplicaContext, ShardReplica};
+use cairn_raft::sessions::SessionLimits;
+use cairn_raft::transport::{RaftTransportService, ReplicaDirectory};
+use cairn_raft::type_config::NodeAddress;
+use cairn_types::{NodeId, ShardId, RAFT_MESSAGE_BYTES_MAX};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pause between attempts to found the coordinator group while its peers start.
+const FOUND_RETRY: Duration = Duration::from_millis(500);
+
+/// The coordinator hosts exactly one replica: the metadata group's.
+struct MetadataDirectory {
+    member: NodeId,
+    replica: Arc<ShardReplica>,
+}
+
+impl ReplicaDirectory for MetadataDirectory {
+    fn node_id(&self) -> NodeId {
+        self.member
+    }
+
+    fn replica(&self, shard: ShardId) -> Option<Arc<ShardReplica>> {
+        (shard == METADATA_SHARD).then(|| self.replica.clone())
+    }
+}
+
+pub async fn run(
+    config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen_address)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen_address))?;
+    run_with_listener(config, listener, shutdown).await
+}
+
+pub async fn run_with_listener(
+    config: CoordinatorConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let member = NodeId(config.member_id);
+    std::fs::create_dir_all(&config.data_dir)?;
+    let db_path = config.data_dir.join("rocksdb");
+    let db =
+        tokio::task::spawn_blocking(move || open_database(&db_path, &RocksDbConfig::default()))
+            .await??;
+    let group_commit = GroupCommit::start(
+        db.clone(),
+        GroupCommitLimits::default(),
+        Arc::new(GroupCommitStats::default()),
+    );
+    let channels = PeerChannels::new(config.transport());
+    let raft_config = config
+        .raft_timing()
+        .to_openraft(config.transport().snapshot_transfer_timeout_ms)
+        .map_err(|reason| anyhow::anyhow!("invalid configuration: raft: {reason}"))?;
+    let context = Arc::new(ReplicaContext {
+        node_id: member,
+        db,
+        snapshot_root: config.data_dir.join("snapshots"),
+        channels: channels.clone(),
+        group_commit,
+        raft_config,
+        session_limits: SessionLimits::default(),
+        propose_timeout: Duration::from_secs(10),
+        read_index_timeout: Duration::from_secs(5),
+    });
+    let replica = Arc::new(ShardReplica::open(context, METADATA_SHARD).await?);
+    let members: BTreeMap<NodeId, NodeAddress> = config
+        .member_list()?
+        .into_iter()
+        .map(|(id, address)| (NodeId(id), NodeAddress { address }))
+        .collect();
+    if members.keys().next() == Some(&member) {
+        let replica = replica.clone();
+        tokio::spawn(async move {
+            loop {
+                match replica.initialize(members.clone()).await {
+                    Ok(founded) => {
+                        if founded {
+                            tracing::info!("founded the coordinator group");
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "founding the coordinator group failed; retrying");
+                        tokio::time::sleep(FOUND_RETRY).await;
+                    }
+                }
+            }
+        });
+    }
+
+    let coordinator = Coordinator::new(
+        config.clone(),
+        MetadataStore::new(replica.clone()),
+        channels,
+    )?;
+    let reconcile = tokio::spawn(coordinator.clone().run_reconcile());
+    let directory = Arc::new(MetadataDirectory {
+        member,
+        replica: replica.clone(),
+    });
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CoordinatorServer<CoordinatorService>>()
+        .await;
+    tracing::info!(member = config.member_id, address = %config.listen_address, "coordinator serving");
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(CoordinatorServer::new(CoordinatorService::new(coordinator)))
+        .add_service(
+            RaftTransportServer::new(RaftTransportService::new(directory, 2))
+                .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize)
+                .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await;
+    reconcile.abort();
+    replica.shutdown().await;
+    result.map_err(|error| anyhow::anyhow!("gRPC server failed: {error}"))
+}

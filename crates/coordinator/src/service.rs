@@ -1,0 +1,126 @@
+//! The coordinator's gRPC service (`cairn.coordinator.v1.Coordinator`). Followers answer
+//! FAILED_PRECONDITION with a NotLeader detail naming the leader's address.
+
+use crate::coordinator::Coordinator;
+use cairn_proto::coordinator::v1 as pb;
+use cairn_proto::coordinator::v1::coordinator_server::Coordinator as CoordinatorApi;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Most shard maps a slow watcher may have queued before it is dropped (it reconnects).
+const WATCH_QUEUE_MAX: usize = 16;
+
+pub struct CoordinatorService {
+    coordinator: Arc<Coordinator>,
+}
+
+impl CoordinatorService {
+    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+        Self { coordinator }
+    }
+}
+
+#[tonic::async_trait]
+impl CoordinatorApi for CoordinatorService {
+    #[tracing::instrument(name = "coordinator.join", skip_all)]
+    async fn join_cluster(
+        &self,
+        request: Request<pb::JoinClusterRequest>,
+    ) -> Result<Response<pb::JoinClusterResponse>, Status> {
+        Ok(Response::new(
+            self.coordinator.join(request.into_inner()).await?,
+        ))
+    }
+
+    #[tracing::instrument(name = "coordinator.leave", skip_all)]
+    async fn leave_cluster(
+        &self,
+        request: Request<pb::LeaveClusterRequest>,
+    ) -> Result<Response<pb::LeaveClusterResponse>, Status> {
+        self.coordinator.leave(request.into_inner().node_id).await?;
+        Ok(Response::new(pb::LeaveClusterResponse { draining: true }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.coordinator.heartbeat(request.into_inner()).await?;
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+
+    async fn get_shard_map(
+        &self,
+        _request: Request<pb::GetShardMapRequest>,
+    ) -> Result<Response<pb::ShardMap>, Status> {
+        match self.coordinator.current_map() {
+            Some(map) => Ok(Response::new(map)),
+            None => Err(self.coordinator.not_leader().into()),
+        }
+    }
+
+    type WatchShardMapStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ShardMap, Status>> + Send + 'static>>;
+
+    async fn watch_shard_map(
+        &self,
+        request: Request<pb::WatchShardMapRequest>,
+    ) -> Result<Response<Self::WatchShardMapStream>, Status> {
+        let mut after = request.into_inner().after_version;
+        let mut maps = self.coordinator.subscribe_map();
+        if maps.borrow().is_none() {
+            return Err(self.coordinator.not_leader().into());
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_QUEUE_MAX);
+        let coordinator = self.coordinator.clone();
+        tokio::spawn(async move {
+            loop {
+                let current = maps.borrow_and_update().clone();
+                match current {
+                    // Leadership moved: end the stream so the watcher finds the new leader.
+                    None => {
+                        let _ = sender.send(Err(coordinator.not_leader().into())).await;
+                        return;
+                    }
+                    Some(map) if map.version > after => {
+                        after = map.version;
+                        if sender.send(Ok(map)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(_) => {}
+                }
+                if maps.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let Some(map) = self.coordinator.current_map() else {
+            return Err(self.coordinator.not_leader().into());
+        };
+        let cluster = self.coordinator.cluster().await?;
+        let stats = self.coordinator.stats();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            cluster_id: cluster.cluster_id,
+            shard_count: cluster.shard_count,
+            replication_factor: cluster.replication_factor,
+            coordinator_leader_id: self.coordinator.leader_id().unwrap_or(0),
+            nodes: map.nodes,
+            shards: map.shards,
+            under_replicated_shards: stats.under_replicated_shards,
+            moves_in_flight: stats.moves_in_flight,
+            map_version: map.version,
+        }))
+    }
+}
