@@ -24,6 +24,8 @@ struct LeaderState {
     map_sequence: u64,
     /// The last published map without its version, to tell whether anything changed.
     last_map_body: Option<(Vec<pb::ShardInfo>, Vec<pb::NodeInfo>)>,
+    /// Pending moves whose learner is not in the membership, and since when.
+    missing_learners: BTreeMap<ShardId, Instant>,
 }
 
 /// Counters for ClusterStatus and operators.
@@ -67,6 +69,11 @@ impl Coordinator {
             map,
             stats: std::sync::Mutex::new(ScheduleStats::default()),
         }))
+    }
+
+    /// How long a move's learner may be missing from its shard's membership.
+    fn missing_learner_grace(&self) -> Duration {
+        Duration::from_millis(self.config.suspect_after_ms * 2)
     }
 
     fn liveness(&self) -> Liveness {
@@ -137,6 +144,7 @@ impl Coordinator {
             cluster,
             map_sequence: 0,
             last_map_body: None,
+            missing_learners: BTreeMap::new(),
         });
         Ok(true)
     }
@@ -265,15 +273,37 @@ impl Coordinator {
         }
         let metadata = self.metadata.read_all().await?;
         let now = Instant::now();
+        let mut stale_moves = Vec::new();
         let (nodes, shards, cluster) = {
             let mut leader = self.leader.lock().await;
             let Some(state) = leader.as_mut() else {
                 return Ok(());
             };
             let nodes = state.observed.node_views(&metadata, now, self.liveness());
-            let shards = state
-                .observed
-                .shard_views(&metadata, state.cluster.shard_count);
+            let mut shards = state.observed.shard_views(
+                &metadata,
+                state.cluster.shard_count,
+                now,
+                self.liveness(),
+            );
+            // A move whose learner never showed up (its add was lost with a leader change)
+            // would wait forever: after a grace period it is dropped and planned afresh.
+            for shard in &mut shards {
+                let Some(mv) = &shard.pending_move else {
+                    state.missing_learners.remove(&shard.id);
+                    continue;
+                };
+                if shard.learners.contains(&mv.to) || shard.voters.contains(&mv.to) {
+                    state.missing_learners.remove(&shard.id);
+                    continue;
+                }
+                let since = *state.missing_learners.entry(shard.id).or_insert(now);
+                if now.saturating_duration_since(since) > self.missing_learner_grace() {
+                    tracing::warn!(shard = %shard.id, ?mv, "the move's learner never appeared; dropping the move");
+                    stale_moves.push(shard.id);
+                    shard.pending_move = None;
+                }
+            }
             self.publish(state, &metadata, &nodes, &shards);
             (nodes, shards, state.cluster.clone())
         };
@@ -296,6 +326,19 @@ impl Coordinator {
                 .count() as u32,
             moves_in_flight: shards.iter().filter(|s| s.pending_move.is_some()).count() as u32,
         };
+        for shard in stale_moves {
+            let record = metadata.shards.get(&shard).cloned();
+            let record = record.unwrap_or(ShardRecord {
+                id: shard,
+                ..ShardRecord::default()
+            });
+            self.metadata
+                .put_shard(&ShardRecord {
+                    pending_move: None,
+                    ..record
+                })
+                .await?;
+        }
         for action in placement::plan(&nodes, &shards, &config) {
             tracing::info!(?action, "placement");
             if let Err(error) = self.execute(&action, &metadata, &shards).await {
@@ -454,12 +497,9 @@ impl Coordinator {
             }
             Action::StartMove { shard, mv } => {
                 let leader = leader_of(*shard)?;
-                self.metadata
-                    .put_shard(&ShardRecord {
-                        pending_move: Some(mv.clone()),
-                        ..record_of(*shard)
-                    })
-                    .await?;
+                // Recorded only once the learner is in: a move recorded but never started
+                // would wait for a learner that is not coming. A learner added but not
+                // recorded (the coordinator died in between) is removed as a stray.
                 self.admin(metadata, mv.to)?
                     .create_replica(
                         self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
@@ -482,6 +522,12 @@ impl Coordinator {
                     }))
                     .await
                     .map_err(status)?;
+                self.metadata
+                    .put_shard(&ShardRecord {
+                        pending_move: Some(mv.clone()),
+                        ..record_of(*shard)
+                    })
+                    .await?;
             }
             Action::FinishMove { shard, voters } => {
                 let leader = leader_of(*shard)?;

@@ -90,9 +90,22 @@ impl Observed {
 
     /// Every shard's view: membership from its leader's report (or, failing that, the
     /// report with the newest epoch), learners that caught up, and the pending move.
-    pub fn shard_views(&self, metadata: &Metadata, shard_count: u32) -> Vec<ShardView> {
+    ///
+    /// Only fresh heartbeats count: a node that went silent may still claim to lead a shard
+    /// that has long elected another leader.
+    pub fn shard_views(
+        &self,
+        metadata: &Metadata,
+        shard_count: u32,
+        now: Instant,
+        liveness: Liveness,
+    ) -> Vec<ShardView> {
         let mut reports: BTreeMap<ShardId, Vec<(NodeId, &pb::ReplicaReport)>> = BTreeMap::new();
-        for (node, heartbeat) in &self.heartbeats {
+        let fresh = self
+            .heartbeats
+            .iter()
+            .filter(|(_, h)| now.saturating_duration_since(h.last_seen) < liveness.suspect_after);
+        for (node, heartbeat) in fresh {
             for report in &heartbeat.replicas {
                 reports
                     .entry(ShardId(report.shard_id))
@@ -303,7 +316,18 @@ mod tests {
                 pending_move: None,
             },
         );
-        let views = observed.shard_views(&metadata, 2);
+        let liveness = Liveness {
+            suspect_after: Duration::from_secs(3),
+            down_after: Duration::from_secs(10),
+        };
+        let views = observed.shard_views(&metadata, 2, now, liveness);
+        assert_eq!(views[0].leader, Some(NodeId(1)));
+        let later = observed.shard_views(&metadata, 2, now + Duration::from_secs(4), liveness);
+        assert_eq!(
+            later[0].leader, None,
+            "a silent node's claim to lead is not believed"
+        );
+        assert!(later[0].voters.is_empty());
         assert_eq!(views[0].leader, Some(NodeId(1)));
         assert_eq!(views[0].voters, [1, 2, 3].map(NodeId).into());
         assert_eq!(views[0].caught_up, [NodeId(4)].into());

@@ -1,0 +1,310 @@
+//! Coordinator cluster tests with real processes: shards placed on joining nodes, a node
+//! killed for good and its replicas replaced, a new node taking its share, a node drained
+//! by LeaveCluster, and the coordinator leader lost while metadata and scheduling go on.
+
+use cairn_proto::coordinator::v1 as pb;
+use cairn_test_harness::{sibling_binary, wait_for, Cluster, WriteIds};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const COORDINATOR: &str = env!("CARGO_BIN_EXE_cairn-coordinator");
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Fast failure detection for tests: suspect after 1.5 s, down after 3 s.
+const COORDINATOR_ENV: &[(&str, &str)] = &[
+    ("CAIRN_SUSPECT_AFTER_MS", "1500"),
+    ("CAIRN_DOWN_AFTER_MS", "3000"),
+    ("CAIRN_RECONCILE_INTERVAL_MS", "200"),
+];
+const NODE_ENV: &[(&str, &str)] = &[("CAIRN_COORDINATOR__HEARTBEAT_INTERVAL_MS", "300")];
+
+async fn start(coordinators: u64, nodes: u64, shards: u32) -> Cluster {
+    let node_binary = sibling_binary(Path::new(COORDINATOR), "cairn-node");
+    Cluster::start_with_coordinators(
+        &node_binary,
+        Path::new(COORDINATOR),
+        coordinators,
+        nodes,
+        shards,
+        3,
+        COORDINATOR_ENV,
+        NODE_ENV,
+    )
+    .await
+}
+
+fn up_nodes(status: &pb::ClusterStatusResponse) -> BTreeSet<u64> {
+    status
+        .nodes
+        .iter()
+        .filter(|n| n.state == pb::NodeState::Up as i32)
+        .map(|n| n.node_id)
+        .collect()
+}
+
+/// Every shard has `rf` voters, all on up nodes, a leader, and no move in flight.
+fn fully_replicated(status: &pb::ClusterStatusResponse, rf: usize) -> bool {
+    let up = up_nodes(status);
+    status.shards.len() == status.shard_count as usize
+        && status.shards.iter().all(|shard| {
+            shard.voters.len() == rf
+                && shard.voters.iter().all(|v| up.contains(v))
+                && shard.learners.is_empty()
+                && shard.leader_node_id != 0
+        })
+        && status.moves_in_flight == 0
+        && status.under_replicated_shards == 0
+}
+
+async fn wait_fully_replicated(cluster: &Cluster, what: &str) -> pb::ClusterStatusResponse {
+    wait_for(what, WAIT, || async move {
+        cluster
+            .cluster_status()
+            .await
+            .filter(|status| fully_replicated(status, 3))
+    })
+    .await
+}
+
+fn replica_counts(status: &pb::ClusterStatusResponse) -> BTreeMap<u64, usize> {
+    let mut counts: BTreeMap<u64, usize> = up_nodes(status).into_iter().map(|n| (n, 0)).collect();
+    for shard in &status.shards {
+        for voter in &shard.voters {
+            *counts.entry(*voter).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn spread(counts: impl Iterator<Item = usize> + Clone) -> usize {
+    counts.clone().max().unwrap_or(0) - counts.min().unwrap_or(0)
+}
+
+/// Writes one key per shard through each shard's leader; returns (shard, key, value).
+async fn write_one_key_per_shard(
+    cluster: &Cluster,
+    shards: u32,
+    tag: &str,
+) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
+    let mut ids = WriteIds::new();
+    let mut written = Vec::new();
+    for shard in 0..u64::from(shards) {
+        let key = format!("{tag}/shard-{shard}").into_bytes();
+        let value = format!("value-{tag}-{shard}").into_bytes();
+        cluster
+            .must_put(shard, ids.next_id(), &key, &value, WAIT)
+            .await;
+        written.push((shard, key, value));
+    }
+    written
+}
+
+async fn assert_readable(cluster: &Cluster, written: &[(u64, Vec<u8>, Vec<u8>)]) {
+    for (shard, key, value) in written {
+        let leader = cluster.wait_for_leader(*shard, WAIT).await;
+        let got = cluster
+            .local_get(leader, *shard, key)
+            .await
+            .and_then(|r| r.kv)
+            .map(|kv| kv.value);
+        assert_eq!(
+            got.as_ref(),
+            Some(value),
+            "shard {shard} lost {}",
+            String::from_utf8_lossy(key)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_for_good_has_its_replicas_replaced() {
+    let mut cluster = start(1, 4, 4).await;
+
+    tracing::info!("--- the coordinator places every shard on 3 of the 4 joined nodes");
+    let status = wait_fully_replicated(&cluster, "initial placement").await;
+    assert_eq!(status.nodes.len(), 4);
+    let written = write_one_key_per_shard(&cluster, 4, "before").await;
+
+    tracing::info!("--- kill -9 a node that holds replicas, for good");
+    let victim = status.shards[0].voters[0];
+    let harness_victim = cluster
+        .harness_id_of(&status, victim)
+        .expect("victim is a harness node");
+    let killed_at = Instant::now();
+    cluster.kill(harness_victim);
+
+    let status = wait_for(
+        "every shard back to 3 voters without the dead node",
+        WAIT,
+        || {
+            let cluster = &cluster;
+            async move {
+                cluster.cluster_status().await.filter(|status| {
+                    fully_replicated(status, 3)
+                        && status.shards.iter().all(|s| !s.voters.contains(&victim))
+                })
+            }
+        },
+    )
+    .await;
+    tracing::info!(elapsed = ?killed_at.elapsed(), "re-replication finished");
+    let dead = status.nodes.iter().find(|n| n.node_id == victim).unwrap();
+    assert_eq!(dead.state, pb::NodeState::Down as i32);
+
+    tracing::info!("--- no acknowledged write was lost, and the shards take new writes");
+    assert_readable(&cluster, &written).await;
+    let after = write_one_key_per_shard(&cluster, 4, "after").await;
+    assert_readable(&cluster, &after).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_gets_its_share_of_replicas_and_leaders() {
+    let mut cluster = start(1, 4, 8).await;
+    let status = wait_fully_replicated(&cluster, "initial placement").await;
+    let counts = replica_counts(&status);
+    assert!(
+        spread(counts.values().copied()) <= 1,
+        "initial placement is balanced: {counts:?}"
+    );
+    let written = write_one_key_per_shard(&cluster, 8, "before").await;
+
+    tracing::info!("--- a fifth node joins: replicas and leaders move to it");
+    let joined_at = Instant::now();
+    cluster.add_node(5, NODE_ENV);
+    let status = wait_for("replicas and leaders balanced over 5 nodes", WAIT, || {
+        let cluster = &cluster;
+        async move {
+            let status = cluster.cluster_status().await?;
+            let counts = replica_counts(&status);
+            let leaders: Vec<usize> = counts
+                .keys()
+                .map(|node| {
+                    status
+                        .shards
+                        .iter()
+                        .filter(|s| s.leader_node_id == *node)
+                        .count()
+                })
+                .collect();
+            (counts.len() == 5
+                && fully_replicated(&status, 3)
+                && spread(counts.values().copied()) <= 1
+                && spread(leaders.iter().copied()) <= 1)
+                .then_some(status)
+        }
+    })
+    .await;
+    tracing::info!(elapsed = ?joined_at.elapsed(), counts = ?replica_counts(&status), "rebalanced");
+    let new_node = cluster.cluster_id_of(&status, 5).expect("node 5 joined");
+    assert!(
+        replica_counts(&status)[&new_node] >= 4,
+        "the new node holds its share"
+    );
+    assert_readable(&cluster, &written).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_cluster_drains_a_node() {
+    let cluster = start(1, 4, 4).await;
+    let status = wait_fully_replicated(&cluster, "initial placement").await;
+    let written = write_one_key_per_shard(&cluster, 4, "before").await;
+    let leaving = cluster.cluster_id_of(&status, 1).expect("node 1 joined");
+
+    tracing::info!("--- LeaveCluster: every replica moves off the node, then it is left");
+    assert!(cluster.leave_cluster(leaving).await);
+    let status = wait_for("the node drained and left", WAIT, || {
+        let cluster = &cluster;
+        async move {
+            cluster.cluster_status().await.filter(|status| {
+                let left = status
+                    .nodes
+                    .iter()
+                    .any(|n| n.node_id == leaving && n.state == pb::NodeState::Left as i32);
+                left && fully_replicated(status, 3)
+                    && status
+                        .shards
+                        .iter()
+                        .all(|s| !s.voters.contains(&leaving) && !s.learners.contains(&leaving))
+            })
+        }
+    })
+    .await;
+    assert_eq!(up_nodes(&status).len(), 3);
+    wait_for("the drained node to delete its replicas", WAIT, || {
+        let cluster = &cluster;
+        async move {
+            let mut admin = cluster.admin(1).await?;
+            let replicas = admin
+                .shard_status(cairn_proto::node::v1::ShardStatusRequest {
+                    shard_id: 0,
+                    all: true,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .replicas;
+            replicas.is_empty().then_some(())
+        }
+    })
+    .await;
+    assert_readable(&cluster, &written).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_coordinator_leader_loses_no_metadata() {
+    let mut cluster = start(3, 4, 4).await;
+    let before = wait_fully_replicated(&cluster, "initial placement").await;
+
+    tracing::info!("--- kill -9 the coordinator leader");
+    let leader = before.coordinator_leader_id;
+    assert!(leader != 0);
+    cluster.kill_coordinator(leader);
+    let after = wait_for(
+        "a new coordinator leader with the same cluster",
+        WAIT,
+        || {
+            let cluster = &cluster;
+            async move {
+                cluster.cluster_status().await.filter(|s| {
+                    s.coordinator_leader_id != 0
+                        && s.coordinator_leader_id != leader
+                        && s.nodes.len() == 4
+                })
+            }
+        },
+    )
+    .await;
+    assert_eq!(after.cluster_id, before.cluster_id);
+    assert_eq!((after.shard_count, after.replication_factor), (4, 3));
+    let ids = |s: &pb::ClusterStatusResponse| {
+        s.nodes
+            .iter()
+            .map(|n| (n.node_id, n.address.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(ids(&after), ids(&before), "node ids and addresses survive");
+    assert!(
+        after.map_version > before.map_version,
+        "map versions keep increasing across leaders"
+    );
+
+    tracing::info!("--- scheduling goes on: a node killed now is still replaced");
+    let status = wait_fully_replicated(&cluster, "placement seen by the new leader").await;
+    let victim = status.shards[0].voters[0];
+    cluster.kill(cluster.harness_id_of(&status, victim).unwrap());
+    wait_for(
+        "re-replication under the new coordinator leader",
+        WAIT,
+        || {
+            let cluster = &cluster;
+            async move {
+                cluster.cluster_status().await.filter(|s| {
+                    fully_replicated(s, 3)
+                        && s.shards.iter().all(|shard| !shard.voters.contains(&victim))
+                })
+            }
+        },
+    )
+    .await;
+}
