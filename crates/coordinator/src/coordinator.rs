@@ -26,6 +26,8 @@ struct LeaderState {
     last_map_body: Option<(Vec<pb::ShardInfo>, Vec<pb::NodeInfo>)>,
     /// Pending moves whose learner is not in the membership, and since when.
     missing_learners: BTreeMap<ShardId, Instant>,
+    /// Replicas hosted by a node that is not a member of their shard, and since when.
+    stray_since: BTreeMap<(NodeId, ShardId), Instant>,
 }
 
 /// Counters for ClusterStatus and operators.
@@ -69,6 +71,11 @@ impl Coordinator {
             map,
             stats: std::sync::Mutex::new(ScheduleStats::default()),
         }))
+    }
+
+    /// How long a replica may look like it belongs to no shard before it is deleted.
+    fn stray_grace(&self) -> Duration {
+        Duration::from_millis(self.config.suspect_after_ms * 2)
     }
 
     /// How long a move's learner may be missing from its shard's membership.
@@ -145,6 +152,7 @@ impl Coordinator {
             map_sequence: 0,
             last_map_body: None,
             missing_learners: BTreeMap::new(),
+            stray_since: BTreeMap::new(),
         });
         Ok(true)
     }
@@ -293,7 +301,11 @@ impl Coordinator {
                     state.missing_learners.remove(&shard.id);
                     continue;
                 };
-                if shard.learners.contains(&mv.to) || shard.voters.contains(&mv.to) {
+                let in_membership =
+                    shard.learners.contains(&mv.to) || shard.voters.contains(&mv.to);
+                // A learner whose node lost the replica (deleted, or a wiped disk) never
+                // catches up either.
+                if in_membership && state.observed.hosts_of(shard.id).contains(&mv.to) {
                     state.missing_learners.remove(&shard.id);
                     continue;
                 }
@@ -631,10 +643,11 @@ impl Coordinator {
         shards: &[ShardView],
         states: &BTreeMap<NodeId, NodeState>,
     ) {
+        let now = Instant::now();
         let hosted: Vec<(NodeId, ShardId)> = {
-            let leader = self.leader.lock().await;
-            let Some(state) = leader.as_ref() else { return };
-            shards
+            let mut leader = self.leader.lock().await;
+            let Some(state) = leader.as_mut() else { return };
+            let stray: Vec<(NodeId, ShardId)> = shards
                 .iter()
                 .filter(|shard| shard.leader.is_some())
                 .flat_map(|shard| {
@@ -651,6 +664,19 @@ impl Coordinator {
                         .into_iter()
                         .filter(move |node| !members.contains(node) && Some(*node) != moving_to)
                         .map(move |node| (node, shard.id))
+                })
+                .collect();
+            // The views are from the start of the round and heartbeats lag: a replica just
+            // created for a move looks stray for a moment. Only one that stays stray for a
+            // grace period is deleted.
+            let grace = self.stray_grace();
+            let stray: BTreeSet<(NodeId, ShardId)> = stray.into_iter().collect();
+            state.stray_since.retain(|key, _| stray.contains(key));
+            stray
+                .into_iter()
+                .filter(|key| {
+                    now.saturating_duration_since(*state.stray_since.entry(*key).or_insert(now))
+                        > grace
                 })
                 .collect()
         };

@@ -77,6 +77,35 @@ fn replica_counts(status: &pb::ClusterStatusResponse) -> BTreeMap<u64, usize> {
     counts
 }
 
+/// Waits until `nodes` nodes hold every shard fully replicated, with replica and leader
+/// counts within the default tolerance of 1.
+async fn wait_balanced(cluster: &Cluster, nodes: usize) -> pb::ClusterStatusResponse {
+    wait_for(
+        &format!("replicas and leaders balanced over {nodes} nodes"),
+        WAIT,
+        || async move {
+            let status = cluster.cluster_status().await?;
+            let counts = replica_counts(&status);
+            let leaders: Vec<usize> = counts
+                .keys()
+                .map(|node| {
+                    status
+                        .shards
+                        .iter()
+                        .filter(|s| s.leader_node_id == *node)
+                        .count()
+                })
+                .collect();
+            (counts.len() == nodes
+                && fully_replicated(&status, 3)
+                && spread(counts.values().copied()) <= 1
+                && spread(leaders.iter().copied()) <= 1)
+                .then_some(status)
+        },
+    )
+    .await
+}
+
 fn spread(counts: impl Iterator<Item = usize> + Clone) -> usize {
     counts.clone().max().unwrap_or(0) - counts.min().unwrap_or(0)
 }
@@ -161,40 +190,14 @@ async fn a_node_killed_for_good_has_its_replicas_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_gets_its_share_of_replicas_and_leaders() {
     let mut cluster = start(1, 4, 8).await;
-    let status = wait_fully_replicated(&cluster, "initial placement").await;
-    let counts = replica_counts(&status);
-    assert!(
-        spread(counts.values().copied()) <= 1,
-        "initial placement is balanced: {counts:?}"
-    );
+    tracing::info!("--- placement settles balanced over the 4 nodes (they join one by one)");
+    wait_balanced(&cluster, 4).await;
     let written = write_one_key_per_shard(&cluster, 8, "before").await;
 
     tracing::info!("--- a fifth node joins: replicas and leaders move to it");
     let joined_at = Instant::now();
     cluster.add_node(5, NODE_ENV);
-    let status = wait_for("replicas and leaders balanced over 5 nodes", WAIT, || {
-        let cluster = &cluster;
-        async move {
-            let status = cluster.cluster_status().await?;
-            let counts = replica_counts(&status);
-            let leaders: Vec<usize> = counts
-                .keys()
-                .map(|node| {
-                    status
-                        .shards
-                        .iter()
-                        .filter(|s| s.leader_node_id == *node)
-                        .count()
-                })
-                .collect();
-            (counts.len() == 5
-                && fully_replicated(&status, 3)
-                && spread(counts.values().copied()) <= 1
-                && spread(leaders.iter().copied()) <= 1)
-                .then_some(status)
-        }
-    })
-    .await;
+    let status = wait_balanced(&cluster, 5).await;
     tracing::info!(elapsed = ?joined_at.elapsed(), counts = ?replica_counts(&status), "rebalanced");
     let new_node = cluster.cluster_id_of(&status, 5).expect("node 5 joined");
     assert!(
