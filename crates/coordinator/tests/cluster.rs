@@ -155,6 +155,24 @@ async fn a_node_killed_for_good_has_its_replicas_replaced() {
     assert_eq!(status.nodes.len(), 4);
     let written = write_one_key_per_shard(&cluster, 4, "before").await;
 
+    tracing::info!("--- watch the shard map from the coordinator");
+    let watched_from = status.map_version;
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        cluster.coordinator(1).address
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let mut watch = pb::coordinator_client::CoordinatorClient::new(channel)
+        .watch_shard_map(pb::WatchShardMapRequest {
+            after_version: status.map_version,
+        })
+        .await
+        .expect("watch the shard map")
+        .into_inner();
+
     tracing::info!("--- kill -9 a node that holds replicas, for good");
     let victim = status.shards[0].voters[0];
     let harness_victim = cluster
@@ -178,6 +196,30 @@ async fn a_node_killed_for_good_has_its_replicas_replaced() {
     )
     .await;
     tracing::info!(elapsed = ?killed_at.elapsed(), "re-replication finished");
+
+    tracing::info!("--- the watch delivered newer maps, ending with the repaired one");
+    let mut last_version = watched_from;
+    let repaired = tokio::time::timeout(WAIT, async {
+        loop {
+            let map = watch
+                .message()
+                .await
+                .expect("watch stream")
+                .expect("watch stays open");
+            assert!(map.version > last_version, "watched versions increase");
+            last_version = map.version;
+            if map
+                .shards
+                .iter()
+                .all(|s| s.voters.len() == 3 && !s.voters.contains(&victim))
+            {
+                return map;
+            }
+        }
+    })
+    .await
+    .expect("a repaired map arrives on the watch");
+    assert_eq!(repaired.shard_count, 4);
     let dead = status.nodes.iter().find(|n| n.node_id == victim).unwrap();
     assert_eq!(dead.state, pb::NodeState::Down as i32);
 
@@ -234,6 +276,11 @@ async fn leave_cluster_drains_a_node() {
     })
     .await;
     assert_eq!(up_nodes(&status).len(), 3);
+    let known: BTreeMap<u64, String> = status
+        .nodes
+        .iter()
+        .map(|n| (n.node_id, n.address.clone()))
+        .collect();
     wait_for("the drained node to delete its replicas", WAIT, || {
         let cluster = &cluster;
         async move {
@@ -252,6 +299,34 @@ async fn leave_cluster_drains_a_node() {
     })
     .await;
     assert_readable(&cluster, &written).await;
+
+    tracing::info!("--- a restarted node keeps its id");
+    let mut cluster = cluster;
+    cluster.restart(2);
+    let restarted = cluster.node(2).address.clone();
+    let restarted_id = known
+        .iter()
+        .find(|(_, address)| **address == restarted)
+        .map(|(id, _)| *id)
+        .unwrap();
+    let status = wait_for("the restarted node to report again", WAIT, || {
+        let cluster = &cluster;
+        async move {
+            cluster.cluster_status().await.filter(|s| {
+                s.nodes
+                    .iter()
+                    .any(|n| n.node_id == restarted_id && n.state == pb::NodeState::Up as i32)
+                    && fully_replicated(s, 3)
+            })
+        }
+    })
+    .await;
+    let after: BTreeMap<u64, String> = status
+        .nodes
+        .iter()
+        .map(|n| (n.node_id, n.address.clone()))
+        .collect();
+    assert_eq!(after, known, "no node got a new id");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
