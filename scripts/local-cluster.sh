@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# Starts a local Cairn cluster on loopback with data in ./.cairn-data, and stops it on Ctrl-C.
-# Running it again resumes the same data. Today the cluster is three storage nodes with a
-# static bootstrap (the coordinator and gateway are not built yet).
+# Starts a local Cairn cluster on loopback — one coordinator and three storage nodes — with
+# data in ./.cairn-data, and stops it cleanly on Ctrl-C. Running it again resumes the same
+# data (nodes keep their ids in their data folders). The gateway comes with a later issue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prepare.sh
 
 SHARDS="${CAIRN_LOCAL_SHARDS:-8}"
 DATA="${CAIRN_LOCAL_DATA:-$PWD/.cairn-data}"
-cargo build --locked --bin cairn-node
-NODE_BIN="$CARGO_TARGET_DIR/debug/cairn-node"
+cargo build --locked --bin cairn-node --bin cairn-coordinator
+BIN="$CARGO_TARGET_DIR/debug"
 
-members="1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103"
 pids=()
 stop() {
     echo "stopping the cluster"
@@ -21,12 +20,14 @@ stop() {
 trap stop INT TERM
 
 mkdir -p "$DATA"
+"$BIN/cairn-coordinator" --member-id 1 --listen-address 127.0.0.1:7001 --data-dir "$DATA/coordinator" \
+    --shard-count "$SHARDS" --replication-factor 3 >>"$DATA/coordinator.log" 2>&1 &
+pids+=("$!")
 for id in 1 2 3; do
-    "$NODE_BIN" --node-id "$id" --listen-address "127.0.0.1:710$id" --data-dir "$DATA/node-$id" \
-        --bootstrap-shard-count "$SHARDS" --bootstrap-members "$members" \
-        >>"$DATA/node-$id.log" 2>&1 &
+    "$BIN/cairn-node" --listen-address "127.0.0.1:710$id" --data-dir "$DATA/node-$id" \
+        --coordinators 127.0.0.1:7001 --labels "zone=local-$id" >>"$DATA/node-$id.log" 2>&1 &
     pids+=("$!")
 done
-echo "Cairn storage nodes running: 127.0.0.1:7101, :7102, :7103 ($SHARDS shards, data in $DATA)."
-echo "Logs: $DATA/node-*.log. Press Ctrl-C to stop."
+echo "Cairn running: coordinator 127.0.0.1:7001; storage nodes 127.0.0.1:7101, :7102, :7103"
+echo "($SHARDS shards, 3 replicas each, data in $DATA; logs: $DATA/*.log). Press Ctrl-C to stop."
 wait

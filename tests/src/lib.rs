@@ -386,6 +386,18 @@ impl Cluster {
         None
     }
 
+    /// The cluster status as coordinator `id` answers it (a follower passes it to the leader).
+    pub async fn cluster_status_from(&self, id: u64) -> Option<coordinator::ClusterStatusResponse> {
+        let mut client = self.coordinator_client(id).await?;
+        Some(
+            client
+                .cluster_status(coordinator::ClusterStatusRequest {})
+                .await
+                .ok()?
+                .into_inner(),
+        )
+    }
+
     /// Asks the coordinator leader to drain and remove the node it knows as `node_id`.
     pub async fn leave_cluster(&self, node_id: u64) -> bool {
         for id in self.running_coordinators() {

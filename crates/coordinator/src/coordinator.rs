@@ -99,6 +99,18 @@ impl Coordinator {
         }
     }
 
+    /// Whether this coordinator's metadata replica leads the group.
+    pub fn is_leader(&self) -> bool {
+        self.metadata.replica().is_leader()
+    }
+
+    /// The address of the coordinator leader, if known and not this one.
+    pub fn leader_address(&self) -> Option<String> {
+        self.leader_id()
+            .filter(|id| *id != self.config.member_id)
+            .and_then(|id| self.members.get(&id).cloned())
+    }
+
     pub fn leader_id(&self) -> Option<u64> {
         self.metadata.replica().status().leader.map(|id| id.0)
     }

@@ -202,6 +202,7 @@ mod tests {
             epoch: 1,
             voters: voters.to_vec(),
             learners: learners.to_vec(),
+            approximate_size_bytes: 0,
         }
     }
 

@@ -1,16 +1,23 @@
-//! The coordinator's gRPC service (`cairn.coordinator.v1.Coordinator`). Followers answer
-//! FAILED_PRECONDITION with a NotLeader detail naming the leader's address.
+//! The coordinator's gRPC service (`cairn.coordinator.v1.Coordinator`). Any member answers:
+//! a follower passes unary requests on to the leader (once). Heartbeats and the map watch
+//! are not passed on: a follower answers FAILED_PRECONDITION with a NotLeader detail naming
+//! the leader's address, which nodes and watchers follow.
 
 use crate::coordinator::Coordinator;
 use cairn_proto::coordinator::v1 as pb;
+use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use cairn_proto::coordinator::v1::coordinator_server::Coordinator as CoordinatorApi;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 /// Most shard maps a slow watcher may have queued before it is dropped (it reconnects).
 const WATCH_QUEUE_MAX: usize = 16;
+
+/// Marks a request a follower passed on, so it is never passed on twice.
+const FORWARDED: &str = "x-cairn-forwarded";
 
 pub struct CoordinatorService {
     coordinator: Arc<Coordinator>,
@@ -20,7 +27,41 @@ impl CoordinatorService {
     pub fn new(coordinator: Arc<Coordinator>) -> Self {
         Self { coordinator }
     }
+
+    /// On a follower, a client for the leader to pass the request on to (any member answers);
+    /// `None` on the leader. A request that was already passed on is not passed on again.
+    async fn leader_for<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<CoordinatorClient<Channel>>, Status> {
+        if self.coordinator.is_leader() {
+            return Ok(None);
+        }
+        if request.metadata().get(FORWARDED).is_some() {
+            return Err(self.coordinator.not_leader().into());
+        }
+        let address = self
+            .coordinator
+            .leader_address()
+            .ok_or_else(|| Status::from(self.coordinator.not_leader()))?;
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Status::internal(format!("leader address {address}: {e}")))?
+            .connect_timeout(FORWARD_TIMEOUT)
+            .timeout(FORWARD_TIMEOUT);
+        Ok(Some(CoordinatorClient::new(endpoint.connect_lazy())))
+    }
 }
+
+fn forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    request
+}
+
+/// Longest a follower waits for the leader when passing a request on.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[tonic::async_trait]
 impl CoordinatorApi for CoordinatorService {
@@ -29,6 +70,9 @@ impl CoordinatorApi for CoordinatorService {
         &self,
         request: Request<pb::JoinClusterRequest>,
     ) -> Result<Response<pb::JoinClusterResponse>, Status> {
+        if let Some(mut leader) = self.leader_for(&request).await? {
+            return leader.join_cluster(forwarded(request.into_inner())).await;
+        }
         Ok(Response::new(
             self.coordinator.join(request.into_inner()).await?,
         ))
@@ -39,6 +83,9 @@ impl CoordinatorApi for CoordinatorService {
         &self,
         request: Request<pb::LeaveClusterRequest>,
     ) -> Result<Response<pb::LeaveClusterResponse>, Status> {
+        if let Some(mut leader) = self.leader_for(&request).await? {
+            return leader.leave_cluster(forwarded(request.into_inner())).await;
+        }
         self.coordinator.leave(request.into_inner().node_id).await?;
         Ok(Response::new(pb::LeaveClusterResponse { draining: true }))
     }
@@ -53,8 +100,11 @@ impl CoordinatorApi for CoordinatorService {
 
     async fn get_shard_map(
         &self,
-        _request: Request<pb::GetShardMapRequest>,
+        request: Request<pb::GetShardMapRequest>,
     ) -> Result<Response<pb::ShardMap>, Status> {
+        if let Some(mut leader) = self.leader_for(&request).await? {
+            return leader.get_shard_map(forwarded(request.into_inner())).await;
+        }
         match self.coordinator.current_map() {
             Some(map) => Ok(Response::new(map)),
             None => Err(self.coordinator.not_leader().into()),
@@ -104,8 +154,11 @@ impl CoordinatorApi for CoordinatorService {
 
     async fn cluster_status(
         &self,
-        _request: Request<pb::ClusterStatusRequest>,
+        request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        if let Some(mut leader) = self.leader_for(&request).await? {
+            return leader.cluster_status(forwarded(request.into_inner())).await;
+        }
         let Some(map) = self.coordinator.current_map() else {
             return Err(self.coordinator.not_leader().into());
         };

@@ -334,6 +334,20 @@ async fn losing_the_coordinator_leader_loses_no_metadata() {
     let mut cluster = start(3, 4, 4).await;
     let before = wait_fully_replicated(&cluster, "initial placement").await;
 
+    tracing::info!("--- any coordinator answers: a follower passes the request to the leader");
+    let follower = (1..=3)
+        .find(|id| *id != before.coordinator_leader_id)
+        .unwrap();
+    let via_follower = cluster
+        .cluster_status_from(follower)
+        .await
+        .expect("a follower answers");
+    assert_eq!(
+        via_follower.coordinator_leader_id,
+        before.coordinator_leader_id
+    );
+    assert_eq!(via_follower.cluster_id, before.cluster_id);
+
     tracing::info!("--- kill -9 the coordinator leader");
     let leader = before.coordinator_leader_id;
     assert!(leader != 0);

@@ -269,6 +269,24 @@ impl ShardReplica {
         }
     }
 
+    /// Estimated bytes this replica's keys and log take on disk (RocksDB's estimate over the
+    /// shard's key ranges; data still in memtables is not counted).
+    pub fn approximate_size_bytes(&self) -> u64 {
+        let db = &self.context.db;
+        let prefix = keys::shard_prefix(self.shard);
+        let upper = keys::shard_upper_bound(self.shard);
+        let range = rocksdb::Range::new(&prefix, &upper);
+        [keys::CF_KV, keys::CF_RAFT_LOG, keys::CF_SESSIONS]
+            .iter()
+            .filter_map(|name| db.cf_handle(name))
+            .map(|cf| {
+                db.get_approximate_sizes_cf(&cf, std::slice::from_ref(&range))
+                    .iter()
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     /// [`Self::status`] plus the applied revision, read from storage.
     pub async fn status_with_data(&self) -> Result<ReplicaStatus, ReplicaError> {
         let mut status = self.status();

@@ -223,6 +223,7 @@ pub async fn heartbeat_loop(node: Arc<Node>, advertise: String, config: Coordina
                     epoch: status.epoch,
                     voters: status.voters.iter().map(|id| id.0).collect(),
                     learners: status.learners.iter().map(|id| id.0).collect(),
+                    approximate_size_bytes: replica.approximate_size_bytes(),
                 }
             })
             .collect();
