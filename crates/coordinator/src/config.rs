@@ -56,7 +56,7 @@ impl Default for CoordinatorConfig {
             moves_in_flight_max: 4,
             replica_tolerance: 1,
             leader_tolerance: 1,
-            admin_timeout_ms: 30_000,
+            admin_timeout_ms: 10_000,
             heartbeat_interval_ms: 250,
             election_timeout_min_ms: 1_000,
             election_timeout_max_ms: 2_000,
@@ -150,6 +150,15 @@ impl CoordinatorConfig {
         }
         if self.reconcile_interval_ms < 50 {
             return Err(bad("reconcile_interval_ms", "must be at least 50"));
+        }
+        if self.replica_tolerance == 0 {
+            return Err(bad(
+                "replica_tolerance",
+                "must be at least 1 (0 never settles when replicas do not divide evenly)",
+            ));
+        }
+        if self.leader_tolerance == 0 {
+            return Err(bad("leader_tolerance", "must be at least 1"));
         }
         if self.moves_in_flight_max == 0 {
             return Err(bad("moves_in_flight_max", "must be at least 1"));

@@ -156,6 +156,17 @@ impl Coordinator {
             .metadata
             .ensure_cluster(self.config.shard_count, self.config.replication_factor)
             .await?;
+        if (cluster.shard_count, cluster.replication_factor)
+            != (self.config.shard_count, self.config.replication_factor)
+        {
+            tracing::warn!(
+                configured_shard_count = self.config.shard_count,
+                configured_replication_factor = self.config.replication_factor,
+                shard_count = cluster.shard_count,
+                replication_factor = cluster.replication_factor,
+                "the cluster was created with other settings; those stay in force"
+            );
+        }
         tracing::info!(term = status.term, cluster_id = %cluster.cluster_id, "became coordinator leader");
         *leader = Some(LeaderState {
             term: status.term,
@@ -199,6 +210,7 @@ impl Coordinator {
         }
         let cluster = self.cluster().await?;
         let metadata = self.metadata.read_all().await?;
+        let heartbeating = self.heartbeating_nodes().await;
         let labels: BTreeMap<String, String> = request
             .labels
             .into_iter()
@@ -212,11 +224,14 @@ impl Coordinator {
                     .ok_or(CoordinatorError::UnknownNode(request.node_id))?,
             )
         } else {
-            // A retried join (its answer lost) finds the record it created.
+            // A retried join (its answer lost) finds the record it created. A node that has
+            // heartbeated under that id is a different incarnation (its disk was wiped, or a
+            // new machine took the address): it gets a new id, and the old one goes down and
+            // has its replicas replaced.
             metadata
                 .nodes
                 .values()
-                .find(|n| n.address == request.address && !n.left)
+                .find(|n| n.address == request.address && !n.left && !heartbeating.contains(&n.id))
         };
         let record = match existing {
             Some(record) if record.left => {
@@ -249,6 +264,14 @@ impl Coordinator {
             node_id: record.id.0,
             cluster_id: cluster.cluster_id,
         })
+    }
+
+    async fn heartbeating_nodes(&self) -> BTreeSet<NodeId> {
+        let leader = self.leader.lock().await;
+        leader
+            .as_ref()
+            .map(|state| state.observed.heard_from())
+            .unwrap_or_default()
     }
 
     pub async fn leave(&self, node_id: u64) -> Result<()> {
@@ -693,8 +716,10 @@ impl Coordinator {
                 .collect()
         };
         for (node, shard) in hosted {
+            // A left node that still runs may hold a replica its drain left behind.
             if states.get(&node) == Some(&NodeState::Up)
                 || states.get(&node) == Some(&NodeState::Leaving)
+                || states.get(&node) == Some(&NodeState::Left)
             {
                 tracing::info!(%shard, %node, "deleting a replica that is no longer a member");
                 self.remove_replica(metadata, shard, node).await;

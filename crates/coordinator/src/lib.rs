@@ -2,7 +2,7 @@
 //! node membership and liveness, the shard map, and placement: every shard fully replicated
 //! over distinct nodes and the cluster balanced, without an operator.
 //!
-//! Its metadata lives in a Raft group of 1 or 3 coordinators that reuses the shard state
+//! Its metadata lives in a Raft group of 1, 3 or 5 coordinators that reuses the shard state
 //! machine from `cairn-raft`; only that group's leader schedules. Decisions are pure
 //! functions in [`placement`]; [`coordinator`] gathers inputs and carries out the actions.
 //! This crate must not name openraft.

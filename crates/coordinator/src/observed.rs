@@ -43,6 +43,11 @@ impl Observed {
         self.heartbeats.insert(node, heartbeat);
     }
 
+    /// Nodes that have heartbeated to this leader.
+    pub fn heard_from(&self) -> BTreeSet<NodeId> {
+        self.heartbeats.keys().copied().collect()
+    }
+
     pub fn heartbeat(&self, node: NodeId) -> Option<&NodeHeartbeat> {
         self.heartbeats.get(&node)
     }
@@ -149,9 +154,18 @@ impl Observed {
                         .collect(),
                     None => BTreeSet::new(),
                 };
+                // Replicas created but not yet founded report no voters: the shard exists all
+                // the same (planning it again could found a second, conflicting group).
+                let voters: BTreeSet<NodeId> = if report.voters.is_empty() {
+                    record
+                        .map(|r| r.initial_voters.iter().copied().collect())
+                        .unwrap_or_default()
+                } else {
+                    report.voters.iter().copied().map(NodeId).collect()
+                };
                 ShardView {
                     id: shard,
-                    voters: report.voters.iter().copied().map(NodeId).collect(),
+                    voters,
                     learners,
                     leader,
                     caught_up,

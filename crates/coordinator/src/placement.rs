@@ -300,12 +300,16 @@ impl<'a> Planner<'a> {
             let Some(mv) = &shard.pending_move else {
                 continue;
             };
+            // During the joint configuration both the old and the new voter are in `voters`:
+            // the move is complete only once the old one is gone.
+            let replaced = mv.from.is_none_or(|from| !shard.voters.contains(&from));
+            if shard.voters.contains(&mv.to) && !replaced {
+                self.in_flight += 1;
+                continue;
+            }
             if shard.voters.contains(&mv.to) {
-                // Delete the old replica only from a node that can still be asked to, and never
-                // from a node that is (still) a voter: that replica is serving the group.
-                let remove_from = mv
-                    .from
-                    .filter(|from| self.is_reachable(*from) && !shard.voters.contains(from));
+                // Delete the old replica only from a node that can still be asked to.
+                let remove_from = mv.from.filter(|from| self.is_reachable(*from));
                 self.actions.push(Action::CompleteMove {
                     shard: shard.id,
                     remove_from,

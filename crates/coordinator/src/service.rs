@@ -13,7 +13,8 @@ use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-/// Most shard maps a slow watcher may have queued before it is dropped (it reconnects).
+/// Most shard maps queued for one watcher; the sender waits while a slow watcher catches up
+/// (only the newest map matters, and the watch coalesces versions it skips).
 const WATCH_QUEUE_MAX: usize = 16;
 
 /// Marks a request a follower passed on, so it is never passed on twice.

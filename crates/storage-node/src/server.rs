@@ -45,6 +45,7 @@ pub async fn run_with_listener(
         let id = coordinator_client::node_id_from_coordinator(
             &config.data_dir,
             &config.advertise(),
+            config.node_id,
             coordinator,
         )
         .await?;

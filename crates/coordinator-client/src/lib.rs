@@ -1,0 +1,181 @@
+//! How any Cairn process (storage node, gateway, tools) reaches the coordinator leader.
+//!
+//! Coordinators are configured as a list of `host:port` entries; a host may be a DNS name
+//! resolving to several addresses (a Kubernetes headless service), resolved again on every
+//! attempt. A call goes to the last coordinator that answered, then to every other address;
+//! a NotLeader answer's hint is tried next. Attempts and per-call time are bounded. This crate
+//! depends on the protocol only, never on server crates.
+
+use cairn_proto::coordinator::v1 as pb;
+use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient as GrpcClient;
+use cairn_proto::kv::v1::error_detail::Kind;
+use prost::Message;
+use std::future::Future;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Rounds over every known coordinator before one call gives up.
+const ROUNDS_MAX: usize = 12;
+/// Pause between rounds.
+const ROUND_PAUSE: Duration = Duration::from_millis(250);
+
+pub struct CoordinatorClient {
+    addresses: Vec<String>,
+    rpc_timeout: Duration,
+    /// The coordinator that answered last (the leader, as far as we know).
+    current: Option<String>,
+}
+
+impl CoordinatorClient {
+    pub fn new(addresses: Vec<String>, rpc_timeout: Duration) -> Self {
+        Self {
+            addresses,
+            rpc_timeout,
+            current: None,
+        }
+    }
+
+    /// Every address the configured entries resolve to now, the last good one first.
+    async fn candidates(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for entry in &self.addresses {
+            match tokio::net::lookup_host(entry.as_str()).await {
+                Ok(addresses) => out.extend(addresses.map(|a| a.to_string())),
+                Err(error) => {
+                    tracing::debug!(%entry, %error, "coordinator address does not resolve")
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        if let Some(current) = &self.current {
+            out.retain(|a| a != current);
+            out.push(current.clone());
+        }
+        out
+    }
+
+    pub fn client(&self, address: &str) -> Option<GrpcClient<Channel>> {
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .ok()?
+            .connect_timeout(self.rpc_timeout)
+            .timeout(self.rpc_timeout)
+            .tcp_nodelay(true);
+        Some(GrpcClient::new(endpoint.connect_lazy()))
+    }
+
+    /// Calls `call` on the coordinator leader, following hints and trying every address.
+    pub async fn call<T, F, Fut>(&mut self, what: &str, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(GrpcClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last_error = tonic::Status::unavailable("no coordinator address resolved");
+        for _ in 0..ROUNDS_MAX {
+            let mut queue = self.candidates().await;
+            while let Some(address) = queue.pop() {
+                let Some(client) = self.client(&address) else {
+                    continue;
+                };
+                match call(client).await {
+                    Ok(response) => {
+                        self.current = Some(address);
+                        return Ok(response.into_inner());
+                    }
+                    Err(status) => {
+                        if let Some(hint) = not_leader_hint(&status) {
+                            if hint != address && !queue.contains(&hint) {
+                                queue.push(hint);
+                            }
+                        } else if !is_retryable(&status) {
+                            return Err(status);
+                        }
+                        tracing::debug!(%address, %status, what, "coordinator call failed; trying the next");
+                        if self.current.as_deref() == Some(address.as_str()) {
+                            self.current = None;
+                        }
+                        last_error = status;
+                    }
+                }
+            }
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
+        Err(last_error)
+    }
+
+    pub async fn join(
+        &mut self,
+        request: pb::JoinClusterRequest,
+    ) -> Result<pb::JoinClusterResponse, tonic::Status> {
+        self.call("join", |mut c| {
+            let request = request.clone();
+            async move { c.join_cluster(request).await }
+        })
+        .await
+    }
+
+    pub async fn leave(&mut self, node_id: u64) -> Result<pb::LeaveClusterResponse, tonic::Status> {
+        self.call("leave", |mut c| async move {
+            c.leave_cluster(pb::LeaveClusterRequest { node_id }).await
+        })
+        .await
+    }
+
+    pub async fn heartbeat(&mut self, request: pb::HeartbeatRequest) -> Result<(), tonic::Status> {
+        self.call("heartbeat", |mut c| {
+            let request = request.clone();
+            async move { c.heartbeat(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn shard_map(&mut self) -> Result<pb::ShardMap, tonic::Status> {
+        self.call("shard map", |mut c| async move {
+            c.get_shard_map(pb::GetShardMapRequest {}).await
+        })
+        .await
+    }
+
+    pub async fn cluster_status(&mut self) -> Result<pb::ClusterStatusResponse, tonic::Status> {
+        self.call("cluster status", |mut c| async move {
+            c.cluster_status(pb::ClusterStatusRequest {}).await
+        })
+        .await
+    }
+
+    /// Opens a shard-map watch on the leader (streams end when leadership moves).
+    pub async fn watch_shard_map(
+        &mut self,
+        after_version: u64,
+    ) -> Result<tonic::Streaming<pb::ShardMap>, tonic::Status> {
+        self.call("watch", |mut c| async move {
+            c.watch_shard_map(pb::WatchShardMapRequest { after_version })
+                .await
+        })
+        .await
+    }
+}
+
+/// The leader address a NotLeader status names, if any.
+pub fn not_leader_hint(status: &tonic::Status) -> Option<String> {
+    match cairn_proto::kv::v1::ErrorDetail::decode(status.details())
+        .ok()?
+        .kind?
+    {
+        Kind::NotLeader(hint) if !hint.leader_address.is_empty() => Some(hint.leader_address),
+        _ => None,
+    }
+}
+
+fn is_retryable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted
+    )
+}
