@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Starts a local Cairn cluster on loopback — one coordinator and three storage nodes — with
-# data in ./.cairn-data, and stops it cleanly on Ctrl-C. Running it again resumes the same
-# data (nodes keep their ids in their data folders). The gateway comes with a later issue.
+# Starts a local Cairn cluster on loopback — a coordinator, three storage nodes and a gateway —
+# with data in ./.cairn-data, and stops it cleanly on Ctrl-C. Running it again resumes the same
+# data (nodes keep their ids in their data folders).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prepare.sh
 
 SHARDS="${CAIRN_LOCAL_SHARDS:-8}"
 DATA="${CAIRN_LOCAL_DATA:-$PWD/.cairn-data}"
-cargo build --locked --bin cairn-node --bin cairn-coordinator
+cargo build --locked --bin cairn-node --bin cairn-coordinator --bin cairn-gateway --bin cairnctl
 BIN="$CARGO_TARGET_DIR/debug"
 
 pids=()
@@ -28,6 +28,20 @@ for id in 1 2 3; do
         --coordinators 127.0.0.1:7001 --labels "zone=local-$id" >>"$DATA/node-$id.log" 2>&1 &
     pids+=("$!")
 done
-echo "Cairn running: coordinator 127.0.0.1:7001; storage nodes 127.0.0.1:7101, :7102, :7103"
-echo "($SHARDS shards, 3 replicas each, data in $DATA; logs: $DATA/*.log). Press Ctrl-C to stop."
+"$BIN/cairn-gateway" --listen-address 127.0.0.1:7000 --coordinators 127.0.0.1:7001 >>"$DATA/gateway.log" 2>&1 &
+pids+=("$!")
+cat <<INFO
+Cairn is running ($SHARDS shards, 3 replicas each; data in $DATA, logs in $DATA/*.log):
+  gateway      127.0.0.1:7000   <- clients and cairnctl connect here
+  coordinator  127.0.0.1:7001
+  nodes        127.0.0.1:7101, 127.0.0.1:7102, 127.0.0.1:7103
+Try (in another terminal):
+  $BIN/cairnctl put greeting hello
+  $BIN/cairnctl get greeting
+  $BIN/cairnctl scan --prefix gr
+  $BIN/cairnctl txn put-if-absent lock me
+  $BIN/cairnctl cluster status
+  $BIN/cairnctl --output json cluster members
+Press Ctrl-C to stop.
+INFO
 wait

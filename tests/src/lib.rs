@@ -8,6 +8,8 @@
 use cairn_proto::coordinator::v1 as coordinator;
 use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use cairn_proto::kv::v1 as kv;
+use cairn_proto::kv::v1::cluster_client::ClusterClient;
+use cairn_proto::kv::v1::kv_client::KvClient;
 use cairn_proto::node::v1 as node;
 use cairn_proto::node::v1::node_admin_client::NodeAdminClient;
 use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
@@ -56,6 +58,7 @@ where
 pub enum Role {
     Node,
     Coordinator,
+    Gateway,
 }
 
 /// One process of the test cluster (a storage node or a coordinator).
@@ -92,7 +95,7 @@ fn free_base_port() -> u16 {
     for _ in 0..200 {
         let port = rand::random_range(20_000u16..60_000);
         let free = (1..=12u8)
-            .chain(101..=105)
+            .chain(101..=105).chain(151..=153)
             .all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok());
         if free {
             return port;
@@ -108,6 +111,7 @@ fn address_of(role: Role, id: u64, port: u16) -> String {
     match role {
         Role::Node => format!("127.0.0.{id}:{port}"),
         Role::Coordinator => format!("127.0.0.{}:{port}", 100 + id),
+        Role::Gateway => format!("127.0.0.{}:{port}", 150 + id),
     }
 }
 
@@ -234,6 +238,7 @@ impl Cluster {
         let name = match role {
             Role::Node => format!("node-{id}"),
             Role::Coordinator => format!("coordinator-{id}"),
+            Role::Gateway => format!("gateway-{id}"),
         };
         let data_dir = self.root.path().join(&name);
         let log_path = self.root.path().join(format!("{name}.log"));
@@ -256,6 +261,7 @@ impl Cluster {
                 .coordinator_binary
                 .clone()
                 .expect("a coordinator binary"),
+            Role::Gateway => sibling_binary(&self.node_binary, "cairn-gateway"),
         };
         let process = self.process_mut(role, id);
         let log = std::fs::OpenOptions::new()
@@ -264,9 +270,11 @@ impl Cluster {
             .open(&process.log_path)
             .expect("log file");
         let mut command = Command::new(&binary);
+        command.arg(format!("--listen-address={}", process.address));
+        if role != Role::Gateway {
+            command.arg(format!("--data-dir={}", process.data_dir.display()));
+        }
         command
-            .arg(format!("--listen-address={}", process.address))
-            .arg(format!("--data-dir={}", process.data_dir.display()))
             .env(
                 "RUST_LOG",
                 std::env::var("CAIRN_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
@@ -304,6 +312,45 @@ impl Cluster {
             .iter_mut()
             .find(|n| n.role == role && n.id == id)
             .unwrap_or_else(|| panic!("no {role:?} {id}"))
+    }
+
+    /// Starts gateway `id` (1..=3) pointed at the coordinators.
+    pub fn add_gateway(&mut self, id: u64) {
+        assert!(!self.coordinator_addresses.is_empty(), "a gateway needs coordinators");
+        let args = vec![format!("--coordinators={}", self.coordinator_addresses.join(","))];
+        self.add_process(Role::Gateway, id, args);
+    }
+
+    pub fn gateway(&self, id: u64) -> &NodeProcess {
+        self.process(Role::Gateway, id)
+    }
+
+    pub fn kill_gateway(&mut self, id: u64) {
+        self.kill_process(Role::Gateway, id);
+    }
+
+    pub fn restart_gateway(&mut self, id: u64) {
+        self.kill_process(Role::Gateway, id);
+        self.spawn(Role::Gateway, id);
+    }
+
+    /// Public KV and Cluster clients connected to gateway `id`, once it accepts connections.
+    pub async fn gateway_clients(&self, id: u64, timeout: Duration) -> (KvClient<Channel>, ClusterClient<Channel>) {
+        let address = self.gateway(id).address.clone();
+        let channel = wait_for(&format!("gateway {id} to accept connections"), timeout, || {
+            let address = address.clone();
+            async move {
+                tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                    .ok()?
+                    .connect_timeout(Duration::from_secs(1))
+                    .timeout(Duration::from_secs(30))
+                    .connect()
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        (KvClient::new(channel.clone()), ClusterClient::new(channel))
     }
 
     pub fn node(&self, id: u64) -> &NodeProcess {

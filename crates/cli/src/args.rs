@@ -1,0 +1,327 @@
+//! The command line, as clap types. Parsing only: nothing here talks to a cluster.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::time::Duration;
+
+/// Rows `scan` prints when `--limit` is not given.
+pub const SCAN_ROWS_DEFAULT: u64 = 1_000;
+/// Keys fetched per range request while scanning.
+pub const SCAN_PAGE_KEYS: u64 = 500;
+
+const FOOTER: &str = "\
+OUTPUT:
+  --output table (default) prints aligned columns with a header row; cluster status prints
+  one `field value` line per field. --output json prints exactly one JSON document per
+  command on stdout, e.g. get: {\"key\":..,\"value\":..,\"create_revision\":..,
+  \"mod_revision\":..,\"version\":..} or null when the key is absent. Keys and values are
+  printed as text when they are valid UTF-8 (in tables: and hold no control characters),
+  otherwise as hex with a 0x prefix.
+
+EXIT CODES:
+  0  success
+  1  the request failed: no gateway reachable, timeout, or rejected by the cluster
+  2  usage error or invalid argument (including a request over a cluster limit, or a
+     transaction across shards)
+  3  key not found (get)
+  4  condition failed: cas / put-if-absent did not write
+
+ENVIRONMENT:
+  CAIRN_ENDPOINTS  default for --endpoints (comma-separated host:port)";
+
+/// Command-line client for a Cairn cluster.
+#[derive(Debug, Parser)]
+#[command(name = "cairnctl", version, after_help = FOOTER)]
+pub struct Cli {
+    /// Gateway addresses, comma-separated host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7000"
+    )]
+    pub endpoints: Vec<String>,
+
+    /// table: aligned columns for people; json: one JSON document for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Time allowed for the whole request, retries included (e.g. 500ms, 5s, 1m).
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Write VALUE under KEY.
+    Put {
+        key: String,
+        value: String,
+        /// Also print the key as it was before the write.
+        #[arg(long)]
+        prev_kv: bool,
+    },
+    /// Read KEY (exit code 3 when it does not exist).
+    Get {
+        key: String,
+        /// Read from any replica: faster, possibly stale.
+        #[arg(long)]
+        serializable: bool,
+        /// Print the key's metadata without its value.
+        #[arg(long)]
+        keys_only: bool,
+    },
+    /// Delete KEY.
+    #[command(alias = "delete")]
+    Del {
+        key: String,
+        /// Also print the key as it was before the delete.
+        #[arg(long)]
+        prev_kv: bool,
+    },
+    /// List keys by prefix or range, following pages until --limit rows or the end.
+    Scan(ScanArgs),
+    /// Conditional writes.
+    #[command(subcommand)]
+    Txn(TxnCommand),
+    /// Cluster health, members and shards.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Register a storage node that will listen at ADDRESS; prints its node id.
+    Join {
+        address: String,
+        /// A placement label, e.g. --label zone=eu-1 (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Drain NODE_ID: move its replicas elsewhere, then mark it left.
+    Leave { node_id: u64 },
+}
+
+#[derive(Debug, PartialEq, Eq, Args)]
+pub struct ScanArgs {
+    /// Every key beginning with P.
+    #[arg(long, value_name = "P", conflicts_with_all = ["start", "end"])]
+    pub prefix: Option<String>,
+    /// First key of the range (inclusive).
+    #[arg(long, value_name = "S")]
+    pub start: Option<String>,
+    /// End of the range (exclusive); default: the end of the key space.
+    #[arg(long, value_name = "E", requires = "start")]
+    pub end: Option<String>,
+    /// Most rows to print.
+    #[arg(long, value_name = "N", default_value_t = SCAN_ROWS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: u64,
+    /// Print keys and metadata without values.
+    #[arg(long, conflicts_with = "count")]
+    pub keys_only: bool,
+    /// Print only the number of keys in range.
+    #[arg(long)]
+    pub count: bool,
+    /// Read from any replica: faster, possibly stale.
+    #[arg(long)]
+    pub serializable: bool,
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum TxnCommand {
+    /// Compare-and-set: write --value only if KEY matches the expectation (exit code 4 if not).
+    Cas {
+        key: String,
+        /// The value to write.
+        #[arg(long)]
+        value: String,
+        #[command(flatten)]
+        expect: Expect,
+    },
+    /// Write VALUE only if KEY does not exist (exit code 4 if it does).
+    PutIfAbsent { key: String, value: String },
+}
+
+/// Exactly one expectation of a compare-and-set.
+#[derive(Debug, PartialEq, Eq, Args)]
+#[group(required = true, multiple = false)]
+pub struct Expect {
+    /// The current value must be V.
+    #[arg(long, value_name = "V")]
+    pub expect_value: Option<String>,
+    /// The current version must be N (0 = the key is absent).
+    #[arg(long, value_name = "N")]
+    pub expect_version: Option<u64>,
+    /// The current mod_revision must be N (0 = the key is absent).
+    #[arg(long, value_name = "N")]
+    pub expect_mod_revision: Option<u64>,
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum ClusterCommand {
+    /// Cluster id, shard and node counts, replication health.
+    Status,
+    /// Every node with its state, load and labels.
+    Members,
+    /// Every shard with its epoch, leader, voters and learners.
+    Shards,
+}
+
+/// Parses `500ms`, `5s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s or 1m"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "" | "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s or m")),
+    };
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_string());
+    }
+    Ok(duration)
+}
+
+/// Parses a `key=value` label.
+pub fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not a label: use KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(
+            ["cairnctl", "--endpoints", "g1:7000,g2:7000"]
+                .iter()
+                .chain(args),
+        )
+    }
+
+    #[test]
+    fn global_flags_parse_anywhere() {
+        let cli = parse(&["get", "k", "-o", "json", "--timeout", "250ms"]).unwrap();
+        assert_eq!(cli.endpoints, ["g1:7000", "g2:7000"]);
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert_eq!(cli.timeout, Duration::from_millis(250));
+        assert_eq!(
+            cli.command,
+            Command::Get {
+                key: "k".into(),
+                serializable: false,
+                keys_only: false
+            }
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = parse(&["put", "k", "v"]).unwrap();
+        assert_eq!(cli.output, OutputFormat::Table);
+        assert_eq!(cli.timeout, Duration::from_secs(5));
+        if std::env::var_os("CAIRN_ENDPOINTS").is_none() {
+            let cli = Cli::try_parse_from(["cairnctl", "cluster", "status"]).unwrap();
+            assert_eq!(cli.endpoints, ["127.0.0.1:7000"]);
+        }
+    }
+
+    #[test]
+    fn scan_flags() {
+        let cli = parse(&["scan", "--prefix", "user/", "--limit", "10", "--keys-only"]).unwrap();
+        let Command::Scan(scan) = cli.command else {
+            panic!("not a scan")
+        };
+        assert_eq!(scan.prefix.as_deref(), Some("user/"));
+        assert_eq!(scan.limit, 10);
+        assert!(scan.keys_only && !scan.count);
+        let Command::Scan(scan) = parse(&["scan"]).unwrap().command else {
+            panic!("not a scan")
+        };
+        assert_eq!(scan.limit, SCAN_ROWS_DEFAULT);
+    }
+
+    #[test]
+    fn scan_rejects_conflicting_selections() {
+        assert!(parse(&["scan", "--prefix", "a", "--start", "b"]).is_err());
+        assert!(
+            parse(&["scan", "--end", "b"]).is_err(),
+            "--end needs --start"
+        );
+        assert!(parse(&["scan", "--limit", "0"]).is_err());
+        assert!(parse(&["scan", "--count", "--keys-only"]).is_err());
+        assert!(parse(&["scan", "--start", "a", "--end", "b"]).is_ok());
+    }
+
+    #[test]
+    fn cas_needs_exactly_one_expectation() {
+        let cli = parse(&["txn", "cas", "k", "--value", "new", "--expect-version", "3"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Txn(TxnCommand::Cas {
+                key: "k".into(),
+                value: "new".into(),
+                expect: Expect {
+                    expect_value: None,
+                    expect_version: Some(3),
+                    expect_mod_revision: None
+                }
+            })
+        );
+        assert!(parse(&["txn", "cas", "k", "--value", "new"]).is_err());
+        assert!(parse(&[
+            "txn",
+            "cas",
+            "k",
+            "--value",
+            "n",
+            "--expect-value",
+            "a",
+            "--expect-version",
+            "1"
+        ])
+        .is_err());
+        assert!(parse(&["txn", "put-if-absent", "k", "v"]).is_ok());
+    }
+
+    #[test]
+    fn join_labels() {
+        let cli = parse(&["join", "n4:7100", "--label", "zone=a", "--label", "rack=r1"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Join {
+                address: "n4:7100".into(),
+                labels: vec![("zone".into(), "a".into()), ("rack".into(), "r1".into())]
+            }
+        );
+        assert!(parse(&["join", "n4:7100", "--label", "zone"]).is_err());
+        assert!(parse(&["leave", "not-a-number"]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("750ms"), Ok(Duration::from_millis(750)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

@@ -1,0 +1,596 @@
+//! What a command produced (`Report`) and its two renderings: aligned tables for people,
+//! one JSON document for scripts. Pure functions of the report, so they are tested on fixed
+//! values.
+
+use crate::args::OutputFormat;
+use crate::table::{aligned, table};
+use cairn_client::{proto, CasOutcome};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+
+/// The result of one successful request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Report {
+    Put {
+        key: Vec<u8>,
+        response: proto::PutResponse,
+        /// `--prev-kv` was given, so the previous key is shown.
+        show_prev: bool,
+    },
+    Get {
+        key: Vec<u8>,
+        kv: Option<proto::KeyValue>,
+        keys_only: bool,
+    },
+    Delete {
+        key: Vec<u8>,
+        response: proto::DeleteResponse,
+        show_prev: bool,
+    },
+    Scan {
+        kvs: Vec<proto::KeyValue>,
+        /// Keys remain beyond the rows shown.
+        more: bool,
+        keys_only: bool,
+    },
+    Count {
+        count: u64,
+    },
+    Cas {
+        key: Vec<u8>,
+        outcome: CasOutcome,
+    },
+    Status(proto::StatusResponse),
+    Members(Vec<proto::Member>),
+    Shards(proto::ShardsResponse),
+    Join {
+        node_id: u64,
+    },
+    Leave {
+        node_id: u64,
+        draining: bool,
+    },
+}
+
+impl Report {
+    pub fn render(&self, format: OutputFormat) -> String {
+        match format {
+            OutputFormat::Table => self.table(),
+            OutputFormat::Json => {
+                let mut text = serde_json::to_string_pretty(&self.json())
+                    .expect("a serde_json::Value always serializes");
+                text.push('\n');
+                text
+            }
+        }
+    }
+
+    /// The JSON document for this report.
+    pub fn json(&self) -> Value {
+        match self {
+            Report::Put {
+                response,
+                show_prev,
+                ..
+            } => {
+                let mut document = json!({ "revision": response.revision });
+                if *show_prev {
+                    document["prev_kv"] = kv_json_or_null(response.prev_kv.as_ref(), false);
+                }
+                document
+            }
+            Report::Get { kv, keys_only, .. } => kv_json_or_null(kv.as_ref(), *keys_only),
+            Report::Delete {
+                response,
+                show_prev,
+                ..
+            } => {
+                let mut document =
+                    json!({ "revision": response.revision, "deleted": response.deleted });
+                if *show_prev {
+                    document["prev_kv"] = kv_json_or_null(response.prev_kv.as_ref(), false);
+                }
+                document
+            }
+            Report::Scan {
+                kvs,
+                more,
+                keys_only,
+            } => json!({
+                "kvs": kvs.iter().map(|kv| kv_json(kv, *keys_only)).collect::<Vec<_>>(),
+                "more": more,
+            }),
+            Report::Count { count } => json!({ "count": count }),
+            Report::Cas { outcome, .. } => json!({
+                "succeeded": outcome.succeeded,
+                "revision": outcome.revision,
+                "current": kv_json_or_null(outcome.current.as_ref(), false),
+            }),
+            Report::Status(status) => json!({
+                "cluster_id": status.cluster_id,
+                "shard_count": status.shard_count,
+                "replication_factor": status.replication_factor,
+                "coordinator_leader_id": status.coordinator_leader_id,
+                "node_count": status.node_count,
+                "nodes_up": status.nodes_up,
+                "under_replicated_shards": status.under_replicated_shards,
+                "moves_in_flight": status.moves_in_flight,
+                "shard_map_version": status.shard_map_version,
+            }),
+            Report::Members(members) => json!({
+                "members": members.iter().map(|member| json!({
+                    "node_id": member.node_id,
+                    "address": member.address,
+                    "state": member.state,
+                    "labels": sorted_labels(member)
+                        .into_iter()
+                        .map(|(key, value)| (key, Value::String(value)))
+                        .collect::<serde_json::Map<_, _>>(),
+                    "replica_count": member.replica_count,
+                    "leader_count": member.leader_count,
+                })).collect::<Vec<_>>(),
+            }),
+            Report::Shards(shards) => json!({
+                "shard_map_version": shards.shard_map_version,
+                "shards": shards.shards.iter().map(|shard| json!({
+                    "shard_id": shard.shard_id,
+                    "epoch": shard.epoch,
+                    "leader_node_id": shard.leader_node_id,
+                    "voters": shard.voters,
+                    "learners": shard.learners,
+                })).collect::<Vec<_>>(),
+            }),
+            Report::Join { node_id } => json!({ "node_id": node_id }),
+            Report::Leave { node_id, draining } => {
+                json!({ "node_id": node_id, "draining": draining })
+            }
+        }
+    }
+
+    /// The human-readable rendering.
+    pub fn table(&self) -> String {
+        match self {
+            Report::Put {
+                key,
+                response,
+                show_prev,
+            } => {
+                let mut headers = vec!["KEY", "REVISION"];
+                let mut row = vec![bytes_cell(key), response.revision.to_string()];
+                if *show_prev {
+                    add_prev_columns(&mut headers, &mut row, response.prev_kv.as_ref());
+                }
+                table(&headers, &[row])
+            }
+            Report::Get { kv, keys_only, .. } => match kv {
+                Some(kv) => kv_table(std::slice::from_ref(kv), *keys_only),
+                None => String::new(),
+            },
+            Report::Delete {
+                key,
+                response,
+                show_prev,
+            } => {
+                let mut headers = vec!["KEY", "DELETED", "REVISION"];
+                let mut row = vec![
+                    bytes_cell(key),
+                    response.deleted.to_string(),
+                    response.revision.to_string(),
+                ];
+                if *show_prev {
+                    add_prev_columns(&mut headers, &mut row, response.prev_kv.as_ref());
+                }
+                table(&headers, &[row])
+            }
+            Report::Scan { kvs, keys_only, .. } => kv_table(kvs, *keys_only),
+            Report::Count { count } => table(&["COUNT"], &[vec![count.to_string()]]),
+            Report::Cas { key, outcome } => {
+                let current = outcome.current.as_ref();
+                let row = vec![
+                    outcome.succeeded.to_string(),
+                    outcome.revision.to_string(),
+                    bytes_cell(key),
+                    current.map_or(ABSENT.into(), |kv| bytes_cell(&kv.value)),
+                    current.map_or(ABSENT.into(), |kv| kv.version.to_string()),
+                    current.map_or(ABSENT.into(), |kv| kv.mod_revision.to_string()),
+                ];
+                table(
+                    &[
+                        "SUCCEEDED",
+                        "REVISION",
+                        "KEY",
+                        "VALUE",
+                        "VERSION",
+                        "MOD_REVISION",
+                    ],
+                    &[row],
+                )
+            }
+            Report::Status(status) => {
+                let rows: Vec<Vec<String>> = [
+                    ("cluster_id", status.cluster_id.clone()),
+                    ("shard_count", status.shard_count.to_string()),
+                    ("replication_factor", status.replication_factor.to_string()),
+                    (
+                        "coordinator_leader_id",
+                        node_or_absent(status.coordinator_leader_id),
+                    ),
+                    ("node_count", status.node_count.to_string()),
+                    ("nodes_up", status.nodes_up.to_string()),
+                    (
+                        "under_replicated_shards",
+                        status.under_replicated_shards.to_string(),
+                    ),
+                    ("moves_in_flight", status.moves_in_flight.to_string()),
+                    ("shard_map_version", status.shard_map_version.to_string()),
+                ]
+                .into_iter()
+                .map(|(field, value)| vec![field.to_string(), value])
+                .collect();
+                aligned(&rows)
+            }
+            Report::Members(members) => {
+                let rows: Vec<Vec<String>> = members
+                    .iter()
+                    .map(|member| {
+                        let labels: Vec<String> = sorted_labels(member)
+                            .into_iter()
+                            .map(|(key, value)| format!("{key}={value}"))
+                            .collect();
+                        vec![
+                            member.node_id.to_string(),
+                            member.address.clone(),
+                            member.state.clone(),
+                            member.replica_count.to_string(),
+                            member.leader_count.to_string(),
+                            if labels.is_empty() {
+                                ABSENT.into()
+                            } else {
+                                labels.join(",")
+                            },
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "NODE_ID", "ADDRESS", "STATE", "REPLICAS", "LEADERS", "LABELS",
+                    ],
+                    &rows,
+                )
+            }
+            Report::Shards(shards) => {
+                let rows: Vec<Vec<String>> = shards
+                    .shards
+                    .iter()
+                    .map(|shard| {
+                        vec![
+                            shard.shard_id.to_string(),
+                            shard.epoch.to_string(),
+                            node_or_absent(shard.leader_node_id),
+                            id_list(&shard.voters),
+                            id_list(&shard.learners),
+                        ]
+                    })
+                    .collect();
+                table(&["SHARD", "EPOCH", "LEADER", "VOTERS", "LEARNERS"], &rows)
+            }
+            Report::Join { node_id } => table(&["NODE_ID"], &[vec![node_id.to_string()]]),
+            Report::Leave { node_id, draining } => table(
+                &["NODE_ID", "DRAINING"],
+                &[vec![node_id.to_string(), draining.to_string()]],
+            ),
+        }
+    }
+}
+
+/// Shown in a table cell that has no value (a missing key, an unknown leader).
+const ABSENT: &str = "-";
+
+/// Bytes for JSON: the text when valid UTF-8, else `0x` and lowercase hex.
+pub fn bytes_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => hex(bytes),
+    }
+}
+
+/// Bytes for a table cell: the text when valid UTF-8 without control characters (which
+/// would break the layout), else `0x` and lowercase hex.
+pub fn bytes_cell(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.chars().any(char::is_control) => text.to_string(),
+        _ => hex(bytes),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(2 + 2 * bytes.len());
+    text.push_str("0x");
+    for byte in bytes {
+        write!(text, "{byte:02x}").expect("writing to a String cannot fail");
+    }
+    text
+}
+
+fn kv_json(kv: &proto::KeyValue, keys_only: bool) -> Value {
+    let mut document = json!({
+        "key": bytes_text(&kv.key),
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+    });
+    if !keys_only {
+        document["value"] = Value::String(bytes_text(&kv.value));
+    }
+    document
+}
+
+fn kv_json_or_null(kv: Option<&proto::KeyValue>, keys_only: bool) -> Value {
+    kv.map_or(Value::Null, |kv| kv_json(kv, keys_only))
+}
+
+fn kv_table(kvs: &[proto::KeyValue], keys_only: bool) -> String {
+    let rows: Vec<Vec<String>> = kvs
+        .iter()
+        .map(|kv| {
+            let mut row = vec![bytes_cell(&kv.key)];
+            if !keys_only {
+                row.push(bytes_cell(&kv.value));
+            }
+            row.push(kv.version.to_string());
+            row.push(kv.mod_revision.to_string());
+            row
+        })
+        .collect();
+    if keys_only {
+        table(&["KEY", "VERSION", "MOD_REVISION"], &rows)
+    } else {
+        table(&["KEY", "VALUE", "VERSION", "MOD_REVISION"], &rows)
+    }
+}
+
+fn add_prev_columns(
+    headers: &mut Vec<&'static str>,
+    row: &mut Vec<String>,
+    prev: Option<&proto::KeyValue>,
+) {
+    headers.extend(["PREV_VALUE", "PREV_VERSION", "PREV_MOD_REVISION"]);
+    row.push(prev.map_or(ABSENT.into(), |kv| bytes_cell(&kv.value)));
+    row.push(prev.map_or(ABSENT.into(), |kv| kv.version.to_string()));
+    row.push(prev.map_or(ABSENT.into(), |kv| kv.mod_revision.to_string()));
+}
+
+fn sorted_labels(member: &proto::Member) -> Vec<(String, String)> {
+    let mut labels: Vec<(String, String)> = member
+        .labels
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    labels.sort_by(|a, b| a.0.cmp(&b.0));
+    labels
+}
+
+fn node_or_absent(node_id: u64) -> String {
+    if node_id == 0 {
+        ABSENT.into()
+    } else {
+        node_id.to_string()
+    }
+}
+
+fn id_list(ids: &[u64]) -> String {
+    if ids.is_empty() {
+        return ABSENT.into();
+    }
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &[u8], value: &[u8], version: u64, mod_revision: u64) -> proto::KeyValue {
+        proto::KeyValue {
+            key: key.to_vec(),
+            create_revision: 2,
+            mod_revision,
+            version,
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn bytes_are_text_when_utf8_else_hex() {
+        assert_eq!(bytes_text(b"hello"), "hello");
+        assert_eq!(bytes_text(&[0xff, 0x00, 0x1a]), "0xff001a");
+        assert_eq!(bytes_text(b"a\nb"), "a\nb");
+        assert_eq!(bytes_cell(b"a\nb"), "0x610a62");
+        assert_eq!(bytes_cell("zürich".as_bytes()), "zürich");
+        assert_eq!(bytes_cell(b""), "");
+    }
+
+    #[test]
+    fn get_table_has_aligned_columns() {
+        let report = Report::Get {
+            key: b"user/1".to_vec(),
+            kv: Some(kv(b"user/1", b"ada", 3, 17)),
+            keys_only: false,
+        };
+        assert_eq!(
+            report.table(),
+            "KEY     VALUE  VERSION  MOD_REVISION\n\
+             user/1  ada    3        17\n"
+        );
+    }
+
+    #[test]
+    fn scan_table_shows_binary_values_as_hex() {
+        let report = Report::Scan {
+            kvs: vec![kv(b"a", b"1", 1, 5), kv(b"bb", &[0xff, 0xfe], 2, 9)],
+            more: false,
+            keys_only: false,
+        };
+        assert_eq!(
+            report.table(),
+            "KEY  VALUE   VERSION  MOD_REVISION\n\
+             a    1       1        5\n\
+             bb   0xfffe  2        9\n"
+        );
+        let keys_only = Report::Scan {
+            kvs: vec![kv(b"a", b"", 1, 5)],
+            more: false,
+            keys_only: true,
+        };
+        assert_eq!(
+            keys_only.table(),
+            "KEY  VERSION  MOD_REVISION\na    1        5\n"
+        );
+    }
+
+    #[test]
+    fn get_json_is_the_key_value_or_null() {
+        let report = Report::Get {
+            key: b"k".to_vec(),
+            kv: Some(kv(b"k", &[0xff], 1, 4)),
+            keys_only: false,
+        };
+        assert_eq!(
+            report.json(),
+            json!({"key": "k", "value": "0xff", "create_revision": 2, "mod_revision": 4, "version": 1})
+        );
+        let missing = Report::Get {
+            key: b"k".to_vec(),
+            kv: None,
+            keys_only: false,
+        };
+        assert_eq!(missing.json(), Value::Null);
+        assert_eq!(missing.render(OutputFormat::Json), "null\n");
+        assert_eq!(missing.table(), "");
+        let keys_only = Report::Get {
+            key: b"k".to_vec(),
+            kv: Some(kv(b"k", b"", 1, 4)),
+            keys_only: true,
+        };
+        assert!(keys_only.json().get("value").is_none());
+    }
+
+    #[test]
+    fn put_with_prev_kv() {
+        let report = Report::Put {
+            key: b"k".to_vec(),
+            response: proto::PutResponse {
+                revision: 8,
+                succeeded: true,
+                prev_kv: Some(kv(b"k", b"old", 2, 6)),
+            },
+            show_prev: true,
+        };
+        assert_eq!(
+            report.table(),
+            "KEY  REVISION  PREV_VALUE  PREV_VERSION  PREV_MOD_REVISION\n\
+             k    8         old         2             6\n"
+        );
+        assert_eq!(report.json()["revision"], 8);
+        assert_eq!(report.json()["prev_kv"]["value"], "old");
+        let plain = Report::Put {
+            key: b"k".to_vec(),
+            response: proto::PutResponse {
+                revision: 8,
+                succeeded: true,
+                prev_kv: None,
+            },
+            show_prev: false,
+        };
+        assert_eq!(plain.json(), json!({"revision": 8}));
+    }
+
+    #[test]
+    fn failed_cas_shows_the_current_key() {
+        let report = Report::Cas {
+            key: b"k".to_vec(),
+            outcome: CasOutcome {
+                succeeded: false,
+                current: Some(kv(b"k", b"other", 4, 11)),
+                revision: 11,
+            },
+        };
+        assert_eq!(
+            report.table(),
+            "SUCCEEDED  REVISION  KEY  VALUE  VERSION  MOD_REVISION\n\
+             false      11        k    other  4        11\n"
+        );
+        assert_eq!(report.json()["succeeded"], false);
+        assert_eq!(report.json()["current"]["version"], 4);
+    }
+
+    #[test]
+    fn cluster_tables() {
+        let shards = Report::Shards(proto::ShardsResponse {
+            shard_map_version: 7,
+            shards: vec![
+                proto::ShardStatus {
+                    shard_id: 0,
+                    epoch: 3,
+                    voters: vec![1, 2, 3],
+                    learners: vec![],
+                    leader_node_id: 2,
+                },
+                proto::ShardStatus {
+                    shard_id: 1,
+                    epoch: 12,
+                    voters: vec![1, 2],
+                    learners: vec![4],
+                    leader_node_id: 0,
+                },
+            ],
+        });
+        assert_eq!(
+            shards.table(),
+            "SHARD  EPOCH  LEADER  VOTERS  LEARNERS\n\
+             0      3      2       1,2,3   -\n\
+             1      12     -       1,2     4\n"
+        );
+        assert_eq!(shards.json()["shards"][1]["learners"], json!([4]));
+
+        let members = Report::Members(vec![proto::Member {
+            node_id: 1,
+            address: "n1:7100".into(),
+            labels: [("zone".to_string(), "a".to_string())].into(),
+            state: "up".into(),
+            replica_count: 5,
+            leader_count: 2,
+        }]);
+        assert_eq!(
+            members.table(),
+            "NODE_ID  ADDRESS  STATE  REPLICAS  LEADERS  LABELS\n\
+             1        n1:7100  up     5         2        zone=a\n"
+        );
+        assert_eq!(members.json()["members"][0]["labels"], json!({"zone": "a"}));
+
+        let status = Report::Status(proto::StatusResponse {
+            cluster_id: "c-1".into(),
+            shard_count: 16,
+            ..Default::default()
+        });
+        let table = status.table();
+        assert!(
+            table.starts_with("cluster_id               c-1\n"),
+            "{table}"
+        );
+        assert!(table.contains("coordinator_leader_id    -\n"), "{table}");
+        assert_eq!(status.json()["shard_count"], 16);
+    }
+
+    #[test]
+    fn json_is_one_document() {
+        let report = Report::Scan {
+            kvs: vec![kv(b"a", b"1", 1, 5)],
+            more: true,
+            keys_only: false,
+        };
+        let text = report.render(OutputFormat::Json);
+        let parsed: Value = serde_json::from_str(&text).expect("one valid JSON document");
+        assert_eq!(parsed["more"], true);
+        assert_eq!(parsed["kvs"][0]["key"], "a");
+    }
+}

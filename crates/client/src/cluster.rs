@@ -1,0 +1,98 @@
+//! Cluster calls on `Client`: status, members, shards, join and leave, served by the
+//! gateway's `cairn.kv.v1.Cluster` service.
+
+use crate::client::{request, Client, MESSAGE_BYTES_MAX};
+use crate::error::Result;
+use crate::retry::RetryPolicy;
+use cairn_proto::kv::v1 as proto;
+use cairn_proto::kv::v1::cluster_client::ClusterClient;
+use cairn_types::NodeId;
+use std::collections::HashMap;
+use tonic::transport::Channel;
+
+impl Client {
+    /// The cluster's health at a glance.
+    pub async fn status(&self) -> Result<proto::StatusResponse> {
+        self.call(
+            "cluster status",
+            RetryPolicy::Idempotent,
+            |channel, remaining| {
+                let request = request(proto::StatusRequest {}, remaining);
+                async move { cluster(channel).status(request).await }
+            },
+        )
+        .await
+    }
+
+    /// Every node the cluster knows, with its state and load.
+    pub async fn members(&self) -> Result<Vec<proto::Member>> {
+        let response = self
+            .call(
+                "cluster members",
+                RetryPolicy::Idempotent,
+                |channel, remaining| {
+                    let request = request(proto::MembersRequest {}, remaining);
+                    async move { cluster(channel).members(request).await }
+                },
+            )
+            .await?;
+        Ok(response.members)
+    }
+
+    /// Every shard's epoch, replicas and leader.
+    pub async fn shards(&self) -> Result<proto::ShardsResponse> {
+        self.call(
+            "cluster shards",
+            RetryPolicy::Idempotent,
+            |channel, remaining| {
+                let request = request(proto::ShardsRequest {}, remaining);
+                async move { cluster(channel).shards(request).await }
+            },
+        )
+        .await
+    }
+
+    /// Registers a storage node that will listen at `address`; start it with the returned
+    /// id. Joining allocates an id, so it is retried only when the gateway was unavailable,
+    /// never after an attempt whose outcome is unknown.
+    pub async fn join(
+        &self,
+        address: impl Into<String>,
+        labels: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<NodeId> {
+        let message = proto::JoinRequest {
+            address: address.into(),
+            labels: labels.into_iter().collect::<HashMap<_, _>>(),
+        };
+        let response = self
+            .call("join", RetryPolicy::NotIdempotent, |channel, remaining| {
+                let request = request(message.clone(), remaining);
+                async move { cluster(channel).join(request).await }
+            })
+            .await?;
+        Ok(NodeId(response.node_id))
+    }
+
+    /// Starts draining `node`: its replicas move elsewhere, then it is marked left.
+    /// Returns whether the node is draining.
+    pub async fn leave(&self, node: NodeId) -> Result<bool> {
+        let response = self
+            .call("leave", RetryPolicy::Idempotent, |channel, remaining| {
+                let request = request(
+                    proto::LeaveRequest {
+                        node_id: node.get(),
+                    },
+                    remaining,
+                );
+                async move { cluster(channel).leave(request).await }
+            })
+            .await?;
+        Ok(response.draining)
+    }
+}
+
+fn cluster(channel: Channel) -> ClusterClient<Channel> {
+    ClusterClient::new(channel)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
+}

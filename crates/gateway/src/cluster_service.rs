@@ -1,0 +1,104 @@
+//! The public Cluster service (`cairn.kv.v1.Cluster`): status, members, shards, join and
+//! leave, passed to the coordinator leader.
+
+use cairn_coordinator_client::CoordinatorClient;
+use cairn_proto::coordinator::v1 as coordinator;
+use cairn_proto::kv::v1 as pb;
+use cairn_proto::kv::v1::cluster_server::Cluster;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status};
+
+pub struct ClusterService {
+    client: Mutex<CoordinatorClient>,
+}
+
+impl ClusterService {
+    pub fn new(coordinators: Vec<String>, timeout: Duration) -> Self {
+        Self { client: Mutex::new(CoordinatorClient::new(coordinators, timeout)) }
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match coordinator::NodeState::try_from(state) {
+        Ok(coordinator::NodeState::Up) => "up",
+        Ok(coordinator::NodeState::Suspect) => "suspect",
+        Ok(coordinator::NodeState::Down) => "down",
+        Ok(coordinator::NodeState::Leaving) => "leaving",
+        Ok(coordinator::NodeState::Left) => "left",
+        _ => "unknown",
+    }
+}
+
+fn shard_status(shard: coordinator::ShardInfo) -> pb::ShardStatus {
+    pb::ShardStatus {
+        shard_id: shard.shard_id,
+        epoch: shard.epoch,
+        voters: shard.voters,
+        learners: shard.learners,
+        leader_node_id: shard.leader_node_id,
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let status = self.client.lock().await.cluster_status().await?;
+        Ok(Response::new(pb::StatusResponse {
+            cluster_id: status.cluster_id,
+            shard_count: status.shard_count,
+            replication_factor: status.replication_factor,
+            coordinator_leader_id: status.coordinator_leader_id,
+            node_count: status.nodes.len() as u32,
+            nodes_up: status.nodes.iter().filter(|n| n.state == coordinator::NodeState::Up as i32).count() as u32,
+            under_replicated_shards: status.under_replicated_shards,
+            moves_in_flight: status.moves_in_flight,
+            shard_map_version: status.map_version,
+        }))
+    }
+
+    async fn members(&self, _request: Request<pb::MembersRequest>) -> Result<Response<pb::MembersResponse>, Status> {
+        let status = self.client.lock().await.cluster_status().await?;
+        let members = status
+            .nodes
+            .into_iter()
+            .map(|node| pb::Member {
+                node_id: node.node_id,
+                address: node.address,
+                labels: node.labels.into_iter().map(|l| (l.key, l.value)).collect(),
+                state: state_name(node.state).into(),
+                replica_count: node.replica_count,
+                leader_count: node.leader_count,
+            })
+            .collect();
+        Ok(Response::new(pb::MembersResponse { members }))
+    }
+
+    async fn shards(&self, _request: Request<pb::ShardsRequest>) -> Result<Response<pb::ShardsResponse>, Status> {
+        let map = self.client.lock().await.shard_map().await?;
+        Ok(Response::new(pb::ShardsResponse {
+            shard_map_version: map.version,
+            shards: map.shards.into_iter().map(shard_status).collect(),
+        }))
+    }
+
+    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        let request = request.into_inner();
+        let joined = self
+            .client
+            .lock()
+            .await
+            .join(coordinator::JoinClusterRequest {
+                address: request.address,
+                labels: request.labels.into_iter().map(|(key, value)| coordinator::Label { key, value }).collect(),
+                node_id: 0,
+            })
+            .await?;
+        Ok(Response::new(pb::JoinResponse { node_id: joined.node_id }))
+    }
+
+    async fn leave(&self, request: Request<pb::LeaveRequest>) -> Result<Response<pb::LeaveResponse>, Status> {
+        let left = self.client.lock().await.leave(request.into_inner().node_id).await?;
+        Ok(Response::new(pb::LeaveResponse { draining: left.draining }))
+    }
+}

@@ -1,0 +1,96 @@
+//! The gateway's configuration: defaults < TOML file < `CAIRN_*` environment < flags.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayConfig {
+    /// Address the public gRPC server binds, `ip:port`.
+    pub listen_address: String,
+    /// Coordinator addresses, `host:port` (DNS names allowed).
+    pub coordinators: Vec<String>,
+    /// Longest a client request may take in the gateway, retries included, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Most attempts per shard request (not-leader redirects and retries included).
+    pub attempts_max: u32,
+    /// Retry back-off bounds, in milliseconds (doubling, with jitter).
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Most shards a range asks at the same time.
+    pub range_fanout_max: usize,
+    /// Page size of a range that asks for no limit, and the largest allowed.
+    pub range_keys_max: u64,
+    /// Longest one call to a coordinator may take, in milliseconds.
+    pub coordinator_timeout_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen_address: "127.0.0.1:7000".into(),
+            coordinators: vec!["127.0.0.1:7001".into()],
+            request_timeout_ms: 10_000,
+            attempts_max: 10,
+            backoff_min_ms: 20,
+            backoff_max_ms: 1_000,
+            range_fanout_max: 64,
+            range_keys_max: 10_000,
+            coordinator_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), reason: reason.into() }
+}
+
+impl GatewayConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen_address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad("listen_address", format!("{:?} is not an ip:port", self.listen_address)));
+        }
+        if self.coordinators.is_empty() {
+            return Err(bad("coordinators", "must list at least one coordinator"));
+        }
+        if self.request_timeout_ms < 100 {
+            return Err(bad("request_timeout_ms", "must be at least 100"));
+        }
+        if self.attempts_max == 0 || self.attempts_max > 100 {
+            return Err(bad("attempts_max", "must be in 1..=100"));
+        }
+        if self.backoff_min_ms == 0 || self.backoff_max_ms < self.backoff_min_ms {
+            return Err(bad("backoff_max_ms", "backoff_min_ms must be at least 1 and at most backoff_max_ms"));
+        }
+        if self.range_fanout_max == 0 {
+            return Err(bad("range_fanout_max", "must be at least 1"));
+        }
+        if self.range_keys_max == 0 {
+            return Err(bad("range_keys_max", "must be at least 1"));
+        }
+        if self.coordinator_timeout_ms < 100 {
+            return Err(bad("coordinator_timeout_ms", "must be at least 100"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_errors_name_the_field() {
+        GatewayConfig::default().validate().unwrap();
+        let config = GatewayConfig { coordinators: vec![], ..GatewayConfig::default() };
+        assert_eq!(config.validate().unwrap_err().field, "coordinators");
+        let config = GatewayConfig { backoff_min_ms: 50, backoff_max_ms: 10, ..GatewayConfig::default() };
+        assert_eq!(config.validate().unwrap_err().field, "backoff_max_ms");
+    }
+}

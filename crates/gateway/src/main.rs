@@ -1,0 +1,83 @@
+//! `cairn-gateway`: parses configuration, starts logging, runs the gateway.
+
+use anyhow::Context;
+use cairn_gateway::GatewayConfig;
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn-gateway", about = "Cairn gateway: the public KV API", version)]
+struct Flags {
+    /// TOML configuration file (optional); CAIRN_* environment variables and flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// gRPC listen address, ip:port.
+    #[arg(long)]
+    listen_address: Option<String>,
+    /// Coordinator addresses, comma separated host:port (DNS names allowed).
+    #[arg(long, value_delimiter = ',')]
+    coordinators: Option<Vec<String>>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn load(flags: &Flags) -> anyhow::Result<GatewayConfig> {
+    let mut builder = config::Config::builder()
+        .add_source(config::Config::try_from(&GatewayConfig::default()).context("encoding defaults")?);
+    if let Some(path) = &flags.config {
+        builder = builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("CAIRN")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("coordinators"),
+    );
+    let mut gateway: GatewayConfig = builder.build()?.try_deserialize().context("reading configuration")?;
+    if let Some(address) = &flags.listen_address {
+        gateway.listen_address = address.clone();
+    }
+    if let Some(coordinators) = &flags.coordinators {
+        gateway.coordinators = coordinators.clone();
+    }
+    gateway.validate()?;
+    Ok(gateway)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let flags = Flags::parse();
+    let gateway = load(&flags)?;
+    if flags.check_config {
+        println!("{gateway:#?}");
+        println!("configuration OK");
+        return Ok(());
+    }
+    cairn_gateway::run(gateway, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+}

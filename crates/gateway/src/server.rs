@@ -1,0 +1,55 @@
+//! Starts a gateway: the shard-map watch, the router, and the public gRPC services.
+
+use crate::cluster_service::ClusterService;
+use crate::config::GatewayConfig;
+use crate::kv_service::KvService;
+use crate::router::Router;
+use crate::routing::ShardMaps;
+use cairn_proto::kv::v1::cluster_server::ClusterServer;
+use cairn_proto::kv::v1::kv_server::KvServer;
+use cairn_types::REQUEST_BYTES_MAX_CEILING;
+use std::future::Future;
+use std::time::Duration;
+
+pub async fn run(config: GatewayConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen_address)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen_address))?;
+    run_with_listener(config, listener, shutdown).await
+}
+
+pub async fn run_with_listener(
+    config: GatewayConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let coordinator_timeout = Duration::from_millis(config.coordinator_timeout_ms);
+    let maps = ShardMaps::start(config.coordinators.clone(), coordinator_timeout);
+    let router = Router::new(
+        maps,
+        Duration::from_millis(config.request_timeout_ms),
+        config.attempts_max,
+        Duration::from_millis(config.backoff_min_ms),
+        Duration::from_millis(config.backoff_max_ms),
+    );
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KvServer<KvService>>().await;
+    health.set_serving::<ClusterServer<ClusterService>>().await;
+    tracing::info!(address = %config.listen_address, "gateway serving");
+    let message_bytes_max = REQUEST_BYTES_MAX_CEILING as usize;
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(
+            KvServer::new(KvService::new(router, config.range_fanout_max, config.range_keys_max))
+                .max_decoding_message_size(message_bytes_max)
+                .max_encoding_message_size(message_bytes_max),
+        )
+        .add_service(ClusterServer::new(ClusterService::new(config.coordinators.clone(), coordinator_timeout)))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await
+        .map_err(|error| anyhow::anyhow!("gRPC server failed: {error}"))
+}
