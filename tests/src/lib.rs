@@ -95,7 +95,8 @@ fn free_base_port() -> u16 {
     for _ in 0..200 {
         let port = rand::random_range(20_000u16..60_000);
         let free = (1..=12u8)
-            .chain(101..=105).chain(151..=153)
+            .chain(101..=105)
+            .chain(151..=153)
             .all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok());
         if free {
             return port;
@@ -316,8 +317,14 @@ impl Cluster {
 
     /// Starts gateway `id` (1..=3) pointed at the coordinators.
     pub fn add_gateway(&mut self, id: u64) {
-        assert!(!self.coordinator_addresses.is_empty(), "a gateway needs coordinators");
-        let args = vec![format!("--coordinators={}", self.coordinator_addresses.join(","))];
+        assert!(
+            !self.coordinator_addresses.is_empty(),
+            "a gateway needs coordinators"
+        );
+        let args = vec![format!(
+            "--coordinators={}",
+            self.coordinator_addresses.join(",")
+        )];
         self.add_process(Role::Gateway, id, args);
     }
 
@@ -335,20 +342,28 @@ impl Cluster {
     }
 
     /// Public KV and Cluster clients connected to gateway `id`, once it accepts connections.
-    pub async fn gateway_clients(&self, id: u64, timeout: Duration) -> (KvClient<Channel>, ClusterClient<Channel>) {
+    pub async fn gateway_clients(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> (KvClient<Channel>, ClusterClient<Channel>) {
         let address = self.gateway(id).address.clone();
-        let channel = wait_for(&format!("gateway {id} to accept connections"), timeout, || {
-            let address = address.clone();
-            async move {
-                tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-                    .ok()?
-                    .connect_timeout(Duration::from_secs(1))
-                    .timeout(Duration::from_secs(30))
-                    .connect()
-                    .await
-                    .ok()
-            }
-        })
+        let channel = wait_for(
+            &format!("gateway {id} to accept connections"),
+            timeout,
+            || {
+                let address = address.clone();
+                async move {
+                    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                        .ok()?
+                        .connect_timeout(Duration::from_secs(1))
+                        .timeout(Duration::from_secs(30))
+                        .connect()
+                        .await
+                        .ok()
+                }
+            },
+        )
         .await;
         (KvClient::new(channel.clone()), ClusterClient::new(channel))
     }

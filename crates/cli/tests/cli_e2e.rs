@@ -58,7 +58,11 @@ async fn cairnctl_commands_print_results_and_exit_with_meaningful_codes() {
     assert_eq!(put.code, 0, "{}", put.stderr);
     let got = cairnctl(&gateway, &["get", "greeting"]);
     assert_eq!(got.code, 0, "{}", got.stderr);
-    assert!(got.stdout.contains("greeting") && got.stdout.contains("hello"), "{}", got.stdout);
+    assert!(
+        got.stdout.contains("greeting") && got.stdout.contains("hello"),
+        "{}",
+        got.stdout
+    );
     let json = cairnctl(&gateway, &["--output", "json", "get", "greeting"]);
     assert_eq!(json.code, 0);
     assert!(json.stdout.contains("\"hello\""), "{}", json.stdout);
@@ -67,25 +71,63 @@ async fn cairnctl_commands_print_results_and_exit_with_meaningful_codes() {
 
     tracing::info!("--- put-if-absent and compare-and-set");
     let refused = cairnctl(&gateway, &["txn", "put-if-absent", "greeting", "other"]);
-    assert_eq!(refused.code, 4, "a condition that does not hold exits 4: {}", refused.stdout);
+    assert_eq!(
+        refused.code, 4,
+        "a condition that does not hold exits 4: {}",
+        refused.stdout
+    );
     let created = cairnctl(&gateway, &["txn", "put-if-absent", "lock", "me"]);
     assert_eq!(created.code, 0, "{}", created.stderr);
-    let stale = cairnctl(&gateway, &["txn", "cas", "greeting", "--value", "bye", "--expect-value", "nope"]);
+    let stale = cairnctl(
+        &gateway,
+        &[
+            "txn",
+            "cas",
+            "greeting",
+            "--value",
+            "bye",
+            "--expect-value",
+            "nope",
+        ],
+    );
     assert_eq!(stale.code, 4);
-    let swapped = cairnctl(&gateway, &["txn", "cas", "greeting", "--value", "bye", "--expect-value", "hello"]);
+    let swapped = cairnctl(
+        &gateway,
+        &[
+            "txn",
+            "cas",
+            "greeting",
+            "--value",
+            "bye",
+            "--expect-value",
+            "hello",
+        ],
+    );
     assert_eq!(swapped.code, 0, "{}", swapped.stderr);
-    assert!(cairnctl(&gateway, &["get", "greeting"]).stdout.contains("bye"));
+    assert!(cairnctl(&gateway, &["get", "greeting"])
+        .stdout
+        .contains("bye"));
 
     tracing::info!("--- scan a prefix across shards; delete");
     for i in 0..5 {
-        assert_eq!(cairnctl(&gateway, &["put", &format!("fruit/{i}"), "x"]).code, 0);
+        assert_eq!(
+            cairnctl(&gateway, &["put", &format!("fruit/{i}"), "x"]).code,
+            0
+        );
     }
     let scan = cairnctl(&gateway, &["scan", "--prefix", "fruit/"]);
     assert_eq!(scan.code, 0, "{}", scan.stderr);
     for i in 0..5 {
-        assert!(scan.stdout.contains(&format!("fruit/{i}")), "{}", scan.stdout);
+        assert!(
+            scan.stdout.contains(&format!("fruit/{i}")),
+            "{}",
+            scan.stdout
+        );
     }
-    let counted = cairnctl(&gateway, &["--output", "json", "scan", "--prefix", "fruit/", "--count"]);
+    let counted = cairnctl(
+        &gateway,
+        &["--output", "json", "scan", "--prefix", "fruit/", "--count"],
+    );
     assert!(counted.stdout.contains('5'), "{}", counted.stdout);
     assert_eq!(cairnctl(&gateway, &["del", "fruit/0"]).code, 0);
     assert_eq!(cairnctl(&gateway, &["get", "fruit/0"]).code, 3);
@@ -95,7 +137,12 @@ async fn cairnctl_commands_print_results_and_exit_with_meaningful_codes() {
     assert_eq!(status.code, 0, "{}", status.stderr);
     let members = cairnctl(&gateway, &["--output", "json", "cluster", "members"]);
     assert_eq!(members.code, 0);
-    assert_eq!(members.stdout.matches("\"up\"").count(), 3, "{}", members.stdout);
+    assert_eq!(
+        members.stdout.matches("\"up\"").count(),
+        3,
+        "{}",
+        members.stdout
+    );
     let shards = cairnctl(&gateway, &["cluster", "shards"]);
     assert_eq!(shards.code, 0);
 
@@ -103,14 +150,29 @@ async fn cairnctl_commands_print_results_and_exit_with_meaningful_codes() {
     let too_long = "k".repeat(5000);
     let invalid = cairnctl(&gateway, &["put", &too_long, "v"]);
     assert_eq!(invalid.code, 2, "an invalid argument exits 2");
-    assert!(invalid.stderr.starts_with("error: ") && invalid.stderr.contains("key_bytes_max"), "{}", invalid.stderr);
+    assert!(
+        invalid.stderr.starts_with("error: ") && invalid.stderr.contains("key_bytes_max"),
+        "{}",
+        invalid.stderr
+    );
     let usage = cairnctl(&gateway, &["put", "only-a-key"]);
     assert_eq!(usage.code, 2, "a usage error exits 2");
     cluster.kill_gateway(1);
     let down = Command::new(CAIRNCTL)
-        .args(["--endpoints", &gateway, "--timeout", "2s", "get", "greeting"])
+        .args([
+            "--endpoints",
+            &gateway,
+            "--timeout",
+            "2s",
+            "get",
+            "greeting",
+        ])
         .output()
         .expect("run cairnctl");
-    assert_eq!(down.status.code(), Some(1), "an unreachable cluster exits 1");
+    assert_eq!(
+        down.status.code(),
+        Some(1),
+        "an unreachable cluster exits 1"
+    );
     assert!(String::from_utf8_lossy(&down.stderr).starts_with("error: "));
 }

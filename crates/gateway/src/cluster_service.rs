@@ -15,7 +15,9 @@ pub struct ClusterService {
 
 impl ClusterService {
     pub fn new(coordinators: Vec<String>, timeout: Duration) -> Self {
-        Self { client: Mutex::new(CoordinatorClient::new(coordinators, timeout)) }
+        Self {
+            client: Mutex::new(CoordinatorClient::new(coordinators, timeout)),
+        }
     }
 }
 
@@ -42,7 +44,10 @@ fn shard_status(shard: coordinator::ShardInfo) -> pb::ShardStatus {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let status = self.client.lock().await.cluster_status().await?;
         Ok(Response::new(pb::StatusResponse {
             cluster_id: status.cluster_id,
@@ -50,14 +55,21 @@ impl Cluster for ClusterService {
             replication_factor: status.replication_factor,
             coordinator_leader_id: status.coordinator_leader_id,
             node_count: status.nodes.len() as u32,
-            nodes_up: status.nodes.iter().filter(|n| n.state == coordinator::NodeState::Up as i32).count() as u32,
+            nodes_up: status
+                .nodes
+                .iter()
+                .filter(|n| n.state == coordinator::NodeState::Up as i32)
+                .count() as u32,
             under_replicated_shards: status.under_replicated_shards,
             moves_in_flight: status.moves_in_flight,
             shard_map_version: status.map_version,
         }))
     }
 
-    async fn members(&self, _request: Request<pb::MembersRequest>) -> Result<Response<pb::MembersResponse>, Status> {
+    async fn members(
+        &self,
+        _request: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
         let status = self.client.lock().await.cluster_status().await?;
         let members = status
             .nodes
@@ -74,7 +86,10 @@ impl Cluster for ClusterService {
         Ok(Response::new(pb::MembersResponse { members }))
     }
 
-    async fn shards(&self, _request: Request<pb::ShardsRequest>) -> Result<Response<pb::ShardsResponse>, Status> {
+    async fn shards(
+        &self,
+        _request: Request<pb::ShardsRequest>,
+    ) -> Result<Response<pb::ShardsResponse>, Status> {
         let map = self.client.lock().await.shard_map().await?;
         Ok(Response::new(pb::ShardsResponse {
             shard_map_version: map.version,
@@ -82,7 +97,10 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
         let request = request.into_inner();
         let joined = self
             .client
@@ -90,15 +108,31 @@ impl Cluster for ClusterService {
             .await
             .join(coordinator::JoinClusterRequest {
                 address: request.address,
-                labels: request.labels.into_iter().map(|(key, value)| coordinator::Label { key, value }).collect(),
+                labels: request
+                    .labels
+                    .into_iter()
+                    .map(|(key, value)| coordinator::Label { key, value })
+                    .collect(),
                 node_id: 0,
             })
             .await?;
-        Ok(Response::new(pb::JoinResponse { node_id: joined.node_id }))
+        Ok(Response::new(pb::JoinResponse {
+            node_id: joined.node_id,
+        }))
     }
 
-    async fn leave(&self, request: Request<pb::LeaveRequest>) -> Result<Response<pb::LeaveResponse>, Status> {
-        let left = self.client.lock().await.leave(request.into_inner().node_id).await?;
-        Ok(Response::new(pb::LeaveResponse { draining: left.draining }))
+    async fn leave(
+        &self,
+        request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
+        let left = self
+            .client
+            .lock()
+            .await
+            .leave(request.into_inner().node_id)
+            .await?;
+        Ok(Response::new(pb::LeaveResponse {
+            draining: left.draining,
+        }))
     }
 }

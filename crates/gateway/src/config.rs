@@ -48,13 +48,19 @@ pub struct ConfigError {
 }
 
 fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { field: field.into(), reason: reason.into() }
+    ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen_address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(bad("listen_address", format!("{:?} is not an ip:port", self.listen_address)));
+            return Err(bad(
+                "listen_address",
+                format!("{:?} is not an ip:port", self.listen_address),
+            ));
         }
         if self.coordinators.is_empty() {
             return Err(bad("coordinators", "must list at least one coordinator"));
@@ -66,7 +72,10 @@ impl GatewayConfig {
             return Err(bad("attempts_max", "must be in 1..=100"));
         }
         if self.backoff_min_ms == 0 || self.backoff_max_ms < self.backoff_min_ms {
-            return Err(bad("backoff_max_ms", "backoff_min_ms must be at least 1 and at most backoff_max_ms"));
+            return Err(bad(
+                "backoff_max_ms",
+                "backoff_min_ms must be at least 1 and at most backoff_max_ms",
+            ));
         }
         if self.range_fanout_max == 0 {
             return Err(bad("range_fanout_max", "must be at least 1"));
@@ -88,9 +97,16 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_errors_name_the_field() {
         GatewayConfig::default().validate().unwrap();
-        let config = GatewayConfig { coordinators: vec![], ..GatewayConfig::default() };
+        let config = GatewayConfig {
+            coordinators: vec![],
+            ..GatewayConfig::default()
+        };
         assert_eq!(config.validate().unwrap_err().field, "coordinators");
-        let config = GatewayConfig { backoff_min_ms: 50, backoff_max_ms: 10, ..GatewayConfig::default() };
+        let config = GatewayConfig {
+            backoff_min_ms: 50,
+            backoff_max_ms: 10,
+            ..GatewayConfig::default()
+        };
         assert_eq!(config.validate().unwrap_err().field, "backoff_max_ms");
     }
 }

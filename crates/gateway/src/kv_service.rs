@@ -24,7 +24,12 @@ pub struct KvService {
 
 impl KvService {
     pub fn new(router: Arc<Router>, range_fanout_max: usize, range_keys_max: u64) -> Self {
-        Self { router, write_ids: WriteIds::new(), range_fanout_max, range_keys_max }
+        Self {
+            router,
+            write_ids: WriteIds::new(),
+            range_fanout_max,
+            range_keys_max,
+        }
     }
 
     fn deadline(&self) -> Instant {
@@ -57,12 +62,18 @@ impl KvService {
 
 fn invalid(field: &str, reason: &str) -> Status {
     let detail = pb::ErrorDetail {
-        kind: Some(pb::error_detail::Kind::InvalidArgument(pb::InvalidArgument {
-            field: field.into(),
-            reason: reason.into(),
-        })),
+        kind: Some(pb::error_detail::Kind::InvalidArgument(
+            pb::InvalidArgument {
+                field: field.into(),
+                reason: reason.into(),
+            },
+        )),
     };
-    Status::with_details(Code::InvalidArgument, format!("invalid {field}: {reason}"), detail.encode_to_vec().into())
+    Status::with_details(
+        Code::InvalidArgument,
+        format!("invalid {field}: {reason}"),
+        detail.encode_to_vec().into(),
+    )
 }
 
 fn target_for(consistency: i32) -> Target {
@@ -91,7 +102,10 @@ fn txn_keys(request: &pb::TxnRequest) -> Result<Vec<&[u8]>, Status> {
 #[tonic::async_trait]
 impl Kv for KvService {
     #[tracing::instrument(name = "gateway.put", skip_all, fields(shard))]
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let mut put = request.into_inner();
         let shard = self.shard_of(&put.key).await?;
         tracing::Span::current().record("shard", shard.0);
@@ -105,16 +119,27 @@ impl Kv for KvService {
         };
         let response = self
             .router
-            .call(shard, Target::Leader, self.deadline(), |mut client, target| {
-                let request = node_pb::ShardPutRequest { target: Some(target), request: Some(put.clone()) };
-                async move { client.put(request).await }
-            })
+            .call(
+                shard,
+                Target::Leader,
+                self.deadline(),
+                |mut client, target| {
+                    let request = node_pb::ShardPutRequest {
+                        target: Some(target),
+                        request: Some(put.clone()),
+                    };
+                    async move { client.put(request).await }
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
 
     #[tracing::instrument(name = "gateway.delete", skip_all, fields(shard))]
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let mut delete = request.into_inner();
         let shard = self.shard_of(&delete.key).await?;
         tracing::Span::current().record("shard", shard.0);
@@ -128,31 +153,53 @@ impl Kv for KvService {
         };
         let response = self
             .router
-            .call(shard, Target::Leader, self.deadline(), |mut client, target| {
-                let request = node_pb::ShardDeleteRequest { target: Some(target), request: Some(delete.clone()) };
-                async move { client.delete(request).await }
-            })
+            .call(
+                shard,
+                Target::Leader,
+                self.deadline(),
+                |mut client, target| {
+                    let request = node_pb::ShardDeleteRequest {
+                        target: Some(target),
+                        request: Some(delete.clone()),
+                    };
+                    async move { client.delete(request).await }
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
 
     #[tracing::instrument(name = "gateway.get", skip_all, fields(shard))]
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
         let get = request.into_inner();
         let shard = self.shard_of(&get.key).await?;
         tracing::Span::current().record("shard", shard.0);
         let response = self
             .router
-            .call(shard, target_for(get.consistency), self.deadline(), |mut client, target| {
-                let request = node_pb::ShardGetRequest { target: Some(target), request: Some(get.clone()) };
-                async move { client.get(request).await }
-            })
+            .call(
+                shard,
+                target_for(get.consistency),
+                self.deadline(),
+                |mut client, target| {
+                    let request = node_pb::ShardGetRequest {
+                        target: Some(target),
+                        request: Some(get.clone()),
+                    };
+                    async move { client.get(request).await }
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
 
     #[tracing::instrument(name = "gateway.txn", skip_all, fields(shard))]
-    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         let mut txn = request.into_inner();
         let table = self
             .router
@@ -189,16 +236,27 @@ impl Kv for KvService {
         };
         let response = self
             .router
-            .call(shard, Target::Leader, self.deadline(), |mut client, target| {
-                let request = node_pb::ShardTxnRequest { target: Some(target), request: Some(txn.clone()) };
-                async move { client.txn(request).await }
-            })
+            .call(
+                shard,
+                Target::Leader,
+                self.deadline(),
+                |mut client, target| {
+                    let request = node_pb::ShardTxnRequest {
+                        target: Some(target),
+                        request: Some(txn.clone()),
+                    };
+                    async move { client.txn(request).await }
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
 
     #[tracing::instrument(name = "gateway.range", skip_all, fields(shards))]
-    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
         let mut range = request.into_inner();
         if range.limit > self.range_keys_max {
             let detail = pb::ErrorDetail {
@@ -210,7 +268,10 @@ impl Kv for KvService {
             };
             return Err(Status::with_details(
                 Code::InvalidArgument,
-                format!("range_keys_max exceeded: {} > {}", range.limit, self.range_keys_max),
+                format!(
+                    "range_keys_max exceeded: {} > {}",
+                    range.limit, self.range_keys_max
+                ),
                 detail.encode_to_vec().into(),
             ));
         }
@@ -230,7 +291,10 @@ impl Kv for KvService {
                 async move {
                     router
                         .call(shard, target, deadline, |mut client, shard_target| {
-                            let request = node_pb::ShardRangeRequest { target: Some(shard_target), request: Some(range.clone()) };
+                            let request = node_pb::ShardRangeRequest {
+                                target: Some(shard_target),
+                                request: Some(range.clone()),
+                            };
                             async move { client.range(request).await }
                         })
                         .await
@@ -246,20 +310,38 @@ impl Kv for KvService {
 /// Merges per-shard pages (each sorted, each at most `limit` keys) into one page of at most
 /// `limit` keys in key order. The continuation is the last key returned: every shard resumes
 /// strictly after it, so the next page starts exactly where this one ended.
-pub fn merge_pages(pages: Vec<pb::RangeResponse>, limit: usize, count_only: bool) -> pb::RangeResponse {
+pub fn merge_pages(
+    pages: Vec<pb::RangeResponse>,
+    limit: usize,
+    count_only: bool,
+) -> pb::RangeResponse {
     // Revisions are per shard; the highest is reported (not a cross-shard snapshot).
     let revision = pages.iter().map(|p| p.revision).max().unwrap_or(0);
     if count_only {
-        return pb::RangeResponse { revision, count: pages.iter().map(|p| p.count).sum(), ..Default::default() };
+        return pb::RangeResponse {
+            revision,
+            count: pages.iter().map(|p| p.count).sum(),
+            ..Default::default()
+        };
     }
     let any_more = pages.iter().any(|p| p.more);
     let mut kvs: Vec<pb::KeyValue> = pages.into_iter().flat_map(|p| p.kvs).collect();
     kvs.sort_by(|a, b| a.key.cmp(&b.key));
     let more = any_more || kvs.len() > limit;
     kvs.truncate(limit);
-    let continuation = if more { kvs.last().map(|kv| kv.key.clone()).unwrap_or_default() } else { Vec::new() };
+    let continuation = if more {
+        kvs.last().map(|kv| kv.key.clone()).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let count = kvs.len() as u64;
-    pb::RangeResponse { revision, kvs, more, continuation, count }
+    pb::RangeResponse {
+        revision,
+        kvs,
+        more,
+        continuation,
+        count,
+    }
 }
 
 #[cfg(test)]
@@ -267,17 +349,33 @@ mod tests {
     use super::*;
 
     fn kv(key: &str) -> pb::KeyValue {
-        pb::KeyValue { key: key.into(), ..Default::default() }
+        pb::KeyValue {
+            key: key.into(),
+            ..Default::default()
+        }
     }
 
     fn page(keys: &[&str], more: bool, revision: u64) -> pb::RangeResponse {
-        pb::RangeResponse { revision, kvs: keys.iter().map(|k| kv(k)).collect(), more, ..Default::default() }
+        pb::RangeResponse {
+            revision,
+            kvs: keys.iter().map(|k| kv(k)).collect(),
+            more,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn pages_merge_in_key_order_and_continue_after_the_last_key() {
-        let merged = merge_pages(vec![page(&["a", "d", "e"], true, 4), page(&["b", "c"], false, 9)], 3, false);
-        let keys: Vec<_> = merged.kvs.iter().map(|kv| String::from_utf8(kv.key.clone()).unwrap()).collect();
+        let merged = merge_pages(
+            vec![page(&["a", "d", "e"], true, 4), page(&["b", "c"], false, 9)],
+            3,
+            false,
+        );
+        let keys: Vec<_> = merged
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+            .collect();
         assert_eq!(keys, ["a", "b", "c"]);
         assert!(merged.more);
         assert_eq!(merged.continuation, b"c");
@@ -291,8 +389,14 @@ mod tests {
     #[test]
     fn counts_add_up() {
         let pages = vec![
-            pb::RangeResponse { count: 3, ..Default::default() },
-            pb::RangeResponse { count: 4, ..Default::default() },
+            pb::RangeResponse {
+                count: 3,
+                ..Default::default()
+            },
+            pb::RangeResponse {
+                count: 4,
+                ..Default::default()
+            },
         ];
         assert_eq!(merge_pages(pages, 10, true).count, 7);
     }
@@ -300,7 +404,9 @@ mod tests {
     #[test]
     fn ranges_inside_transactions_are_refused() {
         let txn = pb::TxnRequest {
-            success: vec![pb::RequestOp { request: Some(pb::request_op::Request::Range(pb::RangeRequest::default())) }],
+            success: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::Range(pb::RangeRequest::default())),
+            }],
             ..Default::default()
         };
         assert_eq!(txn_keys(&txn).unwrap_err().code(), Code::InvalidArgument);

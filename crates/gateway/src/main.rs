@@ -6,7 +6,11 @@ use clap::Parser;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn-gateway", about = "Cairn gateway: the public KV API", version)]
+#[command(
+    name = "cairn-gateway",
+    about = "Cairn gateway: the public KV API",
+    version
+)]
 struct Flags {
     /// TOML configuration file (optional); CAIRN_* environment variables and flags override it.
     #[arg(long)]
@@ -23,10 +27,12 @@ struct Flags {
 }
 
 fn load(flags: &Flags) -> anyhow::Result<GatewayConfig> {
-    let mut builder = config::Config::builder()
-        .add_source(config::Config::try_from(&GatewayConfig::default()).context("encoding defaults")?);
+    let mut builder = config::Config::builder().add_source(
+        config::Config::try_from(&GatewayConfig::default()).context("encoding defaults")?,
+    );
     if let Some(path) = &flags.config {
-        builder = builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
+        builder =
+            builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
     }
     builder = builder.add_source(
         config::Environment::with_prefix("CAIRN")
@@ -36,7 +42,10 @@ fn load(flags: &Flags) -> anyhow::Result<GatewayConfig> {
             .list_separator(",")
             .with_list_parse_key("coordinators"),
     );
-    let mut gateway: GatewayConfig = builder.build()?.try_deserialize().context("reading configuration")?;
+    let mut gateway: GatewayConfig = builder
+        .build()?
+        .try_deserialize()
+        .context("reading configuration")?;
     if let Some(address) = &flags.listen_address {
         gateway.listen_address = address.clone();
     }
@@ -67,14 +76,15 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

@@ -45,7 +45,13 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(maps: ShardMaps, request_timeout: Duration, attempts_max: u32, backoff_min: Duration, backoff_max: Duration) -> Arc<Self> {
+    pub fn new(
+        maps: ShardMaps,
+        request_timeout: Duration,
+        attempts_max: u32,
+        backoff_min: Duration,
+        backoff_max: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             maps,
             channels: Mutex::new(HashMap::new()),
@@ -91,7 +97,13 @@ impl Router {
 
     /// Calls `call` on the replica of `shard` that `target` names until it succeeds, fails
     /// for good, or the request's time or attempts run out.
-    pub async fn call<T, F, Fut>(&self, shard: ShardId, target: Target, deadline: Instant, mut call: F) -> Result<T, Status>
+    pub async fn call<T, F, Fut>(
+        &self,
+        shard: ShardId,
+        target: Target,
+        deadline: Instant,
+        mut call: F,
+    ) -> Result<T, Status>
     where
         F: FnMut(ShardKvClient<Channel>, node_pb::ShardTarget) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -101,10 +113,15 @@ impl Router {
         for attempt in 0..self.attempts_max {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Status::deadline_exceeded(format!("{shard}: request timed out; last error: {}", last.message())));
+                return Err(Status::deadline_exceeded(format!(
+                    "{shard}: request timed out; last error: {}",
+                    last.message()
+                )));
             }
             let Some(table) = self.maps.table(remaining).await else {
-                return Err(Status::unavailable("no shard map from the coordinators yet"));
+                return Err(Status::unavailable(
+                    "no shard map from the coordinators yet",
+                ));
             };
             let route = table.route(shard).cloned().unwrap_or_default();
             let address = match (hint.take(), target) {
@@ -122,19 +139,29 @@ impl Router {
                 tokio::time::sleep(self.backoff(attempt).min(remaining)).await;
                 continue;
             };
-            let shard_target = node_pb::ShardTarget { shard_id: shard.0, epoch: route.epoch };
+            let shard_target = node_pb::ShardTarget {
+                shard_id: shard.0,
+                epoch: route.epoch,
+            };
             let client = self.client(&address)?;
             let outcome = tokio::time::timeout(remaining, call(client, shard_target)).await;
             let status = match outcome {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => status,
-                Err(_) => return Err(Status::deadline_exceeded(format!("{shard}: request timed out at {address}"))),
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "{shard}: request timed out at {address}"
+                    )))
+                }
             };
-            let detail = cairn_proto::kv::v1::ErrorDetail::decode(status.details()).ok().and_then(|d| d.kind);
+            let detail = cairn_proto::kv::v1::ErrorDetail::decode(status.details())
+                .ok()
+                .and_then(|d| d.kind);
             match (status.code(), detail) {
                 (_, Some(Kind::NotLeader(not_leader))) => {
                     self.stats.not_leader.fetch_add(1, Ordering::Relaxed);
-                    if !not_leader.leader_address.is_empty() && not_leader.leader_address != address {
+                    if !not_leader.leader_address.is_empty() && not_leader.leader_address != address
+                    {
                         hint = Some(not_leader.leader_address);
                     } else {
                         self.maps.refresh().await;
@@ -151,7 +178,14 @@ impl Router {
                     self.maps.refresh().await;
                     tokio::time::sleep(self.backoff(attempt).min(remaining)).await;
                 }
-                (Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted, _) => {
+                (
+                    Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Cancelled
+                    | Code::Unknown
+                    | Code::Aborted,
+                    _,
+                ) => {
                     // Node down, election, or a write whose outcome is unknown: the write id
                     // makes trying again safe.
                     self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
@@ -161,6 +195,10 @@ impl Router {
             }
             last = status;
         }
-        Err(Status::unavailable(format!("{shard}: gave up after {} attempts; last error: {}", self.attempts_max, last.message())))
+        Err(Status::unavailable(format!(
+            "{shard}: gave up after {} attempts; last error: {}",
+            self.attempts_max,
+            last.message()
+        )))
     }
 }

@@ -40,8 +40,17 @@ impl RoutingTable {
                 };
             }
         }
-        let addresses = map.nodes.iter().map(|n| (n.node_id, n.address.clone())).collect();
-        Self { version: map.version, shard_count: map.shard_count, shards, addresses }
+        let addresses = map
+            .nodes
+            .iter()
+            .map(|n| (n.node_id, n.address.clone()))
+            .collect();
+        Self {
+            version: map.version,
+            shard_count: map.shard_count,
+            shards,
+            addresses,
+        }
     }
 
     pub fn shard_for_key(&self, key: &[u8]) -> ShardId {
@@ -83,14 +92,21 @@ impl ShardMaps {
     /// Starts the watch task.
     pub fn start(coordinators: Vec<String>, coordinator_timeout: Duration) -> Self {
         let (sender, receiver) = watch::channel(None);
-        let maps = Self { receiver, sender: Arc::new(sender), coordinators, coordinator_timeout };
+        let maps = Self {
+            receiver,
+            sender: Arc::new(sender),
+            coordinators,
+            coordinator_timeout,
+        };
         tokio::spawn(maps.clone().watch_forever());
         maps
     }
 
     fn offer(&self, map: &pb::ShardMap) {
         self.sender.send_if_modified(|current| {
-            let newer = current.as_ref().is_none_or(|table| map.version > table.version);
+            let newer = current
+                .as_ref()
+                .is_none_or(|table| map.version > table.version);
             if newer {
                 tracing::debug!(version = map.version, "shard map updated");
                 *current = Some(Arc::new(RoutingTable::from_map(map)));
@@ -100,7 +116,8 @@ impl ShardMaps {
     }
 
     async fn watch_forever(self) {
-        let mut client = CoordinatorClient::new(self.coordinators.clone(), self.coordinator_timeout);
+        let mut client =
+            CoordinatorClient::new(self.coordinators.clone(), self.coordinator_timeout);
         loop {
             let after = self.current().map_or(0, |table| table.version);
             match client.watch_shard_map(after).await {
@@ -126,7 +143,8 @@ impl ShardMaps {
 
     /// Fetches the map now (after a stale-epoch or not-leader answer), best effort.
     pub async fn refresh(&self) {
-        let mut client = CoordinatorClient::new(self.coordinators.clone(), self.coordinator_timeout);
+        let mut client =
+            CoordinatorClient::new(self.coordinators.clone(), self.coordinator_timeout);
         match tokio::time::timeout(self.coordinator_timeout, client.shard_map()).await {
             Ok(Ok(map)) => self.offer(&map),
             Ok(Err(status)) => tracing::debug!(%status, "shard map refresh failed"),
@@ -156,12 +174,32 @@ mod tests {
             cluster_id: "c".into(),
             shard_count: 2,
             shards: vec![
-                pb::ShardInfo { shard_id: 0, epoch: 3, voters: vec![1, 2], learners: vec![], leader_node_id: 2 },
-                pb::ShardInfo { shard_id: 1, epoch: 4, voters: vec![1], learners: vec![], leader_node_id: 0 },
+                pb::ShardInfo {
+                    shard_id: 0,
+                    epoch: 3,
+                    voters: vec![1, 2],
+                    learners: vec![],
+                    leader_node_id: 2,
+                },
+                pb::ShardInfo {
+                    shard_id: 1,
+                    epoch: 4,
+                    voters: vec![1],
+                    learners: vec![],
+                    leader_node_id: 0,
+                },
             ],
             nodes: vec![
-                pb::NodeInfo { node_id: 1, address: "a:1".into(), ..Default::default() },
-                pb::NodeInfo { node_id: 2, address: "b:2".into(), ..Default::default() },
+                pb::NodeInfo {
+                    node_id: 1,
+                    address: "a:1".into(),
+                    ..Default::default()
+                },
+                pb::NodeInfo {
+                    node_id: 2,
+                    address: "b:2".into(),
+                    ..Default::default()
+                },
             ],
         };
         let table = RoutingTable::from_map(&map);
@@ -170,6 +208,9 @@ mod tests {
         assert_eq!(table.route(ShardId(1)).unwrap().epoch, 4);
         assert_eq!(table.replica_address(ShardId(0), 0), Some("a:1"));
         assert_eq!(table.replica_address(ShardId(0), 1), Some("b:2"));
-        assert_eq!(table.shard_for_key(b"user/0"), cairn_types::sharding::shard_for_key(b"user/0", 2));
+        assert_eq!(
+            table.shard_for_key(b"user/0"),
+            cairn_types::sharding::shard_for_key(b"user/0", 2)
+        );
     }
 }

@@ -11,7 +11,10 @@ use cairn_types::REQUEST_BYTES_MAX_CEILING;
 use std::future::Future;
 use std::time::Duration;
 
-pub async fn run(config: GatewayConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen_address)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen_address))?;
@@ -41,11 +44,18 @@ pub async fn run_with_listener(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(
-            KvServer::new(KvService::new(router, config.range_fanout_max, config.range_keys_max))
-                .max_decoding_message_size(message_bytes_max)
-                .max_encoding_message_size(message_bytes_max),
+            KvServer::new(KvService::new(
+                router,
+                config.range_fanout_max,
+                config.range_keys_max,
+            ))
+            .max_decoding_message_size(message_bytes_max)
+            .max_encoding_message_size(message_bytes_max),
         )
-        .add_service(ClusterServer::new(ClusterService::new(config.coordinators.clone(), coordinator_timeout)))
+        .add_service(ClusterServer::new(ClusterService::new(
+            config.coordinators.clone(),
+            coordinator_timeout,
+        )))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

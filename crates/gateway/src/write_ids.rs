@@ -32,7 +32,10 @@ impl WriteIds {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             client_id: rand::random::<u64>() | 1,
-            state: Mutex::new(State { next: 1, in_flight: BTreeSet::new() }),
+            state: Mutex::new(State {
+                next: 1,
+                in_flight: BTreeSet::new(),
+            }),
         })
     }
 
@@ -44,7 +47,11 @@ impl WriteIds {
         let first_incomplete = *state.in_flight.first().expect("just inserted");
         InFlight {
             ids: self.clone(),
-            write_id: pb::WriteId { client_id: self.client_id, sequence, first_incomplete_sequence: first_incomplete },
+            write_id: pb::WriteId {
+                client_id: self.client_id,
+                sequence,
+                first_incomplete_sequence: first_incomplete,
+            },
         }
     }
 }
@@ -58,7 +65,13 @@ mod tests {
         let ids = WriteIds::new();
         let first = ids.begin();
         let second = ids.begin();
-        assert_eq!((second.write_id.sequence, second.write_id.first_incomplete_sequence), (2, 1));
+        assert_eq!(
+            (
+                second.write_id.sequence,
+                second.write_id.first_incomplete_sequence
+            ),
+            (2, 1)
+        );
         drop(first);
         let third = ids.begin();
         assert_eq!(third.write_id.first_incomplete_sequence, 2);

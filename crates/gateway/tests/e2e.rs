@@ -42,8 +42,11 @@ async fn start(nodes: u64) -> Cluster {
         async move {
             let status = cluster.cluster_status().await?;
             (status.shards.len() == SHARDS as usize
-                && status.shards.iter().all(|s| s.voters.len() == 3 && s.leader_node_id != 0))
-                .then_some(())
+                && status
+                    .shards
+                    .iter()
+                    .all(|s| s.voters.len() == 3 && s.leader_node_id != 0))
+            .then_some(())
         }
     })
     .await;
@@ -51,18 +54,32 @@ async fn start(nodes: u64) -> Cluster {
 }
 
 fn put(key: &str, value: &str) -> pb::PutRequest {
-    pb::PutRequest { key: key.into(), value: value.into(), ..Default::default() }
+    pb::PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
 }
 
 async fn get(kv: &mut KvClient<Channel>, key: &str) -> Option<pb::KeyValue> {
-    kv.get(pb::GetRequest { key: key.into(), ..Default::default() }).await.expect("get").into_inner().kv
+    kv.get(pb::GetRequest {
+        key: key.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("get")
+    .into_inner()
+    .kv
 }
 
 /// Two keys that live in different shards.
 fn keys_in_two_shards() -> (String, String) {
     let shard = |key: &str| cairn_types::sharding::shard_for_key(key.as_bytes(), SHARDS);
     let first = "txn/a".to_string();
-    let second = (0..1000).map(|i| format!("txn/b{i}")).find(|k| shard(k) != shard(&first)).expect("a key elsewhere");
+    let second = (0..1000)
+        .map(|i| format!("txn/b{i}"))
+        .find(|k| shard(k) != shard(&first))
+        .expect("a key elsewhere");
     (first, second)
 }
 
@@ -72,18 +89,46 @@ async fn the_public_api_works_through_any_gateway() {
     let (mut kv, mut admin) = cluster.gateway_clients(1, WAIT).await;
 
     tracing::info!("--- put, get, delete");
-    let first = kv.put(put("hello", "world")).await.expect("put").into_inner();
+    let first = kv
+        .put(put("hello", "world"))
+        .await
+        .expect("put")
+        .into_inner();
     assert!(first.succeeded);
     let got = get(&mut kv, "hello").await.expect("the key is there");
     assert_eq!((got.value.as_slice(), got.version), (&b"world"[..], 1));
-    let deleted = kv.delete(pb::DeleteRequest { key: "hello".into(), prev_kv: true, write_id: None }).await.unwrap().into_inner();
+    let deleted = kv
+        .delete(pb::DeleteRequest {
+            key: "hello".into(),
+            prev_kv: true,
+            write_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(deleted.deleted, 1);
     assert!(get(&mut kv, "hello").await.is_none());
 
     tracing::info!("--- compare-and-set and put-if-absent in one shard");
-    let absent = pb::PutCondition { condition: Some(pb::put_condition::Condition::Absent(true)) };
-    let created = kv.put(pb::PutRequest { condition: Some(absent.clone()), ..put("lock", "a") }).await.unwrap().into_inner();
-    let refused = kv.put(pb::PutRequest { condition: Some(absent), ..put("lock", "b") }).await.unwrap().into_inner();
+    let absent = pb::PutCondition {
+        condition: Some(pb::put_condition::Condition::Absent(true)),
+    };
+    let created = kv
+        .put(pb::PutRequest {
+            condition: Some(absent.clone()),
+            ..put("lock", "a")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = kv
+        .put(pb::PutRequest {
+            condition: Some(absent),
+            ..put("lock", "b")
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(created.succeeded && !refused.succeeded);
     let txn = pb::TxnRequest {
         compare: vec![pb::Compare {
@@ -91,7 +136,9 @@ async fn the_public_api_works_through_any_gateway() {
             key: "lock".into(),
             target: Some(pb::compare::Target::Value("a".into())),
         }],
-        success: vec![pb::RequestOp { request: Some(pb::request_op::Request::Put(put("lock", "c"))) }],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::Put(put("lock", "c"))),
+        }],
         failure: vec![],
         write_id: None,
     };
@@ -102,27 +149,62 @@ async fn the_public_api_works_through_any_gateway() {
     let (a, b) = keys_in_two_shards();
     let cross = pb::TxnRequest {
         success: vec![
-            pb::RequestOp { request: Some(pb::request_op::Request::Put(put(&a, "1"))) },
-            pb::RequestOp { request: Some(pb::request_op::Request::Put(put(&b, "1"))) },
+            pb::RequestOp {
+                request: Some(pb::request_op::Request::Put(put(&a, "1"))),
+            },
+            pb::RequestOp {
+                request: Some(pb::request_op::Request::Put(put(&b, "1"))),
+            },
         ],
         ..Default::default()
     };
     let status = kv.txn(cross).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(matches!(error_detail(&status), Some(pb::error_detail::Kind::CrossShardTxn(c)) if c.shard_ids.len() == 2));
-    assert!(get(&mut kv, &a).await.is_none(), "nothing of a refused transaction is applied");
+    assert!(
+        matches!(error_detail(&status), Some(pb::error_detail::Kind::CrossShardTxn(c)) if c.shard_ids.len() == 2)
+    );
+    assert!(
+        get(&mut kv, &a).await.is_none(),
+        "nothing of a refused transaction is applied"
+    );
 
     tracing::info!("--- bad input is refused with the limit named");
     let status = kv.put(put(&"k".repeat(5000), "v")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(matches!(error_detail(&status), Some(pb::error_detail::Kind::LimitExceeded(l)) if l.limit == "key_bytes_max"));
+    assert!(
+        matches!(error_detail(&status), Some(pb::error_detail::Kind::LimitExceeded(l)) if l.limit == "key_bytes_max")
+    );
 
     tracing::info!("--- cluster status, members and shards through the gateway");
-    let status = admin.status(pb::StatusRequest {}).await.unwrap().into_inner();
-    assert_eq!((status.shard_count, status.replication_factor, status.node_count, status.nodes_up), (SHARDS, 3, 3, 3));
-    let members = admin.members(pb::MembersRequest {}).await.unwrap().into_inner().members;
-    assert!(members.iter().all(|m| m.state == "up" && m.replica_count == u64::from(SHARDS)));
-    let shards = admin.shards(pb::ShardsRequest {}).await.unwrap().into_inner().shards;
+    let status = admin
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            status.shard_count,
+            status.replication_factor,
+            status.node_count,
+            status.nodes_up
+        ),
+        (SHARDS, 3, 3, 3)
+    );
+    let members = admin
+        .members(pb::MembersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert!(members
+        .iter()
+        .all(|m| m.state == "up" && m.replica_count == u64::from(SHARDS)));
+    let shards = admin
+        .shards(pb::ShardsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .shards;
     assert_eq!(shards.len(), SHARDS as usize);
 
     tracing::info!("--- a second gateway answers the same; restarting a gateway loses nothing");
@@ -134,7 +216,16 @@ async fn the_public_api_works_through_any_gateway() {
     let (mut kv, _) = cluster.gateway_clients(1, WAIT).await;
     let value = wait_for("the restarted gateway to serve", WAIT, || {
         let mut kv = kv.clone();
-        async move { kv.get(pb::GetRequest { key: "from-two".into(), ..Default::default() }).await.ok()?.into_inner().kv }
+        async move {
+            kv.get(pb::GetRequest {
+                key: "from-two".into(),
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .kv
+        }
     })
     .await;
     assert_eq!(value.value, b"2");
@@ -152,12 +243,27 @@ async fn ranges_across_shards_match_a_model() {
     for _ in 0..300 {
         let key = format!("r/{:04x}", rng.random_range(0..0x2000u32)).into_bytes();
         let value = format!("v{}", rng.random::<u32>()).into_bytes();
-        kv.put(pb::PutRequest { key: key.clone(), value: value.clone(), ..Default::default() }).await.unwrap();
+        kv.put(pb::PutRequest {
+            key: key.clone(),
+            value: value.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         model.insert(key, value);
     }
-    let doomed: Vec<Vec<u8>> = model.keys().filter(|_| rng.random_bool(0.2)).cloned().collect();
+    let doomed: Vec<Vec<u8>> = model
+        .keys()
+        .filter(|_| rng.random_bool(0.2))
+        .cloned()
+        .collect();
     for key in &doomed {
-        kv.delete(pb::DeleteRequest { key: key.clone(), ..Default::default() }).await.unwrap();
+        kv.delete(pb::DeleteRequest {
+            key: key.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         model.remove(key);
     }
     kv.put(put("other/x", "not in the prefix")).await.unwrap();
@@ -169,7 +275,12 @@ async fn ranges_across_shards_match_a_model() {
         let mut continuation = Vec::new();
         for _ in 0..1000 {
             let page = kv
-                .range(pb::RangeRequest { prefix: b"r/".to_vec(), limit: page_size, continuation: continuation.clone(), ..Default::default() })
+                .range(pb::RangeRequest {
+                    prefix: b"r/".to_vec(),
+                    limit: page_size,
+                    continuation: continuation.clone(),
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -189,9 +300,17 @@ async fn ranges_across_shards_match_a_model() {
         let a = format!("r/{:04x}", rng.random_range(0..0x2000u32)).into_bytes();
         let b = format!("r/{:04x}", rng.random_range(0..0x2000u32)).into_bytes();
         let (start, end) = if a <= b { (a, b) } else { (b, a) };
-        let expected: Vec<Vec<u8>> = model.range(start.clone()..end.clone()).map(|(k, _)| k.clone()).collect();
+        let expected: Vec<Vec<u8>> = model
+            .range(start.clone()..end.clone())
+            .map(|(k, _)| k.clone())
+            .collect();
         let page = kv
-            .range(pb::RangeRequest { start: start.clone(), end: end.clone(), keys_only: true, ..Default::default() })
+            .range(pb::RangeRequest {
+                start: start.clone(),
+                end: end.clone(),
+                keys_only: true,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -199,7 +318,12 @@ async fn ranges_across_shards_match_a_model() {
         assert_eq!(keys, expected);
         assert!(page.kvs.iter().all(|kv| kv.value.is_empty()));
         let counted = kv
-            .range(pb::RangeRequest { start, end, count_only: true, ..Default::default() })
+            .range(pb::RangeRequest {
+                start,
+                end,
+                count_only: true,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -235,8 +359,15 @@ async fn no_acknowledged_write_is_lost_or_applied_twice_when_a_leader_dies() {
     tracing::info!("--- kill -9 the leader of shard 0 while they write");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let status = cluster.cluster_status().await.expect("status");
-    let leader = status.shards.iter().find(|s| s.shard_id == 0).unwrap().leader_node_id;
-    let victim = cluster.harness_id_of(&status, leader).expect("leader is a harness node");
+    let leader = status
+        .shards
+        .iter()
+        .find(|s| s.shard_id == 0)
+        .unwrap()
+        .leader_node_id;
+    let victim = cluster
+        .harness_id_of(&status, leader)
+        .expect("leader is a harness node");
     cluster.kill(victim);
 
     let mut acknowledged = Vec::new();
@@ -246,25 +377,46 @@ async fn no_acknowledged_write_is_lost_or_applied_twice_when_a_leader_dies() {
         acknowledged.extend(ok);
         failed.extend(bad);
     }
-    tracing::info!(acknowledged = acknowledged.len(), failed = failed.len(), "workload done");
-    assert!(acknowledged.len() > 100, "the workload made progress: {}", acknowledged.len());
+    tracing::info!(
+        acknowledged = acknowledged.len(),
+        failed = failed.len(),
+        "workload done"
+    );
+    assert!(
+        acknowledged.len() > 100,
+        "the workload made progress: {}",
+        acknowledged.len()
+    );
 
     tracing::info!("--- every acknowledged write is there, exactly once (version 1)");
     let mut kv = kv.clone();
     for key in &acknowledged {
-        let got = get(&mut kv, key).await.unwrap_or_else(|| panic!("acknowledged {key} was lost"));
+        let got = get(&mut kv, key)
+            .await
+            .unwrap_or_else(|| panic!("acknowledged {key} was lost"));
         assert_eq!(got.version, 1, "{key} was applied {} times", got.version);
     }
     for key in &failed {
         if let Some(got) = get(&mut kv, key).await {
-            assert_eq!(got.version, 1, "{key} (outcome unknown) was applied {} times", got.version);
+            assert_eq!(
+                got.version, 1,
+                "{key} (outcome unknown) was applied {} times",
+                got.version
+            );
         }
     }
     let all = kv
-        .range(pb::RangeRequest { prefix: b"w/".to_vec(), count_only: true, ..Default::default() })
+        .range(pb::RangeRequest {
+            prefix: b"w/".to_vec(),
+            count_only: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(all.count as usize >= acknowledged.len());
-    assert!(all.count as usize <= acknowledged.len() + failed.len(), "no write appeared that nobody made");
+    assert!(
+        all.count as usize <= acknowledged.len() + failed.len(),
+        "no write appeared that nobody made"
+    );
 }
