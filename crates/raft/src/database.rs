@@ -6,6 +6,9 @@ use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 use std::path::Path;
 use std::sync::Arc;
 
+/// The node's RocksDB handle, named so that other crates need not depend on rocksdb.
+pub type Db = DB;
+
 /// RocksDB tuning that an operator may change.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -53,4 +56,32 @@ pub fn open_database(path: &Path, config: &RocksDbConfig) -> Result<Arc<DB>> {
         .map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()));
     let db = DB::open_cf_descriptors(&options, path, descriptors)?;
     Ok(Arc::new(db))
+}
+
+/// Sizes an operator graphs, per column family, from RocksDB's properties.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ColumnFamilyStats {
+    pub name: &'static str,
+    pub sst_bytes: u64,
+    pub memtable_bytes: u64,
+    pub pending_compaction_bytes: u64,
+}
+
+pub fn column_family_stats(db: &DB) -> Vec<ColumnFamilyStats> {
+    let property = |cf, name: &str| {
+        db.property_int_value_cf(cf, name)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    };
+    ALL_COLUMN_FAMILIES
+        .iter()
+        .filter_map(|name| db.cf_handle(name).map(|cf| (*name, cf)))
+        .map(|(name, cf)| ColumnFamilyStats {
+            name,
+            sst_bytes: property(cf, "rocksdb.total-sst-files-size"),
+            memtable_bytes: property(cf, "rocksdb.cur-size-all-mem-tables"),
+            pending_compaction_bytes: property(cf, "rocksdb.estimate-pending-compaction-bytes"),
+        })
+        .collect()
 }

@@ -146,6 +146,8 @@ pub struct ReplicaStatus {
     pub epoch: u64,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
+    /// Leader only: the largest number of log entries a member has yet to match.
+    pub replication_lag_max: Option<u64>,
 }
 
 pub struct ShardReplica {
@@ -266,6 +268,15 @@ impl ShardReplica {
             epoch: epoch_of(metrics.membership_config.log_id().as_ref()),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
+            // On the leader: how far the slowest member's matched log is behind the last log.
+            replication_lag_max: metrics.replication.as_ref().map(|replication| {
+                let last = metrics.last_log_index.unwrap_or(0);
+                replication
+                    .values()
+                    .map(|matched| last.saturating_sub(matched.as_ref().map_or(0, |l| l.index)))
+                    .max()
+                    .unwrap_or(0)
+            }),
         }
     }
 

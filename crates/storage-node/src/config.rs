@@ -7,6 +7,7 @@ use cairn_raft::database::RocksDbConfig;
 use cairn_raft::network::TransportConfig;
 use cairn_raft::replica::RaftTiming;
 use cairn_raft::sessions::SessionLimits;
+use cairn_telemetry::LogConfig;
 use cairn_types::{Limits, RAFT_MESSAGE_BYTES_MAX};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -26,6 +27,10 @@ pub struct NodeConfig {
     pub coordinator: Option<CoordinatorClientConfig>,
     /// Folder for the RocksDB instance and snapshot files.
     pub data_dir: PathBuf,
+    /// Address of the HTTP endpoint with /metrics, /livez and /readyz, `ip:port`; empty
+    /// disables it.
+    pub metrics_listen_address: String,
+    pub log: LogConfig,
     pub limits: Limits,
     pub raft: RaftTimingConfig,
     pub transport: TransportConfig,
@@ -101,6 +106,8 @@ impl Default for NodeConfig {
             advertise_address: None,
             coordinator: None,
             data_dir: PathBuf::from("./.cairn-data/node"),
+            metrics_listen_address: String::new(),
+            log: LogConfig::default(),
             limits: Limits::default(),
             raft: RaftTimingConfig::default(),
             transport: TransportConfig::default(),
@@ -177,6 +184,17 @@ impl NodeConfig {
             return Err(bad(
                 "listen_address",
                 format!("{:?} is not an ip:port", self.listen_address),
+            ));
+        }
+        if !self.metrics_listen_address.is_empty()
+            && self
+                .metrics_listen_address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(bad(
+                "metrics_listen_address",
+                format!("{:?} is not an ip:port", self.metrics_listen_address),
             ));
         }
         self.limits

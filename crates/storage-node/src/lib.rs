@@ -10,6 +10,7 @@ pub mod config;
 pub mod coordinator_client;
 pub mod error;
 pub mod kv_service;
+pub mod metrics;
 pub mod node;
 pub mod server;
 

@@ -26,6 +26,9 @@ struct Flags {
     /// Node labels, comma separated key=value (e.g. zone=a).
     #[arg(long, value_delimiter = ',')]
     labels: Option<Vec<String>>,
+    /// HTTP endpoint for /metrics, /livez and /readyz, ip:port.
+    #[arg(long)]
+    metrics_listen_address: Option<String>,
     /// Data folder.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -82,6 +85,9 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
                 .insert(key.trim().to_string(), value.trim().to_string());
         }
     }
+    if let Some(address) = &flags.metrics_listen_address {
+        node.metrics_listen_address = address.clone();
+    }
     if let Some(dir) = &flags.data_dir {
         node.data_dir = dir.clone();
     }
@@ -101,13 +107,6 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
     let flags = Flags::parse();
     let node = load(&flags)?;
     if flags.check_config {
@@ -115,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration OK");
         return Ok(());
     }
+    cairn_telemetry::init_logging(&node.log).map_err(|error| anyhow::anyhow!(error))?;
     cairn_storage_node::run(node, shutdown_signal()).await
 }
 

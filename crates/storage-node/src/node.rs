@@ -73,6 +73,10 @@ impl Node {
         Ok(node)
     }
 
+    pub fn db(&self) -> &Arc<cairn_raft::database::Db> {
+        &self.context.db
+    }
+
     pub fn node_id(&self) -> NodeId {
         self.context.node_id
     }

@@ -5,6 +5,7 @@ use crate::admin_service::AdminService;
 use crate::config::NodeConfig;
 use crate::coordinator_client;
 use crate::kv_service::KvService;
+use crate::metrics::NodeMetrics;
 use crate::node::Node;
 use cairn_proto::node::v1::node_admin_server::NodeAdminServer;
 use cairn_proto::node::v1::shard_kv_server::ShardKvServer;
@@ -58,6 +59,26 @@ pub async fn run_with_listener(
         config.node_id = id;
     }
     let node = Node::open(config).await?;
+    let metrics = Arc::new(NodeMetrics::new());
+    let metrics_endpoint = match node.config.metrics_listen_address.as_str() {
+        "" => None,
+        address => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!("cannot listen on {address} for metrics: {error}")
+                })?;
+            let (ready_node, scrape_node, scrape_metrics) =
+                (node.clone(), node.clone(), metrics.clone());
+            Some(tokio::spawn(cairn_telemetry::serve_http(
+                listener,
+                metrics.registry.clone(),
+                Arc::new(move || crate::metrics::readiness(&ready_node)),
+                Arc::new(move || scrape_metrics.refresh(&scrape_node)),
+                std::future::pending(),
+            )))
+        }
+    };
     let heartbeats = node.config.coordinator.clone().map(|coordinator| {
         tokio::spawn(coordinator_client::heartbeat_loop(
             node.clone(),
@@ -79,6 +100,7 @@ pub async fn run_with_listener(
     let message_bytes_max = REQUEST_BYTES_MAX_CEILING as usize;
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(metrics.grpc.layer())
         .add_service(health_service)
         .add_service(
             ShardKvServer::new(KvService::new(node.clone()))
@@ -101,6 +123,9 @@ pub async fn run_with_listener(
         )
         .await;
     bootstrap.abort();
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.abort();
+    }
     if let Some(heartbeats) = heartbeats {
         heartbeats.abort();
     }

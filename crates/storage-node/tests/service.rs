@@ -877,3 +877,70 @@ async fn bad_input_gets_a_named_error_and_changes_nothing() {
     assert_eq!(keys, vec![b"k".to_vec()]);
     node.stop().await;
 }
+
+/// A plain HTTP/1.1 GET; returns (status code, body).
+async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect to the metrics endpoint");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_endpoints_report_the_node() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let metrics_address = address.clone();
+    let mut node = start_node(move |config| config.metrics_listen_address = metrics_address).await;
+    put(&mut node, put_request("k", "v")).await.unwrap();
+
+    tracing::info!("--- /livez and /readyz answer 200 once every replica has a leader");
+    assert_eq!(http_get(&address, "/livez").await.0, 200);
+    let (status, body) = http_get(&address, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+
+    tracing::info!("--- /metrics has the per-RPC, per-shard, group commit and RocksDB series");
+    let (status, text) = http_get(&address, "/metrics").await;
+    assert_eq!(status, 200);
+    for series in [
+        r#"cairn_grpc_requests_total{code="0",method="/cairn.node.v1.ShardKv/Put"} 1"#,
+        "cairn_grpc_request_duration_seconds_bucket",
+        r#"cairn_shard_is_leader{shard="0"} 1"#,
+        r#"cairn_shard_term{shard="1"}"#,
+        "cairn_shard_applied_index",
+        "cairn_shard_replication_lag_entries",
+        "cairn_node_replicas 2",
+        "cairn_group_commit_fsyncs_total",
+        "cairn_group_commit_appends_total",
+        r#"cairn_rocksdb_sst_bytes{cf="kv"}"#,
+        "cairn_rocksdb_pending_compaction_bytes",
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+    let fsyncs: u64 = text
+        .lines()
+        .find(|line| line.starts_with("cairn_group_commit_fsyncs_total "))
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|value| value.parse().ok())
+        .expect("fsync counter");
+    assert!(fsyncs >= 1, "the put was fsynced");
+    node.stop().await;
+}

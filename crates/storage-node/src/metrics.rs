@@ -1,0 +1,240 @@
+//! The storage node's Prometheus metrics: per-RPC (from the telemetry layer), per shard
+//! replica (term, leadership, commit and applied index, replication lag, snapshot), group
+//! commit (fsyncs and the appends they served, fsync time) and RocksDB sizes. Shard and
+//! storage gauges are read from the node's state at each scrape.
+
+use crate::node::Node;
+use cairn_raft::database::column_family_stats;
+use cairn_raft::replica::ServerRole;
+use cairn_telemetry::prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use cairn_telemetry::GrpcMetrics;
+use std::sync::atomic::Ordering::Relaxed;
+
+pub struct NodeMetrics {
+    pub registry: Registry,
+    pub grpc: GrpcMetrics,
+    replicas: IntGauge,
+    shard_term: IntGaugeVec,
+    shard_is_leader: IntGaugeVec,
+    shard_leader_node: IntGaugeVec,
+    shard_committed_index: IntGaugeVec,
+    shard_applied_index: IntGaugeVec,
+    shard_replication_lag: IntGaugeVec,
+    shard_snapshot_index: IntGaugeVec,
+    shard_epoch: IntGaugeVec,
+    fsyncs: IntCounter,
+    fsynced_appends: IntCounter,
+    fsync_micros: IntCounter,
+    rocksdb_sst_bytes: IntGaugeVec,
+    rocksdb_memtable_bytes: IntGaugeVec,
+    rocksdb_pending_compaction_bytes: IntGaugeVec,
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let gauge = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(gauge.clone()))
+        .expect("metric names are unique");
+    gauge
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help).expect("valid metric definition");
+    registry
+        .register(Box::new(counter.clone()))
+        .expect("metric names are unique");
+    counter
+}
+
+/// Moves a counter up to a total kept elsewhere (counters only go up).
+fn advance(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+impl NodeMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let grpc = GrpcMetrics::new(&registry).expect("valid gRPC metric definitions");
+        let replicas = IntGauge::new("cairn_node_replicas", "Shard replicas hosted by this node")
+            .expect("valid");
+        registry
+            .register(Box::new(replicas.clone()))
+            .expect("unique");
+        let shard = &["shard"];
+        Self {
+            shard_term: gauge_vec(
+                &registry,
+                "cairn_shard_term",
+                "Raft term of the replica",
+                shard,
+            ),
+            shard_is_leader: gauge_vec(
+                &registry,
+                "cairn_shard_is_leader",
+                "1 when this replica leads its shard",
+                shard,
+            ),
+            shard_leader_node: gauge_vec(
+                &registry,
+                "cairn_shard_leader_node",
+                "Node id of the shard leader as this replica knows it (0: none)",
+                shard,
+            ),
+            shard_committed_index: gauge_vec(
+                &registry,
+                "cairn_shard_committed_index",
+                "Last committed log index",
+                shard,
+            ),
+            shard_applied_index: gauge_vec(
+                &registry,
+                "cairn_shard_applied_index",
+                "Last applied log index",
+                shard,
+            ),
+            shard_replication_lag: gauge_vec(
+                &registry,
+                "cairn_shard_replication_lag_entries",
+                "Leader only: entries the slowest member has yet to match",
+                shard,
+            ),
+            shard_snapshot_index: gauge_vec(
+                &registry,
+                "cairn_shard_snapshot_index",
+                "Log index of the latest snapshot",
+                shard,
+            ),
+            shard_epoch: gauge_vec(
+                &registry,
+                "cairn_shard_epoch",
+                "Membership epoch of the shard",
+                shard,
+            ),
+            fsyncs: counter(
+                &registry,
+                "cairn_group_commit_fsyncs_total",
+                "WAL fsyncs made by group commit",
+            ),
+            fsynced_appends: counter(
+                &registry,
+                "cairn_group_commit_appends_total",
+                "Raft log appends acknowledged by those fsyncs",
+            ),
+            fsync_micros: counter(
+                &registry,
+                "cairn_group_commit_fsync_microseconds_total",
+                "Time spent in WAL fsyncs, in microseconds",
+            ),
+            rocksdb_sst_bytes: gauge_vec(
+                &registry,
+                "cairn_rocksdb_sst_bytes",
+                "Bytes of SST files",
+                &["cf"],
+            ),
+            rocksdb_memtable_bytes: gauge_vec(
+                &registry,
+                "cairn_rocksdb_memtable_bytes",
+                "Bytes in memtables",
+                &["cf"],
+            ),
+            rocksdb_pending_compaction_bytes: gauge_vec(
+                &registry,
+                "cairn_rocksdb_pending_compaction_bytes",
+                "Estimated bytes compaction still has to rewrite",
+                &["cf"],
+            ),
+            replicas,
+            grpc,
+            registry,
+        }
+    }
+
+    /// Reads the node's state into the gauges (called before each scrape).
+    pub fn refresh(&self, node: &Node) {
+        let replicas = node.replicas();
+        self.replicas.set(replicas.len() as i64);
+        for vec in [
+            &self.shard_term,
+            &self.shard_is_leader,
+            &self.shard_leader_node,
+            &self.shard_committed_index,
+            &self.shard_applied_index,
+            &self.shard_replication_lag,
+            &self.shard_snapshot_index,
+            &self.shard_epoch,
+        ] {
+            // Removed replicas must not linger as stale series.
+            vec.reset();
+        }
+        for replica in &replicas {
+            let status = replica.status();
+            let label = status.shard.0.to_string();
+            let label = [label.as_str()];
+            self.shard_term
+                .with_label_values(&label)
+                .set(status.term as i64);
+            self.shard_is_leader
+                .with_label_values(&label)
+                .set(i64::from(status.role == Some(ServerRole::Leader)));
+            self.shard_leader_node
+                .with_label_values(&label)
+                .set(status.leader.map_or(0, |id| id.0) as i64);
+            self.shard_committed_index
+                .with_label_values(&label)
+                .set(status.committed_index as i64);
+            self.shard_applied_index
+                .with_label_values(&label)
+                .set(status.applied_index as i64);
+            self.shard_snapshot_index
+                .with_label_values(&label)
+                .set(status.snapshot_index as i64);
+            self.shard_epoch
+                .with_label_values(&label)
+                .set(status.epoch as i64);
+            if let Some(lag) = status.replication_lag_max {
+                self.shard_replication_lag
+                    .with_label_values(&label)
+                    .set(lag as i64);
+            }
+        }
+        let stats = &node.group_commit_stats;
+        advance(&self.fsyncs, stats.fsyncs.load(Relaxed));
+        advance(&self.fsynced_appends, stats.appends.load(Relaxed));
+        advance(&self.fsync_micros, stats.fsync_micros_total.load(Relaxed));
+        for cf in column_family_stats(node.db()) {
+            self.rocksdb_sst_bytes
+                .with_label_values(&[cf.name])
+                .set(cf.sst_bytes as i64);
+            self.rocksdb_memtable_bytes
+                .with_label_values(&[cf.name])
+                .set(cf.memtable_bytes as i64);
+            self.rocksdb_pending_compaction_bytes
+                .with_label_values(&[cf.name])
+                .set(cf.pending_compaction_bytes as i64);
+        }
+    }
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Ready to take traffic: every replica knows its shard's leader and has applied what it
+/// knows to be committed.
+pub fn readiness(node: &Node) -> Result<(), String> {
+    for replica in node.replicas() {
+        let status = replica.status();
+        if status.leader.is_none() {
+            return Err(format!("{} has no leader", status.shard));
+        }
+        if status.applied_index < status.committed_index {
+            return Err(format!(
+                "{} is applying ({} of {})",
+                status.shard, status.applied_index, status.committed_index
+            ));
+        }
+    }
+    Ok(())
+}
