@@ -25,7 +25,8 @@ mkdir -p "$DATA"
 pids+=("$!")
 for id in 1 2 3; do
     "$BIN/cairn-node" --listen-address "127.0.0.1:710$id" --data-dir "$DATA/node-$id" \
-        --coordinators 127.0.0.1:7001 --labels "zone=local-$id" >>"$DATA/node-$id.log" 2>&1 &
+        --coordinators 127.0.0.1:7001 --labels "zone=local-$id" \
+        --metrics-listen-address "127.0.0.1:910$id" >>"$DATA/node-$id.log" 2>&1 &
     pids+=("$!")
 done
 "$BIN/cairn-gateway" --listen-address 127.0.0.1:7000 --coordinators 127.0.0.1:7001 >>"$DATA/gateway.log" 2>&1 &
@@ -35,6 +36,7 @@ Cairn is running ($SHARDS shards, 3 replicas each; data in $DATA, logs in $DATA/
   gateway      127.0.0.1:7000   <- clients and cairnctl connect here
   coordinator  127.0.0.1:7001
   nodes        127.0.0.1:7101, 127.0.0.1:7102, 127.0.0.1:7103
+               (metrics and health: http://127.0.0.1:9101/metrics, /livez, /readyz; :9102, :9103)
 Try (in another terminal):
   $BIN/cairnctl put greeting hello
   $BIN/cairnctl get greeting

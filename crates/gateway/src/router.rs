@@ -91,7 +91,7 @@ impl Router {
     fn backoff(&self, attempt: u32) -> Duration {
         let doubled = self.backoff_min.saturating_mul(1u32 << attempt.min(16));
         let capped = doubled.min(self.backoff_max);
-        // Full jitter keeps many gateways from retrying in step.
+        // Jitter (50-100% of the step) keeps many gateways from retrying in step.
         capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
     }
 
@@ -187,8 +187,10 @@ impl Router {
                     _,
                 ) => {
                     // Node down, election, or a write whose outcome is unknown: the write id
-                    // makes trying again safe.
+                    // makes trying again safe. The map may already name a new leader.
                     self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                    let maps = self.maps.clone();
+                    tokio::spawn(async move { maps.refresh().await });
                     tokio::time::sleep(self.backoff(attempt).min(remaining)).await;
                 }
                 _ => return Err(status),

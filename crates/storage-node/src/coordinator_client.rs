@@ -27,6 +27,9 @@ pub struct CoordinatorClientConfig {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Pause between join attempts while the coordinators are not reachable.
+const JOIN_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
 impl Default for CoordinatorClientConfig {
     fn default() -> Self {
         Self {
@@ -90,10 +93,16 @@ pub async fn node_id_from_coordinator(
     let joined = loop {
         match client.join(request.clone()).await {
             Ok(joined) => break joined,
+            // A refused join (bad address, an id the cluster does not know, a node that
+            // left) will not succeed by asking again.
             Err(status)
-                if Instant::now() < deadline && status.code() != tonic::Code::InvalidArgument =>
+                if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::NotFound) =>
             {
+                anyhow::bail!("the cluster refused this node: {}", status.message())
+            }
+            Err(status) if Instant::now() < deadline => {
                 tracing::warn!(%status, "cannot join the cluster yet; retrying");
+                tokio::time::sleep(JOIN_RETRY_PAUSE).await;
             }
             Err(status) => anyhow::bail!("cannot join the cluster: {}", status.message()),
         }
