@@ -420,3 +420,162 @@ async fn no_acknowledged_write_is_lost_or_applied_twice_when_a_leader_dies() {
         "no write appeared that nobody made"
     );
 }
+
+/// Records what the client saw, for the linearizability checker.
+fn record(
+    client: u64,
+    key: &str,
+    input: cairn_linearizability::Input,
+    call: u64,
+    returned: Option<(u64, cairn_linearizability::Output)>,
+) -> cairn_linearizability::Operation {
+    cairn_linearizability::Operation {
+        client,
+        key: key.to_string(),
+        input,
+        call,
+        returned,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_stay_linearizable_while_a_leader_dies() {
+    use cairn_linearizability::{check_history, Input, Output, Verdict};
+    let mut cluster = start(3).await;
+    let (kv, _) = cluster.gateway_clients(1, WAIT).await;
+    let keys = ["lin/a", "lin/b", "lin/c"];
+    let epoch = Instant::now();
+    let now = move || epoch.elapsed().as_micros() as u64;
+
+    tracing::info!("--- 6 clients get, put, compare-and-set and delete 3 keys with unique values");
+    let stop_at = Instant::now() + Duration::from_secs(8);
+    let mut clients = Vec::new();
+    for client in 0..6u64 {
+        let mut kv = kv.clone();
+        clients.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(client);
+            let mut history = Vec::new();
+            let mut last_seen: Option<String> = None;
+            let mut n = 0u64;
+            while Instant::now() < stop_at {
+                n += 1;
+                let key = keys[rng.random_range(0..keys.len())];
+                let value = format!("c{client}-{n}");
+                let call = now();
+                let roll = rng.random_range(0..100);
+                let operation = if roll < 40 {
+                    let result = kv
+                        .get(pb::GetRequest {
+                            key: key.into(),
+                            ..Default::default()
+                        })
+                        .await;
+                    let returned = result.ok().map(|r| {
+                        let seen = r
+                            .into_inner()
+                            .kv
+                            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+                        last_seen = seen.clone();
+                        (now(), Output::Value(seen))
+                    });
+                    record(client, key, Input::Get, call, returned)
+                } else if roll < 70 {
+                    let result = kv.put(put(key, &value)).await;
+                    record(
+                        client,
+                        key,
+                        Input::Put(value),
+                        call,
+                        result.ok().map(|_| (now(), Output::Done)),
+                    )
+                } else if roll < 90 {
+                    let expected = last_seen.clone();
+                    let condition = match &expected {
+                        None => pb::put_condition::Condition::Absent(true),
+                        Some(v) => {
+                            pb::put_condition::Condition::ValueEquals(v.clone().into_bytes())
+                        }
+                    };
+                    let request = pb::PutRequest {
+                        condition: Some(pb::PutCondition {
+                            condition: Some(condition),
+                        }),
+                        ..put(key, &value)
+                    };
+                    let result = kv.put(request).await;
+                    let returned = result
+                        .ok()
+                        .map(|r| (now(), Output::Succeeded(r.into_inner().succeeded)));
+                    record(
+                        client,
+                        key,
+                        Input::Cas {
+                            expected,
+                            new: Some(value),
+                        },
+                        call,
+                        returned,
+                    )
+                } else {
+                    let result = kv
+                        .delete(pb::DeleteRequest {
+                            key: key.into(),
+                            ..Default::default()
+                        })
+                        .await;
+                    record(
+                        client,
+                        key,
+                        Input::Delete,
+                        call,
+                        result.ok().map(|_| (now(), Output::Done)),
+                    )
+                };
+                history.push(operation);
+            }
+            history
+        }));
+    }
+
+    tracing::info!("--- kill -9 the leader of the shard of lin/a, then restart it");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = cluster.cluster_status().await.expect("status");
+    let shard = cairn_types::sharding::shard_for_key(b"lin/a", SHARDS).0;
+    let leader = status
+        .shards
+        .iter()
+        .find(|s| s.shard_id == shard)
+        .unwrap()
+        .leader_node_id;
+    let victim = cluster
+        .harness_id_of(&status, leader)
+        .expect("leader is a harness node");
+    cluster.kill(victim);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.restart(victim);
+
+    let mut history = Vec::new();
+    for client in clients {
+        history.extend(client.await.unwrap());
+    }
+    let unknown = history.iter().filter(|op| op.returned.is_none()).count();
+    tracing::info!(operations = history.len(), unknown, "checking the history");
+    assert!(
+        history.len() > 200,
+        "the clients made progress: {}",
+        history.len()
+    );
+    match check_history(&history) {
+        Verdict::Linearizable { operations, .. } => assert_eq!(operations, history.len()),
+        Verdict::Violation { key, operations } => {
+            let path =
+                std::env::temp_dir().join(format!("cairn-violation-{}.txt", std::process::id()));
+            let text: Vec<String> = operations.iter().map(ToString::to_string).collect();
+            std::fs::write(&path, text.join("\n")).unwrap();
+            panic!(
+                "history of {key} is not linearizable; written to {}",
+                path.display()
+            );
+        }
+    }
+}

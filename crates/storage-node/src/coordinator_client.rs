@@ -96,7 +96,10 @@ pub async fn node_id_from_coordinator(
             // A refused join (bad address, an id the cluster does not know, a node that
             // left) will not succeed by asking again.
             Err(status)
-                if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::NotFound) =>
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::NotFound
+                ) =>
             {
                 anyhow::bail!("the cluster refused this node: {}", status.message())
             }
