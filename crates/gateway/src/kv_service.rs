@@ -3,7 +3,7 @@
 //! ranges out over every shard, merging pages in key order.
 
 use crate::router::{Router, Target};
-use crate::write_ids::WriteIds;
+use crate::write_ids::{InFlight, WriteIds};
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::kv_server::Kv;
 use cairn_proto::node::v1 as node_pb;
@@ -30,6 +30,17 @@ impl KvService {
             range_fanout_max,
             range_keys_max,
         }
+    }
+
+    /// Gives a write without a write id one of the gateway's, so the gateway's own retries
+    /// are applied once; the returned guard keeps it in flight until the answer is sent.
+    fn assign_write_id(&self, write_id: &mut Option<pb::WriteId>) -> Option<InFlight> {
+        if write_id.is_some() {
+            return None;
+        }
+        let in_flight = self.write_ids.begin();
+        *write_id = Some(in_flight.write_id);
+        Some(in_flight)
     }
 
     fn deadline(&self) -> Instant {
@@ -109,14 +120,7 @@ impl Kv for KvService {
         let mut put = request.into_inner();
         let shard = self.shard_of(&put.key).await?;
         tracing::Span::current().record("shard", shard.0);
-        let _in_flight = match put.write_id {
-            Some(_) => None,
-            None => {
-                let in_flight = self.write_ids.begin();
-                put.write_id = Some(in_flight.write_id);
-                Some(in_flight)
-            }
-        };
+        let _in_flight = self.assign_write_id(&mut put.write_id);
         let response = self
             .router
             .call(
@@ -143,14 +147,7 @@ impl Kv for KvService {
         let mut delete = request.into_inner();
         let shard = self.shard_of(&delete.key).await?;
         tracing::Span::current().record("shard", shard.0);
-        let _in_flight = match delete.write_id {
-            Some(_) => None,
-            None => {
-                let in_flight = self.write_ids.begin();
-                delete.write_id = Some(in_flight.write_id);
-                Some(in_flight)
-            }
-        };
+        let _in_flight = self.assign_write_id(&mut delete.write_id);
         let response = self
             .router
             .call(
@@ -226,14 +223,7 @@ impl Kv for KvService {
             }
         };
         tracing::Span::current().record("shard", shard.0);
-        let _in_flight = match txn.write_id {
-            Some(_) => None,
-            None => {
-                let in_flight = self.write_ids.begin();
-                txn.write_id = Some(in_flight.write_id);
-                Some(in_flight)
-            }
-        };
+        let _in_flight = self.assign_write_id(&mut txn.write_id);
         let response = self
             .router
             .call(

@@ -58,13 +58,8 @@ fn load(flags: &Flags) -> anyhow::Result<GatewayConfig> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    cairn_telemetry::init_logging(&cairn_telemetry::LogConfig::default())
+        .map_err(|error| anyhow::anyhow!(error))?;
     let flags = Flags::parse();
     let gateway = load(&flags)?;
     if flags.check_config {
@@ -72,22 +67,5 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration OK");
         return Ok(());
     }
-    cairn_gateway::run(gateway, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutdown requested");
+    cairn_gateway::run(gateway, cairn_telemetry::shutdown_signal()).await
 }

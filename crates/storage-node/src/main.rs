@@ -115,23 +115,5 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     cairn_telemetry::init_logging(&node.log).map_err(|error| anyhow::anyhow!(error))?;
-    cairn_storage_node::run(node, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutdown requested");
+    cairn_storage_node::run(node, cairn_telemetry::shutdown_signal()).await
 }

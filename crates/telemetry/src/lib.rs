@@ -12,3 +12,22 @@ pub use grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
 pub use http::{serve_http, HttpConfig, Readiness};
 pub use logging::{init_logging, LogConfig, LogFormat};
 pub use prometheus;
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM), so every binary shuts
+/// down the same way.
+pub async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+}
