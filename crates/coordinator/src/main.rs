@@ -1,6 +1,5 @@
 //! `cairn-coordinator`: parses configuration, starts logging, runs the coordinator.
 
-use anyhow::Context;
 use cairn_coordinator::CoordinatorConfig;
 use clap::Parser;
 use std::path::PathBuf;
@@ -35,23 +34,12 @@ struct Flags {
 }
 
 fn load(flags: &Flags) -> anyhow::Result<CoordinatorConfig> {
-    let mut builder = config::Config::builder().add_source(
-        config::Config::try_from(&CoordinatorConfig::default()).context("encoding defaults")?,
-    );
-    if let Some(path) = &flags.config {
-        builder =
-            builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
-    }
-    builder = builder.add_source(
-        config::Environment::with_prefix("CAIRN")
-            .prefix_separator("_")
-            .separator("__")
-            .try_parsing(true),
-    );
-    let mut coordinator: CoordinatorConfig = builder
-        .build()?
-        .try_deserialize()
-        .context("reading configuration")?;
+    let mut coordinator: CoordinatorConfig = cairn_telemetry::layered_config(
+        &CoordinatorConfig::default(),
+        flags.config.as_deref(),
+        &["members"],
+    )
+    .map_err(|error| anyhow::anyhow!(error))?;
     if let Some(id) = flags.member_id {
         coordinator.member_id = id;
     }

@@ -1,6 +1,5 @@
 //! `cairn-gateway`: parses configuration, starts logging, runs the gateway.
 
-use anyhow::Context;
 use cairn_gateway::GatewayConfig;
 use clap::Parser;
 use std::path::PathBuf;
@@ -27,25 +26,12 @@ struct Flags {
 }
 
 fn load(flags: &Flags) -> anyhow::Result<GatewayConfig> {
-    let mut builder = config::Config::builder().add_source(
-        config::Config::try_from(&GatewayConfig::default()).context("encoding defaults")?,
-    );
-    if let Some(path) = &flags.config {
-        builder =
-            builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
-    }
-    builder = builder.add_source(
-        config::Environment::with_prefix("CAIRN")
-            .prefix_separator("_")
-            .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("coordinators"),
-    );
-    let mut gateway: GatewayConfig = builder
-        .build()?
-        .try_deserialize()
-        .context("reading configuration")?;
+    let mut gateway: GatewayConfig = cairn_telemetry::layered_config(
+        &GatewayConfig::default(),
+        flags.config.as_deref(),
+        &["coordinators"],
+    )
+    .map_err(|error| anyhow::anyhow!(error))?;
     if let Some(address) = &flags.listen_address {
         gateway.listen_address = address.clone();
     }

@@ -1,6 +1,5 @@
 //! `cairn-node`: parses configuration, starts logging, and runs the storage node.
 
-use anyhow::Context;
 use cairn_storage_node::config::{BootstrapConfig, NodeConfig};
 use clap::Parser;
 use std::path::PathBuf;
@@ -44,22 +43,9 @@ struct Flags {
 }
 
 fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
-    let mut builder = config::Config::builder()
-        .add_source(config::Config::try_from(&NodeConfig::default()).context("encoding defaults")?);
-    if let Some(path) = &flags.config {
-        builder =
-            builder.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
-    }
-    builder = builder.add_source(
-        config::Environment::with_prefix("CAIRN")
-            .prefix_separator("_")
-            .separator("__")
-            .try_parsing(true),
-    );
-    let mut node: NodeConfig = builder
-        .build()?
-        .try_deserialize()
-        .context("reading configuration")?;
+    let mut node: NodeConfig =
+        cairn_telemetry::layered_config(&NodeConfig::default(), flags.config.as_deref(), &[])
+            .map_err(|error| anyhow::anyhow!(error))?;
     if let Some(id) = flags.node_id {
         node.node_id = id;
     }

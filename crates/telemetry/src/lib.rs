@@ -1,4 +1,4 @@
-//! Telemetry shared by every Cairn binary: logs (human or JSON, level per module), Prometheus
+//! Telemetry and start-up shared by every Cairn binary: layered configuration, logs (human or JSON, level per module), Prometheus
 //! metrics, the HTTP endpoints operators and Kubernetes probe (`/metrics`, `/livez`,
 //! `/readyz`), and a gRPC layer that counts and times every request.
 //!
@@ -6,10 +6,12 @@
 
 mod grpc_metrics;
 mod http;
+mod layered_config;
 mod logging;
 
 pub use grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
 pub use http::{serve_http, HttpConfig, Readiness};
+pub use layered_config::layered_config;
 pub use logging::{init_logging, LogConfig, LogFormat};
 pub use prometheus;
 
