@@ -21,7 +21,8 @@ trap stop INT TERM
 
 mkdir -p "$DATA"
 "$BIN/cairn-coordinator" --member-id 1 --listen-address 127.0.0.1:7001 --data-dir "$DATA/coordinator" \
-    --shard-count "$SHARDS" --replication-factor 3 >>"$DATA/coordinator.log" 2>&1 &
+    --shard-count "$SHARDS" --replication-factor 3 --metrics-listen-address 127.0.0.1:9001 \
+    >>"$DATA/coordinator.log" 2>&1 &
 pids+=("$!")
 for id in 1 2 3; do
     "$BIN/cairn-node" --listen-address "127.0.0.1:710$id" --data-dir "$DATA/node-$id" \
@@ -29,14 +30,16 @@ for id in 1 2 3; do
         --metrics-listen-address "127.0.0.1:910$id" >>"$DATA/node-$id.log" 2>&1 &
     pids+=("$!")
 done
-"$BIN/cairn-gateway" --listen-address 127.0.0.1:7000 --coordinators 127.0.0.1:7001 >>"$DATA/gateway.log" 2>&1 &
+"$BIN/cairn-gateway" --listen-address 127.0.0.1:7000 --coordinators 127.0.0.1:7001 \
+    --metrics-listen-address 127.0.0.1:9000 >>"$DATA/gateway.log" 2>&1 &
 pids+=("$!")
 cat <<INFO
 Cairn is running ($SHARDS shards, 3 replicas each; data in $DATA, logs in $DATA/*.log):
   gateway      127.0.0.1:7000   <- clients and cairnctl connect here
   coordinator  127.0.0.1:7001
   nodes        127.0.0.1:7101, 127.0.0.1:7102, 127.0.0.1:7103
-               (metrics and health: http://127.0.0.1:9101/metrics, /livez, /readyz; :9102, :9103)
+  metrics and health (/metrics, /livez, /readyz): gateway http://127.0.0.1:9000,
+               coordinator :9001, nodes :9101-9103
 Try (in another terminal):
   $BIN/cairnctl put greeting hello
   $BIN/cairnctl get greeting

@@ -15,6 +15,9 @@ pub struct CoordinatorConfig {
     pub listen_address: String,
     /// Folder for the coordinator's RocksDB and snapshots.
     pub data_dir: PathBuf,
+    /// Address of the HTTP endpoint with /metrics, /livez and /readyz, `ip:port`; empty
+    /// disables it.
+    pub metrics_listen_address: String,
     /// Every coordinator as `member_id=host:port`, this one included (1 or 3 members).
     pub members: Vec<String>,
     /// Shards of a new cluster; fixed once the cluster is created.
@@ -47,6 +50,7 @@ impl Default for CoordinatorConfig {
             member_id: 1,
             listen_address: "127.0.0.1:7001".into(),
             data_dir: PathBuf::from("./.cairn-data/coordinator"),
+            metrics_listen_address: String::new(),
             members: Vec::new(),
             shard_count: 16,
             replication_factor: 3,
@@ -124,6 +128,17 @@ impl CoordinatorConfig {
             return Err(bad(
                 "listen_address",
                 format!("{:?} is not an ip:port", self.listen_address),
+            ));
+        }
+        if !self.metrics_listen_address.is_empty()
+            && self
+                .metrics_listen_address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(bad(
+                "metrics_listen_address",
+                format!("{:?} is not an ip:port", self.metrics_listen_address),
             ));
         }
         let members = self.member_list()?;

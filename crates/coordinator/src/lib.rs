@@ -11,6 +11,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod metadata;
+pub mod metrics;
 pub mod observed;
 pub mod placement;
 pub mod server;

@@ -28,6 +28,9 @@ struct Flags {
     /// Replicas per shard of a new cluster.
     #[arg(long)]
     replication_factor: Option<u32>,
+    /// HTTP endpoint for /metrics, /livez and /readyz, ip:port.
+    #[arg(long)]
+    metrics_listen_address: Option<String>,
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     check_config: bool,
@@ -57,6 +60,9 @@ fn load(flags: &Flags) -> anyhow::Result<CoordinatorConfig> {
     }
     if let Some(factor) = flags.replication_factor {
         coordinator.replication_factor = factor;
+    }
+    if let Some(address) = &flags.metrics_listen_address {
+        coordinator.metrics_listen_address = address.clone();
     }
     coordinator.validate()?;
     Ok(coordinator)

@@ -4,6 +4,7 @@
 use crate::config::CoordinatorConfig;
 use crate::coordinator::Coordinator;
 use crate::metadata::{MetadataStore, METADATA_SHARD};
+use crate::metrics::CoordinatorMetrics;
 use crate::service::CoordinatorService;
 use cairn_proto::coordinator::v1::coordinator_server::CoordinatorServer;
 use cairn_proto::raft::v1::raft_transport_server::RaftTransportServer;
@@ -114,6 +115,22 @@ pub async fn run_with_listener(
         channels,
     )?;
     let reconcile = tokio::spawn(coordinator.clone().run_reconcile());
+    let metrics = Arc::new(CoordinatorMetrics::new());
+    let (ready, scraped, scrape_metrics) =
+        (coordinator.clone(), coordinator.clone(), metrics.clone());
+    let metrics_endpoint = cairn_telemetry::start_http(
+        &config.metrics_listen_address,
+        metrics.registry.clone(),
+        // Ready once the coordinator group has a leader (this member or another).
+        Arc::new(move || {
+            ready
+                .leader_id()
+                .map(|_| ())
+                .ok_or_else(|| "no coordinator leader".to_string())
+        }),
+        Arc::new(move || scrape_metrics.refresh(&scraped)),
+    )
+    .await?;
     let directory = Arc::new(MetadataDirectory {
         member,
         replica: replica.clone(),
@@ -124,6 +141,7 @@ pub async fn run_with_listener(
         .await;
     tracing::info!(member = config.member_id, address = %config.listen_address, "coordinator serving");
     let result = tonic::transport::Server::builder()
+        .layer(metrics.grpc.layer())
         .add_service(health_service)
         .add_service(CoordinatorServer::new(CoordinatorService::new(coordinator)))
         .add_service(
@@ -137,6 +155,9 @@ pub async fn run_with_listener(
         )
         .await;
     reconcile.abort();
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.abort();
+    }
     replica.shutdown().await;
     result.map_err(|error| anyhow::anyhow!("gRPC server failed: {error}"))
 }

@@ -9,6 +9,9 @@ pub struct GatewayConfig {
     pub listen_address: String,
     /// Coordinator addresses, `host:port` (DNS names allowed).
     pub coordinators: Vec<String>,
+    /// Address of the HTTP endpoint with /metrics, /livez and /readyz, `ip:port`; empty
+    /// disables it.
+    pub metrics_listen_address: String,
     /// Longest a client request may take in the gateway, retries included, in milliseconds.
     pub request_timeout_ms: u64,
     /// Most attempts per shard request (not-leader redirects and retries included).
@@ -29,6 +32,7 @@ impl Default for GatewayConfig {
         Self {
             listen_address: "127.0.0.1:7000".into(),
             coordinators: vec!["127.0.0.1:7001".into()],
+            metrics_listen_address: String::new(),
             request_timeout_ms: 10_000,
             attempts_max: 10,
             backoff_min_ms: 20,
@@ -60,6 +64,17 @@ impl GatewayConfig {
             return Err(bad(
                 "listen_address",
                 format!("{:?} is not an ip:port", self.listen_address),
+            ));
+        }
+        if !self.metrics_listen_address.is_empty()
+            && self
+                .metrics_listen_address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(bad(
+                "metrics_listen_address",
+                format!("{:?} is not an ip:port", self.metrics_listen_address),
             ));
         }
         if self.coordinators.is_empty() {

@@ -20,6 +20,9 @@ struct Flags {
     /// Coordinator addresses, comma separated host:port (DNS names allowed).
     #[arg(long, value_delimiter = ',')]
     coordinators: Option<Vec<String>>,
+    /// HTTP endpoint for /metrics, /livez and /readyz, ip:port.
+    #[arg(long)]
+    metrics_listen_address: Option<String>,
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     check_config: bool,
@@ -37,6 +40,9 @@ fn load(flags: &Flags) -> anyhow::Result<GatewayConfig> {
     }
     if let Some(coordinators) = &flags.coordinators {
         gateway.coordinators = coordinators.clone();
+    }
+    if let Some(address) = &flags.metrics_listen_address {
+        gateway.metrics_listen_address = address.clone();
     }
     gateway.validate()?;
     Ok(gateway)

@@ -3,12 +3,14 @@
 use crate::cluster_service::ClusterService;
 use crate::config::GatewayConfig;
 use crate::kv_service::KvService;
+use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use crate::routing::ShardMaps;
 use cairn_proto::kv::v1::cluster_server::ClusterServer;
 use cairn_proto::kv::v1::kv_server::KvServer;
 use cairn_types::REQUEST_BYTES_MAX_CEILING;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn run(
@@ -36,12 +38,29 @@ pub async fn run_with_listener(
         Duration::from_millis(config.backoff_min_ms),
         Duration::from_millis(config.backoff_max_ms),
     );
+    let metrics = Arc::new(GatewayMetrics::new());
+    let (ready, scraped, scrape_metrics) = (router.clone(), router.clone(), metrics.clone());
+    let metrics_endpoint = cairn_telemetry::start_http(
+        &config.metrics_listen_address,
+        metrics.registry.clone(),
+        // Ready once it has a shard map to route by.
+        Arc::new(move || {
+            ready
+                .maps
+                .current()
+                .map(|_| ())
+                .ok_or_else(|| "no shard map yet".to_string())
+        }),
+        Arc::new(move || scrape_metrics.refresh(&scraped)),
+    )
+    .await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
     health.set_serving::<ClusterServer<ClusterService>>().await;
     tracing::info!(address = %config.listen_address, "gateway serving");
     let message_bytes_max = REQUEST_BYTES_MAX_CEILING as usize;
-    tonic::transport::Server::builder()
+    let result = tonic::transport::Server::builder()
+        .layer(metrics.grpc.layer())
         .add_service(health_service)
         .add_service(
             KvServer::new(KvService::new(
@@ -60,6 +79,9 @@ pub async fn run_with_listener(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
-        .await
-        .map_err(|error| anyhow::anyhow!("gRPC server failed: {error}"))
+        .await;
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.abort();
+    }
+    result.map_err(|error| anyhow::anyhow!("gRPC server failed: {error}"))
 }

@@ -60,25 +60,14 @@ pub async fn run_with_listener(
     }
     let node = Node::open(config).await?;
     let metrics = Arc::new(NodeMetrics::new());
-    let metrics_endpoint = match node.config.metrics_listen_address.as_str() {
-        "" => None,
-        address => {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|error| {
-                    anyhow::anyhow!("cannot listen on {address} for metrics: {error}")
-                })?;
-            let (ready_node, scrape_node, scrape_metrics) =
-                (node.clone(), node.clone(), metrics.clone());
-            Some(tokio::spawn(cairn_telemetry::serve_http(
-                listener,
-                metrics.registry.clone(),
-                Arc::new(move || crate::metrics::readiness(&ready_node)),
-                Arc::new(move || scrape_metrics.refresh(&scrape_node)),
-                std::future::pending(),
-            )))
-        }
-    };
+    let (ready_node, scrape_node, scrape_metrics) = (node.clone(), node.clone(), metrics.clone());
+    let metrics_endpoint = cairn_telemetry::start_http(
+        &node.config.metrics_listen_address,
+        metrics.registry.clone(),
+        Arc::new(move || crate::metrics::readiness(&ready_node)),
+        Arc::new(move || scrape_metrics.refresh(&scrape_node)),
+    )
+    .await?;
     let heartbeats = node.config.coordinator.clone().map(|coordinator| {
         tokio::spawn(coordinator_client::heartbeat_loop(
             node.clone(),

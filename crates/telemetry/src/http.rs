@@ -76,3 +76,32 @@ pub async fn serve_http(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+/// Binds `address` (empty: no endpoint) and serves `/metrics`, `/livez` and `/readyz` on it
+/// in the background; the task lives until aborted.
+pub async fn start_http(
+    address: &str,
+    registry: Registry,
+    readiness: Readiness,
+    before_scrape: Arc<dyn Fn() + Send + Sync>,
+) -> std::io::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!("cannot listen on {address} for metrics: {error}"),
+            )
+        })?;
+    tracing::info!(%address, "metrics and health endpoint serving");
+    Ok(Some(tokio::spawn(serve_http(
+        listener,
+        registry,
+        readiness,
+        before_scrape,
+        std::future::pending(),
+    ))))
+}

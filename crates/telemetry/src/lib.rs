@@ -10,7 +10,7 @@ mod layered_config;
 mod logging;
 
 pub use grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
-pub use http::{serve_http, HttpConfig, Readiness};
+pub use http::{serve_http, start_http, HttpConfig, Readiness};
 pub use layered_config::layered_config;
 pub use logging::{init_logging, LogConfig, LogFormat};
 pub use prometheus;
