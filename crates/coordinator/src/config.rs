@@ -68,19 +68,8 @@ impl Default for CoordinatorConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid configuration: {field}: {reason}")]
-pub struct ConfigError {
-    pub field: String,
-    pub reason: String,
-}
-
-fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
+pub use cairn_telemetry::ConfigError;
+use cairn_telemetry::{check_socket_address, config_error as bad};
 
 impl CoordinatorConfig {
     /// The coordinator members as (member id, address); the defaults to this member alone.
@@ -124,23 +113,8 @@ impl CoordinatorConfig {
         if self.member_id == 0 {
             return Err(bad("member_id", "must be at least 1"));
         }
-        if self.listen_address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(bad(
-                "listen_address",
-                format!("{:?} is not an ip:port", self.listen_address),
-            ));
-        }
-        if !self.metrics_listen_address.is_empty()
-            && self
-                .metrics_listen_address
-                .parse::<std::net::SocketAddr>()
-                .is_err()
-        {
-            return Err(bad(
-                "metrics_listen_address",
-                format!("{:?} is not an ip:port", self.metrics_listen_address),
-            ));
-        }
+        check_socket_address("listen_address", &self.listen_address, false)?;
+        check_socket_address("metrics_listen_address", &self.metrics_listen_address, true)?;
         let members = self.member_list()?;
         if !members.iter().any(|(id, _)| *id == self.member_id) {
             return Err(bad("members", "must include this coordinator's member_id"));

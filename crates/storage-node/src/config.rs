@@ -123,20 +123,8 @@ impl Default for NodeConfig {
     }
 }
 
-/// A configuration value out of range; `field` is the dotted path of the field.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid configuration: {field}: {reason}")]
-pub struct ConfigError {
-    pub field: String,
-    pub reason: String,
-}
-
-fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
+pub use cairn_telemetry::ConfigError;
+use cairn_telemetry::{check_socket_address, config_error as bad};
 
 impl NodeConfig {
     pub fn advertise(&self) -> String {
@@ -180,23 +168,8 @@ impl NodeConfig {
             }
             None => {}
         }
-        if self.listen_address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(bad(
-                "listen_address",
-                format!("{:?} is not an ip:port", self.listen_address),
-            ));
-        }
-        if !self.metrics_listen_address.is_empty()
-            && self
-                .metrics_listen_address
-                .parse::<std::net::SocketAddr>()
-                .is_err()
-        {
-            return Err(bad(
-                "metrics_listen_address",
-                format!("{:?} is not an ip:port", self.metrics_listen_address),
-            ));
-        }
+        check_socket_address("listen_address", &self.listen_address, false)?;
+        check_socket_address("metrics_listen_address", &self.metrics_listen_address, true)?;
         self.limits
             .validate()
             .map_err(|reason| bad("limits", reason))?;

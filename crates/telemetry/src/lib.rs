@@ -4,11 +4,13 @@
 //!
 //! It knows nothing about shards or Raft: each binary registers its own metrics here.
 
+mod config_check;
 mod grpc_metrics;
 mod http;
 mod layered_config;
 mod logging;
 
+pub use config_check::{check_socket_address, config_error, ConfigError};
 pub use grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
 pub use http::{serve_http, start_http, HttpConfig, Readiness};
 pub use layered_config::layered_config;
