@@ -88,6 +88,13 @@ impl Router {
             .max_encoding_message_size(cairn_types::REQUEST_BYTES_MAX_CEILING as usize))
     }
 
+    /// Waits before the next attempt; after the last one there is nothing to wait for.
+    async fn pause(&self, attempt: u32, remaining: Duration) {
+        if attempt + 1 < self.attempts_max {
+            tokio::time::sleep(self.backoff(attempt).min(remaining)).await;
+        }
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         let doubled = self.backoff_min.saturating_mul(1u32 << attempt.min(16));
         let capped = doubled.min(self.backoff_max);
@@ -136,7 +143,7 @@ impl Router {
                 last = Status::unavailable(format!("{shard} has no known leader"));
                 self.stats.stale_map.fetch_add(1, Ordering::Relaxed);
                 self.maps.refresh().await;
-                tokio::time::sleep(self.backoff(attempt).min(remaining)).await;
+                self.pause(attempt, remaining).await;
                 continue;
             };
             let shard_target = node_pb::ShardTarget {
@@ -165,7 +172,7 @@ impl Router {
                         hint = Some(not_leader.leader_address);
                     } else {
                         self.maps.refresh().await;
-                        tokio::time::sleep(self.backoff(attempt).min(remaining)).await;
+                        self.pause(attempt, remaining).await;
                     }
                     if target == Target::Leader {
                         // The map's leader is stale; let the watch catch up in the background.
@@ -176,7 +183,7 @@ impl Router {
                 (_, Some(Kind::StaleEpoch(_))) | (Code::NotFound, Some(Kind::UnknownShard(_))) => {
                     self.stats.stale_map.fetch_add(1, Ordering::Relaxed);
                     self.maps.refresh().await;
-                    tokio::time::sleep(self.backoff(attempt).min(remaining)).await;
+                    self.pause(attempt, remaining).await;
                 }
                 (
                     Code::Unavailable
@@ -191,7 +198,7 @@ impl Router {
                     self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
                     let maps = self.maps.clone();
                     tokio::spawn(async move { maps.refresh().await });
-                    tokio::time::sleep(self.backoff(attempt).min(remaining)).await;
+                    self.pause(attempt, remaining).await;
                 }
                 _ => return Err(status),
             }

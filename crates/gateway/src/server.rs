@@ -17,9 +17,7 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&config.listen_address)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen_address))?;
+    let listener = cairn_telemetry::bind_listener(&config.listen_address).await?;
     run_with_listener(config, listener, shutdown).await
 }
 

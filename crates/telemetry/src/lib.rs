@@ -35,3 +35,12 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested");
 }
+
+/// Binds a server's listener, with an error that names the address.
+pub async fn bind_listener(address: &str) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| {
+            std::io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
+        })
+}
