@@ -2,7 +2,10 @@
 //! needs a hand-installed `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not compiled in: a build script binary reused from a shared target
+    // directory may have been compiled for a checkout at another path.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let root = std::path::Path::new(&manifest_dir).join("../../proto");
     let files = [
         "cairn/kv/v1/kv.proto",
         "cairn/node/v1/node.proto",

@@ -66,6 +66,8 @@ pub struct NodeProcess {
     pub role: Role,
     pub id: u64,
     pub address: String,
+    /// The process's HTTP endpoint: /metrics, /livez, /readyz (same IP, next port).
+    pub metrics_address: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     args: Vec<String>,
@@ -94,10 +96,12 @@ pub struct Cluster {
 fn free_base_port() -> u16 {
     for _ in 0..200 {
         let port = rand::random_range(20_000u16..60_000);
-        let free = (1..=12u8)
-            .chain(101..=105)
-            .chain(151..=153)
-            .all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok());
+        // `port` for gRPC and `port + 1` for the metrics endpoint of every process.
+        let free = (1..=12u8).chain(101..=105).chain(151..=153).all(|i| {
+            [port, port + 1]
+                .iter()
+                .all(|p| std::net::TcpListener::bind(format!("127.0.0.{i}:{p}")).is_ok())
+        });
         if free {
             return port;
         }
@@ -243,10 +247,12 @@ impl Cluster {
         };
         let data_dir = self.root.path().join(&name);
         let log_path = self.root.path().join(format!("{name}.log"));
+        let metrics_address = address_of(role, id, self.base_port + 1);
         self.nodes.push(NodeProcess {
             role,
             id,
             address,
+            metrics_address,
             data_dir,
             log_path,
             args,
@@ -272,6 +278,10 @@ impl Cluster {
             .expect("log file");
         let mut command = Command::new(&binary);
         command.arg(format!("--listen-address={}", process.address));
+        command.arg(format!(
+            "--metrics-listen-address={}",
+            process.metrics_address
+        ));
         if role != Role::Gateway {
             command.arg(format!("--data-dir={}", process.data_dir.display()));
         }
@@ -317,14 +327,24 @@ impl Cluster {
 
     /// Starts gateway `id` (1..=3) pointed at the coordinators.
     pub fn add_gateway(&mut self, id: u64) {
+        self.add_gateway_with_env(id, &[]);
+    }
+
+    /// Starts gateway `id` (1..=3) with `extra_env` (e.g. CAIRN_* settings).
+    pub fn add_gateway_with_env(&mut self, id: u64, extra_env: &[(&str, &str)]) {
         assert!(
             !self.coordinator_addresses.is_empty(),
             "a gateway needs coordinators"
         );
-        let args = vec![format!(
+        let mut args = vec![format!(
             "--coordinators={}",
             self.coordinator_addresses.join(",")
         )];
+        args.extend(
+            extra_env
+                .iter()
+                .map(|(name, value)| format!("env:{name}={value}")),
+        );
         self.add_process(Role::Gateway, id, args);
     }
 

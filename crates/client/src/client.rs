@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
 
 /// Largest message sent or received: the transport ceiling every cluster's
 /// `request_bytes_max` fits under, so that a full range page is never refused by the codec.
@@ -307,7 +308,31 @@ impl Client {
 
     /// Runs `attempt` against the gateways until it succeeds or the retry policy, the
     /// attempt budget or the deadline says stop. `attempt` gets a channel and the time left.
+    ///
+    /// The call runs in a `cairn.client` span (a child of the caller's span); requests built
+    /// with [`request`] carry its trace context to the gateway.
     pub(crate) async fn call<T, F, Fut>(
+        &self,
+        what: &'static str,
+        policy: RetryPolicy,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let span = tracing::info_span!(
+            "cairn.client",
+            otel.name = %format_args!("cairn.client.{what}"),
+            otel.kind = "client",
+            rpc.method = what,
+        );
+        self.call_with_retries(what, policy, attempt)
+            .instrument(span)
+            .await
+    }
+
+    async fn call_with_retries<T, F, Fut>(
         &self,
         what: &'static str,
         policy: RetryPolicy,
@@ -449,6 +474,8 @@ pub(crate) fn request<T>(message: T, remaining: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     // The gateway stops working on the request when the caller has given up on it.
     request.set_timeout(remaining);
+    // The caller's trace continues in the gateway when it is sampled.
+    cairn_trace_context::inject(request.metadata_mut());
     request
 }
 

@@ -3,10 +3,11 @@
 
 use cairn_raft::network::TransportConfig;
 use cairn_raft::replica::RaftTiming;
+use cairn_telemetry::{LogConfig, TracingConfig};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CoordinatorConfig {
     /// This coordinator's id within the coordinator group (1, 2, 3 …); never 0.
@@ -18,6 +19,10 @@ pub struct CoordinatorConfig {
     /// Address of the HTTP endpoint with /metrics, /livez and /readyz, `ip:port`; empty
     /// disables it.
     pub metrics_listen_address: String,
+    /// Log format and per-module levels.
+    pub log: LogConfig,
+    /// Trace export (OTLP); off unless `tracing.otlp_endpoint` is set.
+    pub tracing: TracingConfig,
     /// Every coordinator as `member_id=host:port`, this one included (1 or 3 members).
     pub members: Vec<String>,
     /// Shards of a new cluster; fixed once the cluster is created.
@@ -51,6 +56,8 @@ impl Default for CoordinatorConfig {
             listen_address: "127.0.0.1:7001".into(),
             data_dir: PathBuf::from("./.cairn-data/coordinator"),
             metrics_listen_address: String::new(),
+            log: LogConfig::default(),
+            tracing: TracingConfig::default(),
             members: Vec::new(),
             shard_count: 16,
             replication_factor: 3,
@@ -110,6 +117,8 @@ impl CoordinatorConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.log.validate()?;
+        self.tracing.validate()?;
         if self.member_id == 0 {
             return Err(bad("member_id", "must be at least 1"));
         }

@@ -70,8 +70,6 @@ fn load(flags: &Flags) -> anyhow::Result<CoordinatorConfig> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cairn_telemetry::init_logging(&cairn_telemetry::LogConfig::default())
-        .map_err(|error| anyhow::anyhow!(error))?;
     let flags = Flags::parse();
     let coordinator = load(&flags)?;
     if flags.check_config {
@@ -79,5 +77,13 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration OK");
         return Ok(());
     }
-    cairn_coordinator::run(coordinator, cairn_telemetry::shutdown_signal()).await
+    let telemetry = cairn_telemetry::init_telemetry(
+        &coordinator.log,
+        &coordinator.tracing,
+        "cairn-coordinator",
+    )
+    .map_err(|error| anyhow::anyhow!(error))?;
+    let result = cairn_coordinator::run(coordinator, cairn_telemetry::shutdown_signal()).await;
+    telemetry.shutdown().await;
+    result
 }

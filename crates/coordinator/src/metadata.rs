@@ -98,6 +98,7 @@ impl MetadataStore {
             write_id: None,
             proposed_at_ms: now_ms(),
             op,
+            trace: None,
         };
         Ok(self.replica.write(command).await?)
     }

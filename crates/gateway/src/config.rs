@@ -1,8 +1,9 @@
 //! The gateway's configuration: defaults < TOML file < `CAIRN_*` environment < flags.
 
+use cairn_telemetry::{LogConfig, TracingConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GatewayConfig {
     /// Address the public gRPC server binds, `ip:port`.
@@ -12,6 +13,10 @@ pub struct GatewayConfig {
     /// Address of the HTTP endpoint with /metrics, /livez and /readyz, `ip:port`; empty
     /// disables it.
     pub metrics_listen_address: String,
+    /// Log format and per-module levels.
+    pub log: LogConfig,
+    /// Trace export (OTLP); off unless `tracing.otlp_endpoint` is set.
+    pub tracing: TracingConfig,
     /// Longest a client request may take in the gateway, retries included, in milliseconds.
     pub request_timeout_ms: u64,
     /// Most attempts per shard request (not-leader redirects and retries included).
@@ -33,6 +38,8 @@ impl Default for GatewayConfig {
             listen_address: "127.0.0.1:7000".into(),
             coordinators: vec!["127.0.0.1:7001".into()],
             metrics_listen_address: String::new(),
+            log: LogConfig::default(),
+            tracing: TracingConfig::default(),
             request_timeout_ms: 10_000,
             attempts_max: 10,
             backoff_min_ms: 20,
@@ -49,6 +56,8 @@ use cairn_telemetry::{check_socket_address, config_error as bad};
 
 impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.log.validate()?;
+        self.tracing.validate()?;
         check_socket_address("listen_address", &self.listen_address, false)?;
         check_socket_address("metrics_listen_address", &self.metrics_listen_address, true)?;
         if self.coordinators.is_empty() {

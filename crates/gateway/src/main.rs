@@ -50,8 +50,6 @@ fn load(flags: &Flags) -> anyhow::Result<GatewayConfig> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cairn_telemetry::init_logging(&cairn_telemetry::LogConfig::default())
-        .map_err(|error| anyhow::anyhow!(error))?;
     let flags = Flags::parse();
     let gateway = load(&flags)?;
     if flags.check_config {
@@ -59,5 +57,10 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration OK");
         return Ok(());
     }
-    cairn_gateway::run(gateway, cairn_telemetry::shutdown_signal()).await
+    let telemetry =
+        cairn_telemetry::init_telemetry(&gateway.log, &gateway.tracing, "cairn-gateway")
+            .map_err(|error| anyhow::anyhow!(error))?;
+    let result = cairn_gateway::run(gateway, cairn_telemetry::shutdown_signal()).await;
+    telemetry.shutdown().await;
+    result
 }

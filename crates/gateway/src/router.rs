@@ -7,6 +7,7 @@ use crate::routing::ShardMaps;
 use cairn_proto::kv::v1::error_detail::Kind;
 use cairn_proto::node::v1 as node_pb;
 use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
+use cairn_trace_context::InjectTraceContext;
 use cairn_types::ShardId;
 use prost::Message;
 use std::collections::HashMap;
@@ -14,7 +15,12 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
+
+/// A storage node's shard KV client; every call carries the caller's trace context.
+pub type NodeKvClient = ShardKvClient<InterceptedService<Channel, InjectTraceContext>>;
 use tonic::{Code, Status};
 
 /// Which replica a request needs.
@@ -68,7 +74,7 @@ impl Router {
         self.request_timeout
     }
 
-    fn client(&self, address: &str) -> Result<ShardKvClient<Channel>, Status> {
+    fn client(&self, address: &str) -> Result<NodeKvClient, Status> {
         let mut channels = self.channels.lock().expect("channel map poisoned");
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
@@ -83,7 +89,7 @@ impl Router {
                 channel
             }
         };
-        Ok(ShardKvClient::new(channel)
+        Ok(ShardKvClient::with_interceptor(channel, InjectTraceContext)
             .max_decoding_message_size(cairn_types::REQUEST_BYTES_MAX_CEILING as usize)
             .max_encoding_message_size(cairn_types::REQUEST_BYTES_MAX_CEILING as usize))
     }
@@ -112,7 +118,7 @@ impl Router {
         mut call: F,
     ) -> Result<T, Status>
     where
-        F: FnMut(ShardKvClient<Channel>, node_pb::ShardTarget) -> Fut,
+        F: FnMut(NodeKvClient, node_pb::ShardTarget) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut hint: Option<String> = None;
@@ -151,7 +157,15 @@ impl Router {
                 epoch: route.epoch,
             };
             let client = self.client(&address)?;
-            let outcome = tokio::time::timeout(remaining, call(client, shard_target)).await;
+            let span = tracing::info_span!(
+                "gateway.attempt",
+                shard = shard.0,
+                attempt,
+                node = %address,
+            );
+            let outcome = tokio::time::timeout(remaining, call(client, shard_target))
+                .instrument(span)
+                .await;
             let status = match outcome {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => status,

@@ -4,6 +4,7 @@
 //! `TryFrom` in [`crate::convert`], which is where they are validated; everything that reaches
 //! the log is known to be well-formed and within limits.
 
+use cairn_trace_context::TraceParent;
 use cairn_types::{ClientId, Revision, Sequence};
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +113,9 @@ pub struct Command {
     /// deterministic expiry of exactly-once sessions (every replica sees the same value).
     pub proposed_at_ms: u64,
     pub op: WriteOp,
+    /// The proposal's trace, when the request is sampled: every replica's log append and
+    /// apply of this entry, and the leader's replication of it, join the request's trace.
+    pub trace: Option<TraceParent>,
 }
 
 /// A key with its metadata, as stored and as returned.

@@ -39,12 +39,16 @@ pub struct GroupCommit {
 }
 
 /// Counters an operator graphs: how many fsyncs, how many appends they served.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct GroupCommitStats {
     pub fsyncs: std::sync::atomic::AtomicU64,
     pub appends: std::sync::atomic::AtomicU64,
     pub fsync_micros_total: std::sync::atomic::AtomicU64,
+    /// Told each fsync's duration (the node feeds its latency histogram from it); set once.
+    pub fsync_observer: std::sync::OnceLock<FsyncObserver>,
 }
+
+pub type FsyncObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
 
 impl GroupCommit {
     /// Starts the committer on the current tokio runtime. It stops when every handle is gone.
@@ -80,11 +84,15 @@ async fn run(
             .await
             .map_err(|join| std::io::Error::other(format!("fsync task failed: {join}")))
             .and_then(|flushed| flushed.map_err(std::io::Error::other));
+        let elapsed = started.elapsed();
         stats.fsyncs.fetch_add(1, Relaxed);
         stats.appends.fetch_add(batch.len() as u64, Relaxed);
         stats
             .fsync_micros_total
-            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+            .fetch_add(elapsed.as_micros() as u64, Relaxed);
+        if let Some(observe) = stats.fsync_observer.get() {
+            observe(elapsed);
+        }
         if let Err(error) = &result {
             tracing::error!(%error, appends = batch.len(), "WAL fsync failed; failing the appends it covered");
         }

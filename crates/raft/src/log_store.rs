@@ -201,7 +201,17 @@ impl RaftLogStorage<ShardRaftConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::default();
+        let mut traced = Vec::new();
         for entry in entries {
+            if traced.len() < crate::type_config::TRACED_ENTRIES_PER_BATCH_MAX {
+                traced.extend(crate::type_config::spans_for_traced([&entry], |entry| {
+                    tracing::info_span!(
+                        "raft.log_append",
+                        shard = self.shard.0,
+                        index = entry.index()
+                    )
+                }));
+            }
             batch.put_cf(
                 self.cf_log(),
                 keys::log_key(self.shard, entry.index()),
@@ -211,7 +221,11 @@ impl RaftLogStorage<ShardRaftConfig> for LogStore {
         // Written (and so readable) now; durable after the group commit's next fsync.
         self.db.write(batch).map_err(StorageError::from)?;
         self.group_commit
-            .after_next_sync(Box::new(move |result| callback.io_completed(result)))
+            .after_next_sync(Box::new(move |result| {
+                // The spans end once the entries are durable (written and fsynced).
+                drop(traced);
+                callback.io_completed(result)
+            }))
             .await;
         Ok(())
     }

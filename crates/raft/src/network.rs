@@ -10,6 +10,7 @@ use crate::type_config::{NodeAddress, ShardRaftConfig, SnapshotMeta, Vote};
 use cairn_proto::raft::v1 as pb;
 use cairn_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use cairn_types::{NodeId, ShardId};
+use openraft::entry::RaftEntry;
 use openraft::error::{
     NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
@@ -111,6 +112,7 @@ impl PeerChannels {
 pub struct ShardNetworkFactory {
     pub shard: ShardId,
     pub channels: PeerChannels,
+    pub counters: Arc<crate::replica::ReplicaCounters>,
 }
 
 impl RaftNetworkFactory<C> for ShardNetworkFactory {
@@ -122,6 +124,7 @@ impl RaftNetworkFactory<C> for ShardNetworkFactory {
             target,
             address: node.address.clone(),
             channels: self.channels.clone(),
+            counters: self.counters.clone(),
         }
     }
 }
@@ -131,6 +134,7 @@ pub struct ShardNetwork {
     target: NodeId,
     address: String,
     channels: PeerChannels,
+    counters: Arc<crate::replica::ReplicaCounters>,
 }
 
 #[derive(Clone, Copy)]
@@ -205,6 +209,15 @@ impl RaftNetworkV2<C> for ShardNetwork {
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        // Sampled requests among the entries see their replication to this follower.
+        let _replicating = crate::type_config::spans_for_traced(&rpc.entries, |entry| {
+            tracing::info_span!(
+                "raft.replicate",
+                shard = self.shard.0,
+                peer = self.target.0,
+                index = entry.index()
+            )
+        });
         self.unary(Call::Append, &rpc, option.hard_ttl()).await
     }
 
@@ -243,7 +256,12 @@ impl RaftNetworkV2<C> for ShardNetwork {
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             result = tokio::time::timeout(timeout, send) => match result {
-                Ok(result) => result,
+                Ok(result) => {
+                    if result.is_ok() {
+                        self.counters.snapshots_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    result
+                }
                 Err(_) => Err(StreamingError::Network(NetworkError::from_string(format!(
                     "snapshot transfer to {} took longer than {timeout:?}", self.target
                 )))),

@@ -24,8 +24,10 @@ use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub type ShardRaft = Raft<ShardRaftConfig, ShardStateMachine>;
 type C = ShardRaftConfig;
@@ -154,6 +156,20 @@ pub struct ShardReplica {
     shard: ShardId,
     context: Arc<ReplicaContext>,
     raft: ShardRaft,
+    counters: Arc<ReplicaCounters>,
+}
+
+/// Events of one replica an operator graphs, counted since the replica was opened.
+#[derive(Debug, Default)]
+pub struct ReplicaCounters {
+    /// Writes proposed through this replica (as leader), whatever their outcome.
+    pub proposals: AtomicU64,
+    /// Of those, the ones that failed or whose outcome is unknown.
+    pub proposals_failed: AtomicU64,
+    /// Snapshots this replica (as leader) sent to lagging members.
+    pub snapshots_sent: AtomicU64,
+    /// Snapshots this replica installed from its leader.
+    pub snapshots_installed: AtomicU64,
 }
 
 /// Shards with a replica on this node, as recorded in the `replicas` column family.
@@ -197,10 +213,13 @@ impl ShardReplica {
             reason: join.to_string(),
         })?
         .map_err(storage)?;
+        let counters = Arc::new(ReplicaCounters::default());
+        let state_machine = state_machine.counting_into(counters.clone());
         let log_store = LogStore::new(context.db.clone(), shard, context.group_commit.clone());
         let network = ShardNetworkFactory {
             shard,
             channels: context.channels.clone(),
+            counters: counters.clone(),
         };
         let raft = Raft::new(
             context.node_id,
@@ -218,11 +237,16 @@ impl ShardReplica {
             shard,
             context,
             raft,
+            counters,
         })
     }
 
     pub fn shard(&self) -> ShardId {
         self.shard
+    }
+
+    pub fn counters(&self) -> &ReplicaCounters {
+        &self.counters
     }
 
     /// Whether this replica currently leads its shard.
@@ -370,15 +394,26 @@ impl ShardReplica {
     }
 
     /// Proposes `command` and waits until it is applied; returns the state machine's result.
-    pub async fn write(&self, command: Command) -> Result<WriteResult, ReplicaError> {
+    pub async fn write(&self, mut command: Command) -> Result<WriteResult, ReplicaError> {
         let timeout = self.context.propose_timeout;
+        // The span covers the log append, replication to a quorum and the apply; a sampled
+        // request's entry carries it so replicas' spans for this entry join the same trace.
+        let span = tracing::info_span!("raft.propose", shard = self.shard.0);
+        command.trace = cairn_trace_context::TraceParent::of(&span);
+        self.counters.proposals.fetch_add(1, Ordering::Relaxed);
         let response = tokio::time::timeout(timeout, self.raft.client_write(command))
+            .instrument(span)
             .await
             .map_err(|_| ReplicaError::OutcomeUnknown {
                 shard: self.shard,
                 reason: format!("not applied within {timeout:?}"),
-            })?
-            .map_err(|error| self.write_error(error))?;
+            })
+            .and_then(|written| written.map_err(|error| self.write_error(error)))
+            .inspect_err(|_| {
+                self.counters
+                    .proposals_failed
+                    .fetch_add(1, Ordering::Relaxed);
+            })?;
         match response.data {
             CommandResponse::Write(result) => Ok(result),
             CommandResponse::None => Err(ReplicaError::Stopped {

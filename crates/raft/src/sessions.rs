@@ -318,6 +318,7 @@ mod tests {
                 prev_kv: false,
                 condition: None,
             }),
+            trace: None,
         }
     }
 

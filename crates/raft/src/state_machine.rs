@@ -63,6 +63,7 @@ pub struct ShardStateMachine {
     revision: Revision,
     sessions: SessionTable,
     session_limits: SessionLimits,
+    counters: Arc<crate::replica::ReplicaCounters>,
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
@@ -141,6 +142,7 @@ impl ShardStateMachine {
             revision: Revision(0),
             sessions: SessionTable::new(shard, session_limits.clone()),
             session_limits,
+            counters: Arc::default(),
         };
         machine.reload()?;
         Ok(machine)
@@ -161,8 +163,19 @@ impl ShardStateMachine {
         self.snapshots.shard
     }
 
+    /// Counts snapshot installs into `counters` (the replica's).
+    pub fn counting_into(mut self, counters: Arc<crate::replica::ReplicaCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
     /// Applies one entry as one atomic write; returns the response for its proposer.
-    fn apply_entry(&mut self, entry: crate::type_config::Entry) -> Result<CommandResponse> {
+    /// `traced`: the entry belongs to a sampled request (a `raft.apply` span is entered).
+    fn apply_entry(
+        &mut self,
+        entry: crate::type_config::Entry,
+        traced: bool,
+    ) -> Result<CommandResponse> {
         let db = self.snapshots.db.clone();
         let shard = self.snapshots.shard;
         let log_id = entry.log_id();
@@ -214,6 +227,9 @@ impl ShardStateMachine {
             keys::tagged_key(shard, keys::TAG_APPLIED),
             codec::encode(&self.last_applied),
         );
+        // Only a traced entry's apply is worth this span's cost.
+        let _write = traced
+            .then(|| tracing::info_span!("rocksdb.write", bytes = batch.size_in_bytes()).entered());
         db.write(batch)?;
         Ok(response)
     }
@@ -473,8 +489,18 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
             + OptionalSend,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
+            let span = crate::type_config::entry_trace(&entry).map(|parent| {
+                let span = tracing::info_span!(
+                    "raft.apply",
+                    shard = self.shard().0,
+                    index = entry.index()
+                );
+                parent.adopt(&span);
+                span
+            });
+            let _entered = span.as_ref().map(|span| span.enter());
             // A RocksDB write of one entry takes microseconds (no fsync): not worth a thread hop.
-            let response = self.apply_entry(entry).map_err(|error| {
+            let response = self.apply_entry(entry, span.is_some()).map_err(|error| {
                 tracing::error!(shard = %self.shard(), %error, "applying a committed entry failed; the replica stops");
                 io::Error::from(error)
             })?;
@@ -500,6 +526,9 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
         let meta_owned = meta.clone();
         blocking(move || store.install(&meta_owned, &snapshot.path)).await?;
         self.reload().map_err(io::Error::from)?;
+        self.counters
+            .snapshots_installed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -539,6 +568,7 @@ mod tests {
                 prev_kv: false,
                 condition: None,
             }),
+            trace: None,
         };
         Entry::new_normal(
             LogId::new(
@@ -576,7 +606,7 @@ mod tests {
         let source_dir = tempfile::tempdir().unwrap();
         let (source_db, mut source) = open(source_dir.path());
         for (index, key) in [(1, "a"), (2, "b"), (3, "c")] {
-            source.apply_entry(put_entry(index, key)).unwrap();
+            source.apply_entry(put_entry(index, key), false).unwrap();
         }
         let built = source.snapshots.build().unwrap();
         assert_eq!(
@@ -590,8 +620,8 @@ mod tests {
         let target_dir = tempfile::tempdir().unwrap();
         {
             let (db, mut target) = open(target_dir.path());
-            target.apply_entry(put_entry(1, "old-1")).unwrap();
-            target.apply_entry(put_entry(2, "old-2")).unwrap();
+            target.apply_entry(put_entry(1, "old-1"), false).unwrap();
+            target.apply_entry(put_entry(2, "old-2"), false).unwrap();
             std::fs::copy(
                 source_dir.path().join("snapshots").join(&built.file_name),
                 target.snapshots.dir.join(&built.file_name),
@@ -636,7 +666,7 @@ mod tests {
     async fn a_corrupt_snapshot_is_refused_without_touching_the_shard() {
         let source_dir = tempfile::tempdir().unwrap();
         let (_, mut source) = open(source_dir.path());
-        source.apply_entry(put_entry(1, "new")).unwrap();
+        source.apply_entry(put_entry(1, "new"), false).unwrap();
         let built = source.snapshots.build().unwrap();
         let path = source_dir.path().join("snapshots").join(&built.file_name);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -647,7 +677,7 @@ mod tests {
 
         let target_dir = tempfile::tempdir().unwrap();
         let (db, mut target) = open(target_dir.path());
-        target.apply_entry(put_entry(1, "kept")).unwrap();
+        target.apply_entry(put_entry(1, "kept"), false).unwrap();
         let result = target
             .install_snapshot(&built.meta, SnapshotFile { path: corrupt })
             .await;

@@ -26,6 +26,36 @@ pub type Entry = openraft::type_config::alias::EntryOf<ShardRaftConfig>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<ShardRaftConfig>;
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<ShardRaftConfig>;
 
+/// Most spans one batch of entries opens for traced entries (log append, replication): a
+/// batch of sampled requests must not turn into thousands of spans.
+pub(crate) const TRACED_ENTRIES_PER_BATCH_MAX: usize = 8;
+
+/// The trace of a sampled client write carried by `entry`.
+pub(crate) fn entry_trace(entry: &Entry) -> Option<cairn_trace_context::TraceParent> {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(command) => command.trace,
+        _ => None,
+    }
+}
+
+/// One span per traced entry in `entries` (at most [`TRACED_ENTRIES_PER_BATCH_MAX`]), each a
+/// child of its request's trace; dropping them ends them.
+pub(crate) fn spans_for_traced<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+    make_span: impl Fn(&Entry) -> tracing::Span,
+) -> Vec<tracing::Span> {
+    entries
+        .into_iter()
+        .filter_map(|entry| entry_trace(entry).map(|parent| (entry, parent)))
+        .take(TRACED_ENTRIES_PER_BATCH_MAX)
+        .map(|(entry, parent)| {
+            let span = make_span(entry);
+            parent.adopt(&span);
+            span
+        })
+        .collect()
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.op {

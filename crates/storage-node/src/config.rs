@@ -7,12 +7,12 @@ use cairn_raft::database::RocksDbConfig;
 use cairn_raft::network::TransportConfig;
 use cairn_raft::replica::RaftTiming;
 use cairn_raft::sessions::SessionLimits;
-use cairn_telemetry::LogConfig;
+use cairn_telemetry::{LogConfig, TracingConfig};
 use cairn_types::{Limits, RAFT_MESSAGE_BYTES_MAX};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NodeConfig {
     /// This node's id; permanent, never 0, unique in the cluster.
@@ -31,6 +31,8 @@ pub struct NodeConfig {
     /// disables it.
     pub metrics_listen_address: String,
     pub log: LogConfig,
+    /// Trace export (OTLP); off unless `tracing.otlp_endpoint` is set.
+    pub tracing: TracingConfig,
     pub limits: Limits,
     pub raft: RaftTimingConfig,
     pub transport: TransportConfig,
@@ -108,6 +110,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("./.cairn-data/node"),
             metrics_listen_address: String::new(),
             log: LogConfig::default(),
+            tracing: TracingConfig::default(),
             limits: Limits::default(),
             raft: RaftTimingConfig::default(),
             transport: TransportConfig::default(),
@@ -134,6 +137,8 @@ impl NodeConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.log.validate()?;
+        self.tracing.validate()?;
         match &self.coordinator {
             None if self.node_id == 0 => {
                 return Err(bad(

@@ -73,6 +73,7 @@ impl KvService {
             write_id,
             proposed_at_ms,
             op,
+            trace: None,
         };
         match replica.write(command).await? {
             WriteResult::WindowExceeded { oldest_remembered } => {

@@ -100,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration OK");
         return Ok(());
     }
-    cairn_telemetry::init_logging(&node.log).map_err(|error| anyhow::anyhow!(error))?;
-    cairn_storage_node::run(node, cairn_telemetry::shutdown_signal()).await
+    let telemetry = cairn_telemetry::init_telemetry(&node.log, &node.tracing, "cairn-node")
+        .map_err(|error| anyhow::anyhow!(error))?;
+    let result = cairn_storage_node::run(node, cairn_telemetry::shutdown_signal()).await;
+    telemetry.shutdown().await;
+    result
 }

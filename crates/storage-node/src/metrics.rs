@@ -1,14 +1,19 @@
 //! The storage node's Prometheus metrics: per-RPC (from the telemetry layer), per shard
-//! replica (term, leadership, commit and applied index, replication lag, snapshot), group
-//! commit (fsyncs and the appends they served, fsync time) and RocksDB sizes. Shard and
-//! storage gauges are read from the node's state at each scrape.
+//! replica (term, leadership, commit and applied index, replication lag, snapshot, proposals,
+//! elections, snapshot sends and installs), group commit (fsyncs and the appends they served,
+//! fsync latency) and RocksDB sizes. Shard and storage series are read from the node's state
+//! at each scrape; fsync latency is observed as it happens.
 
 use crate::node::Node;
 use cairn_raft::database::column_family_stats;
 use cairn_raft::replica::ServerRole;
-use cairn_telemetry::prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use cairn_telemetry::prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use cairn_telemetry::GrpcMetrics;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Mutex;
 
 pub struct NodeMetrics {
     pub registry: Registry,
@@ -22,6 +27,15 @@ pub struct NodeMetrics {
     shard_replication_lag: IntGaugeVec,
     shard_snapshot_index: IntGaugeVec,
     shard_epoch: IntGaugeVec,
+    shard_proposals: IntCounterVec,
+    shard_proposals_failed: IntCounterVec,
+    shard_elections: IntCounterVec,
+    shard_snapshots_sent: IntCounterVec,
+    shard_snapshots_installed: IntCounterVec,
+    /// Per shard: the term and counter totals seen at the previous scrape (counters are
+    /// advanced by the difference; a replica re-opened starts its totals again).
+    last_seen: Mutex<HashMap<u64, [u64; 5]>>,
+    pub fsync_duration: Histogram,
     fsyncs: IntCounter,
     fsynced_appends: IntCounter,
     fsync_micros: IntCounter,
@@ -36,6 +50,15 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
         .register(Box::new(gauge.clone()))
         .expect("metric names are unique");
     gauge
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let counter =
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(counter.clone()))
+        .expect("metric names are unique");
+    counter
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -110,6 +133,54 @@ impl NodeMetrics {
                 "Membership epoch of the shard",
                 shard,
             ),
+            shard_proposals: counter_vec(
+                &registry,
+                "cairn_shard_proposals_total",
+                "Writes proposed through this replica as leader",
+                shard,
+            ),
+            shard_proposals_failed: counter_vec(
+                &registry,
+                "cairn_shard_proposals_failed_total",
+                "Proposals that failed or whose outcome is unknown",
+                shard,
+            ),
+            shard_elections: counter_vec(
+                &registry,
+                "cairn_shard_elections_total",
+                "Elections (new terms) this replica has seen",
+                shard,
+            ),
+            shard_snapshots_sent: counter_vec(
+                &registry,
+                "cairn_shard_snapshots_sent_total",
+                "Snapshots sent by this replica to lagging members",
+                shard,
+            ),
+            shard_snapshots_installed: counter_vec(
+                &registry,
+                "cairn_shard_snapshots_installed_total",
+                "Snapshots installed by this replica",
+                shard,
+            ),
+            last_seen: Mutex::default(),
+            fsync_duration: {
+                let histogram = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "cairn_group_commit_fsync_duration_seconds",
+                        "Duration of one group-commit WAL fsync, in seconds",
+                    )
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 0.5, 1.0,
+                    ]),
+                )
+                .expect("valid metric definition");
+                registry
+                    .register(Box::new(histogram.clone()))
+                    .expect("metric names are unique");
+                histogram
+            },
             fsyncs: counter(
                 &registry,
                 "cairn_group_commit_fsyncs_total",
@@ -166,6 +237,25 @@ impl NodeMetrics {
             // Removed replicas must not linger as stale series.
             vec.reset();
         }
+        let mut last_seen = self.last_seen.lock().expect("metrics lock poisoned");
+        let hosted: std::collections::HashSet<u64> = replicas.iter().map(|r| r.shard().0).collect();
+        let removed: Vec<u64> = last_seen
+            .keys()
+            .filter(|shard| !hosted.contains(shard))
+            .copied()
+            .collect();
+        for shard in removed {
+            last_seen.remove(&shard);
+            for vec in [
+                &self.shard_proposals,
+                &self.shard_proposals_failed,
+                &self.shard_elections,
+                &self.shard_snapshots_sent,
+                &self.shard_snapshots_installed,
+            ] {
+                let _ = vec.remove_label_values(&[&shard.to_string()]);
+            }
+        }
         for replica in &replicas {
             let status = replica.status();
             let label = status.shard.0.to_string();
@@ -191,6 +281,34 @@ impl NodeMetrics {
             self.shard_epoch
                 .with_label_values(&label)
                 .set(status.epoch as i64);
+            let counters = replica.counters();
+            let now = [
+                status.term,
+                counters.proposals.load(Relaxed),
+                counters.proposals_failed.load(Relaxed),
+                counters.snapshots_sent.load(Relaxed),
+                counters.snapshots_installed.load(Relaxed),
+            ];
+            // First sight of a replica: its totals so far count, except the term (elections
+            // before this node hosted the shard are not this replica's to count).
+            let before = *last_seen
+                .entry(status.shard.0)
+                .or_insert([status.term, 0, 0, 0, 0]);
+            for (vec, (now, before)) in [
+                &self.shard_elections,
+                &self.shard_proposals,
+                &self.shard_proposals_failed,
+                &self.shard_snapshots_sent,
+                &self.shard_snapshots_installed,
+            ]
+            .iter()
+            .zip(now.iter().zip(before.iter()))
+            {
+                // A re-opened replica restarts its totals: count from zero again.
+                let delta = if now >= before { now - before } else { *now };
+                vec.with_label_values(&label).inc_by(delta);
+            }
+            last_seen.insert(status.shard.0, now);
             if let Some(lag) = status.replication_lag_max {
                 self.shard_replication_lag
                     .with_label_values(&label)

@@ -58,6 +58,13 @@ pub async fn run_with_listener(
     }
     let node = Node::open(config).await?;
     let metrics = Arc::new(NodeMetrics::new());
+    let fsync_duration = metrics.fsync_duration.clone();
+    let _ = node
+        .group_commit_stats
+        .fsync_observer
+        .set(Box::new(move |elapsed| {
+            fsync_duration.observe(elapsed.as_secs_f64())
+        }));
     let (ready_node, scrape_node, scrape_metrics) = (node.clone(), node.clone(), metrics.clone());
     let metrics_endpoint = cairn_telemetry::start_http(
         &node.config.metrics_listen_address,

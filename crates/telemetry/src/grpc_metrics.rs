@@ -1,6 +1,7 @@
-//! A tower layer for tonic servers: counts every gRPC request by method and status code and
-//! times it. The method label is the gRPC path of a Cairn service (anything else counts as
-//! `other`, so a client cannot blow up the label set).
+//! A tower layer for tonic servers: counts every gRPC request by method and status code, times
+//! it, and runs it inside a `grpc.request` span that continues the caller's trace (W3C
+//! `traceparent` header). The method label is the gRPC path of a Cairn service (anything else
+//! counts as `other`, so a client cannot blow up the label set).
 
 use pin_project_lite::pin_project;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
@@ -101,11 +102,27 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_label(request.uri().path());
+        let span = tracing::info_span!(
+            "grpc.request",
+            otel.name = %method,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        if let Some(parent) = cairn_trace_context::extract(request.headers()) {
+            parent.adopt(&span);
+        }
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
         ResponseFuture {
-            inner: self.inner.call(request),
+            inner,
             method,
             started: Instant::now(),
             metrics: self.metrics.clone(),
+            span,
         }
     }
 }
@@ -117,6 +134,7 @@ pin_project! {
         method: String,
         started: Instant,
         metrics: GrpcMetrics,
+        span: tracing::Span,
     }
 }
 
@@ -128,6 +146,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let result = match this.inner.poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(result) => result,
@@ -143,6 +162,7 @@ where
                 .to_string(),
             Err(_) => "transport".to_string(),
         };
+        this.span.record("rpc.grpc.status_code", code.as_str());
         this.metrics.record(this.method, &code, *this.started);
         Poll::Ready(result)
     }

@@ -1,4 +1,5 @@
-//! Telemetry and start-up shared by every Cairn binary: layered configuration, logs (human or JSON, level per module), Prometheus
+//! Telemetry and start-up shared by every Cairn binary: layered configuration, logs (human or
+//! JSON, level per module), trace export over OTLP, Prometheus
 //! metrics, the HTTP endpoints operators and Kubernetes probe (`/metrics`, `/livez`,
 //! `/readyz`), and a gRPC layer that counts and times every request.
 //!
@@ -9,13 +10,15 @@ mod grpc_metrics;
 mod http;
 mod layered_config;
 mod logging;
+mod tracing_export;
 
 pub use config_check::{check_socket_address, config_error, ConfigError};
 pub use grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
 pub use http::{serve_http, start_http, HttpConfig, Readiness};
 pub use layered_config::layered_config;
-pub use logging::{init_logging, LogConfig, LogFormat};
+pub use logging::{init_logging, init_telemetry, LogConfig, LogFormat, Telemetry};
 pub use prometheus;
+pub use tracing_export::TracingConfig;
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM), so every binary shuts
 /// down the same way.

@@ -1,0 +1,628 @@
+//! Observability of a real local cluster (coordinator, three storage nodes and a gateway as
+//! processes):
+//! - one put through the SDK becomes one trace, exported over OTLP by the gateway and the nodes
+//!   to a receiver in this test, with spans for routing, proposal, log append, replication and
+//!   apply;
+//! - every binary's /metrics parses and has its key series, and every metric the Grafana
+//!   dashboards in deploy/grafana/ query is one a binary really serves;
+//! - /livez and /readyz answer on every binary.
+
+use cairn_test_harness::{sibling_binary, wait_for, Cluster};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+const GATEWAY: &str = env!("CARGO_BIN_EXE_cairn-gateway");
+const WAIT: Duration = Duration::from_secs(90);
+const SHARDS: u32 = 2;
+
+/// One span as the receiver got it.
+#[derive(Clone, Debug)]
+struct ReceivedSpan {
+    service: String,
+    name: String,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    attributes: BTreeMap<String, String>,
+    duration_us: u64,
+}
+
+/// An OTLP/gRPC trace receiver keeping every span in memory.
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .map(|v| any_value_text(&v.value))
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(ReceivedSpan {
+                        service: service.clone(),
+                        name: span.name,
+                        trace_id: span.trace_id,
+                        span_id: span.span_id,
+                        parent_span_id: span.parent_span_id,
+                        attributes: span
+                            .attributes
+                            .iter()
+                            .map(|kv| {
+                                let value = kv.value.as_ref().map(|v| any_value_text(&v.value));
+                                (kv.key.clone(), value.unwrap_or_default())
+                            })
+                            .collect(),
+                        duration_us: span
+                            .end_time_unix_nano
+                            .saturating_sub(span.start_time_unix_nano)
+                            / 1_000,
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn any_value_text(value: &Option<Value>) -> String {
+    match value {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn start_receiver() -> (Receiver, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let receiver = Receiver::default();
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    (receiver, format!("http://{address}"))
+}
+
+/// Coordinator, three nodes and a gateway; `env` goes to every process.
+async fn start_cluster(env: &[(&str, &str)]) -> Cluster {
+    let gateway = Path::new(GATEWAY);
+    let mut coordinator_env = vec![("CAIRN_RECONCILE_INTERVAL_MS", "200")];
+    coordinator_env.extend_from_slice(env);
+    let mut node_env = vec![("CAIRN_COORDINATOR__HEARTBEAT_INTERVAL_MS", "300")];
+    node_env.extend_from_slice(env);
+    let mut cluster = Cluster::start_with_coordinators(
+        &sibling_binary(gateway, "cairn-node"),
+        &sibling_binary(gateway, "cairn-coordinator"),
+        1,
+        3,
+        SHARDS,
+        3,
+        &coordinator_env,
+        &node_env,
+    )
+    .await;
+    cluster.add_gateway_with_env(1, env);
+    wait_for("every shard placed with a leader", WAIT, || {
+        let cluster = &cluster;
+        async move {
+            let status = cluster.cluster_status().await?;
+            (status.shards.len() == SHARDS as usize
+                && status
+                    .shards
+                    .iter()
+                    .all(|s| s.voters.len() == 3 && s.leader_node_id != 0))
+            .then_some(())
+        }
+    })
+    .await;
+    cluster
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The spans of one trace as an indented tree (parents before children), for the log and for
+/// failure messages.
+fn render_tree(spans: &[ReceivedSpan], root_parent: &[u8]) -> String {
+    let mut children: HashMap<Vec<u8>, Vec<&ReceivedSpan>> = HashMap::new();
+    for span in spans {
+        children
+            .entry(span.parent_span_id.clone())
+            .or_default()
+            .push(span);
+    }
+    fn walk(
+        out: &mut String,
+        children: &HashMap<Vec<u8>, Vec<&ReceivedSpan>>,
+        parent: &[u8],
+        depth: usize,
+    ) {
+        let Some(list) = children.get(parent) else {
+            return;
+        };
+        for span in list {
+            let detail: Vec<String> = ["rpc.method", "shard", "peer", "node", "index"]
+                .iter()
+                .filter_map(|key| span.attributes.get(*key).map(|v| format!("{key}={v}")))
+                .collect();
+            out.push_str(&format!(
+                "{}{} [{}] {}us {}\n",
+                "  ".repeat(depth),
+                span.name,
+                span.service,
+                span.duration_us,
+                detail.join(" ")
+            ));
+            walk(out, children, &span.span_id, depth + 1);
+        }
+    }
+    let mut out = String::new();
+    walk(&mut out, &children, root_parent, 0);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_put_through_the_gateway_is_one_trace_across_gateway_and_nodes() {
+    let (receiver, endpoint) = start_receiver().await;
+    let env = [
+        ("CAIRN_TRACING__OTLP_ENDPOINT", endpoint.as_str()),
+        ("CAIRN_TRACING__SAMPLING_RATIO", "1.0"),
+        ("CAIRN_TRACING__EXPORT_INTERVAL_MS", "100"),
+    ];
+    let cluster = start_cluster(&env).await;
+
+    // This process is the application: its span is the root of the request's trace. Its
+    // spans (the root and the SDK's) go to an in-memory exporter; the cluster's spans must
+    // join the same trace.
+    let app_spans = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(app_spans.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test-app")));
+    let dispatch = tracing::Dispatch::new(subscriber);
+
+    let client = cairn_client::Client::connect(cairn_client::ClientConfig::new([cluster
+        .gateway(1)
+        .address
+        .clone()]))
+    .await
+    .expect("client");
+    // Warm up (connections, shard map) so the traced put is a plain one.
+    wait_for("the gateway serves puts", WAIT, || {
+        let client = &client;
+        async move { client.put("warm-up", "1").await.ok() }
+    })
+    .await;
+
+    let root_context = {
+        let _default = tracing::dispatcher::set_default(&dispatch);
+        let root = tracing::info_span!("app.request");
+        let root_context =
+            cairn_trace_context::TraceParent::of(&root).expect("the application's span is sampled");
+        client
+            .put("traced-key", "traced-value")
+            .instrument(root)
+            .await
+            .expect("traced put");
+        root_context
+    };
+
+    // Spans the trace must have: the gateway's routing and call to the leader, the node's
+    // request, the proposal, the log append and apply (on every replica), the replication to
+    // each follower and the RocksDB write of the apply.
+    // (A server's request span is named after the gRPC method.)
+    let required = [
+        ("cairn-gateway", "/cairn.kv.v1.KV/Put"),
+        ("cairn-gateway", "gateway.put"),
+        ("cairn-gateway", "gateway.attempt"),
+        ("cairn-node", "/cairn.node.v1.ShardKv/Put"),
+        ("cairn-node", "node.put"),
+        ("cairn-node", "raft.propose"),
+        ("cairn-node", "raft.log_append"),
+        ("cairn-node", "raft.replicate"),
+        ("cairn-node", "raft.apply"),
+        ("cairn-node", "rocksdb.write"),
+    ];
+    let trace_id = root_context.trace_id.to_vec();
+    let spans = wait_for("the cluster's spans of the traced put", WAIT, || {
+        let receiver = receiver.clone();
+        let trace_id = trace_id.clone();
+        async move {
+            let spans: Vec<ReceivedSpan> = receiver
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|span| span.trace_id == trace_id)
+                .cloned()
+                .collect();
+            let have: BTreeSet<(&str, &str)> = spans
+                .iter()
+                .map(|s| (s.service.as_str(), s.name.as_str()))
+                .collect();
+            // Three replicas apply the entry: wait for all of them.
+            let applies = spans.iter().filter(|s| s.name == "raft.apply").count();
+            (required.iter().all(|r| have.contains(r)) && applies >= 3).then_some(spans)
+        }
+    })
+    .await;
+    let mut spans = spans;
+    for span in app_spans
+        .get_finished_spans()
+        .expect("the application's spans")
+    {
+        spans.push(ReceivedSpan {
+            service: "application".into(),
+            name: span.name.to_string(),
+            trace_id: span.span_context.trace_id().to_bytes().to_vec(),
+            span_id: span.span_context.span_id().to_bytes().to_vec(),
+            parent_span_id: if span.parent_span_id == opentelemetry::trace::SpanId::INVALID {
+                Vec::new()
+            } else {
+                span.parent_span_id.to_bytes().to_vec()
+            },
+            attributes: span
+                .attributes
+                .iter()
+                .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+                .collect(),
+            duration_us: span
+                .end_time
+                .duration_since(span.start_time)
+                .map_or(0, |d| d.as_micros() as u64),
+        });
+    }
+    let tree = render_tree(&spans, &[]);
+    tracing::info!("trace {}:\n{tree}", hex(&trace_id));
+
+    // One tree: the application's span is the root, every other span's parent is in the trace.
+    let ids: BTreeSet<&[u8]> = spans.iter().map(|s| s.span_id.as_slice()).collect();
+    let roots: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
+    assert_eq!(roots.len(), 1, "one root:\n{tree}");
+    assert_eq!(roots[0].span_id, root_context.span_id, "{tree}");
+    for span in &spans {
+        assert!(
+            span.parent_span_id.is_empty() || ids.contains(span.parent_span_id.as_slice()),
+            "span {} of {} has a parent outside the trace:\n{tree}",
+            span.name,
+            span.service
+        );
+    }
+    // The gateway's request span is the child of the SDK's call; the node's request span is
+    // the child of the gateway's attempt.
+    let by_id: HashMap<&[u8], &ReceivedSpan> =
+        spans.iter().map(|s| (s.span_id.as_slice(), s)).collect();
+    let parent_name = |span: &ReceivedSpan| {
+        by_id
+            .get(span.parent_span_id.as_slice())
+            .map(|p| p.name.clone())
+    };
+    let gateway_request = spans
+        .iter()
+        .find(|s| s.service == "cairn-gateway" && s.name == "/cairn.kv.v1.KV/Put")
+        .unwrap();
+    assert_eq!(
+        parent_name(gateway_request).as_deref(),
+        Some("cairn.client.put"),
+        "{tree}"
+    );
+    let node_request = spans
+        .iter()
+        .find(|s| s.service == "cairn-node" && s.name == "/cairn.node.v1.ShardKv/Put")
+        .unwrap();
+    assert_eq!(
+        parent_name(node_request).as_deref(),
+        Some("gateway.attempt"),
+        "{tree}"
+    );
+    for name in ["raft.log_append", "raft.replicate", "raft.apply"] {
+        for span in spans.iter().filter(|s| s.name == name) {
+            assert_eq!(parent_name(span).as_deref(), Some("raft.propose"), "{tree}");
+        }
+    }
+    let replicated_to: BTreeSet<&String> = spans
+        .iter()
+        .filter(|s| s.name == "raft.replicate")
+        .filter_map(|s| s.attributes.get("peer"))
+        .collect();
+    assert_eq!(
+        replicated_to.len(),
+        2,
+        "the leader replicates to both followers:\n{tree}"
+    );
+
+    // The SDK's call span is the application span's child.
+    let client_span = spans
+        .iter()
+        .find(|s| s.name == "cairn.client.put")
+        .expect("the SDK's span");
+    assert_eq!(client_span.parent_span_id, root_context.span_id, "{tree}");
+}
+
+/// Parses the Prometheus text format into `name{labels} -> value`, failing on a malformed
+/// line (so a broken exposition fails the test rather than passing as "no series").
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut series = BTreeMap::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("malformed metrics line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in metrics line {line:?}"));
+        let metric = name.split('{').next().unwrap();
+        assert!(
+            !metric.is_empty()
+                && metric
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        series.insert(name.to_string(), value);
+    }
+    series
+}
+
+/// Metric names (without labels) in a parsed exposition.
+fn names(series: &BTreeMap<String, f64>) -> BTreeSet<String> {
+    series
+        .keys()
+        .map(|k| k.split('{').next().unwrap().to_string())
+        .collect()
+}
+
+async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status: u16 = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// Metric names queried by the dashboards in deploy/grafana/ (histogram and counter suffixes
+/// kept: the exposition has them too).
+fn dashboard_metrics() -> BTreeMap<String, BTreeSet<String>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana");
+    let mut by_dashboard = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).expect("deploy/grafana exists") {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        let mut exprs = Vec::new();
+        collect_exprs(&json, &mut exprs);
+        assert!(!exprs.is_empty(), "{} queries nothing", path.display());
+        let mut metrics = BTreeSet::new();
+        for expr in exprs {
+            let mut current = String::new();
+            for c in expr.chars().chain(std::iter::once(' ')) {
+                if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                    current.push(c);
+                } else {
+                    if current.starts_with("cairn_") {
+                        metrics.insert(current.clone());
+                    }
+                    current.clear();
+                }
+            }
+        }
+        by_dashboard.insert(
+            path.file_name().unwrap().to_string_lossy().into_owned(),
+            metrics,
+        );
+    }
+    by_dashboard
+}
+
+fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr" | "query", serde_json::Value::String(expr)) => out.push(expr.clone()),
+                    _ => collect_exprs(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_binary_serves_metrics_and_health_and_the_dashboards_query_real_series() {
+    let cluster = start_cluster(&[]).await;
+    let client = cairn_client::Client::connect(cairn_client::ClientConfig::new([cluster
+        .gateway(1)
+        .address
+        .clone()]))
+    .await
+    .expect("client");
+    wait_for("the gateway serves puts", WAIT, || {
+        let client = &client;
+        async move { client.put("metrics/warm-up", "1").await.ok() }
+    })
+    .await;
+    for i in 0..20 {
+        client.put(format!("metrics/{i}"), "v").await.expect("put");
+        client.get(format!("metrics/{i}")).await.expect("get");
+    }
+
+    let scrape = |address: String| async move {
+        let (status, body) = http_get(&address, "/metrics").await?;
+        (status == 200).then(|| parse_metrics(&body))
+    };
+    let gateway = scrape(cluster.gateway(1).metrics_address.clone())
+        .await
+        .expect("gateway /metrics");
+    let coordinator = wait_for("the coordinator's leader gauges", WAIT, || {
+        let address = cluster.coordinator(1).metrics_address.clone();
+        async move {
+            let series = scrape(address).await?;
+            (series.get("cairn_coordinator_is_leader") == Some(&1.0)).then_some(series)
+        }
+    })
+    .await;
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(
+            scrape(cluster.node(id).metrics_address.clone())
+                .await
+                .expect("node /metrics"),
+        );
+    }
+
+    tracing::info!("--- key series of each binary");
+    let has = |series: &BTreeMap<String, f64>, what: &str, prefix: &str| {
+        assert!(
+            series.keys().any(|k| k.starts_with(prefix)),
+            "{what} has no {prefix}: {:#?}",
+            names(series)
+        );
+    };
+    for prefix in [
+        r#"cairn_grpc_requests_total{code="0",method="/cairn.kv.v1.KV/Put"}"#,
+        r#"cairn_grpc_request_duration_seconds_bucket{method="/cairn.kv.v1.KV/Get""#,
+        r#"cairn_gateway_retries_total{cause="not_leader"}"#,
+        "cairn_gateway_shard_map_version",
+    ] {
+        has(&gateway, "gateway", prefix);
+    }
+    for prefix in [
+        r#"cairn_coordinator_nodes{state="up"}"#,
+        "cairn_coordinator_under_replicated_shards",
+        "cairn_coordinator_moves_in_flight",
+        "cairn_coordinator_shard_map_version",
+        "cairn_grpc_requests_total",
+    ] {
+        has(&coordinator, "coordinator", prefix);
+    }
+    assert_eq!(coordinator[r#"cairn_coordinator_nodes{state="up"}"#], 3.0);
+    for (i, node) in nodes.iter().enumerate() {
+        let what = format!("node {}", i + 1);
+        for prefix in [
+            r#"cairn_grpc_requests_total{code="0",method="/cairn.raft.v1."#,
+            r#"cairn_shard_term{shard="0"}"#,
+            r#"cairn_shard_applied_index{shard="1"}"#,
+            "cairn_shard_committed_index",
+            "cairn_shard_is_leader",
+            "cairn_shard_proposals_total",
+            "cairn_shard_elections_total",
+            "cairn_shard_snapshots_sent_total",
+            "cairn_shard_snapshots_installed_total",
+            "cairn_group_commit_fsync_duration_seconds_bucket",
+            r#"cairn_rocksdb_sst_bytes{cf="kv"}"#,
+            "cairn_rocksdb_pending_compaction_bytes",
+            "cairn_node_replicas",
+        ] {
+            has(node, &what, prefix);
+        }
+    }
+    assert!(
+        nodes.iter().any(|n| n.keys().any(|k| k.starts_with(
+            r#"cairn_grpc_requests_total{code="0",method="/cairn.node.v1.ShardKv/Put"}"#
+        ))),
+        "some node served the puts"
+    );
+    // Every put was proposed on some shard leader and fsynced there.
+    let proposals: f64 = nodes
+        .iter()
+        .flat_map(|n| n.iter())
+        .filter(|(k, _)| k.starts_with("cairn_shard_proposals_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(proposals >= 21.0, "21 puts, {proposals} proposals counted");
+
+    tracing::info!("--- every metric a dashboard queries is served by some binary");
+    let mut served = names(&gateway);
+    served.extend(names(&coordinator));
+    for node in &nodes {
+        served.extend(names(node));
+    }
+    let dashboards = dashboard_metrics();
+    for expected in [
+        "cluster-overview.json",
+        "shard-health.json",
+        "request-latency.json",
+    ] {
+        assert!(
+            dashboards.contains_key(expected),
+            "deploy/grafana/{expected} is missing"
+        );
+    }
+    for (dashboard, metrics) in &dashboards {
+        let unknown: Vec<&String> = metrics.iter().filter(|m| !served.contains(*m)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{dashboard} queries metrics no binary serves: {unknown:?}"
+        );
+    }
+
+    tracing::info!("--- /livez and /readyz");
+    let mut addresses = vec![
+        cluster.gateway(1).metrics_address.clone(),
+        cluster.coordinator(1).metrics_address.clone(),
+    ];
+    addresses.extend((1..=3).map(|id| cluster.node(id).metrics_address.clone()));
+    for address in addresses {
+        for path in ["/livez", "/readyz"] {
+            let (status, _) = http_get(&address, path).await.expect("health endpoint");
+            assert_eq!(status, 200, "{address}{path}");
+        }
+    }
+}
