@@ -5,6 +5,7 @@
 //! It talks to processes only through their gRPC APIs (the `cairn-proto` crate), never
 //! through server crates, so it tests what an operator or client would see.
 
+pub mod otlp;
 use cairn_proto::coordinator::v1 as coordinator;
 use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use cairn_proto::kv::v1 as kv;

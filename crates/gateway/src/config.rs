@@ -92,6 +92,32 @@ impl GatewayConfig {
 mod tests {
     use super::*;
 
+    /// deploy/config/gateway.toml is what operators copy: it must load and validate.
+    #[test]
+    fn the_sample_file_in_deploy_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/config/gateway.toml");
+        let config: GatewayConfig =
+            cairn_telemetry::layered_config(&GatewayConfig::default(), Some(&path), &[])
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        config.validate().unwrap();
+        assert!(!config.metrics_listen_address.is_empty());
+        assert_eq!(config.coordinators.len(), 1);
+    }
+
+    #[test]
+    fn bad_log_and_tracing_values_name_the_field() {
+        let mut config = GatewayConfig::default();
+        config.log.filter = "info,cairn_raft=loudest".into();
+        assert_eq!(config.validate().unwrap_err().field, "log.filter");
+        let mut config = GatewayConfig::default();
+        config.tracing.sampling_ratio = 2.0;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "tracing.sampling_ratio"
+        );
+    }
+
     #[test]
     fn defaults_are_valid_and_errors_name_the_field() {
         GatewayConfig::default().validate().unwrap();

@@ -7,18 +7,11 @@
 //!   dashboards in deploy/grafana/ query is one a binary really serves;
 //! - /livez and /readyz answer on every binary.
 
+use cairn_test_harness::otlp::{hex, render_tree, start_receiver, ReceivedSpan};
 use cairn_test_harness::{sibling_binary, wait_for, Cluster};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
@@ -26,92 +19,6 @@ use tracing_subscriber::layer::SubscriberExt;
 const GATEWAY: &str = env!("CARGO_BIN_EXE_cairn-gateway");
 const WAIT: Duration = Duration::from_secs(90);
 const SHARDS: u32 = 2;
-
-/// One span as the receiver got it.
-#[derive(Clone, Debug)]
-struct ReceivedSpan {
-    service: String,
-    name: String,
-    trace_id: Vec<u8>,
-    span_id: Vec<u8>,
-    parent_span_id: Vec<u8>,
-    attributes: BTreeMap<String, String>,
-    duration_us: u64,
-}
-
-/// An OTLP/gRPC trace receiver keeping every span in memory.
-#[derive(Clone, Default)]
-struct Receiver {
-    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().unwrap();
-        for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref())
-                .map(|v| any_value_text(&v.value))
-                .unwrap_or_default();
-            for scope in resource_spans.scope_spans {
-                for span in scope.spans {
-                    spans.push(ReceivedSpan {
-                        service: service.clone(),
-                        name: span.name,
-                        trace_id: span.trace_id,
-                        span_id: span.span_id,
-                        parent_span_id: span.parent_span_id,
-                        attributes: span
-                            .attributes
-                            .iter()
-                            .map(|kv| {
-                                let value = kv.value.as_ref().map(|v| any_value_text(&v.value));
-                                (kv.key.clone(), value.unwrap_or_default())
-                            })
-                            .collect(),
-                        duration_us: span
-                            .end_time_unix_nano
-                            .saturating_sub(span.start_time_unix_nano)
-                            / 1_000,
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-fn any_value_text(value: &Option<Value>) -> String {
-    match value {
-        Some(Value::StringValue(s)) => s.clone(),
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::DoubleValue(d)) => d.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-async fn start_receiver() -> (Receiver, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let receiver = Receiver::default();
-    let service = TraceServiceServer::new(receiver.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-    });
-    (receiver, format!("http://{address}"))
-}
 
 /// Coordinator, three nodes and a gateway; `env` goes to every process.
 async fn start_cluster(env: &[(&str, &str)]) -> Cluster {
@@ -148,53 +55,9 @@ async fn start_cluster(env: &[(&str, &str)]) -> Cluster {
     cluster
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The spans of one trace as an indented tree (parents before children), for the log and for
-/// failure messages.
-fn render_tree(spans: &[ReceivedSpan], root_parent: &[u8]) -> String {
-    let mut children: HashMap<Vec<u8>, Vec<&ReceivedSpan>> = HashMap::new();
-    for span in spans {
-        children
-            .entry(span.parent_span_id.clone())
-            .or_default()
-            .push(span);
-    }
-    fn walk(
-        out: &mut String,
-        children: &HashMap<Vec<u8>, Vec<&ReceivedSpan>>,
-        parent: &[u8],
-        depth: usize,
-    ) {
-        let Some(list) = children.get(parent) else {
-            return;
-        };
-        for span in list {
-            let detail: Vec<String> = ["rpc.method", "shard", "peer", "node", "index"]
-                .iter()
-                .filter_map(|key| span.attributes.get(*key).map(|v| format!("{key}={v}")))
-                .collect();
-            out.push_str(&format!(
-                "{}{} [{}] {}us {}\n",
-                "  ".repeat(depth),
-                span.name,
-                span.service,
-                span.duration_us,
-                detail.join(" ")
-            ));
-            walk(out, children, &span.span_id, depth + 1);
-        }
-    }
-    let mut out = String::new();
-    walk(&mut out, &children, root_parent, 0);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_put_through_the_gateway_is_one_trace_across_gateway_and_nodes() {
-    let (receiver, endpoint) = start_receiver().await;
+    let (receiver, endpoint) = start_receiver("127.0.0.1:0").await;
     let env = [
         ("CAIRN_TRACING__OTLP_ENDPOINT", endpoint.as_str()),
         ("CAIRN_TRACING__SAMPLING_RATIO", "1.0"),

@@ -329,6 +329,32 @@ impl NodeConfig {
 mod tests {
     use super::*;
 
+    /// deploy/config/node.toml is what operators copy: it must load and validate.
+    #[test]
+    fn the_sample_file_in_deploy_config_is_valid() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/node.toml");
+        let config: NodeConfig =
+            cairn_telemetry::layered_config(&NodeConfig::default(), Some(&path), &[])
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        config.validate().unwrap();
+        assert!(!config.metrics_listen_address.is_empty());
+        assert_eq!(config.coordinator.map(|c| c.labels.len()), Some(1));
+    }
+
+    #[test]
+    fn bad_log_and_tracing_values_name_the_field() {
+        let mut config = NodeConfig::default();
+        config.log.filter = "info,cairn_raft=loudest".into();
+        assert_eq!(config.validate().unwrap_err().field, "log.filter");
+        let mut config = NodeConfig::default();
+        config.tracing.sampling_ratio = 2.0;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "tracing.sampling_ratio"
+        );
+    }
+
     fn valid() -> NodeConfig {
         NodeConfig {
             node_id: 1,
