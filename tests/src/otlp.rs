@@ -16,12 +16,16 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Debug)]
 pub struct ReceivedSpan {
     pub service: String,
+    /// `service.instance.id`: which process (its address).
+    pub instance: String,
     pub name: String,
     pub trace_id: Vec<u8>,
     pub span_id: Vec<u8>,
     pub parent_span_id: Vec<u8>,
     pub attributes: BTreeMap<String, String>,
     pub duration_us: u64,
+    /// Start, in nanoseconds since the Unix epoch (orders siblings in the tree).
+    pub start_ns: u64,
 }
 
 /// An OTLP/gRPC trace receiver keeping every span in memory.
@@ -38,18 +42,22 @@ impl TraceService for Receiver {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut spans = self.spans.lock().unwrap();
         for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref())
-                .map(|v| any_value_text(&v.value))
-                .unwrap_or_default();
+            let resource = |key: &str| {
+                resource_spans
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|kv| kv.key == key)
+                    .and_then(|kv| kv.value.as_ref())
+                    .map(|v| any_value_text(&v.value))
+                    .unwrap_or_default()
+            };
+            let (service, instance) = (resource("service.name"), resource("service.instance.id"));
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     spans.push(ReceivedSpan {
                         service: service.clone(),
+                        instance: instance.clone(),
                         name: span.name,
                         trace_id: span.trace_id,
                         span_id: span.span_id,
@@ -62,6 +70,7 @@ impl TraceService for Receiver {
                                 (kv.key.clone(), value.unwrap_or_default())
                             })
                             .collect(),
+                        start_ns: span.start_time_unix_nano,
                         duration_us: span
                             .end_time_unix_nano
                             .saturating_sub(span.start_time_unix_nano)
@@ -124,16 +133,23 @@ pub fn render_tree(spans: &[ReceivedSpan], root_parent: &[u8]) -> String {
         let Some(list) = children.get(parent) else {
             return;
         };
+        let mut list = list.clone();
+        list.sort_by_key(|span| span.start_ns);
         for span in list {
-            let detail: Vec<String> = ["rpc.method", "shard", "peer", "node", "index"]
+            let detail: Vec<String> = ["shard", "peer", "node", "index"]
                 .iter()
                 .filter_map(|key| span.attributes.get(*key).map(|v| format!("{key}={v}")))
                 .collect();
+            let process = if span.instance.is_empty() {
+                span.service.clone()
+            } else {
+                format!("{} {}", span.service, span.instance)
+            };
             out.push_str(&format!(
                 "{}{} [{}] {}us {}\n",
                 "  ".repeat(depth),
                 span.name,
-                span.service,
+                process,
                 span.duration_us,
                 detail.join(" ")
             ));

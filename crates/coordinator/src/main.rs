@@ -81,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         &coordinator.log,
         &coordinator.tracing,
         "cairn-coordinator",
+        &coordinator.listen_address,
     )
     .map_err(|error| anyhow::anyhow!(error))?;
     let result = cairn_coordinator::run(coordinator, cairn_telemetry::shutdown_signal()).await;

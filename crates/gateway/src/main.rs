@@ -57,9 +57,13 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration OK");
         return Ok(());
     }
-    let telemetry =
-        cairn_telemetry::init_telemetry(&gateway.log, &gateway.tracing, "cairn-gateway")
-            .map_err(|error| anyhow::anyhow!(error))?;
+    let telemetry = cairn_telemetry::init_telemetry(
+        &gateway.log,
+        &gateway.tracing,
+        "cairn-gateway",
+        &gateway.listen_address,
+    )
+    .map_err(|error| anyhow::anyhow!(error))?;
     let result = cairn_gateway::run(gateway, cairn_telemetry::shutdown_signal()).await;
     telemetry.shutdown().await;
     result

@@ -94,11 +94,16 @@ async fn one_put_through_the_gateway_is_one_trace_across_gateway_and_nodes() {
         let root = tracing::info_span!("app.request");
         let root_context =
             cairn_trace_context::TraceParent::of(&root).expect("the application's span is sampled");
-        client
-            .put("traced-key", "traced-value")
-            .instrument(root)
-            .await
-            .expect("traced put");
+        async {
+            client
+                .put("traced-key", "traced-value")
+                .await
+                .expect("traced put");
+            // A linearizable read in the same request: its read index shows up too.
+            client.get("traced-key").await.expect("traced get");
+        }
+        .instrument(root)
+        .await;
         root_context
     };
 
@@ -117,6 +122,8 @@ async fn one_put_through_the_gateway_is_one_trace_across_gateway_and_nodes() {
         ("cairn-node", "raft.replicate"),
         ("cairn-node", "raft.apply"),
         ("cairn-node", "rocksdb.write"),
+        ("cairn-gateway", "/cairn.kv.v1.KV/Get"),
+        ("cairn-node", "raft.read_index"),
     ];
     let trace_id = root_context.trace_id.to_vec();
     let spans = wait_for("the cluster's spans of the traced put", WAIT, || {
@@ -148,6 +155,11 @@ async fn one_put_through_the_gateway_is_one_trace_across_gateway_and_nodes() {
     {
         spans.push(ReceivedSpan {
             service: "application".into(),
+            instance: String::new(),
+            start_ns: span
+                .start_time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
             name: span.name.to_string(),
             trace_id: span.span_context.trace_id().to_bytes().to_vec(),
             span_id: span.span_context.span_id().to_bytes().to_vec(),
@@ -228,6 +240,22 @@ async fn one_put_through_the_gateway_is_one_trace_across_gateway_and_nodes() {
         2,
         "the leader replicates to both followers:\n{tree}"
     );
+
+    // Routine internal RPCs (Raft heartbeats and appends, node heartbeats, health probes)
+    // start no traces of their own, in this trace or any other.
+    let routine: Vec<String> = receiver
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s.name.starts_with("/cairn.raft.v1.")
+                || s.name.starts_with("/grpc.health.")
+                || s.name.ends_with("/Heartbeat")
+        })
+        .map(|s| format!("{} [{}]", s.name, s.service))
+        .collect();
+    assert!(routine.is_empty(), "routine RPCs were traced: {routine:?}");
 
     // The SDK's call span is the application span's child.
     let client_span = spans

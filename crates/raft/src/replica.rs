@@ -427,6 +427,11 @@ impl ShardReplica {
     /// on the leader by confirming leadership with a quorum (ReadIndex), on a follower by
     /// asking the leader for its read index and waiting to apply up to it.
     pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
+        let span = tracing::info_span!("raft.read_index", shard = self.shard.0);
+        self.read_index_barrier().instrument(span).await
+    }
+
+    async fn read_index_barrier(&self) -> Result<(), ReplicaError> {
         let timeout = self.context.read_index_timeout;
         let unavailable = |reason: String| ReplicaError::Unavailable {
             shard: self.shard,

@@ -100,8 +100,9 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration OK");
         return Ok(());
     }
-    let telemetry = cairn_telemetry::init_telemetry(&node.log, &node.tracing, "cairn-node")
-        .map_err(|error| anyhow::anyhow!(error))?;
+    let telemetry =
+        cairn_telemetry::init_telemetry(&node.log, &node.tracing, "cairn-node", &node.advertise())
+            .map_err(|error| anyhow::anyhow!(error))?;
     let result = cairn_storage_node::run(node, cairn_telemetry::shutdown_signal()).await;
     telemetry.shutdown().await;
     result

@@ -66,6 +66,13 @@ fn method_label(path: &str) -> String {
     }
 }
 
+/// Internal, periodic RPCs (see `call`).
+fn is_background(method: &str) -> bool {
+    method.starts_with("/cairn.raft.v1.")
+        || method.starts_with("/grpc.health.")
+        || method == "/cairn.coordinator.v1.Coordinator/Heartbeat"
+}
+
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
     metrics: GrpcMetrics,
@@ -102,15 +109,22 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_label(request.uri().path());
-        let span = tracing::info_span!(
+        let parent = cairn_trace_context::extract(request.headers());
+        let span = if parent.is_none() && is_background(&method) {
+            // Raft heartbeats, node heartbeats and health probes are many and routine: they
+            // join a trace that reaches them but never start one of their own.
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
             "grpc.request",
             otel.name = %method,
             otel.kind = "server",
             rpc.system = "grpc",
             rpc.method = %method,
-            rpc.grpc.status_code = tracing::field::Empty,
-        );
-        if let Some(parent) = cairn_trace_context::extract(request.headers()) {
+                rpc.grpc.status_code = tracing::field::Empty,
+            )
+        };
+        if let Some(parent) = parent {
             parent.adopt(&span);
         }
         let inner = {

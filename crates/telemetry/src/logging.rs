@@ -66,11 +66,13 @@ impl Telemetry {
 
 /// Installs the global subscriber: logs as `log` says (`RUST_LOG`, when set, wins over
 /// `log.filter`) and, when `tracing.otlp_endpoint` is set, span export over OTLP under
-/// `service_name` unless the configuration names another. Call inside the Tokio runtime.
+/// `service_name` unless the configuration names another, with `instance` (the process's
+/// address) as `service.instance.id`. Call inside the Tokio runtime.
 pub fn init_telemetry(
     log: &LogConfig,
     tracing_config: &TracingConfig,
     service_name: &str,
+    instance: &str,
 ) -> Result<Telemetry, String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) if !value.is_empty() => value,
@@ -88,7 +90,7 @@ pub fn init_telemetry(
             .boxed(),
     };
     let provider = if tracing_config.enabled() {
-        Some(tracer_provider(tracing_config, service_name)?)
+        Some(tracer_provider(tracing_config, service_name, instance)?)
     } else {
         None
     };
@@ -113,5 +115,5 @@ pub fn init_telemetry(
 
 /// Logs only, no trace export (tools and tests).
 pub fn init_logging(config: &LogConfig) -> Result<(), String> {
-    init_telemetry(config, &TracingConfig::default(), "cairn").map(|_| ())
+    init_telemetry(config, &TracingConfig::default(), "cairn", "").map(|_| ())
 }

@@ -96,6 +96,7 @@ impl TracingConfig {
 pub(crate) fn tracer_provider(
     config: &TracingConfig,
     default_service_name: &str,
+    instance: &str,
 ) -> Result<SdkTracerProvider, String> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -132,6 +133,10 @@ pub(crate) fn tracer_provider(
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(service_name)
+                .with_attribute(opentelemetry::KeyValue::new(
+                    "service.instance.id",
+                    instance.to_string(),
+                ))
                 .build(),
         )
         .build())
