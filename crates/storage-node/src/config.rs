@@ -339,6 +339,11 @@ mod tests {
                 .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
         config.validate().unwrap();
         assert!(!config.metrics_listen_address.is_empty());
+        let unknown = cairn_telemetry::unknown_file_keys(&NodeConfig::default(), &path);
+        assert!(
+            unknown.is_empty(),
+            "unknown keys in the sample: {unknown:?}"
+        );
         assert_eq!(config.coordinator.map(|c| c.labels.len()), Some(1));
     }
 

@@ -15,7 +15,7 @@ mod tracing_export;
 pub use config_check::{check_socket_address, config_error, ConfigError};
 pub use grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
 pub use http::{serve_http, start_http, HttpConfig, Readiness};
-pub use layered_config::layered_config;
+pub use layered_config::{layered_config, unknown_file_keys};
 pub use logging::{init_logging, init_telemetry, LogConfig, LogFormat, Telemetry};
 pub use prometheus;
 pub use tracing_export::TracingConfig;
