@@ -517,3 +517,62 @@ async fn every_binary_serves_metrics_and_health_and_the_dashboards_query_real_se
         }
     }
 }
+
+/// `--check-config` on each real binary: a valid configuration (the sample in deploy/config/)
+/// prints `configuration OK` and exits 0; a bad value exits non-zero naming the field and the
+/// allowed range; an unknown key in the file warns and is ignored.
+#[test]
+fn every_binary_checks_its_configuration_and_names_a_bad_field() {
+    let gateway = Path::new(GATEWAY);
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+    let dir = tempfile::tempdir().unwrap();
+    for (binary, sample) in [
+        ("cairn-node", "node.toml"),
+        ("cairn-coordinator", "coordinator.toml"),
+        ("cairn-gateway", "gateway.toml"),
+    ] {
+        let binary = sibling_binary(gateway, binary);
+        let run = |file: &Path, env: &[(&str, &str)]| {
+            let mut command = std::process::Command::new(&binary);
+            command
+                .arg("--check-config")
+                .arg(format!("--config={}", file.display()));
+            for (name, value) in env {
+                command.env(name, value);
+            }
+            let output = command.output().expect("run the binary");
+            (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        };
+        let sample = samples.join(sample);
+        let (ok, stdout, stderr) = run(&sample, &[]);
+        assert!(
+            ok && stdout.contains("configuration OK"),
+            "{}: {stdout}{stderr}",
+            binary.display()
+        );
+        assert!(!stderr.contains("unknown configuration key"), "{stderr}");
+
+        let (ok, _, stderr) = run(&sample, &[("CAIRN_TRACING__SAMPLING_RATIO", "7")]);
+        assert!(!ok, "{}: a sampling ratio of 7 was accepted", binary.display());
+        assert!(
+            stderr.contains("tracing.sampling_ratio") && stderr.contains("0.0..=1.0"),
+            "{}: {stderr}",
+            binary.display()
+        );
+
+        let with_typo = dir.path().join("typo.toml");
+        let text = std::fs::read_to_string(&sample).unwrap();
+        std::fs::write(&with_typo, format!("metrics_listen_adress = \"x\"\n{text}")).unwrap();
+        let (ok, _, stderr) = run(&with_typo, &[]);
+        assert!(ok, "{}: an unknown key must not fail: {stderr}", binary.display());
+        assert!(
+            stderr.contains("unknown configuration key `metrics_listen_adress`"),
+            "{}: {stderr}",
+            binary.display()
+        );
+    }
+}
