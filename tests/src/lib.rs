@@ -454,6 +454,21 @@ impl Cluster {
     }
 
     /// The cluster status from whichever coordinator leads, if one answers.
+    /// Waits until the coordinator reports all `shards` placed, each with `voters` voters and
+    /// a leader.
+    pub async fn wait_for_placement(&self, shards: u32, voters: usize, timeout: Duration) {
+        wait_for("every shard placed with a leader", timeout, || async move {
+            let status = self.cluster_status().await?;
+            (status.shards.len() == shards as usize
+                && status
+                    .shards
+                    .iter()
+                    .all(|s| s.voters.len() == voters && s.leader_node_id != 0))
+            .then_some(())
+        })
+        .await;
+    }
+
     pub async fn cluster_status(&self) -> Option<coordinator::ClusterStatusResponse> {
         for id in self.running_coordinators() {
             let Some(mut client) = self.coordinator_client(id).await else {

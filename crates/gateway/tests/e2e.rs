@@ -37,19 +37,7 @@ async fn start(nodes: u64) -> Cluster {
     )
     .await;
     cluster.add_gateway(1);
-    wait_for("every shard placed with a leader", WAIT, || {
-        let cluster = &cluster;
-        async move {
-            let status = cluster.cluster_status().await?;
-            (status.shards.len() == SHARDS as usize
-                && status
-                    .shards
-                    .iter()
-                    .all(|s| s.voters.len() == 3 && s.leader_node_id != 0))
-            .then_some(())
-        }
-    })
-    .await;
+    cluster.wait_for_placement(SHARDS, 3, WAIT).await;
     cluster
 }
 

@@ -39,20 +39,23 @@ async fn start_cluster(env: &[(&str, &str)]) -> Cluster {
     )
     .await;
     cluster.add_gateway_with_env(1, env);
-    wait_for("every shard placed with a leader", WAIT, || {
-        let cluster = &cluster;
-        async move {
-            let status = cluster.cluster_status().await?;
-            (status.shards.len() == SHARDS as usize
-                && status
-                    .shards
-                    .iter()
-                    .all(|s| s.voters.len() == 3 && s.leader_node_id != 0))
-            .then_some(())
-        }
+    cluster.wait_for_placement(SHARDS, 3, WAIT).await;
+    cluster
+}
+
+/// An SDK client on gateway 1, once a put through it has succeeded (the count of 21 puts in
+/// the metrics test includes this one).
+async fn connected_client(cluster: &Cluster) -> cairn_client::Client {
+    let address = cluster.gateway(1).address.clone();
+    let client = cairn_client::Client::connect(cairn_client::ClientConfig::new([address]))
+        .await
+        .expect("client");
+    wait_for("the gateway serves puts", WAIT, || {
+        let client = &client;
+        async move { client.put("warm-up", "1").await.ok() }
     })
     .await;
-    cluster
+    client
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,18 +79,8 @@ async fn one_put_through_the_gateway_is_one_trace_across_gateway_and_nodes() {
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test-app")));
     let dispatch = tracing::Dispatch::new(subscriber);
 
-    let client = cairn_client::Client::connect(cairn_client::ClientConfig::new([cluster
-        .gateway(1)
-        .address
-        .clone()]))
-    .await
-    .expect("client");
     // Warm up (connections, shard map) so the traced put is a plain one.
-    wait_for("the gateway serves puts", WAIT, || {
-        let client = &client;
-        async move { client.put("warm-up", "1").await.ok() }
-    })
-    .await;
+    let client = connected_client(&cluster).await;
 
     let root_context = {
         let _default = tracing::dispatcher::set_default(&dispatch);
@@ -378,17 +371,7 @@ fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_binary_serves_metrics_and_health_and_the_dashboards_query_real_series() {
     let cluster = start_cluster(&[]).await;
-    let client = cairn_client::Client::connect(cairn_client::ClientConfig::new([cluster
-        .gateway(1)
-        .address
-        .clone()]))
-    .await
-    .expect("client");
-    wait_for("the gateway serves puts", WAIT, || {
-        let client = &client;
-        async move { client.put("metrics/warm-up", "1").await.ok() }
-    })
-    .await;
+    let client = connected_client(&cluster).await;
     for i in 0..20 {
         client.put(format!("metrics/{i}"), "v").await.expect("put");
         client.get(format!("metrics/{i}")).await.expect("get");
@@ -557,7 +540,11 @@ fn every_binary_checks_its_configuration_and_names_a_bad_field() {
         assert!(!stderr.contains("unknown configuration key"), "{stderr}");
 
         let (ok, _, stderr) = run(&sample, &[("CAIRN_TRACING__SAMPLING_RATIO", "7")]);
-        assert!(!ok, "{}: a sampling ratio of 7 was accepted", binary.display());
+        assert!(
+            !ok,
+            "{}: a sampling ratio of 7 was accepted",
+            binary.display()
+        );
         assert!(
             stderr.contains("tracing.sampling_ratio") && stderr.contains("0.0..=1.0"),
             "{}: {stderr}",
@@ -568,7 +555,11 @@ fn every_binary_checks_its_configuration_and_names_a_bad_field() {
         let text = std::fs::read_to_string(&sample).unwrap();
         std::fs::write(&with_typo, format!("metrics_listen_adress = \"x\"\n{text}")).unwrap();
         let (ok, _, stderr) = run(&with_typo, &[]);
-        assert!(ok, "{}: an unknown key must not fail: {stderr}", binary.display());
+        assert!(
+            ok,
+            "{}: an unknown key must not fail: {stderr}",
+            binary.display()
+        );
         assert!(
             stderr.contains("unknown configuration key `metrics_listen_adress`"),
             "{}: {stderr}",
