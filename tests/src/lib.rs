@@ -1,6 +1,8 @@
 //! The cluster test harness: starts real `cairn-node` processes on distinct loopback
-//! addresses with data in a temporary folder, kills (-9) and restarts them, and offers
-//! `wait_for` and `must_*` helpers so that a cluster test reads as phases.
+//! addresses with data in a temporary folder, kills (-9), pauses (SIGSTOP) and restarts
+//! them, partitions, delays and drops their traffic (`network`), records checked histories
+//! (`workload`), and offers `wait_for` and `must_*` helpers so that a cluster test reads as
+//! phases.
 //!
 //! It talks to processes only through their gRPC APIs (the `cairn-proto` crate), never
 //! through server crates, so it tests what an operator or client would see.
@@ -15,10 +17,17 @@ use cairn_proto::node::v1::node_admin_client::NodeAdminClient;
 use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
 use prost::Message;
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+
+pub mod network;
+pub mod workload;
+
+pub use network::{LinkFault, Network};
 
 /// Pause between polls of `wait_for`; waiting is always on observable state, this only
 /// spaces out the checks.
@@ -65,11 +74,15 @@ pub enum Role {
 pub struct NodeProcess {
     pub role: Role,
     pub id: u64,
+    /// The address other processes reach it at (a node's proxy, when the cluster has one).
     pub address: String,
+    /// The address it listens on; differs from `address` only behind a proxy.
+    pub listen_address: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    paused: bool,
 }
 
 impl NodeProcess {
@@ -88,16 +101,20 @@ pub struct Cluster {
     pub nodes: Vec<NodeProcess>,
     pub shard_count: u32,
     base_port: u16,
+    /// The proxies in front of the nodes, in a cluster started with network faults.
+    network: Option<Arc<Network>>,
 }
 
-/// Picks a port that is free on every loopback address the cluster may use.
+/// Picks a port that is free, and the port after it (a proxied node's private port), on
+/// every loopback address the cluster may use.
 fn free_base_port() -> u16 {
     for _ in 0..200 {
         let port = rand::random_range(20_000u16..60_000);
-        let free = (1..=12u8)
-            .chain(101..=105)
-            .chain(151..=153)
-            .all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok());
+        let free = (1..=12u8).chain(101..=105).chain(151..=153).all(|i| {
+            [port, port + 1]
+                .iter()
+                .all(|p| std::net::TcpListener::bind(format!("127.0.0.{i}:{p}")).is_ok())
+        });
         if free {
             return port;
         }
@@ -114,6 +131,15 @@ fn address_of(role: Role, id: u64, port: u16) -> String {
         Role::Coordinator => format!("127.0.0.{}:{port}", 100 + id),
         Role::Gateway => format!("127.0.0.{}:{port}", 150 + id),
     }
+}
+
+/// The loopback IP of a test process: 127.0.0.`id` for node `id`, 127.0.0.`100 + id` for a
+/// coordinator, 127.0.0.`150 + id` for a gateway.
+pub fn ip_of(role: Role, id: u64) -> IpAddr {
+    address_of(role, id, 1)
+        .parse::<std::net::SocketAddr>()
+        .expect("test address")
+        .ip()
 }
 
 /// The binary `name` next to `sibling` (all workspace binaries share one target folder).
@@ -141,6 +167,7 @@ impl Cluster {
             nodes: Vec::new(),
             shard_count,
             base_port: free_base_port(),
+            network: None,
         }
     }
 
@@ -185,7 +212,54 @@ impl Cluster {
         coordinator_env: &[(&str, &str)],
         node_env: &[(&str, &str)],
     ) -> Cluster {
+        Cluster::empty(node_binary, Some(coordinator_binary), shard_count)
+            .launch(
+                coordinator_count,
+                node_count,
+                replication_factor,
+                coordinator_env,
+                node_env,
+            )
+            .await
+    }
+
+    /// Like `start_with_coordinators`, with a proxy in front of every node (see `network`):
+    /// `partition`, `set_link` and `heal` then act on the traffic to the nodes. Every process
+    /// binds its outgoing connections to its own loopback IP (`outbound_bind_ip`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with_network_faults(
+        node_binary: &Path,
+        coordinator_binary: &Path,
+        coordinator_count: u64,
+        node_count: u64,
+        shard_count: u32,
+        replication_factor: u32,
+        coordinator_env: &[(&str, &str)],
+        node_env: &[(&str, &str)],
+    ) -> Cluster {
         let mut cluster = Cluster::empty(node_binary, Some(coordinator_binary), shard_count);
+        cluster.network = Some(Network::new());
+        cluster
+            .launch(
+                coordinator_count,
+                node_count,
+                replication_factor,
+                coordinator_env,
+                node_env,
+            )
+            .await
+    }
+
+    async fn launch(
+        self,
+        coordinator_count: u64,
+        node_count: u64,
+        replication_factor: u32,
+        coordinator_env: &[(&str, &str)],
+        node_env: &[(&str, &str)],
+    ) -> Cluster {
+        let mut cluster = self;
+        let shard_count = cluster.shard_count;
         cluster.coordinator_addresses = (1..=coordinator_count)
             .map(|id| address_of(Role::Coordinator, id, cluster.base_port))
             .collect();
@@ -234,8 +308,25 @@ impl Cluster {
         self.add_process(Role::Node, id, args);
     }
 
-    fn add_process(&mut self, role: Role, id: u64, args: Vec<String>) {
+    fn add_process(&mut self, role: Role, id: u64, mut args: Vec<String>) {
         let address = address_of(role, id, self.base_port);
+        let mut listen_address = address.clone();
+        if let Some(network) = &self.network {
+            let ip = ip_of(role, id);
+            args.push(match role {
+                Role::Node => format!("env:CAIRN_TRANSPORT__OUTBOUND_BIND_IP={ip}"),
+                Role::Coordinator | Role::Gateway => format!("env:CAIRN_OUTBOUND_BIND_IP={ip}"),
+            });
+            if role == Role::Node {
+                // The node listens privately and is reached through its proxy.
+                listen_address = address_of(role, id, self.base_port + 1);
+                args.push(format!("--advertise-address={address}"));
+                network.add_proxy(
+                    address.parse().expect("node address"),
+                    listen_address.parse().expect("node listen address"),
+                );
+            }
+        }
         let name = match role {
             Role::Node => format!("node-{id}"),
             Role::Coordinator => format!("coordinator-{id}"),
@@ -247,10 +338,12 @@ impl Cluster {
             role,
             id,
             address,
+            listen_address,
             data_dir,
             log_path,
             args,
             child: None,
+            paused: false,
         });
         self.spawn(role, id);
     }
@@ -271,7 +364,7 @@ impl Cluster {
             .open(&process.log_path)
             .expect("log file");
         let mut command = Command::new(&binary);
-        command.arg(format!("--listen-address={}", process.address));
+        command.arg(format!("--listen-address={}", process.listen_address));
         if role != Role::Gateway {
             command.arg(format!("--data-dir={}", process.data_dir.display()));
         }
@@ -387,11 +480,97 @@ impl Cluster {
 
     fn kill_process(&mut self, role: Role, id: u64) {
         let process = self.process_mut(role, id);
+        process.paused = false;
         if let Some(mut child) = process.child.take() {
             child.kill().expect("kill -9");
             let _ = child.wait();
             tracing::info!(?role, id, "killed process (SIGKILL)");
         }
+    }
+
+    /// Stops a process with SIGSTOP: it holds its sockets and state but does nothing, like a
+    /// long GC pause or a frozen VM, until `resume`.
+    pub fn pause(&mut self, role: Role, id: u64) {
+        self.signal(role, id, "-STOP");
+        self.process_mut(role, id).paused = true;
+    }
+
+    /// Continues a paused process (SIGCONT).
+    pub fn resume(&mut self, role: Role, id: u64) {
+        self.signal(role, id, "-CONT");
+        self.process_mut(role, id).paused = false;
+    }
+
+    fn signal(&self, role: Role, id: u64, signal: &str) {
+        let process = self.process(role, id);
+        let pid = process
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{role:?} {id} is not running"))
+            .id();
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+        tracing::info!(?role, id, pid, signal, "signalled process");
+    }
+
+    /// The proxies of a cluster started with `start_with_network_faults`.
+    pub fn network(&self) -> &Network {
+        self.network
+            .as_deref()
+            .expect("a cluster started with start_with_network_faults")
+    }
+
+    /// Sets the fault of the traffic from process `from` to process `to`. Only traffic to
+    /// nodes passes a proxy, so `to` must be a node.
+    pub fn set_link(&self, from: (Role, u64), to: (Role, u64), fault: LinkFault) {
+        assert_eq!(to.0, Role::Node, "only traffic to nodes is proxied");
+        self.network()
+            .set(ip_of(from.0, from.1), ip_of(to.0, to.1), fault);
+    }
+
+    /// Cuts every link between `side` and `other`, both ways (for the proxied directions:
+    /// those that end at a node).
+    pub fn partition(&self, side: &[(Role, u64)], other: &[(Role, u64)]) {
+        self.partition_one_way(side, other);
+        self.partition_one_way(other, side);
+    }
+
+    /// Cuts the traffic from each of `from` to each of `to` that is a node; the other
+    /// direction still flows.
+    pub fn partition_one_way(&self, from: &[(Role, u64)], to: &[(Role, u64)]) {
+        for &a in from {
+            for &b in to.iter().filter(|b| b.0 == Role::Node) {
+                self.set_link(a, b, LinkFault::Blackhole);
+            }
+        }
+    }
+
+    /// Every link passes again; held connections are cut so that they reconnect.
+    pub fn heal(&self) {
+        self.network().heal();
+    }
+
+    /// The cluster's temporary folder (data, logs, failure reports); kept when a test fails.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Makes node `id` build a snapshot of `shard` and, with `purge_log`, purge its log up to
+    /// it; returns the snapshot index.
+    pub async fn trigger_snapshot(&self, id: u64, shard: u64, purge_log: bool) -> Option<u64> {
+        let mut admin = self.admin(id).await?;
+        let response = admin
+            .trigger_snapshot(node::TriggerSnapshotRequest {
+                shard_id: shard,
+                purge_log,
+            })
+            .await
+            .ok()?;
+        Some(response.into_inner().snapshot_index)
     }
 
     pub fn restart(&mut self, id: u64) {
@@ -512,11 +691,14 @@ impl Cluster {
     }
 
     async fn channel(&self, id: u64) -> Option<Channel> {
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", self.node(id).address))
-                .ok()?
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(15));
+        // Straight to the node, past its proxy: the harness observes, it is never partitioned.
+        let endpoint = tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            self.node(id).listen_address
+        ))
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(15));
         endpoint.connect().await.ok()
     }
 
@@ -654,6 +836,9 @@ impl Drop for Cluster {
             .collect();
         for (role, id) in running {
             self.kill_process(role, id);
+        }
+        if let Some(network) = &self.network {
+            network.shutdown();
         }
         if std::thread::panicking() || std::env::var_os("CAIRN_KEEP_TEST_DATA").is_some() {
             let kept =
