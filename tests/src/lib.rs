@@ -740,6 +740,22 @@ impl Cluster {
         None
     }
 
+    /// The first of `candidates` that reports leading `shard` (paused nodes are skipped).
+    pub async fn leader_among(&self, shard: u64, candidates: &[u64]) -> Option<u64> {
+        for id in candidates {
+            let node = self.node(*id);
+            if !node.is_running() || node.paused {
+                continue;
+            }
+            if let Some(status) = self.status(*id, shard).await {
+                if status.role == node::ReplicaRole::Leader as i32 {
+                    return Some(*id);
+                }
+            }
+        }
+        None
+    }
+
     pub async fn wait_for_leader(&self, shard: u64, timeout: Duration) -> u64 {
         wait_for(&format!("a leader of shard {shard}"), timeout, || {
             self.leader_of(shard)

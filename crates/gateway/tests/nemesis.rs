@@ -251,10 +251,15 @@ async fn histories_stay_linearizable_when_the_leader_is_paused() {
         tracing::info!(round, victim, "--- SIGSTOP the leader of shard {shard}");
         scenario.cluster.pause(Role::Node, victim);
         let cluster = &scenario.cluster;
+        let rest: Vec<u64> = node_ids(cluster)
+            .into_iter()
+            .filter(|id| *id != victim)
+            .collect();
+        let rest = &rest;
         wait_for(
             "another node to lead while the leader is paused",
             WAIT,
-            || async move { cluster.leader_of(shard).await.filter(|id| *id != victim) },
+            || async move { cluster.leader_among(shard, rest).await },
         )
         .await;
         scenario.hold_fault().await;
@@ -288,10 +293,15 @@ async fn histories_stay_linearizable_when_the_leader_is_partitioned() {
         );
         scenario.cluster.partition(&[node(victim)], &peers);
         let cluster = &scenario.cluster;
+        let rest: Vec<u64> = node_ids(cluster)
+            .into_iter()
+            .filter(|id| *id != victim)
+            .collect();
+        let rest = &rest;
         wait_for(
             "the majority to elect a leader of its own",
             WAIT,
-            || async move { cluster.leader_of(shard).await.filter(|id| *id != victim) },
+            || async move { cluster.leader_among(shard, rest).await },
         )
         .await;
         scenario.hold_fault().await;
