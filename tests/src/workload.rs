@@ -2,7 +2,8 @@
 //! compare-and-set, delete and run single-key transactions on a few keys through the
 //! gateways, with unique values; each call and return is timestamped, and an operation
 //! whose outcome the client cannot know (a timeout, a lost connection) is recorded as
-//! unknown. The history is then checked by `cairn-linearizability`, and a violation is
+//! unknown. Writes carry the client's own write id and are retried with it through another
+//! gateway, so a write applied twice shows up in the history. The history is then checked by `cairn-linearizability`, and a violation is
 //! written to a file whose path the panic names.
 
 use cairn_linearizability::{check_history, Input, Operation, Output, Verdict};
@@ -17,6 +18,8 @@ use tonic::transport::Channel;
 /// Pause after a failed call before the client's next one, so that a gateway that is down
 /// does not turn into thousands of unknown outcomes (each one widens the checker's search).
 const PAUSE_AFTER_ERROR: Duration = Duration::from_millis(150);
+/// Tries of a write whose outcome stays unknown, all with the same write id.
+const WRITE_TRIES_MAX: u32 = 3;
 /// Most attempts of each final read.
 const FINAL_READ_ATTEMPTS_MAX: u32 = 50;
 
@@ -88,6 +91,8 @@ impl Workload {
                     let mut gateway = client as usize % gateways.len();
                     let mut history = Vec::new();
                     let mut last_seen: Option<String> = None;
+                    let client_id = rng.random::<u64>() | 1;
+                    let mut sequence = 0u64;
                     for n in 0u64.. {
                         if stopped.load(std::sync::atomic::Ordering::SeqCst) {
                             break;
@@ -107,9 +112,39 @@ impl Workload {
                             },
                             _ => Input::Delete,
                         };
-                        let mut kv = gateways[gateway].clone();
+                        // A write carries the client's own write id and is retried with it,
+                        // through the next gateway, when its outcome is unknown: the shard
+                        // must apply it once and answer every try with the first result.
+                        let write_id = (input != Input::Get).then(|| {
+                            sequence += 1;
+                            pb::WriteId {
+                                client_id,
+                                sequence,
+                                first_incomplete_sequence: sequence,
+                            }
+                        });
+                        let tries = if write_id.is_some() {
+                            WRITE_TRIES_MAX
+                        } else {
+                            1
+                        };
                         let call = clock.now();
-                        let result = call_once(&mut kv, key, &input).await;
+                        let mut result = None;
+                        for attempt in 0..tries {
+                            if attempt > 0 {
+                                gateway = (gateway + 1) % gateways.len();
+                                tokio::select! {
+                                    _ = tokio::time::sleep(PAUSE_AFTER_ERROR) => {}
+                                    _ = stop.notified() => {}
+                                }
+                            }
+                            let mut kv = gateways[gateway].clone();
+                            result = call_once(&mut kv, key, &input, write_id).await;
+                            if result.is_some() || stopped.load(std::sync::atomic::Ordering::SeqCst)
+                            {
+                                break;
+                            }
+                        }
                         let returned = result.map(|output| (clock.now(), output));
                         match &returned {
                             Some((_, Output::Value(seen))) | Some((_, Output::TxnFailed(seen))) => {
@@ -149,7 +184,12 @@ impl Workload {
 }
 
 /// Calls one operation through a gateway; `None` when the outcome is unknown.
-async fn call_once(kv: &mut KvClient<Channel>, key: &str, input: &Input) -> Option<Output> {
+async fn call_once(
+    kv: &mut KvClient<Channel>,
+    key: &str,
+    input: &Input,
+    write_id: Option<pb::WriteId>,
+) -> Option<Output> {
     let value_of =
         |kv: Option<pb::KeyValue>| kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
     match input {
@@ -167,6 +207,7 @@ async fn call_once(kv: &mut KvClient<Channel>, key: &str, input: &Input) -> Opti
             kv.put(pb::PutRequest {
                 key: key.into(),
                 value: value.clone().into_bytes(),
+                write_id,
                 ..Default::default()
             })
             .await
@@ -176,6 +217,7 @@ async fn call_once(kv: &mut KvClient<Channel>, key: &str, input: &Input) -> Opti
         Input::Delete => {
             kv.delete(pb::DeleteRequest {
                 key: key.into(),
+                write_id,
                 ..Default::default()
             })
             .await
@@ -194,6 +236,7 @@ async fn call_once(kv: &mut KvClient<Channel>, key: &str, input: &Input) -> Opti
                     condition: Some(pb::PutCondition {
                         condition: Some(condition),
                     }),
+                    write_id,
                     ..Default::default()
                 })
                 .await
@@ -237,7 +280,7 @@ async fn call_once(kv: &mut KvClient<Channel>, key: &str, input: &Input) -> Opti
                     failure: vec![pb::RequestOp {
                         request: Some(failure),
                     }],
-                    write_id: None,
+                    write_id,
                 })
                 .await
                 .ok()?
@@ -275,7 +318,7 @@ pub async fn read_every_key(
             let mut answered = false;
             for _ in 0..FINAL_READ_ATTEMPTS_MAX {
                 let call = clock.now();
-                if let Some(output) = call_once(&mut kv, key, &Input::Get).await {
+                if let Some(output) = call_once(&mut kv, key, &Input::Get, None).await {
                     reads.push(Operation {
                         client: client + index as u64,
                         key: key.clone(),

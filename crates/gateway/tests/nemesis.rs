@@ -18,6 +18,9 @@ use tonic::transport::Channel;
 const GATEWAY: &str = env!("CARGO_BIN_EXE_cairn-gateway");
 const WAIT: Duration = Duration::from_secs(90);
 const SHARDS: u32 = 3;
+/// A follower cut off for seconds catches up by one snapshot of a few hundred keys in well
+/// under a second; this much longer means it is stuck.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(30);
 const KEYS: [&str; 6] = ["n/a", "n/b", "n/c", "n/d", "n/e", "n/f"];
 
 const COORDINATOR_ENV: &[(&str, &str)] = &[
@@ -450,9 +453,10 @@ async fn a_partitioned_replica_catches_up_by_snapshot_and_histories_stay_lineari
             "--- heal: the follower needs the snapshot, its log is gone"
         );
         scenario.cluster.heal();
+        let healed_at = std::time::Instant::now();
         let status = wait_for(
             "the follower to install a snapshot and catch up",
-            WAIT,
+            CATCH_UP_WAIT,
             || async move {
                 let leader = cluster.status(current_leader, shard).await?;
                 let follower = cluster.status(lagging, shard).await?;
@@ -462,6 +466,7 @@ async fn a_partitioned_replica_catches_up_by_snapshot_and_histories_stay_lineari
             },
         )
         .await;
+        tracing::info!(elapsed = ?healed_at.elapsed(), "caught up by snapshot");
         assert!(
             status.snapshot_index >= purged && status.snapshot_index > cut_at.snapshot_index,
             "node {lagging} caught up by snapshot: snapshot index {} (before {}), purged {purged}",
