@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+mod faults;
 pub mod network;
+mod replicas;
 pub mod workload;
 
 pub use network::{LinkFault, Network};
@@ -465,6 +467,11 @@ impl Cluster {
         self.process(Role::Node, id)
     }
 
+    /// The cluster's temporary folder (data, logs, failure reports); kept when a test fails.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
     pub fn coordinator(&self, id: u64) -> &NodeProcess {
         self.process(Role::Coordinator, id)
     }
@@ -486,91 +493,6 @@ impl Cluster {
             let _ = child.wait();
             tracing::info!(?role, id, "killed process (SIGKILL)");
         }
-    }
-
-    /// Stops a process with SIGSTOP: it holds its sockets and state but does nothing, like a
-    /// long GC pause or a frozen VM, until `resume`.
-    pub fn pause(&mut self, role: Role, id: u64) {
-        self.signal(role, id, "-STOP");
-        self.process_mut(role, id).paused = true;
-    }
-
-    /// Continues a paused process (SIGCONT).
-    pub fn resume(&mut self, role: Role, id: u64) {
-        self.signal(role, id, "-CONT");
-        self.process_mut(role, id).paused = false;
-    }
-
-    fn signal(&self, role: Role, id: u64, signal: &str) {
-        let process = self.process(role, id);
-        let pid = process
-            .child
-            .as_ref()
-            .unwrap_or_else(|| panic!("{role:?} {id} is not running"))
-            .id();
-        let status = Command::new("kill")
-            .arg(signal)
-            .arg(pid.to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal} {pid} failed");
-        tracing::info!(?role, id, pid, signal, "signalled process");
-    }
-
-    /// The proxies of a cluster started with `start_with_network_faults`.
-    pub fn network(&self) -> &Network {
-        self.network
-            .as_deref()
-            .expect("a cluster started with start_with_network_faults")
-    }
-
-    /// Sets the fault of the traffic from process `from` to process `to`. Only traffic to
-    /// nodes passes a proxy, so `to` must be a node.
-    pub fn set_link(&self, from: (Role, u64), to: (Role, u64), fault: LinkFault) {
-        assert_eq!(to.0, Role::Node, "only traffic to nodes is proxied");
-        self.network()
-            .set(ip_of(from.0, from.1), ip_of(to.0, to.1), fault);
-    }
-
-    /// Cuts every link between `side` and `other`, both ways (for the proxied directions:
-    /// those that end at a node).
-    pub fn partition(&self, side: &[(Role, u64)], other: &[(Role, u64)]) {
-        self.partition_one_way(side, other);
-        self.partition_one_way(other, side);
-    }
-
-    /// Cuts the traffic from each of `from` to each of `to` that is a node; the other
-    /// direction still flows.
-    pub fn partition_one_way(&self, from: &[(Role, u64)], to: &[(Role, u64)]) {
-        for &a in from {
-            for &b in to.iter().filter(|b| b.0 == Role::Node) {
-                self.set_link(a, b, LinkFault::Blackhole);
-            }
-        }
-    }
-
-    /// Every link passes again; held connections are cut so that they reconnect.
-    pub fn heal(&self) {
-        self.network().heal();
-    }
-
-    /// The cluster's temporary folder (data, logs, failure reports); kept when a test fails.
-    pub fn root(&self) -> &Path {
-        self.root.path()
-    }
-
-    /// Makes node `id` build a snapshot of `shard` and, with `purge_log`, purge its log up to
-    /// it; returns the snapshot index.
-    pub async fn trigger_snapshot(&self, id: u64, shard: u64, purge_log: bool) -> Option<u64> {
-        let mut admin = self.admin(id).await?;
-        let response = admin
-            .trigger_snapshot(node::TriggerSnapshotRequest {
-                shard_id: shard,
-                purge_log,
-            })
-            .await
-            .ok()?;
-        Some(response.into_inner().snapshot_index)
     }
 
     pub fn restart(&mut self, id: u64) {
@@ -844,66 +766,6 @@ impl Cluster {
             }
             continuation = page.continuation;
         }
-    }
-}
-
-impl Cluster {
-    /// Waits until the replicas of each shard (as the coordinators place them) have applied
-    /// the same index, then asserts that they hold the same keys, values and revisions.
-    /// Returns the number of keys compared. Call it once no client writes any more.
-    pub async fn assert_replicas_identical(&self, timeout: Duration) -> usize {
-        let status = wait_for("a cluster status", timeout, || self.cluster_status()).await;
-        let mut compared = 0;
-        for shard in &status.shards {
-            let replicas: Vec<u64> = shard
-                .voters
-                .iter()
-                .chain(&shard.learners)
-                .map(|node_id| {
-                    self.harness_id_of(&status, *node_id)
-                        .unwrap_or_else(|| panic!("node {node_id} is not a harness node"))
-                })
-                .collect();
-            let shard_id = shard.shard_id;
-            let scans = wait_for(
-                &format!("the replicas of shard {shard_id} on nodes {replicas:?} to apply the same index"),
-                timeout,
-                || {
-                    let replicas = &replicas;
-                    async move {
-                        let applied = self.applied_indexes(replicas, shard_id).await?;
-                        if applied.iter().any(|index| *index != applied[0]) {
-                            return None;
-                        }
-                        let mut scans = Vec::new();
-                        for id in replicas {
-                            scans.push(self.local_scan(*id, shard_id).await?);
-                        }
-                        // Nothing was applied while scanning, so the scans are comparable.
-                        (self.applied_indexes(replicas, shard_id).await? == applied)
-                            .then_some(scans)
-                    }
-                },
-            )
-            .await;
-            for (id, scan) in replicas.iter().zip(&scans) {
-                assert_eq!(
-                    scan, &scans[0],
-                    "shard {shard_id}: the replica on node {id} differs from the one on node {}",
-                    replicas[0]
-                );
-            }
-            compared += scans[0].len();
-        }
-        compared
-    }
-
-    async fn applied_indexes(&self, replicas: &[u64], shard: u64) -> Option<Vec<u64>> {
-        let mut applied = Vec::new();
-        for id in replicas {
-            applied.push(self.status(*id, shard).await?.applied_index);
-        }
-        Some(applied)
     }
 }
 
