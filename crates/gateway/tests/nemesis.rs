@@ -61,6 +61,15 @@ fn profile() -> Profile {
     }
 }
 
+/// The seed of the nemesis's and the clients' random choices: `CAIRN_NEMESIS_SEED` replays
+/// a run, otherwise each run draws a new one (and logs it), so that CI explores over time.
+fn seed() -> u64 {
+    match std::env::var("CAIRN_NEMESIS_SEED") {
+        Ok(seed) => seed.parse().expect("CAIRN_NEMESIS_SEED is a u64"),
+        Err(_) => rand::random(),
+    }
+}
+
 /// A proxied cluster under a recorded workload.
 struct Scenario {
     name: &'static str,
@@ -75,10 +84,11 @@ struct Scenario {
 impl Scenario {
     async fn start(name: &'static str, coordinators: u64, nodes: u64, gateways: u64) -> Scenario {
         let profile = profile();
+        let seed = seed();
         tracing::info!(
             name,
             ?profile,
-            "--- start the cluster, {nodes} nodes behind proxies"
+            "--- start the cluster, {nodes} nodes behind proxies; CAIRN_NEMESIS_SEED={seed} replays the choices"
         );
         let gateway = Path::new(GATEWAY);
         let mut cluster = Cluster::start_with_network_faults(
@@ -102,7 +112,7 @@ impl Scenario {
         let workload = Workload {
             keys: KEYS.iter().map(|k| k.to_string()).collect(),
             clients: profile.clients,
-            seed: name.len() as u64,
+            seed,
         };
         tracing::info!("--- {} clients start", profile.clients);
         let running = workload.start(&clients, clock);
@@ -114,7 +124,7 @@ impl Scenario {
             clock,
             running: Some(running),
             profile,
-            rng: rand::rngs::StdRng::seed_from_u64(name.len() as u64),
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
         }
     }
 
@@ -530,6 +540,73 @@ async fn histories_stay_linearizable_when_a_gateway_dies_mid_request() {
         scenario.hold_fault().await;
         scenario.cluster.restart_gateway(1);
         scenario.cluster.gateway_clients(1, WAIT).await;
+        scenario.calm().await;
+    }
+    scenario.finish().await;
+}
+
+/// One fault of the mixed schedule.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Kill(u64),
+    Pause(u64),
+    Isolate(u64),
+    CannotSend(u64),
+    SlowAndLossyLinks,
+    KillGateway(u64),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_stay_linearizable_under_a_random_mix_of_faults() {
+    let mut scenario = Scenario::start("random-mix", 1, 3, 2).await;
+    for round in 0..scenario.profile.rounds * 3 {
+        let ids = node_ids(&scenario.cluster);
+        let target = ids[scenario.rng.random_range(0..ids.len())];
+        let fault = match scenario.rng.random_range(0..6) {
+            0 => Fault::Kill(target),
+            1 => Fault::Pause(target),
+            2 => Fault::Isolate(target),
+            3 => Fault::CannotSend(target),
+            4 => Fault::SlowAndLossyLinks,
+            _ => Fault::KillGateway(scenario.rng.random_range(1..=2)),
+        };
+        tracing::info!(round, ?fault, "--- nemesis strikes");
+        let cluster = &mut scenario.cluster;
+        match fault {
+            Fault::Kill(id) => cluster.kill(id),
+            Fault::Pause(id) => cluster.pause(Role::Node, id),
+            Fault::Isolate(id) => cluster.partition(&[node(id)], &others_of(cluster, id)),
+            Fault::CannotSend(id) => {
+                let others = others_of(cluster, id);
+                cluster.partition_one_way(&[node(id)], &others);
+            }
+            Fault::SlowAndLossyLinks => {
+                for from in &ids {
+                    for to in ids.iter().filter(|to| *to != from) {
+                        let fault = if (from + to) % 2 == 0 {
+                            LinkFault::Delay(Duration::from_millis(30))
+                        } else {
+                            LinkFault::Drop(0.05)
+                        };
+                        cluster.set_link(node(*from), node(*to), fault);
+                    }
+                }
+            }
+            Fault::KillGateway(id) => cluster.kill_gateway(id),
+        }
+        scenario.hold_fault().await;
+        tracing::info!(round, ?fault, "--- undo it");
+        let cluster = &mut scenario.cluster;
+        match fault {
+            Fault::Kill(id) => cluster.restart(id),
+            Fault::Pause(id) => cluster.resume(Role::Node, id),
+            Fault::Isolate(_) | Fault::CannotSend(_) | Fault::SlowAndLossyLinks => cluster.heal(),
+            Fault::KillGateway(id) => {
+                cluster.restart_gateway(id);
+                cluster.gateway_clients(id, WAIT).await;
+            }
+        }
+        wait_all_shards_led(&scenario.cluster).await;
         scenario.calm().await;
     }
     scenario.finish().await;
