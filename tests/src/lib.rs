@@ -1,6 +1,8 @@
 //! The cluster test harness: starts real `cairn-node` processes on distinct loopback
-//! addresses with data in a temporary folder, kills (-9) and restarts them, and offers
-//! `wait_for` and `must_*` helpers so that a cluster test reads as phases.
+//! addresses with data in a temporary folder, kills (-9), pauses (SIGSTOP) and restarts
+//! them, partitions, delays and drops their traffic (`network`), records checked histories
+//! (`workload`), and offers `wait_for` and `must_*` helpers so that a cluster test reads as
+//! phases.
 //!
 //! It talks to processes only through their gRPC APIs (the `cairn-proto` crate), never
 //! through server crates, so it tests what an operator or client would see.
@@ -16,10 +18,19 @@ use cairn_proto::node::v1::node_admin_client::NodeAdminClient;
 use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
 use prost::Message;
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+
+mod faults;
+pub mod network;
+mod replicas;
+pub mod workload;
+
+pub use network::{LinkFault, Network};
 
 /// Pause between polls of `wait_for`; waiting is always on observable state, this only
 /// spaces out the checks.
@@ -66,13 +77,17 @@ pub enum Role {
 pub struct NodeProcess {
     pub role: Role,
     pub id: u64,
+    /// The address other processes reach it at (a node's proxy, when the cluster has one).
     pub address: String,
-    /// The process's HTTP endpoint: /metrics, /livez, /readyz (same IP, next port).
+    /// The address it listens on; differs from `address` only behind a proxy.
+    pub listen_address: String,
+    /// The process's HTTP endpoint: /metrics, /livez, /readyz (same IP, port + 2).
     pub metrics_address: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    paused: bool,
 }
 
 impl NodeProcess {
@@ -91,15 +106,17 @@ pub struct Cluster {
     pub nodes: Vec<NodeProcess>,
     pub shard_count: u32,
     base_port: u16,
+    /// The proxies in front of the nodes, in a cluster started with network faults.
+    network: Option<Arc<Network>>,
 }
 
-/// Picks a port that is free on every loopback address the cluster may use.
+/// Picks a port that is free, with the two after it (a proxied node's private port, the
+/// metrics endpoint), on every loopback address the cluster may use.
 fn free_base_port() -> u16 {
     for _ in 0..200 {
         let port = rand::random_range(20_000u16..60_000);
-        // `port` for gRPC and `port + 1` for the metrics endpoint of every process.
         let free = (1..=12u8).chain(101..=105).chain(151..=153).all(|i| {
-            [port, port + 1]
+            [port, port + 1, port + 2]
                 .iter()
                 .all(|p| std::net::TcpListener::bind(format!("127.0.0.{i}:{p}")).is_ok())
         });
@@ -119,6 +136,15 @@ fn address_of(role: Role, id: u64, port: u16) -> String {
         Role::Coordinator => format!("127.0.0.{}:{port}", 100 + id),
         Role::Gateway => format!("127.0.0.{}:{port}", 150 + id),
     }
+}
+
+/// The loopback IP of a test process: 127.0.0.`id` for node `id`, 127.0.0.`100 + id` for a
+/// coordinator, 127.0.0.`150 + id` for a gateway.
+pub fn ip_of(role: Role, id: u64) -> IpAddr {
+    address_of(role, id, 1)
+        .parse::<std::net::SocketAddr>()
+        .expect("test address")
+        .ip()
 }
 
 /// The binary `name` next to `sibling` (all workspace binaries share one target folder).
@@ -146,6 +172,7 @@ impl Cluster {
             nodes: Vec::new(),
             shard_count,
             base_port: free_base_port(),
+            network: None,
         }
     }
 
@@ -190,7 +217,54 @@ impl Cluster {
         coordinator_env: &[(&str, &str)],
         node_env: &[(&str, &str)],
     ) -> Cluster {
+        Cluster::empty(node_binary, Some(coordinator_binary), shard_count)
+            .launch(
+                coordinator_count,
+                node_count,
+                replication_factor,
+                coordinator_env,
+                node_env,
+            )
+            .await
+    }
+
+    /// Like `start_with_coordinators`, with a proxy in front of every node (see `network`):
+    /// `partition`, `set_link` and `heal` then act on the traffic to the nodes. Every process
+    /// binds its outgoing connections to its own loopback IP (`outbound_bind_ip`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with_network_faults(
+        node_binary: &Path,
+        coordinator_binary: &Path,
+        coordinator_count: u64,
+        node_count: u64,
+        shard_count: u32,
+        replication_factor: u32,
+        coordinator_env: &[(&str, &str)],
+        node_env: &[(&str, &str)],
+    ) -> Cluster {
         let mut cluster = Cluster::empty(node_binary, Some(coordinator_binary), shard_count);
+        cluster.network = Some(Network::new());
+        cluster
+            .launch(
+                coordinator_count,
+                node_count,
+                replication_factor,
+                coordinator_env,
+                node_env,
+            )
+            .await
+    }
+
+    async fn launch(
+        self,
+        coordinator_count: u64,
+        node_count: u64,
+        replication_factor: u32,
+        coordinator_env: &[(&str, &str)],
+        node_env: &[(&str, &str)],
+    ) -> Cluster {
+        let mut cluster = self;
+        let shard_count = cluster.shard_count;
         cluster.coordinator_addresses = (1..=coordinator_count)
             .map(|id| address_of(Role::Coordinator, id, cluster.base_port))
             .collect();
@@ -239,8 +313,25 @@ impl Cluster {
         self.add_process(Role::Node, id, args);
     }
 
-    fn add_process(&mut self, role: Role, id: u64, args: Vec<String>) {
+    fn add_process(&mut self, role: Role, id: u64, mut args: Vec<String>) {
         let address = address_of(role, id, self.base_port);
+        let mut listen_address = address.clone();
+        if let Some(network) = &self.network {
+            let ip = ip_of(role, id);
+            args.push(match role {
+                Role::Node => format!("env:CAIRN_TRANSPORT__OUTBOUND_BIND_IP={ip}"),
+                Role::Coordinator | Role::Gateway => format!("env:CAIRN_OUTBOUND_BIND_IP={ip}"),
+            });
+            if role == Role::Node {
+                // The node listens privately and is reached through its proxy.
+                listen_address = address_of(role, id, self.base_port + 1);
+                args.push(format!("--advertise-address={address}"));
+                network.add_proxy(
+                    address.parse().expect("node address"),
+                    listen_address.parse().expect("node listen address"),
+                );
+            }
+        }
         let name = match role {
             Role::Node => format!("node-{id}"),
             Role::Coordinator => format!("coordinator-{id}"),
@@ -248,16 +339,18 @@ impl Cluster {
         };
         let data_dir = self.root.path().join(&name);
         let log_path = self.root.path().join(format!("{name}.log"));
-        let metrics_address = address_of(role, id, self.base_port + 1);
+        let metrics_address = address_of(role, id, self.base_port + 2);
         self.nodes.push(NodeProcess {
             role,
             id,
             address,
+            listen_address,
             metrics_address,
             data_dir,
             log_path,
             args,
             child: None,
+            paused: false,
         });
         self.spawn(role, id);
     }
@@ -278,7 +371,7 @@ impl Cluster {
             .open(&process.log_path)
             .expect("log file");
         let mut command = Command::new(&binary);
-        command.arg(format!("--listen-address={}", process.address));
+        command.arg(format!("--listen-address={}", process.listen_address));
         command.arg(format!(
             "--metrics-listen-address={}",
             process.metrics_address
@@ -393,6 +486,11 @@ impl Cluster {
         self.process(Role::Node, id)
     }
 
+    /// The cluster's temporary folder (data, logs, failure reports); kept when a test fails.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
     pub fn coordinator(&self, id: u64) -> &NodeProcess {
         self.process(Role::Coordinator, id)
     }
@@ -408,6 +506,7 @@ impl Cluster {
 
     fn kill_process(&mut self, role: Role, id: u64) {
         let process = self.process_mut(role, id);
+        process.paused = false;
         if let Some(mut child) = process.child.take() {
             child.kill().expect("kill -9");
             let _ = child.wait();
@@ -548,11 +647,14 @@ impl Cluster {
     }
 
     async fn channel(&self, id: u64) -> Option<Channel> {
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", self.node(id).address))
-                .ok()?
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(15));
+        // Straight to the node, past its proxy: the harness observes, it is never partitioned.
+        let endpoint = tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            self.node(id).listen_address
+        ))
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(15));
         endpoint.connect().await.ok()
     }
 
@@ -579,10 +681,31 @@ impl Cluster {
 
     /// The node that a running replica reports as leader of `shard`, agreed by that leader.
     pub async fn leader_of(&self, shard: u64) -> Option<u64> {
-        for id in self.running_ids() {
+        // A paused node would hold the call until its timeout; it leads nobody meanwhile.
+        let awake = self
+            .running_ids()
+            .into_iter()
+            .filter(|id| !self.node(*id).paused);
+        for id in awake {
             if let Some(status) = self.status(id, shard).await {
                 if status.role == node::ReplicaRole::Leader as i32 {
                     return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// The first of `candidates` that reports leading `shard` (paused nodes are skipped).
+    pub async fn leader_among(&self, shard: u64, candidates: &[u64]) -> Option<u64> {
+        for id in candidates {
+            let node = self.node(*id);
+            if !node.is_running() || node.paused {
+                continue;
+            }
+            if let Some(status) = self.status(*id, shard).await {
+                if status.role == node::ReplicaRole::Leader as i32 {
+                    return Some(*id);
                 }
             }
         }
@@ -690,6 +813,9 @@ impl Drop for Cluster {
             .collect();
         for (role, id) in running {
             self.kill_process(role, id);
+        }
+        if let Some(network) = &self.network {
+            network.shutdown();
         }
         if std::thread::panicking() || std::env::var_os("CAIRN_KEEP_TEST_DATA").is_some() {
             let kept =

@@ -47,6 +47,9 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// Local IP that outgoing connections (to the other coordinators and to storage nodes)
+    /// are bound to (the source address); unset lets the kernel choose.
+    pub outbound_bind_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for CoordinatorConfig {
@@ -71,6 +74,7 @@ impl Default for CoordinatorConfig {
             heartbeat_interval_ms: 250,
             election_timeout_min_ms: 1_000,
             election_timeout_max_ms: 2_000,
+            outbound_bind_ip: None,
         }
     }
 }
@@ -113,7 +117,10 @@ impl CoordinatorConfig {
     }
 
     pub fn transport(&self) -> TransportConfig {
-        TransportConfig::default()
+        TransportConfig {
+            outbound_bind_ip: self.outbound_bind_ip,
+            ..TransportConfig::default()
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

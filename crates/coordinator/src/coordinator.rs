@@ -19,6 +19,9 @@ use tokio::sync::{watch, Mutex};
 /// The leader's working state; reset whenever this coordinator (re)gains leadership.
 struct LeaderState {
     term: u64,
+    /// The revision at which this leadership began (`begin_leadership`): the high half of
+    /// every map version it publishes.
+    map_generation: u64,
     observed: Observed,
     cluster: ClusterInfo,
     map_sequence: u64,
@@ -167,9 +170,17 @@ impl Coordinator {
                 "the cluster was created with other settings; those stay in force"
             );
         }
-        tracing::info!(term = status.term, cluster_id = %cluster.cluster_id, "became coordinator leader");
+        // Not the term: openraft gives a restarted leader its term back without an election,
+        // and the versions it published in that term before the restart are forgotten.
+        let map_generation = self.metadata.begin_leadership(status.term).await?;
+        assert!(
+            map_generation < 1 << 32,
+            "map generation {map_generation} overflows"
+        );
+        tracing::info!(term = status.term, map_generation, cluster_id = %cluster.cluster_id, "became coordinator leader");
         *leader = Some(LeaderState {
             term: status.term,
+            map_generation,
             observed: Observed::new(Instant::now()),
             cluster,
             map_sequence: 0,
@@ -447,8 +458,9 @@ impl Coordinator {
             return;
         }
         state.map_sequence += 1;
-        // Versions increase across leaders too: a new leader has a higher term.
-        let version = (state.term << 32) | state.map_sequence;
+        assert!(state.map_sequence < 1 << 32, "map sequence overflows");
+        // Versions increase across leaderships: each begins at a higher revision.
+        let version = (state.map_generation << 32) | state.map_sequence;
         let map = pb::ShardMap {
             version,
             cluster_id: state.cluster.cluster_id.clone(),

@@ -8,6 +8,7 @@
 //! | `ids/node`         | last node id allocated (u64) |
 //! | `nodes/<id:020>`   | `NodeRecord`   |
 //! | `shards/<id:010>`  | `ShardRecord`  |
+//! | `leadership`       | term of the last leadership that began (u64); its revision is that leadership's map generation |
 
 use crate::error::{CoordinatorError, Result};
 use crate::placement::Move;
@@ -72,6 +73,7 @@ pub fn shard_key(id: ShardId) -> Vec<u8> {
 
 const CLUSTER_KEY: &[u8] = b"cluster";
 const NODE_ID_KEY: &[u8] = b"ids/node";
+const LEADERSHIP_KEY: &[u8] = b"leadership";
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -217,6 +219,24 @@ impl MetadataStore {
         tracing::info!(cluster_id = %cluster.cluster_id, shard_count = cluster.shard_count,
             replication_factor = cluster.replication_factor, "cluster identity in force");
         Ok(cluster)
+    }
+
+    /// Records that a leadership begins; returns the revision of that write, which is higher
+    /// than the revision of every leadership that began before it, in any term, also when
+    /// the same coordinator restarts and leads the same term again.
+    pub async fn begin_leadership(&self, term: u64) -> Result<u64> {
+        let put = Put {
+            key: LEADERSHIP_KEY.to_vec(),
+            value: codec::encode(&term),
+            prev_kv: false,
+            condition: None,
+        };
+        match self.write(WriteOp::Put(put)).await? {
+            WriteResult::Put(result) => Ok(result.revision.0),
+            other => Err(CoordinatorError::Internal(format!(
+                "unexpected result {other:?}"
+            ))),
+        }
     }
 
     /// Allocates a node id never handed out before.

@@ -400,3 +400,33 @@ async fn losing_the_coordinator_leader_loses_no_metadata() {
     )
     .await;
 }
+
+/// Found by the nemesis test `histories_stay_linearizable_when_the_coordinator_leader_dies_during_rebalancing`:
+/// openraft gives a restarted leader its term back without an election, so map versions
+/// built from the term started again below the ones gateways already had, and gateways
+/// ignored every later map (routing to removed replicas until restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_coordinator_leader_publishes_higher_map_versions() {
+    let mut cluster = start(1, 3, 2).await;
+    let before = wait_fully_replicated(&cluster, "initial placement").await;
+    assert!(before.map_version > 0);
+
+    tracing::info!("--- kill -9 the only coordinator and start it again: it leads the same term");
+    cluster.restart_coordinator(1);
+    let after = wait_for("the restarted coordinator to publish a map", WAIT, || {
+        let cluster = &cluster;
+        async move {
+            cluster
+                .cluster_status()
+                .await
+                .filter(|s| s.map_version != 0 && fully_replicated(s, 3))
+        }
+    })
+    .await;
+    assert!(
+        after.map_version > before.map_version,
+        "map versions rise across a restart of the leader: {:#x} then {:#x}",
+        before.map_version,
+        after.map_version
+    );
+}

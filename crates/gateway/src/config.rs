@@ -30,6 +30,9 @@ pub struct GatewayConfig {
     pub range_keys_max: u64,
     /// Longest one call to a coordinator may take, in milliseconds.
     pub coordinator_timeout_ms: u64,
+    /// Local IP that connections to storage nodes are bound to (the source address); unset
+    /// lets the kernel choose.
+    pub outbound_bind_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for GatewayConfig {
@@ -47,6 +50,7 @@ impl Default for GatewayConfig {
             range_fanout_max: 64,
             range_keys_max: 10_000,
             coordinator_timeout_ms: 5_000,
+            outbound_bind_ip: None,
         }
     }
 }

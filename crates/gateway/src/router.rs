@@ -12,6 +12,7 @@ use cairn_types::ShardId;
 use prost::Message;
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +49,8 @@ pub struct Router {
     backoff_max: Duration,
     pub stats: RetryStats,
     spread: AtomicU64,
+    /// Source IP of connections to nodes (unset: the kernel chooses).
+    outbound_bind_ip: Option<IpAddr>,
 }
 
 impl Router {
@@ -57,6 +60,7 @@ impl Router {
         attempts_max: u32,
         backoff_min: Duration,
         backoff_max: Duration,
+        outbound_bind_ip: Option<IpAddr>,
     ) -> Arc<Self> {
         Arc::new(Self {
             maps,
@@ -67,6 +71,7 @@ impl Router {
             backoff_max,
             stats: RetryStats::default(),
             spread: AtomicU64::new(0),
+            outbound_bind_ip,
         })
     }
 
@@ -83,6 +88,7 @@ impl Router {
                     .map_err(|e| Status::internal(format!("bad node address {address:?}: {e}")))?
                     .connect_timeout(Duration::from_secs(2))
                     .tcp_nodelay(true)
+                    .local_address(self.outbound_bind_ip)
                     .http2_keep_alive_interval(Duration::from_secs(10))
                     .connect_lazy();
                 channels.insert(address.to_string(), channel.clone());

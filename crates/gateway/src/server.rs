@@ -35,6 +35,7 @@ pub async fn run_with_listener(
         config.attempts_max,
         Duration::from_millis(config.backoff_min_ms),
         Duration::from_millis(config.backoff_max_ms),
+        config.outbound_bind_ip,
     );
     let metrics = Arc::new(GatewayMetrics::new());
     let (ready, scraped, scrape_metrics) = (router.clone(), router.clone(), metrics.clone());

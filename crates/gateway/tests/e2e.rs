@@ -428,7 +428,7 @@ fn record(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histories_stay_linearizable_while_a_leader_dies() {
-    use cairn_linearizability::{check_history, Input, Output, Verdict};
+    use cairn_linearizability::{Input, Output};
     let mut cluster = start(3).await;
     let (kv, _) = cluster.gateway_clients(1, WAIT).await;
     let keys = ["lin/a", "lin/b", "lin/c"];
@@ -553,17 +553,7 @@ async fn histories_stay_linearizable_while_a_leader_dies() {
         "the clients made progress: {}",
         history.len()
     );
-    match check_history(&history) {
-        Verdict::Linearizable { operations, .. } => assert_eq!(operations, history.len()),
-        Verdict::Violation { key, operations } => {
-            let path =
-                std::env::temp_dir().join(format!("cairn-violation-{}.txt", std::process::id()));
-            let text: Vec<String> = operations.iter().map(ToString::to_string).collect();
-            std::fs::write(&path, text.join("\n")).unwrap();
-            panic!(
-                "history of {key} is not linearizable; written to {}",
-                path.display()
-            );
-        }
-    }
+    let checked =
+        cairn_test_harness::workload::assert_linearizable(&history, cluster.root(), "leader-dies");
+    assert_eq!(checked, history.len());
 }

@@ -15,6 +15,12 @@ pub enum Input {
         expected: Option<String>,
         new: Option<String>,
     },
+    /// A single-key transaction: if the value is `expected` (None: absent), write `new`
+    /// (None deletes); otherwise read the value.
+    Txn {
+        expected: Option<String>,
+        new: Option<String>,
+    },
 }
 
 /// What the client was told.
@@ -24,8 +30,11 @@ pub enum Output {
     Value(Option<String>),
     /// A put or delete was acknowledged.
     Done,
-    /// Whether a compare-and-set wrote.
+    /// Whether a compare-and-set wrote; `Succeeded(true)` also for a transaction that took
+    /// its success branch.
     Succeeded(bool),
+    /// A transaction's comparison failed, and its failure branch read this value.
+    TxnFailed(Option<String>),
 }
 
 /// One recorded operation. Times are from one monotonic clock, in any unit.
@@ -80,6 +89,13 @@ fn step(state: &Option<String>, input: &Input) -> (Option<String>, Output) {
                 (new.clone(), Output::Succeeded(true))
             } else {
                 (state.clone(), Output::Succeeded(false))
+            }
+        }
+        Input::Txn { expected, new } => {
+            if state == expected {
+                (new.clone(), Output::Succeeded(true))
+            } else {
+                (state.clone(), Output::TxnFailed(state.clone()))
             }
         }
     }
@@ -399,6 +415,52 @@ mod tests {
             op(2, cas(None, Some("b")), 20, 30, Output::Succeeded(true)),
         ];
         assert!(!linearizable(&wrong));
+    }
+
+    #[test]
+    fn transactions_write_on_a_match_and_read_otherwise() {
+        let txn = |expected: Option<&str>, new: Option<&str>| Input::Txn {
+            expected: expected.map(str::to_string),
+            new: new.map(str::to_string),
+        };
+        let history = [
+            put(1, "a", 0, 10),
+            op(
+                1,
+                txn(Some("a"), Some("b")),
+                20,
+                30,
+                Output::Succeeded(true),
+            ),
+            op(
+                2,
+                txn(Some("a"), Some("c")),
+                40,
+                50,
+                Output::TxnFailed(Some("b".into())),
+            ),
+            get(3, Some("b"), 60, 70),
+        ];
+        assert!(linearizable(&history));
+        // The failure branch read a value the key no longer had.
+        let stale = [
+            put(1, "a", 0, 10),
+            put(1, "b", 20, 30),
+            op(
+                2,
+                txn(None, Some("c")),
+                40,
+                50,
+                Output::TxnFailed(Some("a".into())),
+            ),
+        ];
+        assert!(!linearizable(&stale));
+        // A transaction acknowledged as applied must be seen.
+        let lost = [
+            op(1, txn(None, Some("a")), 0, 10, Output::Succeeded(true)),
+            get(2, None, 20, 30),
+        ];
+        assert!(!linearizable(&lost));
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct TransportConfig {
     pub snapshot_transfer_timeout_ms: u64,
     /// Size of one snapshot chunk, in bytes.
     pub snapshot_chunk_bytes: usize,
+    /// Local IP that outgoing connections to peers are bound to (the source address);
+    /// unset lets the kernel choose. For multi-homed hosts, and for the test harness, which
+    /// tells links apart by source address.
+    pub outbound_bind_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for TransportConfig {
@@ -62,6 +66,7 @@ impl Default for TransportConfig {
             connect_timeout_ms: 2_000,
             snapshot_transfer_timeout_ms: 10 * 60 * 1000,
             snapshot_chunk_bytes: 1 << 20,
+            outbound_bind_ip: None,
         }
     }
 }
@@ -94,6 +99,7 @@ impl PeerChannels {
             .map_err(|error| format!("bad peer address {address:?}: {error}"))?
             .connect_timeout(Duration::from_millis(self.config.connect_timeout_ms))
             .tcp_nodelay(true)
+            .local_address(self.config.outbound_bind_ip)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
         let channel = endpoint.connect_lazy();

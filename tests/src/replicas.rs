@@ -1,0 +1,64 @@
+//! Comparing the replicas of every shard once the writes stopped.
+
+use crate::{wait_for, Cluster};
+use std::time::Duration;
+
+impl Cluster {
+    /// Waits until the replicas of each shard (as the coordinators place them) have applied
+    /// the same index, then asserts that they hold the same keys, values and revisions.
+    /// Returns the number of keys compared. Call it once no client writes any more.
+    pub async fn assert_replicas_identical(&self, timeout: Duration) -> usize {
+        let status = wait_for("a cluster status", timeout, || self.cluster_status()).await;
+        let mut compared = 0;
+        for shard in &status.shards {
+            let replicas: Vec<u64> = shard
+                .voters
+                .iter()
+                .chain(&shard.learners)
+                .map(|node_id| {
+                    self.harness_id_of(&status, *node_id)
+                        .unwrap_or_else(|| panic!("node {node_id} is not a harness node"))
+                })
+                .collect();
+            let shard_id = shard.shard_id;
+            let scans = wait_for(
+                &format!("the replicas of shard {shard_id} on nodes {replicas:?} to apply the same index"),
+                timeout,
+                || {
+                    let replicas = &replicas;
+                    async move {
+                        let applied = self.applied_indexes(replicas, shard_id).await?;
+                        if applied.iter().any(|index| *index != applied[0]) {
+                            return None;
+                        }
+                        let mut scans = Vec::new();
+                        for id in replicas {
+                            scans.push(self.local_scan(*id, shard_id).await?);
+                        }
+                        // Nothing was applied while scanning, so the scans are comparable.
+                        (self.applied_indexes(replicas, shard_id).await? == applied)
+                            .then_some(scans)
+                    }
+                },
+            )
+            .await;
+            for (id, scan) in replicas.iter().zip(&scans) {
+                assert_eq!(
+                    scan, &scans[0],
+                    "shard {shard_id}: the replica on node {id} differs from the one on node {}",
+                    replicas[0]
+                );
+            }
+            compared += scans[0].len();
+        }
+        compared
+    }
+
+    async fn applied_indexes(&self, replicas: &[u64], shard: u64) -> Option<Vec<u64>> {
+        let mut applied = Vec::new();
+        for id in replicas {
+            applied.push(self.status(*id, shard).await?.applied_index);
+        }
+        Some(applied)
+    }
+}
