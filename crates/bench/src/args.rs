@@ -48,7 +48,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub endpoints: Vec<String>,
     /// A: 50% reads/50% updates, B: 95/5, C: reads only, W: updates only.
-    #[arg(long, value_enum, default_value_t = Workload::A)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Workload::A)]
     pub workload: Workload,
     /// How records are chosen.
     #[arg(long, value_enum, default_value_t = KeyDistribution::Zipfian)]
@@ -258,5 +258,7 @@ mod tests {
     #[test]
     fn unknown_workload_is_refused_by_the_parser() {
         assert!(BenchArgs::try_parse_from(["cairn-bench", "--workload", "Z"]).is_err());
+        assert_eq!(parse(&["--workload", "C"]).workload, Workload::C);
+        assert_eq!(parse(&["--workload", "w"]).workload, Workload::W);
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod args;
 pub mod cairn_target;
+pub mod compare;
 pub mod etcd_target;
 pub mod keys;
 pub mod report;
