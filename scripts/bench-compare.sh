@@ -15,6 +15,7 @@
 #   BENCH_CONNECTIONS_MAX=8  connections per client process (min(clients, this))
 #   BENCH_CAIRN_SHARDS=8     shards of the Cairn cluster
 #   BENCH_SYSTEMS="etcd cairn"   BENCH_PROFILE=release
+#   BENCH_BIN_DIR=               use the binaries in this folder instead of building (A/B runs)
 #   BENCH_DATA=./.bench-data     data folders, logs and raw JSON results (wiped per run)
 #   BENCH_OUT=docs/benchmarks    where README.md, cairn-vs-etcd.csv and .png go
 # Every load loop is bounded by its duration; every process started here is stopped on exit.
@@ -67,10 +68,15 @@ if [ "$PROFILE" = release ]; then
     profile_flag=(--release)
     profile_dir=release
 fi
-log "building ($PROFILE)"
-cargo build --locked "${profile_flag[@]}" --bin cairn-node --bin cairn-coordinator \
-    --bin cairn-gateway --bin cairnctl --bin cairn-bench --bin cairn-bench-report
-BIN="$CARGO_TARGET_DIR/$profile_dir"
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+    BIN="$BENCH_BIN_DIR"
+    log "using the binaries in $BIN (not building)"
+else
+    log "building ($PROFILE)"
+    cargo build --locked "${profile_flag[@]}" --bin cairn-node --bin cairn-coordinator \
+        --bin cairn-gateway --bin cairnctl --bin cairn-bench --bin cairn-bench-report
+    BIN="$CARGO_TARGET_DIR/$profile_dir"
+fi
 
 rm -rf "$WORK"
 mkdir -p "$WORK/results" "$WORK/logs"
