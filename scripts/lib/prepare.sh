@@ -17,6 +17,16 @@ if ! have_libclang; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev clang >/dev/null
 fi
 
+# cairn-bench measures etcd with the etcd-client crate, whose build script compiles etcd's
+# protos with protoc; `cargo build --workspace` therefore needs it too.
+if ! command -v protoc >/dev/null 2>&1; then
+    echo "prepare: installing protobuf-compiler (etcd-client's build script needs protoc)" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq protobuf-compiler >/dev/null
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "prepare: cargo not found; install Rust with rustup (https://rustup.rs) first" >&2
     exit 1

@@ -174,6 +174,16 @@ impl SessionTable {
         }
     }
 
+    /// Whether `command` retries a write whose result is remembered: [`Self::admit`] then
+    /// reads that result from the database.
+    pub fn is_remembered(&self, command: &Command) -> bool {
+        command.write_id.is_some_and(|write_id| {
+            self.sessions
+                .get(&write_id.client)
+                .is_some_and(|session| session.remembered.contains(&write_id.sequence))
+        })
+    }
+
     /// Decides whether `command` is new, a duplicate or too old.
     pub fn admit(&self, command: &Command, db: &DB) -> Result<Admission> {
         let Some(write_id) = command.write_id else {

@@ -1,9 +1,13 @@
 //! A shard's replicated state machine: the `kv` and `sessions` column families of one shard,
 //! plus its applied log id, membership and revision, all in the node's RocksDB.
 //!
-//! Each applied entry is one atomic RocksDB write holding the key changes, the session
-//! changes and the new applied log id, so the state machine is always at exactly one log
-//! position. Applies are not fsynced: the Raft log is, and a replay from the log (or from the
+//! One `apply` call (a run of committed entries) is written as few atomic RocksDB writes as
+//! possible — usually one — each holding the key changes, the session changes and the new
+//! applied log id of whole entries, so the state machine is always at exactly one log
+//! position. An entry that must read what an earlier entry of the same run wrote (the same
+//! key, a range, a duplicate's remembered result) first writes out what is pending, so every
+//! read sees the entries before it. Answers go back only once their entry is written.
+//! Applies are not fsynced: the Raft log is, and a replay from the log (or from the
 //! last snapshot, whose file is fsynced) restores anything the OS lost.
 //!
 //! Snapshots are files (see [`crate::snapshot_file`]) built from a RocksDB snapshot, so they
@@ -12,7 +16,7 @@
 //! dies half way, opening the state machine finds the marker and replays the install.
 
 use crate::codec;
-use crate::command::{CommandResponse, WriteResult};
+use crate::command::{CommandResponse, TxnOp, WriteOp, WriteResult};
 use crate::error::{Result, StorageError};
 use crate::keys;
 use crate::kv::{self, KvView};
@@ -33,6 +37,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Largest RocksDB batch written while installing a snapshot, in bytes.
 const INSTALL_BATCH_BYTES_MAX: usize = 4 << 20;
+
+/// Most entries applied into one RocksDB batch before it is written (and their answers sent).
+const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
+/// Largest RocksDB batch of applied entries, in bytes; a larger run is written in parts.
+const APPLY_BATCH_BYTES_MAX: usize = 4 << 20;
 
 /// A snapshot as openraft passes it around: the path of a complete snapshot file.
 #[derive(Clone, Debug)]
@@ -169,17 +178,17 @@ impl ShardStateMachine {
         self
     }
 
-    /// Applies one entry as one atomic write; returns the response for its proposer.
-    /// `traced`: the entry belongs to a sampled request (a `raft.apply` span is entered).
+    /// Applies one entry into `batch`, which the caller writes; returns the response for its
+    /// proposer. Reads go to the live database, so the caller must have written every pending
+    /// change this entry could read ([`PendingApply::must_write_before`]).
     fn apply_entry(
         &mut self,
         entry: crate::type_config::Entry,
-        traced: bool,
+        batch: &mut WriteBatch,
     ) -> Result<CommandResponse> {
         let db = self.snapshots.db.clone();
         let shard = self.snapshots.shard;
         let log_id = entry.log_id();
-        let mut batch = WriteBatch::default();
         let state_cf = cf(&db, keys::CF_SM_STATE);
         let response = match entry.payload {
             EntryPayload::Blank => CommandResponse::None,
@@ -193,7 +202,7 @@ impl ShardStateMachine {
                 CommandResponse::None
             }
             EntryPayload::Normal(command) => {
-                self.sessions.tick(&command, &mut batch, &db);
+                self.sessions.tick(&command, batch, &db);
                 let result = match self.sessions.admit(&command, &db)? {
                     Admission::Duplicate(RememberedResult::Full(result)) => result,
                     Admission::Duplicate(RememberedResult::TooLarge) => {
@@ -205,7 +214,7 @@ impl ShardStateMachine {
                     Admission::New => {
                         let view = KvView::new(&db, shard);
                         let (result, changed) =
-                            kv::apply_write(&view, &mut batch, &command.op, self.revision)?;
+                            kv::apply_write(&view, batch, &command.op, self.revision)?;
                         if changed {
                             self.revision = Revision(self.revision.0 + 1);
                             batch.put_cf(
@@ -214,7 +223,7 @@ impl ShardStateMachine {
                                 codec::encode(&self.revision),
                             );
                         }
-                        self.sessions.remember(&command, &result, &mut batch, &db);
+                        self.sessions.remember(&command, &result, batch, &db);
                         result
                     }
                 };
@@ -227,11 +236,123 @@ impl ShardStateMachine {
             keys::tagged_key(shard, keys::TAG_APPLIED),
             codec::encode(&self.last_applied),
         );
-        // Only a traced entry's apply is worth this span's cost.
-        let _write = traced
-            .then(|| tracing::info_span!("rocksdb.write", bytes = batch.size_in_bytes()).entered());
-        db.write(batch)?;
         Ok(response)
+    }
+
+    /// Writes the pending entries as one atomic batch, then answers their proposers.
+    fn write_pending(&self, pending: &mut PendingApply) -> Result<()> {
+        if pending.entries == 0 {
+            return Ok(());
+        }
+        let writes: Vec<tracing::Span> = pending
+            .traced
+            .iter()
+            .map(|apply| {
+                tracing::info_span!(
+                    parent: apply,
+                    "rocksdb.write",
+                    entries = pending.entries,
+                    bytes = pending.batch.size_in_bytes()
+                )
+            })
+            .collect();
+        self.snapshots
+            .db
+            .write(std::mem::take(&mut pending.batch))?;
+        drop(writes);
+        pending.entries = 0;
+        pending.keys.clear();
+        for (responder, response) in pending.answers.drain(..) {
+            responder.send(response);
+        }
+        pending.traced.clear();
+        Ok(())
+    }
+}
+
+/// Entries applied into a batch that is not written yet, and what they touched.
+#[derive(Default)]
+struct PendingApply {
+    batch: WriteBatch,
+    entries: usize,
+    /// User keys named by the pending entries' operations (a superset of what they wrote).
+    keys: std::collections::HashSet<Vec<u8>>,
+    answers: Vec<(
+        openraft::storage::ApplyResponder<ShardRaftConfig>,
+        CommandResponse,
+    )>,
+    /// `raft.apply` spans of sampled entries in the batch, ended once it is written.
+    traced: Vec<tracing::Span>,
+}
+
+impl PendingApply {
+    /// Whether `entry` may read something the pending batch changes: a key a pending entry
+    /// named, a range (which may cover any of them), or the remembered result of a duplicate
+    /// (which a pending entry may have just stored). Such an entry is applied after the
+    /// pending batch is written.
+    fn must_write_before(
+        &self,
+        entry: &crate::type_config::Entry,
+        sessions: &SessionTable,
+    ) -> bool {
+        if self.entries == 0 {
+            return false;
+        }
+        let EntryPayload::Normal(command) = &entry.payload else {
+            return false;
+        };
+        if sessions.is_remembered(command) {
+            return true;
+        }
+        match named_keys(&command.op) {
+            Some(keys) => keys.iter().any(|key| self.keys.contains(*key)),
+            None => true,
+        }
+    }
+
+    /// Records what `entry` touched; `false` when it named a range, after which the batch is
+    /// written at once so no later entry has to reason about it.
+    fn note(&mut self, entry: &crate::type_config::Entry) -> bool {
+        self.entries += 1;
+        let EntryPayload::Normal(command) = &entry.payload else {
+            return true;
+        };
+        match named_keys(&command.op) {
+            Some(keys) => {
+                for key in keys {
+                    if !self.keys.contains(key) {
+                        self.keys.insert(key.to_vec());
+                    }
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.entries >= APPLY_BATCH_ENTRIES_MAX
+            || self.batch.size_in_bytes() >= APPLY_BATCH_BYTES_MAX
+    }
+}
+
+/// Every key an operation reads or writes, or `None` when it includes a range.
+fn named_keys(op: &WriteOp) -> Option<Vec<&[u8]>> {
+    match op {
+        WriteOp::Put(put) => Some(vec![&put.key]),
+        WriteOp::Delete(delete) => Some(vec![&delete.key]),
+        WriteOp::Txn(txn) => {
+            let mut keys: Vec<&[u8]> = txn.compares.iter().map(|c| c.key.as_slice()).collect();
+            for op in txn.success.iter().chain(&txn.failure) {
+                keys.push(match op {
+                    TxnOp::Put(put) => &put.key,
+                    TxnOp::Delete(delete) => &delete.key,
+                    TxnOp::Get(get) => &get.key,
+                    TxnOp::Range(_) => return None,
+                });
+            }
+            Some(keys)
+        }
     }
 }
 
@@ -488,26 +609,48 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
             + Unpin
             + OptionalSend,
     {
+        // RocksDB writes without fsync take microseconds: done on this task, not worth a
+        // thread hop. One write for the run instead of one per entry saves a WAL record and a
+        // trip through RocksDB's write queue per entry.
+        let failed = |shard: ShardId| {
+            move |error: StorageError| {
+                tracing::error!(%shard, %error, "applying a committed entry failed; the replica stops");
+                io::Error::from(error)
+            }
+        };
+        let shard = self.shard();
+        let mut pending = PendingApply::default();
         while let Some((entry, responder)) = entries.try_next().await? {
+            if pending.must_write_before(&entry, &self.sessions) {
+                self.write_pending(&mut pending).map_err(failed(shard))?;
+            }
+            let write_after = !pending.note(&entry);
+            // A sampled request's entry: `raft.apply` covers applying it into the batch and
+            // waiting for the batch's write, which `rocksdb.write` (its child) covers.
             let span = crate::type_config::entry_trace(&entry).map(|parent| {
-                let span = tracing::info_span!(
-                    "raft.apply",
-                    shard = self.shard().0,
-                    index = entry.index()
-                );
+                let span =
+                    tracing::info_span!("raft.apply", shard = shard.0, index = entry.index());
                 parent.adopt(&span);
                 span
             });
-            let _entered = span.as_ref().map(|span| span.enter());
-            // A RocksDB write of one entry takes microseconds (no fsync): not worth a thread hop.
-            let response = self.apply_entry(entry, span.is_some()).map_err(|error| {
-                tracing::error!(shard = %self.shard(), %error, "applying a committed entry failed; the replica stops");
-                io::Error::from(error)
-            })?;
+            let response = {
+                let _entered = span.as_ref().map(|span| span.enter());
+                self.apply_entry(entry, &mut pending.batch)
+                    .map_err(failed(shard))?
+            };
+            if let Some(span) = span {
+                if pending.traced.len() < crate::type_config::TRACED_ENTRIES_PER_BATCH_MAX {
+                    pending.traced.push(span);
+                }
+            }
             if let Some(responder) = responder {
-                responder.send(response);
+                pending.answers.push((responder, response));
+            }
+            if write_after || pending.full() {
+                self.write_pending(&mut pending).map_err(failed(shard))?;
             }
         }
+        self.write_pending(&mut pending).map_err(failed(shard))?;
         Ok(())
     }
 
@@ -582,6 +725,116 @@ mod tests {
         )
     }
 
+    /// Applies one entry as its own batch, as a run of one entry would be.
+    fn apply_now(machine: &mut ShardStateMachine, entry: Entry) -> CommandResponse {
+        let mut batch = WriteBatch::default();
+        let response = machine.apply_entry(entry, &mut batch).unwrap();
+        machine.snapshots.db.write(batch).unwrap();
+        response
+    }
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(
+            LeaderId {
+                term: 1,
+                node_id: NodeId(1),
+            },
+            index,
+        )
+    }
+
+    fn command_entry(index: u64, sequence: Option<u64>, op: WriteOp) -> Entry {
+        let write_id = sequence.map(|sequence| crate::command::WriteId {
+            client: cairn_types::ClientId(7),
+            sequence: cairn_types::Sequence(sequence),
+            first_incomplete: cairn_types::Sequence(1),
+        });
+        let command = Command {
+            write_id,
+            proposed_at_ms: 1,
+            op,
+            trace: None,
+        };
+        Entry::new_normal(log_id(index), command)
+    }
+
+    fn put_op(key: &str, value: &str) -> WriteOp {
+        WriteOp::Put(Put {
+            key: key.into(),
+            value: value.into(),
+            prev_kv: false,
+            condition: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_run_of_entries_reads_what_earlier_entries_of_the_run_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut machine) = open(dir.path());
+        let range_txn = WriteOp::Txn(crate::command::Txn {
+            compares: vec![],
+            success: vec![
+                crate::command::TxnOp::Range(crate::command::Range {
+                    start: vec![],
+                    end: None,
+                    limit: 10,
+                    keys_only: true,
+                    count_only: false,
+                }),
+                crate::command::TxnOp::Put(Put {
+                    key: b"c".to_vec(),
+                    value: b"3".to_vec(),
+                    prev_kv: false,
+                    condition: None,
+                }),
+            ],
+            failure: vec![],
+        });
+        let run = vec![
+            command_entry(1, Some(1), put_op("a", "1")),
+            command_entry(2, None, put_op("b", "1")),
+            // The same key again: must see version 1 written by entry 1.
+            command_entry(3, Some(2), put_op("a", "2")),
+            // A retry of sequence 2 in the same run: answered from the session, not applied.
+            command_entry(4, Some(2), put_op("a", "2")),
+            command_entry(5, None, range_txn),
+            command_entry(6, None, put_op("b", "2")),
+        ];
+        let stream = futures::stream::iter(run.into_iter().map(|entry| Ok((entry, None))));
+        machine.apply(stream).await.unwrap();
+
+        let view = KvView::new(&db, ShardId(3));
+        let a = view.get(b"a", false).unwrap().unwrap();
+        assert_eq!(
+            (a.version, a.create_revision, a.mod_revision),
+            (2, Revision(1), Revision(3))
+        );
+        let b = view.get(b"b", false).unwrap().unwrap();
+        assert_eq!(
+            (b.version, b.create_revision, b.mod_revision),
+            (2, Revision(2), Revision(5))
+        );
+        assert_eq!(
+            view.get(b"c", false).unwrap().unwrap().mod_revision,
+            Revision(4)
+        );
+        // Five changing commands: the retry changed nothing.
+        assert_eq!(read_revision(&db, None, ShardId(3)).unwrap(), Revision(5));
+        assert_eq!(machine.last_applied, Some(log_id(6)));
+
+        // Everything reached the database: a reopened machine agrees.
+        drop(machine);
+        let reopened = ShardStateMachine::open(
+            db.clone(),
+            ShardId(3),
+            dir.path().join("snapshots"),
+            SessionLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(reopened.last_applied, Some(log_id(6)));
+        assert_eq!(reopened.revision, Revision(5));
+    }
+
     fn keys_of(db: &DB) -> Vec<Vec<u8>> {
         let range = crate::command::Range {
             start: vec![],
@@ -606,7 +859,7 @@ mod tests {
         let source_dir = tempfile::tempdir().unwrap();
         let (source_db, mut source) = open(source_dir.path());
         for (index, key) in [(1, "a"), (2, "b"), (3, "c")] {
-            source.apply_entry(put_entry(index, key), false).unwrap();
+            apply_now(&mut source, put_entry(index, key));
         }
         let built = source.snapshots.build().unwrap();
         assert_eq!(
@@ -620,8 +873,8 @@ mod tests {
         let target_dir = tempfile::tempdir().unwrap();
         {
             let (db, mut target) = open(target_dir.path());
-            target.apply_entry(put_entry(1, "old-1"), false).unwrap();
-            target.apply_entry(put_entry(2, "old-2"), false).unwrap();
+            apply_now(&mut target, put_entry(1, "old-1"));
+            apply_now(&mut target, put_entry(2, "old-2"));
             std::fs::copy(
                 source_dir.path().join("snapshots").join(&built.file_name),
                 target.snapshots.dir.join(&built.file_name),
@@ -666,7 +919,7 @@ mod tests {
     async fn a_corrupt_snapshot_is_refused_without_touching_the_shard() {
         let source_dir = tempfile::tempdir().unwrap();
         let (_, mut source) = open(source_dir.path());
-        source.apply_entry(put_entry(1, "new"), false).unwrap();
+        apply_now(&mut source, put_entry(1, "new"));
         let built = source.snapshots.build().unwrap();
         let path = source_dir.path().join("snapshots").join(&built.file_name);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -677,7 +930,7 @@ mod tests {
 
         let target_dir = tempfile::tempdir().unwrap();
         let (db, mut target) = open(target_dir.path());
-        target.apply_entry(put_entry(1, "kept"), false).unwrap();
+        apply_now(&mut target, put_entry(1, "kept"));
         let result = target
             .install_snapshot(&built.meta, SnapshotFile { path: corrupt })
             .await;

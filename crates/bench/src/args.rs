@@ -1,0 +1,264 @@
+//! Command-line arguments and their validation. Every bound a run may use is checked here,
+//! before anything connects, with an error that names the flag.
+
+use crate::keys::{key_size_min, KeyDistribution, RECORD_COUNT_MAX};
+use crate::workload::Workload;
+use clap::Parser;
+use serde::Serialize;
+use std::time::Duration;
+
+pub const KEY_SIZE_MAX: usize = 4_096;
+pub const VALUE_SIZE_MAX: usize = 1 << 20;
+pub const CONCURRENCY_MAX: usize = 4_096;
+/// Longest run or warm-up; a benchmark loop must always stop by itself.
+pub const DURATION_SECS_MAX: f64 = 3_600.0;
+/// Connections opened when `--connections` is not given: at most this many, and never
+/// more than the concurrency.
+pub const CONNECTIONS_DEFAULT_MAX: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// Cairn through a gateway (the SDK).
+    Cairn,
+    /// etcd v3 (the etcd-client crate).
+    Etcd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Write every record once, then stop.
+    Load,
+    /// Run the workload against records loaded earlier.
+    Run,
+    /// Load, then run.
+    All,
+}
+
+/// YCSB-style benchmark of Cairn or etcd.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "cairn-bench", version)]
+pub struct BenchArgs {
+    /// The system under test.
+    #[arg(long, value_enum, default_value_t = TargetKind::Cairn)]
+    pub target: TargetKind,
+    /// Addresses, comma separated: Cairn gateways (default 127.0.0.1:7000) or etcd members
+    /// (default 127.0.0.1:2379). Connection i starts at address i modulo their number.
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// A: 50% reads/50% updates, B: 95/5, C: reads only, W: updates only.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Workload::A)]
+    pub workload: Workload,
+    /// How records are chosen.
+    #[arg(long, value_enum, default_value_t = KeyDistribution::Zipfian)]
+    pub distribution: KeyDistribution,
+    /// Records written by the load phase and touched by the run.
+    #[arg(long, default_value_t = 10_000)]
+    pub record_count: u64,
+    /// Key length in bytes.
+    #[arg(long, default_value_t = 16)]
+    pub key_size: usize,
+    /// Value length in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Connections shared by the clients (default: min(concurrency, 8)).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Length of the measured run, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Stop the run after this many operations, if that comes before the duration.
+    #[arg(long)]
+    pub operations: Option<u64>,
+    /// Seconds of the same workload before measuring starts (not recorded).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_secs: f64,
+    #[arg(long, value_enum, default_value_t = Phase::All)]
+    pub phase: Phase,
+    /// Serializable (possibly stale) reads instead of linearizable ones.
+    #[arg(long)]
+    pub serializable: bool,
+    /// Where the JSON result goes: a file path, or `-` for stdout.
+    #[arg(long, default_value = "-")]
+    pub output: String,
+    /// Seed of the workload's random choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A free-form label copied into the result.
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--{flag}: {reason}")]
+pub struct ArgsError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+fn invalid(flag: &'static str, reason: impl Into<String>) -> ArgsError {
+    ArgsError {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+impl BenchArgs {
+    /// The endpoints to use: the given ones, or the target's local default.
+    pub fn endpoints(&self) -> Vec<String> {
+        if !self.endpoints.is_empty() {
+            return self.endpoints.clone();
+        }
+        match self.target {
+            TargetKind::Cairn => vec!["127.0.0.1:7000".to_string()],
+            TargetKind::Etcd => vec!["127.0.0.1:2379".to_string()],
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections
+            .unwrap_or_else(|| self.concurrency.min(CONNECTIONS_DEFAULT_MAX))
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_secs)
+    }
+
+    pub fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup_secs)
+    }
+
+    /// Checks every bound; the error names the flag to fix.
+    pub fn validate(&self) -> Result<(), ArgsError> {
+        if self.endpoints.iter().any(|e| e.trim().is_empty()) {
+            return Err(invalid("endpoints", "an address is empty"));
+        }
+        if self.record_count == 0 || self.record_count > RECORD_COUNT_MAX {
+            return Err(invalid(
+                "record-count",
+                format!("must be in 1..={RECORD_COUNT_MAX}"),
+            ));
+        }
+        let key_min = key_size_min(self.record_count);
+        if self.key_size < key_min || self.key_size > KEY_SIZE_MAX {
+            return Err(invalid(
+                "key-size",
+                format!(
+                    "must be in {key_min}..={KEY_SIZE_MAX} for {} records",
+                    self.record_count
+                ),
+            ));
+        }
+        if self.value_size == 0 || self.value_size > VALUE_SIZE_MAX {
+            return Err(invalid(
+                "value-size",
+                format!("must be in 1..={VALUE_SIZE_MAX}"),
+            ));
+        }
+        if self.concurrency == 0 || self.concurrency > CONCURRENCY_MAX {
+            return Err(invalid(
+                "concurrency",
+                format!("must be in 1..={CONCURRENCY_MAX}"),
+            ));
+        }
+        let connections = self.connections();
+        if connections == 0 || connections > self.concurrency {
+            return Err(invalid(
+                "connections",
+                "must be at least 1 and at most --concurrency",
+            ));
+        }
+        if !(self.duration_secs > 0.0 && self.duration_secs <= DURATION_SECS_MAX) {
+            return Err(invalid(
+                "duration-secs",
+                format!("must be in (0, {DURATION_SECS_MAX}]"),
+            ));
+        }
+        if !(self.warmup_secs >= 0.0 && self.warmup_secs <= DURATION_SECS_MAX) {
+            return Err(invalid(
+                "warmup-secs",
+                format!("must be in [0, {DURATION_SECS_MAX}]"),
+            ));
+        }
+        if self.operations == Some(0) {
+            return Err(invalid("operations", "must be at least 1"));
+        }
+        if self.output.trim().is_empty() {
+            return Err(invalid("output", "give a path or -"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> BenchArgs {
+        let mut argv = vec!["cairn-bench"];
+        argv.extend_from_slice(extra);
+        BenchArgs::try_parse_from(argv).expect("arguments parse")
+    }
+
+    fn flag_of(args: &BenchArgs) -> &'static str {
+        args.validate().expect_err("must be refused").flag
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let args = parse(&[]);
+        args.validate().unwrap();
+        assert_eq!(args.endpoints(), vec!["127.0.0.1:7000"]);
+        assert_eq!(args.connections(), 8);
+        assert_eq!(args.workload, Workload::A);
+        let etcd = parse(&["--target", "etcd", "--concurrency", "2"]);
+        assert_eq!(etcd.endpoints(), vec!["127.0.0.1:2379"]);
+        assert_eq!(etcd.connections(), 2);
+    }
+
+    #[test]
+    fn endpoints_are_comma_separated() {
+        let args = parse(&["--endpoints", "127.0.0.1:1,127.0.0.1:2"]);
+        assert_eq!(args.endpoints(), vec!["127.0.0.1:1", "127.0.0.1:2"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        assert_eq!(flag_of(&parse(&["--record-count", "0"])), "record-count");
+        // Records 0..=99 999 need 5 digits plus the `k` prefix.
+        assert_eq!(
+            flag_of(&parse(&["--record-count", "100000", "--key-size", "5"])),
+            "key-size"
+        );
+        parse(&["--record-count", "100000", "--key-size", "6"])
+            .validate()
+            .unwrap();
+        assert_eq!(flag_of(&parse(&["--value-size", "0"])), "value-size");
+        assert_eq!(flag_of(&parse(&["--concurrency", "0"])), "concurrency");
+        assert_eq!(
+            flag_of(&parse(&["--concurrency", "4", "--connections", "5"])),
+            "connections"
+        );
+        assert_eq!(flag_of(&parse(&["--duration-secs", "0"])), "duration-secs");
+        assert_eq!(
+            flag_of(&parse(&["--duration-secs", "100000"])),
+            "duration-secs"
+        );
+        assert_eq!(flag_of(&parse(&["--warmup-secs=-1"])), "warmup-secs");
+        assert_eq!(flag_of(&parse(&["--operations", "0"])), "operations");
+    }
+
+    #[test]
+    fn unknown_workload_is_refused_by_the_parser() {
+        assert!(BenchArgs::try_parse_from(["cairn-bench", "--workload", "Z"]).is_err());
+        assert_eq!(parse(&["--workload", "C"]).workload, Workload::C);
+        assert_eq!(parse(&["--workload", "w"]).workload, Workload::W);
+    }
+}

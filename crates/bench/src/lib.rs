@@ -1,0 +1,27 @@
+//! `cairn-bench`: a YCSB-style load generator that measures Cairn and etcd v3 side by side.
+//!
+//! One workload generator ([`workload`], [`keys`]) and one measurement ([`runner`], HDR
+//! histograms) drive any [`KvTarget`]: Cairn through the SDK and a gateway
+//! ([`CairnTarget`]), or etcd through the `etcd-client` crate ([`EtcdTarget`]). Only the two
+//! `KvTarget` implementations differ between the systems, so their numbers compare.
+//!
+//! It is a client program: it must not depend on a server crate, and it measures, it never
+//! asserts timings (tests cover only its non-timing logic).
+
+pub mod args;
+pub mod cairn_target;
+pub mod compare;
+pub mod etcd_target;
+pub mod keys;
+pub mod report;
+pub mod runner;
+pub mod target;
+pub mod workload;
+
+pub use args::{ArgsError, BenchArgs, Phase, TargetKind};
+pub use cairn_target::CairnTarget;
+pub use etcd_target::EtcdTarget;
+pub use keys::{KeyChooser, KeyDistribution, ZipfianGenerator};
+pub use report::{BenchResult, LatencySummary, LoadSummary};
+pub use target::{KvTarget, TargetError};
+pub use workload::{OpKind, Workload};

@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Measures etcd and Cairn side by side with cairn-bench, one system at a time, on loopback:
+#   1. installs etcd (Debian etcd-server, etcd-client) and gnuplot when missing; builds the
+#      binaries (release profile);
+#   2. starts a 3-member etcd (fsync on: etcd's default), loads the records, runs every
+#      workload at every concurrency, reads the members' peak RSS, stops it;
+#   3. starts a Cairn cluster (a coordinator, 3 storage nodes, a gateway; replication 3,
+#      fsync and group commit on: the defaults), does the same;
+#   4. writes the comparison section of docs/benchmarks/README.md, a CSV and a PNG plot.
+#
+# Settings (environment, with defaults):
+#   BENCH_DURATION_SECS=10   measured seconds per point     BENCH_WARMUP_SECS=2
+#   BENCH_CONCURRENCY="1 16 64 256"                          BENCH_WORKLOADS="W C A"
+#   BENCH_RECORDS=10000  BENCH_KEY_SIZE=16  BENCH_VALUE_SIZE=256  BENCH_DISTRIBUTION=zipfian
+#   BENCH_CONNECTIONS_MAX=8  connections per client process (min(clients, this))
+#   BENCH_CAIRN_SHARDS=8     shards of the Cairn cluster
+#   BENCH_SYSTEMS="etcd cairn"   BENCH_PROFILE=release
+#   BENCH_BIN_DIR=               use the binaries in this folder instead of building (A/B runs)
+#   BENCH_DATA=./.bench-data     data folders, logs and raw JSON results (wiped per run)
+#   BENCH_OUT=docs/benchmarks    where README.md, cairn-vs-etcd.csv and .png go
+# Every load loop is bounded by its duration; every process started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/prepare.sh
+
+DURATION="${BENCH_DURATION_SECS:-10}"
+WARMUP="${BENCH_WARMUP_SECS:-2}"
+CONCURRENCY="${BENCH_CONCURRENCY:-1 16 64 256}"
+WORKLOADS="${BENCH_WORKLOADS:-W C A}"
+RECORDS="${BENCH_RECORDS:-10000}"
+KEY_SIZE="${BENCH_KEY_SIZE:-16}"
+VALUE_SIZE="${BENCH_VALUE_SIZE:-256}"
+DISTRIBUTION="${BENCH_DISTRIBUTION:-zipfian}"
+CONNECTIONS_MAX="${BENCH_CONNECTIONS_MAX:-8}"
+SHARDS="${BENCH_CAIRN_SHARDS:-8}"
+SYSTEMS="${BENCH_SYSTEMS:-etcd cairn}"
+PROFILE="${BENCH_PROFILE:-release}"
+WORK="${BENCH_DATA:-$PWD/.bench-data}"
+OUT="${BENCH_OUT:-docs/benchmarks}"
+
+# Ports below the test harness's random range (20000-60000), away from local-cluster.sh's.
+ETCD_CLIENT_PORTS=(12379 12389 12399)
+ETCD_PEER_PORTS=(12380 12390 12400)
+CAIRN_GATEWAY=127.0.0.1:17000
+CAIRN_COORDINATOR=127.0.0.1:17001
+CAIRN_NODE_PORTS=(17101 17102 17103)
+
+started_at=$(date +%s)
+log() { echo "bench-compare [$(date -u +%H:%M:%S)]: $*" >&2; }
+
+install_missing() { # command package...
+    local command="$1"
+    shift
+    if ! command -v "$command" >/dev/null 2>&1; then
+        log "installing $*"
+        local sudo=""
+        if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+    fi
+}
+install_missing etcd etcd-server etcd-client
+install_missing gnuplot gnuplot-nox
+
+profile_flag=()
+profile_dir=debug
+if [ "$PROFILE" = release ]; then
+    profile_flag=(--release)
+    profile_dir=release
+fi
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+    BIN="$BENCH_BIN_DIR"
+    log "using the binaries in $BIN (not building)"
+else
+    log "building ($PROFILE)"
+    cargo build --locked "${profile_flag[@]}" --bin cairn-node --bin cairn-coordinator \
+        --bin cairn-gateway --bin cairnctl --bin cairn-bench --bin cairn-bench-report
+    BIN="$CARGO_TARGET_DIR/$profile_dir"
+fi
+
+rm -rf "$WORK"
+mkdir -p "$WORK/results" "$WORK/logs"
+META="$WORK/meta.md"
+RSS="$WORK/rss.md"
+: >"$RSS"
+
+pids=()
+stop_all() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pids=()
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+require_free_ports() {
+    for port in "$@"; do
+        if ! port_free "$port"; then
+            log "port 127.0.0.1:$port is in use; stop what holds it and run again"
+            exit 1
+        fi
+    done
+}
+
+wait_until() { # seconds description command...
+    local seconds="$1" what="$2"
+    shift 2
+    local deadline=$(($(date +%s) + seconds))
+    until "$@" >/dev/null 2>&1; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            log "timed out after ${seconds}s waiting for $what"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+record_rss() { # system role pid
+    local kib
+    kib=$(peak_rss_kib "$3")
+    echo "| $1 | $2 | $((kib / 1024)) |" >>"$RSS"
+}
+
+bench() { # system endpoints args...
+    local system="$1" endpoints="$2"
+    shift 2
+    "$BIN/cairn-bench" --target "$system" --endpoints "$endpoints" --record-count "$RECORDS" \
+        --key-size "$KEY_SIZE" --value-size "$VALUE_SIZE" --distribution "$DISTRIBUTION" "$@"
+}
+
+run_workloads() { # system endpoints
+    local system="$1" endpoints="$2"
+    log "$system: loading $RECORDS records"
+    bench "$system" "$endpoints" --phase load --concurrency 64 \
+        --output "$WORK/logs/$system-load.json" --quiet
+    for workload in $WORKLOADS; do
+        for clients in $CONCURRENCY; do
+            local connections=$((clients < CONNECTIONS_MAX ? clients : CONNECTIONS_MAX))
+            bench "$system" "$endpoints" --phase run --workload "$workload" \
+                --concurrency "$clients" --connections "$connections" \
+                --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
+                --label "$system $workload $clients" \
+                --output "$WORK/results/$system-$workload-c$clients.json"
+        done
+    done
+}
+
+declare -A load_before load_after
+
+run_etcd() {
+    require_free_ports "${ETCD_CLIENT_PORTS[@]}" "${ETCD_PEER_PORTS[@]}"
+    local cluster="" endpoints="" i
+    for i in 0 1 2; do
+        cluster+="${cluster:+,}m$((i + 1))=http://127.0.0.1:${ETCD_PEER_PORTS[$i]}"
+        endpoints+="${endpoints:+,}127.0.0.1:${ETCD_CLIENT_PORTS[$i]}"
+    done
+    load_before[etcd]=$(loadavg)
+    local member_pids=()
+    for i in 0 1 2; do
+        etcd --name "m$((i + 1))" --data-dir "$WORK/etcd/m$((i + 1))" \
+            --listen-client-urls "http://127.0.0.1:${ETCD_CLIENT_PORTS[$i]}" \
+            --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENT_PORTS[$i]}" \
+            --listen-peer-urls "http://127.0.0.1:${ETCD_PEER_PORTS[$i]}" \
+            --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER_PORTS[$i]}" \
+            --initial-cluster "$cluster" --initial-cluster-state new \
+            --initial-cluster-token cairn-bench --logger zap --log-level warn \
+            >"$WORK/logs/etcd-m$((i + 1)).log" 2>&1 &
+        pids+=("$!")
+        member_pids+=("$!")
+    done
+    wait_until 60 "etcd to be healthy" env ETCDCTL_API=3 etcdctl --endpoints "$endpoints" \
+        endpoint health
+    log "etcd is up ($(etcd --version | head -1)): $endpoints"
+    run_workloads etcd "$endpoints"
+    for i in 0 1 2; do record_rss etcd "member m$((i + 1))" "${member_pids[$i]}"; done
+    load_after[etcd]=$(loadavg)
+    stop_all
+}
+
+cairn_ready() {
+    local shards status members leaders
+    shards=$("$BIN/cairnctl" --endpoints "$CAIRN_GATEWAY" --output json cluster shards) || return 1
+    [ "$(grep -o '"shard_id"' <<<"$shards" | wc -l)" -eq "$SHARDS" ] || return 1
+    ! grep -Eq '"leader_node_id": ?0([^0-9]|$)' <<<"$shards" || return 1
+    status=$("$BIN/cairnctl" --endpoints "$CAIRN_GATEWAY" --output json cluster status) || return 1
+    grep -q '"under_replicated_shards": *0' <<<"$status" || return 1
+    grep -q '"moves_in_flight": *0' <<<"$status" || return 1
+    # Leaders spread over the nodes (the coordinator balances them), within one of each other.
+    members=$("$BIN/cairnctl" --endpoints "$CAIRN_GATEWAY" --output json cluster members) || return 1
+    leaders=$(grep -o '"leader_count": *[0-9]*' <<<"$members" | grep -o '[0-9]*$' | sort -n)
+    [ "$(wc -l <<<"$leaders")" -eq 3 ] || return 1
+    [ $(($(tail -1 <<<"$leaders") - $(head -1 <<<"$leaders"))) -le 1 ]
+}
+
+run_cairn() {
+    require_free_ports 17000 17001 "${CAIRN_NODE_PORTS[@]}" 19000 19001 19101 19102 19103
+    load_before[cairn]=$(loadavg)
+    local data="$WORK/cairn" node_pids=() id
+    mkdir -p "$data"
+    "$BIN/cairn-coordinator" --member-id 1 --listen-address "$CAIRN_COORDINATOR" \
+        --data-dir "$data/coordinator" --shard-count "$SHARDS" --replication-factor 3 \
+        --metrics-listen-address 127.0.0.1:19001 >"$WORK/logs/cairn-coordinator.log" 2>&1 &
+    pids+=("$!")
+    local coordinator_pid="$!"
+    for id in 1 2 3; do
+        CAIRN_LOG__FILTER=warn "$BIN/cairn-node" --listen-address "127.0.0.1:${CAIRN_NODE_PORTS[$((id - 1))]}" \
+            --data-dir "$data/node-$id" --coordinators "$CAIRN_COORDINATOR" \
+            --labels "zone=bench-$id" --metrics-listen-address "127.0.0.1:1910$id" \
+            >"$WORK/logs/cairn-node-$id.log" 2>&1 &
+        pids+=("$!")
+        node_pids+=("$!")
+    done
+    CAIRN_LOG__FILTER=warn "$BIN/cairn-gateway" --listen-address "$CAIRN_GATEWAY" \
+        --coordinators "$CAIRN_COORDINATOR" --metrics-listen-address 127.0.0.1:19000 \
+        >"$WORK/logs/cairn-gateway.log" 2>&1 &
+    pids+=("$!")
+    local gateway_pid="$!"
+    if ! wait_until 120 "every Cairn shard to have 3 voters and balanced leaders" cairn_ready; then
+        log "going on: leaders may still move during the first points"
+    fi
+    log "Cairn is up ($SHARDS shards, replication 3): gateway $CAIRN_GATEWAY"
+    run_workloads cairn "$CAIRN_GATEWAY"
+    for id in 1 2 3; do record_rss cairn "node $id" "${node_pids[$((id - 1))]}"; done
+    record_rss cairn gateway "$gateway_pid"
+    record_rss cairn coordinator "$coordinator_pid"
+    load_after[cairn]=$(loadavg)
+    stop_all
+}
+
+for system in $SYSTEMS; do
+    case "$system" in
+    etcd) run_etcd ;;
+    cairn) run_cairn ;;
+    *)
+        log "unknown system $system (etcd or cairn)"
+        exit 2
+        ;;
+    esac
+done
+
+elapsed=$(($(date +%s) - started_at))
+{
+    echo "Generated by \`scripts/bench-compare.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') from commit" \
+        "\`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)'); the whole script took ${elapsed} s."
+    echo
+    echo "- **Machine**: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r); one disk; every process on loopback, clients on the same machine."
+    echo "- **Load**: the machine is shared with other builds and tests. Load average (1, 5, 15 min) before/after: $(for s in $SYSTEMS; do printf '%s %s → %s; ' "$s" "${load_before[$s]:-?}" "${load_after[$s]:-?}"; done)numbers taken under load are noisy; compare ratios from the same run."
+    echo "- **etcd**: $(etcd --version | head -1 | sed 's/etcd Version: //') (Debian \`etcd-server\`), 3 members, default settings (fsync on every commit), one data folder each."
+    echo "- **Cairn**: $PROFILE build; 1 coordinator, 3 storage nodes, 1 gateway; $SHARDS shards, replication 3, default settings (WAL fsync by group commit before every acknowledgement)."
+    echo "- **Workload** (\`cairn-bench\`): $RECORDS records loaded first, $KEY_SIZE-byte keys, $VALUE_SIZE-byte values, $DISTRIBUTION key choice; each point runs ${WARMUP} s of warm-up, then ${DURATION} s measured; N clients with one request in flight each, over min(N, $CONNECTIONS_MAX) connections (etcd: connection i to member i mod 3; Cairn: every connection to the gateway). Reads are linearizable on both (etcd's default Range; Cairn's default Get, ReadIndex). The same binary and code path measures both; only the \`KvTarget\` differs (\`etcd-client\` crate, Cairn SDK)."
+    echo
+    echo "Peak resident memory (VmHWM, after every point of the system ran):"
+    echo
+    echo "| system | process | peak RSS MiB |"
+    echo "|---|---|--:|"
+    cat "$RSS"
+} >"$META"
+
+mkdir -p "$OUT"
+"$BIN/cairn-bench-report" --results "$WORK/results" --meta "$META" --readme "$OUT/README.md" \
+    --csv "$OUT/cairn-vs-etcd.csv" --png-link cairn-vs-etcd.png \
+    --plot-data "$WORK/plot.dat" --gnuplot "$WORK/plot.gp" --png "$OUT/cairn-vs-etcd.png"
+gnuplot "$WORK/plot.gp"
+log "done in ${elapsed} s: $OUT/README.md, $OUT/cairn-vs-etcd.csv, $OUT/cairn-vs-etcd.png (raw results in $WORK/results)"
