@@ -10,23 +10,21 @@ use crate::type_config::{NodeAddress, ShardRaftConfig, SnapshotMeta, Vote};
 use cairn_proto::raft::v1 as pb;
 use cairn_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use cairn_types::{NodeId, ShardId};
-use futures::{Stream, StreamExt};
-use openraft::base::{BoxFuture, BoxStream};
 use openraft::entry::RaftEntry;
 use openraft::error::{
     NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
-    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::OptionalSend;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tonic::transport::{Channel, Endpoint};
 
@@ -199,57 +197,6 @@ impl ShardNetwork {
     }
 }
 
-/// The next answer of an append stream; `None` when the stream ended with nothing unanswered.
-async fn next_answer(
-    replies: &mut tonic::Streaming<pb::RaftReply>,
-    unanswered: &Unanswered,
-    shard: ShardId,
-    target: NodeId,
-    ttl: Duration,
-) -> Option<Result<StreamAppendResult<C>, RPCError<C>>> {
-    loop {
-        let oldest = unanswered
-            .lock()
-            .expect("unanswered queue poisoned")
-            .front()
-            .map(|outstanding| outstanding.sent);
-        // With nothing unanswered there is nothing to time out: look again after a while,
-        // in case a request went out meanwhile. `next` is cancel-safe.
-        let wait_until = oldest.map_or_else(|| Instant::now() + ttl, |sent| sent + ttl);
-        tokio::select! {
-            reply = replies.next() => {
-                let outstanding = unanswered.lock().expect("unanswered queue poisoned").pop_front();
-                return match reply {
-                    Some(Ok(reply)) => {
-                        let result: Result<StreamAppendResult<C>, RaftError<C>> =
-                            match decode_payload(reply.encoding, &reply.payload) {
-                                Ok(result) => result,
-                                Err(error) => return Some(Err(unreachable(error))),
-                            };
-                        Some(result.map_err(|error| {
-                            unreachable(format!("{shard} replica on {target} stopped: {error}"))
-                        }))
-                    }
-                    Some(Err(status)) => Some(Err(status_to_rpc_error(target, status))),
-                    None if outstanding.is_some() => Some(Err(RPCError::Network(
-                        NetworkError::from_string(format!(
-                            "{target} closed the append stream of {shard} with requests unanswered"
-                        )),
-                    ))),
-                    None => None,
-                };
-            }
-            _ = tokio::time::sleep_until(wait_until.into()) => {
-                if oldest.is_some_and(|sent| sent.elapsed() >= ttl) {
-                    return Some(Err(RPCError::Network(NetworkError::from_string(format!(
-                        "no append answer from {target} for {shard} within {ttl:?}"
-                    )))));
-                }
-            }
-        }
-    }
-}
-
 fn status_to_rpc_error(target: NodeId, status: tonic::Status) -> RPCError<C> {
     match status.code() {
         // Not hosted there (yet), or the node is down: back off.
@@ -260,83 +207,8 @@ fn status_to_rpc_error(target: NodeId, status: tonic::Status) -> RPCError<C> {
     }
 }
 
-/// The requests of an append stream that have no answer yet, oldest first.
-type Unanswered = Arc<Mutex<std::collections::VecDeque<Outstanding>>>;
-
-/// A request of an append stream without an answer yet.
-struct Outstanding {
-    sent: Instant,
-    /// `raft.replicate` spans of the sampled requests' entries it carries; they end when the
-    /// follower's answer arrives (dropped with this).
-    _replicating: Vec<tracing::Span>,
-}
-
 impl RaftNetworkV2<C> for ShardNetwork {
     type SnapshotData = SnapshotFile;
-
-    /// Pipelined replication: every request openraft produces goes out at once on one
-    /// `StreamAppend` call, without waiting for the answer to the previous one, so a follower
-    /// can fold several of them into one group-commit fsync. Answers come back in order. The
-    /// stream fails when the oldest unanswered request has waited longer than the RPC's
-    /// `hard_ttl`, like a unary AppendEntries would.
-    fn stream_append<'s, S>(
-        &'s mut self,
-        input: S,
-        option: RPCOption,
-    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>>
-    where
-        S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
-    {
-        let (shard, target, ttl) = (self.shard, self.target, option.hard_ttl());
-        let client = self.channels.client(&self.address);
-        Box::pin(async move {
-            let mut client = client.map_err(unreachable)?;
-            let unanswered: Unanswered = Arc::default();
-            let sent = unanswered.clone();
-            let requests = input.map(move |request| {
-                let replicating = crate::type_config::spans_for_traced(&request.entries, |entry| {
-                    tracing::info_span!(
-                        "raft.replicate",
-                        shard = shard.0,
-                        peer = target.0,
-                        index = entry.index()
-                    )
-                });
-                sent.lock()
-                    .expect("unanswered queue poisoned")
-                    .push_back(Outstanding {
-                        sent: Instant::now(),
-                        _replicating: replicating,
-                    });
-                pb::RaftRequest {
-                    shard_id: shard.0,
-                    to_node_id: target.0,
-                    encoding: ENCODING_POSTCARD,
-                    payload: encode_payload(&request).into(),
-                }
-            });
-            let replies = tokio::time::timeout(ttl, client.stream_append(requests))
-                .await
-                .map_err(|_| {
-                    RPCError::Network(NetworkError::from_string(format!(
-                        "{target} did not open an append stream within {ttl:?}"
-                    )))
-                })?
-                .map_err(|status| status_to_rpc_error(target, status))?
-                .into_inner();
-            let answers =
-                futures::stream::unfold(Some((replies, unanswered)), move |state| async move {
-                    let (mut replies, unanswered) = state?;
-                    let item = next_answer(&mut replies, &unanswered, shard, target, ttl).await?;
-                    // openraft stops reading after an error or a refusal; so do we.
-                    let keep_going = matches!(item, Ok(Ok(_)));
-                    Some((item, keep_going.then_some((replies, unanswered))))
-                });
-            let answers: BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>> =
-                Box::pin(answers);
-            Ok(answers)
-        })
-    }
 
     async fn append_entries(
         &mut self,

@@ -10,8 +10,8 @@ use cairn_proto::raft::v1::raft_transport_server::RaftTransport;
 use cairn_types::{NodeId, ShardId};
 use openraft::error::RaftError;
 use openraft::raft::{
-    AppendEntriesRequest, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest,
+    AppendEntriesRequest, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest,
 };
 use openraft::storage::Snapshot;
 use serde::de::DeserializeOwned;
@@ -76,59 +76,8 @@ fn reply<T: serde::Serialize>(value: &T) -> Response<pb::RaftReply> {
     })
 }
 
-/// The answers of a `StreamAppend` call, one per request, in order.
-pub type AppendReplies =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::RaftReply, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl<D: ReplicaDirectory> RaftTransport for RaftTransportService<D> {
-    type StreamAppendStream = AppendReplies;
-
-    async fn stream_append(
-        &self,
-        request: Request<Streaming<pb::RaftRequest>>,
-    ) -> Result<Response<AppendReplies>, Status> {
-        use futures::StreamExt;
-        let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty append stream"))?;
-        let (shard, to_node) = (first.shard_id, first.to_node_id);
-        let replica = self.replica(shard, to_node)?;
-        let decode = move |message: pb::RaftRequest| -> Result<AppendEntriesRequest<C>, String> {
-            if message.shard_id != shard || message.to_node_id != to_node {
-                return Err("an append stream carries one shard to one node".into());
-            }
-            decode_payload(message.encoding, &message.payload)
-        };
-        let first = decode(first).map_err(Status::invalid_argument)?;
-        // The requests end where the sender closes its side, the connection fails or a
-        // message is malformed; openraft then answers what it received and ends the replies.
-        let rest = futures::stream::unfold(inbound, move |mut inbound| async move {
-            match inbound.message().await {
-                Ok(Some(message)) => match decode(message) {
-                    Ok(request) => Some((request, inbound)),
-                    Err(error) => {
-                        tracing::warn!(shard, %error, "append stream closed: bad request");
-                        None
-                    }
-                },
-                Ok(None) | Err(_) => None,
-            }
-        });
-        let requests = futures::stream::once(async move { first }).chain(rest);
-        let replies = replica.raft().stream_append(requests).map(|result| {
-            let result: Result<StreamAppendResult<C>, RaftError<C>> =
-                result.map_err(RaftError::Fatal);
-            Ok(pb::RaftReply {
-                encoding: ENCODING_POSTCARD,
-                payload: encode_payload(&result).into(),
-            })
-        });
-        Ok(Response::new(Box::pin(replies)))
-    }
-
     async fn append_entries(
         &self,
         request: Request<pb::RaftRequest>,
