@@ -172,6 +172,17 @@ pub struct ReplicaCounters {
     pub snapshots_installed: AtomicU64,
 }
 
+/// A span for work done on behalf of a request (a child of the current span), or none for
+/// background work with no current span (the coordinator's own metadata reads and writes),
+/// which must not start traces of its own.
+fn request_child(span: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        tracing::Span::none()
+    } else {
+        span()
+    }
+}
+
 /// Shards with a replica on this node, as recorded in the `replicas` column family.
 pub fn hosted_shards(db: &DB) -> Result<Vec<ShardId>, StorageError> {
     let cf = db
@@ -398,7 +409,7 @@ impl ShardReplica {
         let timeout = self.context.propose_timeout;
         // The span covers the log append, replication to a quorum and the apply; a sampled
         // request's entry carries it so replicas' spans for this entry join the same trace.
-        let span = tracing::info_span!("raft.propose", shard = self.shard.0);
+        let span = request_child(|| tracing::info_span!("raft.propose", shard = self.shard.0));
         command.trace = cairn_trace_context::TraceParent::of(&span);
         self.counters.proposals.fetch_add(1, Ordering::Relaxed);
         let response = tokio::time::timeout(timeout, self.raft.client_write(command))
@@ -427,7 +438,7 @@ impl ShardReplica {
     /// on the leader by confirming leadership with a quorum (ReadIndex), on a follower by
     /// asking the leader for its read index and waiting to apply up to it.
     pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
-        let span = tracing::info_span!("raft.read_index", shard = self.shard.0);
+        let span = request_child(|| tracing::info_span!("raft.read_index", shard = self.shard.0));
         self.read_index_barrier().instrument(span).await
     }
 
