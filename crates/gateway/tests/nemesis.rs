@@ -134,6 +134,20 @@ impl Scenario {
         self.cluster.wait_for_leader(shard, WAIT).await
     }
 
+    /// Waits until a node other than `victim` leads `shard` (as that node reports it).
+    async fn wait_for_leader_other_than(&self, shard: u64, victim: u64, what: &str) -> u64 {
+        let cluster = &self.cluster;
+        let rest: Vec<u64> = node_ids(cluster)
+            .into_iter()
+            .filter(|id| *id != victim)
+            .collect();
+        let rest = &rest;
+        wait_for(what, WAIT, || async move {
+            cluster.leader_among(shard, rest).await
+        })
+        .await
+    }
+
     /// Lets the fault act while the clients run (the nemesis schedule, not a wait for state).
     async fn hold_fault(&self) {
         tokio::time::sleep(self.profile.fault).await;
@@ -263,18 +277,13 @@ async fn histories_stay_linearizable_when_the_leader_is_paused() {
         let victim = scenario.leader_of_key(key).await;
         tracing::info!(round, victim, "--- SIGSTOP the leader of shard {shard}");
         scenario.cluster.pause(Role::Node, victim);
-        let cluster = &scenario.cluster;
-        let rest: Vec<u64> = node_ids(cluster)
-            .into_iter()
-            .filter(|id| *id != victim)
-            .collect();
-        let rest = &rest;
-        wait_for(
-            "another node to lead while the leader is paused",
-            WAIT,
-            || async move { cluster.leader_among(shard, rest).await },
-        )
-        .await;
+        scenario
+            .wait_for_leader_other_than(
+                shard,
+                victim,
+                "another node to lead while the leader is paused",
+            )
+            .await;
         scenario.hold_fault().await;
         tracing::info!(
             round,
@@ -305,18 +314,9 @@ async fn histories_stay_linearizable_when_the_leader_is_partitioned() {
             "--- cut the leader off from the other nodes; gateways still reach it"
         );
         scenario.cluster.partition(&[node(victim)], &peers);
-        let cluster = &scenario.cluster;
-        let rest: Vec<u64> = node_ids(cluster)
-            .into_iter()
-            .filter(|id| *id != victim)
-            .collect();
-        let rest = &rest;
-        wait_for(
-            "the majority to elect a leader of its own",
-            WAIT,
-            || async move { cluster.leader_among(shard, rest).await },
-        )
-        .await;
+        scenario
+            .wait_for_leader_other_than(shard, victim, "the majority to elect a leader of its own")
+            .await;
         scenario.hold_fault().await;
         scenario.cluster.heal();
         scenario.calm().await;
