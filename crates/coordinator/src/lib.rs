@@ -7,6 +7,9 @@
 //! functions in [`placement`]; [`coordinator`] gathers inputs and carries out the actions.
 //! This crate must not name openraft.
 
+// The service's futures nest the replica's read barrier (lease, then ReadIndex) deeply.
+#![recursion_limit = "256"]
+
 pub mod config;
 pub mod coordinator;
 pub mod error;

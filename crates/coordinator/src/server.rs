@@ -80,6 +80,9 @@ pub async fn run_with_listener(
         session_limits: SessionLimits::default(),
         propose_timeout: Duration::from_secs(10),
         read_index_timeout: Duration::from_secs(5),
+        // Metadata reads are rare; the coordinator keeps the round trip and needs no lease.
+        linearizable_reads: cairn_raft::replica::LinearizableReads::ReadIndex,
+        hold_votes_after_restart: false,
     });
     let replica = Arc::new(ShardReplica::open(context, METADATA_SHARD).await?);
     let members: BTreeMap<NodeId, NodeAddress> = config

@@ -64,6 +64,17 @@ impl LogStore {
         }
     }
 
+    /// Whether this shard's replica has ever recorded a vote on this node.
+    pub fn has_vote(&self) -> Result<bool, StorageError> {
+        Ok(self
+            .db
+            .get_pinned_cf(
+                self.cf_state(),
+                keys::tagged_key(self.shard, keys::TAG_VOTE),
+            )?
+            .is_some())
+    }
+
     fn last_entry(&self) -> Result<Option<Entry>, StorageError> {
         let mut options = ReadOptions::default();
         options.set_iterate_lower_bound(keys::shard_prefix(self.shard).to_vec());

@@ -20,13 +20,13 @@ use openraft::error::{
     ClientWriteError, ForwardToLeader, InitializeError, LinearizableReadError, RaftError,
 };
 use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
-use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
+use openraft::{ChangeMembers, LinearizerOption, Raft, ReadPolicy, ServerState};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 pub type ShardRaft = Raft<ShardRaftConfig, ShardStateMachine>;
@@ -72,6 +72,28 @@ pub struct ReplicaContext {
     pub propose_timeout: Duration,
     /// Longest a linearizable read waits for its read index.
     pub read_index_timeout: Duration,
+    /// How a leader confirms it may serve a linearizable read (D26).
+    pub linearizable_reads: LinearizableReads,
+    /// Whether a replica reopened with a vote on disk stays out of elections for one lease
+    /// (D26). Storage nodes: always, whatever their own `linearizable_reads`, because a peer
+    /// may lead by lease. The coordinator's group never reads by lease and does not need it.
+    pub hold_votes_after_restart: bool,
+}
+
+/// How a shard leader confirms, before a linearizable read, that no other replica can have
+/// become leader and accepted writes it has not seen (D26).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearizableReads {
+    /// Leader lease: while a quorum acknowledged a message the leader sent less than one lease
+    /// (`election_timeout_max_ms`) ago, no other replica can win an election, so the leader
+    /// reads locally with no round trip. Falls back to ReadIndex when the lease has lapsed.
+    /// Assumes the nodes' clocks advance at the same rate (not that they agree on the time).
+    #[default]
+    Lease,
+    /// ReadIndex: every read waits for a quorum to acknowledge a heartbeat sent after it
+    /// arrived (one round trip; concurrent reads share the round).
+    ReadIndex,
 }
 
 /// Raft timing and log-compaction settings, validated by the node's configuration.
@@ -100,6 +122,11 @@ impl RaftTiming {
             purge_batch_size: 256,
             // Lagging further than this many entries means catching up by snapshot.
             replication_lag_threshold: self.snapshot_logs_since_last,
+            // A restarted leader stands for election like anyone else. Restoring leadership
+            // without one is unsafe here: the commit point and the applied state are not
+            // fsynced, so after a power loss such a leader could serve reads from a state
+            // machine that misses acknowledged writes (openraft's own warning on this field).
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         config
@@ -157,6 +184,9 @@ pub struct ShardReplica {
     context: Arc<ReplicaContext>,
     raft: ShardRaft,
     counters: Arc<ReplicaCounters>,
+    /// Until this instant the replica refuses to vote (lease reads only; see
+    /// [`ShardReplica::refuses_votes`]).
+    votes_refused_until: Option<Instant>,
 }
 
 /// Events of one replica an operator graphs, counted since the replica was opened.
@@ -227,6 +257,21 @@ impl ShardReplica {
         let counters = Arc::new(ReplicaCounters::default());
         let state_machine = state_machine.counting_into(counters.clone());
         let log_store = LogStore::new(context.db.clone(), shard, context.group_commit.clone());
+        // A replica that voted before this process started may have promised a leader not to
+        // vote for anyone else for one lease; that promise lived in memory only, so keep it:
+        // for one lease from now it refuses other candidates' votes and does not stand for
+        // election itself (it would vote for itself) (D26).
+        let votes_refused_until = (context.hold_votes_after_restart
+            && log_store.has_vote().map_err(storage)?)
+        .then(|| Instant::now() + Duration::from_millis(context.raft_config.election_timeout_max));
+        let raft_config = match votes_refused_until {
+            Some(_) => {
+                let mut config = (*context.raft_config).clone();
+                config.enable_elect = false;
+                Arc::new(config)
+            }
+            None => context.raft_config.clone(),
+        };
         let network = ShardNetworkFactory {
             shard,
             channels: context.channels.clone(),
@@ -234,7 +279,7 @@ impl ShardReplica {
         };
         let raft = Raft::new(
             context.node_id,
-            context.raft_config.clone(),
+            raft_config,
             network,
             log_store,
             state_machine,
@@ -244,12 +289,31 @@ impl ShardReplica {
             shard,
             reason: fatal.to_string(),
         })?;
+        if let Some(until) = votes_refused_until {
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(until.into()).await;
+                raft.runtime_config().elect(true);
+            });
+        }
         Ok(Self {
             shard,
             context,
             raft,
             counters,
+            votes_refused_until,
         })
+    }
+
+    /// Whether this replica must refuse a vote request now. A replica reopened with a vote on
+    /// disk refuses votes (except for a leadership transfer, which the
+    /// leader itself started) for one leader lease after opening: before the restart it may
+    /// have acknowledged a leader whose lease is still running, and granting a vote to another
+    /// candidate now could let two leaders serve reads at once (D26).
+    pub fn refuses_votes(&self, leadership_transfer: bool) -> Option<Duration> {
+        let until = self.votes_refused_until?;
+        let remaining = until.saturating_duration_since(Instant::now());
+        (!leadership_transfer && !remaining.is_zero()).then_some(remaining)
     }
 
     pub fn shard(&self) -> ShardId {
@@ -282,7 +346,9 @@ impl ShardReplica {
     /// The shard's membership version: one more than the log index of its current
     /// membership config, so that it starts at 1 and 0 can mean "not known".
     pub fn epoch(&self) -> u64 {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        // Borrowed, not cloned: every request checks it, and the metrics hold maps.
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
         epoch_of(metrics.membership_config.log_id().as_ref())
     }
 
@@ -434,9 +500,10 @@ impl ShardReplica {
         }
     }
 
-    /// Returns once this replica has applied every write acknowledged before the call:
-    /// on the leader by confirming leadership with a quorum (ReadIndex), on a follower by
-    /// asking the leader for its read index and waiting to apply up to it.
+    /// Returns once this replica has applied every write acknowledged before the call: on the
+    /// leader by its lease or, when that has lapsed or is off, by confirming leadership with a
+    /// quorum (ReadIndex); on a follower by asking the leader for its read index and waiting
+    /// to apply up to it.
     pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
         let span = request_child(|| tracing::info_span!("raft.read_index", shard = self.shard.0));
         self.read_index_barrier().instrument(span).await
@@ -444,10 +511,6 @@ impl ShardReplica {
 
     async fn read_index_barrier(&self) -> Result<(), ReplicaError> {
         let timeout = self.context.read_index_timeout;
-        let unavailable = |reason: String| ReplicaError::Unavailable {
-            shard: self.shard,
-            reason,
-        };
         let read_log_id = if self.raft.is_leader() {
             None
         } else {
@@ -474,32 +537,73 @@ impl ShardReplica {
             Some(self.fetch_read_index(leader, &address, timeout).await?)
         };
         match read_log_id {
-            None => {
-                let confirmed = tokio::time::timeout(
-                    timeout,
-                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
-                )
-                .await
-                .map_err(|_| unavailable(format!("read index not confirmed within {timeout:?}")))?;
-                match confirmed {
-                    Ok(_) => Ok(()),
-                    Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
-                        Err(self.not_leader(&forward))
-                    }
-                    Err(RaftError::APIError(other)) => Err(unavailable(other.to_string())),
-                    Err(RaftError::Fatal(fatal)) => Err(self.fatal(fatal)),
+            None if self.context.linearizable_reads == LinearizableReads::Lease => {
+                match self.lease_read_log_id().await? {
+                    Some(read_log_id) => self.await_applied(read_log_id, timeout).await,
+                    // The lease has lapsed (no quorum acknowledged recently): ReadIndex.
+                    None => self.confirm_by_read_index(timeout).await,
                 }
             }
-            Some(read_log_id) => {
-                let linearizer = Linearizer::new(self.context.node_id, read_log_id, None);
-                match linearizer.try_await_ready(&self.raft, Some(timeout)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(_)) => Err(unavailable(format!(
-                        "did not apply up to the read index within {timeout:?}"
-                    ))),
-                    Err(fatal) => Err(self.fatal(fatal)),
-                }
+            None => self.confirm_by_read_index(timeout).await,
+            Some(read_log_id) => self.await_applied(read_log_id, timeout).await,
+        }
+    }
+
+    /// The read index under the leader's lease, with no round trip; `None` when the lease has
+    /// lapsed and a quorum has to be asked.
+    async fn lease_read_log_id(&self) -> Result<Option<ReadLogId<C>>, ReplicaError> {
+        // 90 % of the lease: the followers' leases last the whole of it, so clocks that run up
+        // to 10 % apart in rate over one lease cannot let a new leader in while we still read.
+        let lease = Duration::from_millis(self.context.raft_config.election_timeout_max);
+        let option = LinearizerOption::new(Some(lease.mul_f64(0.9)), false)
+            .with_wait_timeout(Duration::ZERO);
+        match self.raft.get_read_linearizer(option).await {
+            Ok(linearizer) => Ok(Some(*linearizer.read_log_id())),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
+                Err(self.not_leader(&forward))
             }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => Ok(None),
+            Err(RaftError::Fatal(fatal)) => Err(self.fatal(fatal)),
+        }
+    }
+
+    /// Waits until this replica has applied up to `read_log_id`.
+    async fn await_applied(
+        &self,
+        read_log_id: ReadLogId<C>,
+        timeout: Duration,
+    ) -> Result<(), ReplicaError> {
+        let linearizer = Linearizer::new(self.context.node_id, read_log_id, None);
+        match linearizer.try_await_ready(&self.raft, Some(timeout)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ReplicaError::Unavailable {
+                shard: self.shard,
+                reason: format!("did not apply up to the read index within {timeout:?}"),
+            }),
+            Err(fatal) => Err(self.fatal(fatal)),
+        }
+    }
+
+    /// ReadIndex on the leader: a quorum acknowledges a heartbeat sent after the call, then
+    /// this replica applies up to the index it had when the call arrived.
+    async fn confirm_by_read_index(&self, timeout: Duration) -> Result<(), ReplicaError> {
+        let unavailable = |reason: String| ReplicaError::Unavailable {
+            shard: self.shard,
+            reason,
+        };
+        let confirmed = tokio::time::timeout(
+            timeout,
+            self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+        )
+        .await
+        .map_err(|_| unavailable(format!("read index not confirmed within {timeout:?}")))?;
+        match confirmed {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
+                Err(self.not_leader(&forward))
+            }
+            Err(RaftError::APIError(other)) => Err(unavailable(other.to_string())),
+            Err(RaftError::Fatal(fatal)) => Err(self.fatal(fatal)),
         }
     }
 
@@ -549,9 +653,16 @@ impl ShardReplica {
 
     /// Leader side of a follower's ReadIndex request.
     pub async fn serve_read_index(&self) -> Vec<u8> {
+        if self.context.linearizable_reads == LinearizableReads::Lease {
+            // A lapsed lease or another leader: ReadIndex below answers either.
+            if let Ok(Some(read_log_id)) = self.lease_read_log_id().await {
+                let answer: Result<ReadLogId<C>, ReadIndexRefusal> = Ok(read_log_id);
+                return encode_payload(&answer);
+            }
+        }
         let answer: Result<ReadLogId<C>, ReadIndexRefusal> =
             match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
-                Ok(linearizer) => Ok(linearizer.read_log_id().clone()),
+                Ok(linearizer) => Ok(*linearizer.read_log_id()),
                 Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
                     Err(ReadIndexRefusal::NotLeader {
                         leader: forward.leader_id,
@@ -731,4 +842,103 @@ enum ReadIndexRefusal {
         leader_address: Option<String>,
     },
     Unavailable(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group_commit::{GroupCommitLimits, GroupCommitStats};
+    use crate::network::{PeerChannels, TransportConfig};
+    use crate::type_config::Vote;
+    use openraft::storage::RaftLogStorage;
+
+    fn context(db: Arc<DB>, root: PathBuf, reads: LinearizableReads) -> Arc<ReplicaContext> {
+        let timing = RaftTiming {
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1_000,
+            election_timeout_max_ms: 2_000,
+            snapshot_logs_since_last: 10_000,
+            logs_to_keep_after_snapshot: 1_000,
+            append_entries_max: 64,
+        };
+        let group_commit = GroupCommit::start(
+            db.clone(),
+            GroupCommitLimits::default(),
+            Arc::new(GroupCommitStats::default()),
+        );
+        Arc::new(ReplicaContext {
+            node_id: NodeId(1),
+            db,
+            snapshot_root: root,
+            channels: PeerChannels::new(TransportConfig::default()),
+            group_commit,
+            raft_config: timing.to_openraft(60_000).unwrap(),
+            session_limits: SessionLimits::default(),
+            propose_timeout: Duration::from_secs(5),
+            read_index_timeout: Duration::from_secs(5),
+            linearizable_reads: reads,
+            hold_votes_after_restart: reads == LinearizableReads::Lease,
+        })
+    }
+
+    /// A replica that voted before a restart keeps refusing votes for one lease (its lease
+    /// promise lived in memory); one that never voted, a leadership transfer, and ReadIndex
+    /// mode are not held back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reopened_replica_that_voted_refuses_votes_for_one_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            crate::database::open_database(&dir.path().join("db"), &Default::default()).unwrap();
+        let lease_reads = context(
+            db.clone(),
+            dir.path().join("snapshots"),
+            LinearizableReads::Lease,
+        );
+        // Shard 1 voted in an earlier life of the node; shard 2 never did.
+        let mut store = LogStore::new(db.clone(), ShardId(1), lease_reads.group_commit.clone());
+        let vote: Vote = openraft::Vote::new_committed(3, NodeId(2));
+        store.save_vote(&vote).await.unwrap();
+
+        let voted = ShardReplica::open(lease_reads.clone(), ShardId(1))
+            .await
+            .unwrap();
+        let remaining = voted
+            .refuses_votes(false)
+            .expect("a reopened replica that voted refuses votes");
+        assert!(remaining <= Duration::from_millis(2_000), "{remaining:?}");
+        assert_eq!(
+            voted.refuses_votes(true),
+            None,
+            "a leadership transfer started by the leader is not held back"
+        );
+
+        let fresh = ShardReplica::open(lease_reads, ShardId(2)).await.unwrap();
+        assert_eq!(
+            fresh.refuses_votes(false),
+            None,
+            "a replica that never voted promised nothing"
+        );
+
+        let read_index = context(
+            db,
+            dir.path().join("snapshots"),
+            LinearizableReads::ReadIndex,
+        );
+        let mut store = LogStore::new(
+            read_index.db.clone(),
+            ShardId(3),
+            read_index.group_commit.clone(),
+        );
+        store.save_vote(&vote).await.unwrap();
+        let without_lease = ShardReplica::open(read_index, ShardId(3)).await.unwrap();
+        assert_eq!(
+            without_lease.refuses_votes(false),
+            None,
+            "a group that never reads by lease (the coordinator's) needs no vote hold"
+        );
+
+        for replica in [voted, fresh, without_lease] {
+            replica.raft().shutdown().await.unwrap();
+        }
+    }
 }

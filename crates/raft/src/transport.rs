@@ -91,6 +91,14 @@ impl<D: ReplicaDirectory> RaftTransport for RaftTransportService<D> {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let (replica, message): (_, VoteRequest<C>) = self.open(request)?;
+        if let Some(remaining) = replica.refuses_votes(message.leadership_transfer) {
+            // The candidate counts an error as a vote not granted and tries again later.
+            return Err(Status::unavailable(format!(
+                "{} on {} reopened recently and votes again in {remaining:?} (a lease it may have granted before the restart must run out first)",
+                replica.shard(),
+                self.directory.node_id()
+            )));
+        }
         Ok(reply(&replica.raft().vote(message).await))
     }
 

@@ -5,7 +5,7 @@
 use crate::coordinator_client::CoordinatorClientConfig;
 use cairn_raft::database::RocksDbConfig;
 use cairn_raft::network::TransportConfig;
-use cairn_raft::replica::RaftTiming;
+use cairn_raft::replica::{LinearizableReads, RaftTiming};
 use cairn_raft::sessions::SessionLimits;
 use cairn_telemetry::{LogConfig, TracingConfig};
 use cairn_types::{Limits, RAFT_MESSAGE_BYTES_MAX};
@@ -85,6 +85,10 @@ pub struct RaftTimingConfig {
     pub logs_to_keep_after_snapshot: u64,
     /// Most entries in one append RPC. Times limits.request_bytes_max, at most 256 MiB.
     pub append_entries_max: u64,
+    /// How a shard leader confirms a linearizable read: `lease` (no round trip while a
+    /// quorum acknowledged it within `election_timeout_max_ms`; falls back to `read_index`)
+    /// or `read_index` (a heartbeat round per batch of reads). See decision D26.
+    pub linearizable_reads: LinearizableReads,
 }
 
 impl Default for RaftTimingConfig {
@@ -96,6 +100,7 @@ impl Default for RaftTimingConfig {
             snapshot_logs_since_last: 10_000,
             logs_to_keep_after_snapshot: 1_000,
             append_entries_max: 64,
+            linearizable_reads: LinearizableReads::default(),
         }
     }
 }

@@ -56,6 +56,8 @@ impl Node {
             session_limits: config.sessions.clone(),
             propose_timeout: Duration::from_millis(config.propose_timeout_ms),
             read_index_timeout: Duration::from_millis(config.read_index_timeout_ms),
+            linearizable_reads: config.raft.linearizable_reads,
+            hold_votes_after_restart: true,
         });
         let node = Arc::new(Self {
             validator: RequestValidator::new(config.limits.clone()),

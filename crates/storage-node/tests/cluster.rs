@@ -390,3 +390,88 @@ async fn leadership_moves_on_request() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
 }
+
+fn linearizable_get(shard: u64, key: &[u8]) -> node::ShardGetRequest {
+    node::ShardGetRequest {
+        target: Some(node::ShardTarget {
+            shard_id: shard,
+            epoch: 0,
+        }),
+        request: Some(kv::GetRequest {
+            key: key.to_vec(),
+            consistency: kv::Consistency::Linearizable as i32,
+            keys_only: false,
+        }),
+    }
+}
+
+/// D26: with both followers stopped, the leader still serves linearizable reads while its
+/// lease runs (a quorum acknowledged it less than `election_timeout_max_ms` ago; ReadIndex
+/// would need the stopped followers), and refuses them once the lease has lapsed. With
+/// `linearizable_reads = "read_index"` the same read needs the followers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_reads_by_its_lease_until_it_lapses() {
+    use cairn_test_harness::Role;
+    // A 10 s lease keeps the first read well inside it even on a slow machine; a read that
+    // needs a quorum gives up after 1 s.
+    let timing = [
+        ("CAIRN_RAFT__ELECTION_TIMEOUT_MIN_MS", "5000"),
+        ("CAIRN_RAFT__ELECTION_TIMEOUT_MAX_MS", "10000"),
+        ("CAIRN_READ_INDEX_TIMEOUT_MS", "1000"),
+    ];
+    for (policy, lease_reads) in [("lease", true), ("read_index", false)] {
+        let mut env = timing.to_vec();
+        env.push(("CAIRN_RAFT__LINEARIZABLE_READS", policy));
+        let mut cluster = Cluster::start(Path::new(BINARY), 3, 1, &env).await;
+        let leader = cluster.wait_for_leader(0, WAIT).await;
+        cluster
+            .must_put(0, WriteIds::new().next_id(), b"k", b"1", WAIT)
+            .await;
+        let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        let mut client = cluster.kv(leader).await.expect("leader answers");
+        // The put above was acknowledged by a quorum just now: the lease is fresh.
+        let paused_at = std::time::Instant::now();
+        for id in &followers {
+            cluster.pause(Role::Node, *id);
+        }
+        let read = client.get(linearizable_get(0, b"k")).await;
+        let elapsed = paused_at.elapsed();
+        if lease_reads {
+            let response = read
+                .unwrap_or_else(|status| {
+                    panic!("read inside the lease ({elapsed:?} after the followers stopped) failed: {status}")
+                })
+                .into_inner();
+            assert_eq!(response.kv.map(|kv| kv.value), Some(b"1".to_vec()));
+
+            tracing::info!("--- after the lease, the leader needs a quorum and has none");
+            tokio::time::sleep(Duration::from_millis(10_500).saturating_sub(paused_at.elapsed()))
+                .await;
+            let status = client
+                .get(linearizable_get(0, b"k"))
+                .await
+                .expect_err("a read after the lease lapsed, with no quorum, must fail");
+            // Unavailable (no quorum confirmed the read index), or FailedPrecondition with a
+            // NotLeader detail if the leader has already stepped down.
+            assert!(
+                matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::FailedPrecondition
+                ),
+                "{status}"
+            );
+        } else {
+            let status = read.expect_err("ReadIndex needs a quorum and the followers are stopped");
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+        }
+        for id in &followers {
+            cluster.resume(Role::Node, *id);
+        }
+        let response = client
+            .get(linearizable_get(0, b"k"))
+            .await
+            .expect("with the followers back, reads succeed")
+            .into_inner();
+        assert_eq!(response.kv.map(|kv| kv.value), Some(b"1".to_vec()));
+    }
+}
