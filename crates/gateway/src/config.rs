@@ -33,6 +33,10 @@ pub struct GatewayConfig {
     /// Local IP that connections to storage nodes are bound to (the source address); unset
     /// lets the kernel choose.
     pub outbound_bind_ip: Option<std::net::IpAddr>,
+    /// Threads that serve requests: 0 means one per CPU core; 1 runs the gateway on a
+    /// single-threaded runtime (no work stealing or cross-thread wake-ups: the cheapest per
+    /// request; scale out with more gateways).
+    pub worker_threads: usize,
 }
 
 impl Default for GatewayConfig {
@@ -51,6 +55,7 @@ impl Default for GatewayConfig {
             range_keys_max: 10_000,
             coordinator_timeout_ms: 5_000,
             outbound_bind_ip: None,
+            worker_threads: 0,
         }
     }
 }
@@ -69,6 +74,12 @@ impl GatewayConfig {
         }
         if self.request_timeout_ms < 100 {
             return Err(bad("request_timeout_ms", "must be at least 100"));
+        }
+        if self.worker_threads > 1024 {
+            return Err(bad(
+                "worker_threads",
+                "must be in 0..=1024 (0: one per CPU core)",
+            ));
         }
         if self.attempts_max == 0 || self.attempts_max > 100 {
             return Err(bad("attempts_max", "must be in 1..=100"));
@@ -130,6 +141,17 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_errors_name_the_field() {
         GatewayConfig::default().validate().unwrap();
+        let config = GatewayConfig {
+            worker_threads: 1025,
+            ..GatewayConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().field, "worker_threads");
+        GatewayConfig {
+            worker_threads: 1,
+            ..GatewayConfig::default()
+        }
+        .validate()
+        .unwrap();
         let config = GatewayConfig {
             coordinators: vec![],
             ..GatewayConfig::default()

@@ -2,6 +2,11 @@
 
 use cairn_gateway::GatewayConfig;
 use clap::Parser;
+
+/// mimalloc instead of glibc malloc: allocation-heavy gRPC paths spent ~13 % of their CPU in
+/// glibc's malloc, free and arena locks (docs/benchmarks/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -48,8 +53,7 @@ fn load(flags: &Flags) -> anyhow::Result<GatewayConfig> {
     Ok(gateway)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     let gateway = load(&flags)?;
     if flags.check_config {
@@ -57,6 +61,22 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration OK");
         return Ok(());
     }
+    let runtime = match gateway.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        threads => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(serve(gateway))
+}
+
+async fn serve(gateway: cairn_gateway::GatewayConfig) -> anyhow::Result<()> {
     let telemetry = cairn_telemetry::init_telemetry(
         &gateway.log,
         &gateway.tracing,

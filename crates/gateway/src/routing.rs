@@ -154,6 +154,10 @@ impl ShardMaps {
 
     /// The routing table, waiting up to `timeout` for the first one.
     pub async fn table(&self, timeout: Duration) -> Option<Arc<RoutingTable>> {
+        // Every request asks; once a map is there, answer without arming a timer.
+        if let Some(table) = self.current() {
+            return Some(table);
+        }
         let mut receiver = self.receiver.clone();
         let ready = tokio::time::timeout(timeout, receiver.wait_for(|table| table.is_some())).await;
         match ready {
