@@ -853,9 +853,19 @@ mod tests {
     use openraft::storage::RaftLogStorage;
 
     fn context(db: Arc<DB>, root: PathBuf, reads: LinearizableReads) -> Arc<ReplicaContext> {
+        context_with_election(db, root, reads, 1_000)
+    }
+
+    /// `election_timeout_min_ms` varies; the lease (`election_timeout_max_ms`) is 2 s.
+    fn context_with_election(
+        db: Arc<DB>,
+        root: PathBuf,
+        reads: LinearizableReads,
+        election_timeout_min_ms: u64,
+    ) -> Arc<ReplicaContext> {
         let timing = RaftTiming {
-            heartbeat_interval_ms: 250,
-            election_timeout_min_ms: 1_000,
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms,
             election_timeout_max_ms: 2_000,
             snapshot_logs_since_last: 10_000,
             logs_to_keep_after_snapshot: 1_000,
@@ -940,5 +950,68 @@ mod tests {
         for replica in [voted, fresh, without_lease] {
             replica.raft().shutdown().await.unwrap();
         }
+    }
+
+    /// The hold also keeps a reopened replica from standing for election (it would vote for
+    /// itself): a one-member shard that led before a restart is leaderless for the whole
+    /// lease, although its election timeout (150-2000 ms) would have fired, and leads again
+    /// after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reopened_replica_that_voted_does_not_stand_for_election_during_the_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            crate::database::open_database(&dir.path().join("db"), &Default::default()).unwrap();
+        let context = context_with_election(
+            db,
+            dir.path().join("snapshots"),
+            LinearizableReads::Lease,
+            150,
+        );
+        let shard = ShardId(7);
+        let replica = ShardReplica::open(context.clone(), shard).await.unwrap();
+        let members = BTreeMap::from([(
+            NodeId(1),
+            NodeAddress {
+                address: "127.0.0.1:1".into(),
+            },
+        )]);
+        assert!(replica.initialize(members).await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !replica.is_leader() {
+            assert!(
+                Instant::now() < deadline,
+                "the one-member shard never elected itself"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        replica.raft().shutdown().await.unwrap();
+        drop(replica);
+
+        let reopened = ShardReplica::open(context, shard).await.unwrap();
+        let opened = Instant::now();
+        assert!(reopened.refuses_votes(false).is_some());
+        // Watch until just before the hold ends: no election, so no leader.
+        while opened.elapsed() < Duration::from_millis(1_900) {
+            assert!(
+                !reopened.is_leader(),
+                "led {:?} after reopening, inside the hold",
+                opened.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !reopened.is_leader() {
+            assert!(
+                Instant::now() < deadline,
+                "no election after the hold ended"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            opened.elapsed() >= Duration::from_millis(2_000),
+            "led {:?} after reopening",
+            opened.elapsed()
+        );
+        reopened.raft().shutdown().await.unwrap();
     }
 }
