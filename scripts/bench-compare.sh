@@ -14,6 +14,7 @@
 #   BENCH_RECORDS=10000  BENCH_KEY_SIZE=16  BENCH_VALUE_SIZE=256  BENCH_DISTRIBUTION=zipfian
 #   BENCH_CONNECTIONS_MAX=8  connections per client process (min(clients, this))
 #   BENCH_CAIRN_SHARDS=8     shards of the Cairn cluster
+#   BENCH_CAIRN_GATEWAY_THREADS=0   the gateway's worker_threads (0: one per core)
 #   BENCH_SYSTEMS="etcd cairn"   BENCH_PROFILE=release
 #   BENCH_BIN_DIR=               use the binaries in this folder instead of building (A/B runs)
 #   BENCH_DATA=./.bench-data     data folders, logs and raw JSON results (wiped per run)
@@ -33,6 +34,7 @@ VALUE_SIZE="${BENCH_VALUE_SIZE:-256}"
 DISTRIBUTION="${BENCH_DISTRIBUTION:-zipfian}"
 CONNECTIONS_MAX="${BENCH_CONNECTIONS_MAX:-8}"
 SHARDS="${BENCH_CAIRN_SHARDS:-8}"
+GATEWAY_THREADS="${BENCH_CAIRN_GATEWAY_THREADS:-0}"
 SYSTEMS="${BENCH_SYSTEMS:-etcd cairn}"
 PROFILE="${BENCH_PROFILE:-release}"
 WORK="${BENCH_DATA:-$PWD/.bench-data}"
@@ -83,6 +85,10 @@ mkdir -p "$WORK/results" "$WORK/logs"
 META="$WORK/meta.md"
 RSS="$WORK/rss.md"
 : >"$RSS"
+CPU="$WORK/cpu.md"
+: >"$CPU"
+TICKS_PER_SEC=$(getconf CLK_TCK)
+server_pids=() # the processes of the system being measured, for CPU per operation
 
 pids=()
 stop_all() {
@@ -125,6 +131,14 @@ record_rss() { # system role pid
     echo "| $1 | $2 | $((kib / 1024)) |" >>"$RSS"
 }
 
+cpu_ticks() { # pid... -> user+system clock ticks used so far, summed
+    local total=0 pid
+    for pid in "$@"; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
 bench() { # system endpoints args...
     local system="$1" endpoints="$2"
     shift 2
@@ -140,11 +154,22 @@ run_workloads() { # system endpoints
     for workload in $WORKLOADS; do
         for clients in $CONCURRENCY; do
             local connections=$((clients < CONNECTIONS_MAX ? clients : CONNECTIONS_MAX))
-            bench "$system" "$endpoints" --phase run --workload "$workload" \
-                --concurrency "$clients" --connections "$connections" \
+            local result="$WORK/results/$system-$workload-c$clients.json"
+            local ticks_before client_secs ticks operations
+            ticks_before=$(cpu_ticks "${server_pids[@]}")
+            # bash's `time` reports the client's own CPU (user + system seconds).
+            client_secs=$({ TIMEFORMAT='%3U %3S'; time bench "$system" "$endpoints" --phase run \
+                --workload "$workload" --concurrency "$clients" --connections "$connections" \
                 --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
-                --label "$system $workload $clients" \
-                --output "$WORK/results/$system-$workload-c$clients.json"
+                --label "$system $workload $clients" --output "$result" >/dev/null 2>&3; } 3>&2 2>&1)
+            ticks=$(($(cpu_ticks "${server_pids[@]}") - ticks_before))
+            operations=$(grep -o '"operations": *[0-9]*' "$result" | grep -o '[0-9]*$')
+            # CPU covers the warm-up too: spread it over the operations of both periods.
+            awk -v s="$system" -v w="$workload" -v c="$clients" -v t="$ticks" -v hz="$TICKS_PER_SEC" \
+                -v cl="$client_secs" -v ops="$operations" -v d="$DURATION" -v wu="$WARMUP" 'BEGIN {
+                    all = ops * (d + wu) / d; if (all < 1) all = 1; split(cl, u, " ");
+                    printf "| %s | %s | %d | %.0f | %.0f |\n", s, w, c,
+                        t / hz * 1e6 / all, (u[1] + u[2]) * 1e6 / all }' >>"$CPU"
         done
     done
 }
@@ -160,6 +185,7 @@ run_etcd() {
     done
     load_before[etcd]=$(loadavg)
     local member_pids=()
+    server_pids=()
     for i in 0 1 2; do
         etcd --name "m$((i + 1))" --data-dir "$WORK/etcd/m$((i + 1))" \
             --listen-client-urls "http://127.0.0.1:${ETCD_CLIENT_PORTS[$i]}" \
@@ -171,6 +197,7 @@ run_etcd() {
             >"$WORK/logs/etcd-m$((i + 1)).log" 2>&1 &
         pids+=("$!")
         member_pids+=("$!")
+        server_pids+=("$!")
     done
     wait_until 60 "etcd to be healthy" env ETCDCTL_API=3 etcdctl --endpoints "$endpoints" \
         endpoint health
@@ -206,6 +233,7 @@ run_cairn() {
         --metrics-listen-address 127.0.0.1:19001 >"$WORK/logs/cairn-coordinator.log" 2>&1 &
     pids+=("$!")
     local coordinator_pid="$!"
+    server_pids=("$coordinator_pid")
     for id in 1 2 3; do
         CAIRN_LOG__FILTER=warn "$BIN/cairn-node" --listen-address "127.0.0.1:${CAIRN_NODE_PORTS[$((id - 1))]}" \
             --data-dir "$data/node-$id" --coordinators "$CAIRN_COORDINATOR" \
@@ -213,12 +241,14 @@ run_cairn() {
             >"$WORK/logs/cairn-node-$id.log" 2>&1 &
         pids+=("$!")
         node_pids+=("$!")
+        server_pids+=("$!")
     done
-    CAIRN_LOG__FILTER=warn "$BIN/cairn-gateway" --listen-address "$CAIRN_GATEWAY" \
+    CAIRN_LOG__FILTER=warn CAIRN_WORKER_THREADS="$GATEWAY_THREADS" "$BIN/cairn-gateway" --listen-address "$CAIRN_GATEWAY" \
         --coordinators "$CAIRN_COORDINATOR" --metrics-listen-address 127.0.0.1:19000 \
         >"$WORK/logs/cairn-gateway.log" 2>&1 &
     pids+=("$!")
     local gateway_pid="$!"
+    server_pids+=("$gateway_pid")
     if ! wait_until 120 "every Cairn shard to have 3 voters and balanced leaders" cairn_ready; then
         log "going on: leaders may still move during the first points"
     fi
@@ -250,14 +280,20 @@ elapsed=$(($(date +%s) - started_at))
     echo "- **Machine**: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r); one disk; every process on loopback, clients on the same machine."
     echo "- **Load**: the machine is shared with other builds and tests. Load average (1, 5, 15 min) before/after: $(for s in $SYSTEMS; do printf '%s %s → %s; ' "$s" "${load_before[$s]:-?}" "${load_after[$s]:-?}"; done)numbers taken under load are noisy; compare ratios from the same run."
     echo "- **etcd**: $(etcd --version | head -1 | sed 's/etcd Version: //') (Debian \`etcd-server\`), 3 members, default settings (fsync on every commit), one data folder each."
-    echo "- **Cairn**: $PROFILE build; 1 coordinator, 3 storage nodes, 1 gateway; $SHARDS shards, replication 3, default settings (WAL fsync by group commit before every acknowledgement)."
-    echo "- **Workload** (\`cairn-bench\`): $RECORDS records loaded first, $KEY_SIZE-byte keys, $VALUE_SIZE-byte values, $DISTRIBUTION key choice; each point runs ${WARMUP} s of warm-up, then ${DURATION} s measured; N clients with one request in flight each, over min(N, $CONNECTIONS_MAX) connections (etcd: connection i to member i mod 3; Cairn: every connection to the gateway). Reads are linearizable on both (etcd's default Range; Cairn's default Get, ReadIndex). The same binary and code path measures both; only the \`KvTarget\` differs (\`etcd-client\` crate, Cairn SDK)."
+    echo "- **Cairn**: $PROFILE build; 1 coordinator, 3 storage nodes, 1 gateway; $SHARDS shards, replication 3, default settings (WAL fsync by group commit before every acknowledgement; linearizable reads by lease) except the gateway's \`worker_threads = $GATEWAY_THREADS\` (0: one per core)."
+    echo "- **Workload** (\`cairn-bench\`): $RECORDS records loaded first, $KEY_SIZE-byte keys, $VALUE_SIZE-byte values, $DISTRIBUTION key choice; each point runs ${WARMUP} s of warm-up, then ${DURATION} s measured; N clients with one request in flight each, over min(N, $CONNECTIONS_MAX) connections (etcd: connection i to member i mod 3; Cairn: every connection to the gateway). Reads are linearizable on both (etcd's default Range, ReadIndex; Cairn's default Get, by the shard leader's lease, D26). The same binary and code path measures both; only the \`KvTarget\` differs (\`etcd-client\` crate, Cairn SDK)."
     echo
     echo "Peak resident memory (VmHWM, after every point of the system ran):"
     echo
     echo "| system | process | peak RSS MiB |"
     echo "|---|---|--:|"
     cat "$RSS"
+    echo
+    echo "CPU time per operation (user + system, warm-up included and spread over all operations; the machine has $(nproc) cores, so it serves at most $(nproc) × 10⁶ ÷ (servers + client µs/op) operations per second):"
+    echo
+    echo "| system | workload | clients | servers µs/op | client µs/op |"
+    echo "|---|---|--:|--:|--:|"
+    cat "$CPU"
 } >"$META"
 
 mkdir -p "$OUT"
