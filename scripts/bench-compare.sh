@@ -13,7 +13,8 @@
 #   BENCH_CONCURRENCY="1 16 64 256"                          BENCH_WORKLOADS="W C A"
 #   BENCH_RECORDS=10000  BENCH_KEY_SIZE=16  BENCH_VALUE_SIZE=256  BENCH_DISTRIBUTION=zipfian
 #   BENCH_CONNECTIONS_MAX=8  connections per client process (min(clients, this))
-#   BENCH_CAIRN_SHARDS=8     shards of the Cairn cluster
+#   BENCH_CAIRN_SHARDS=3     shards of the Cairn cluster (3: one shard leader per node; every
+#                            Raft group batches per group, so fewer, busier groups cost less)
 #   BENCH_CAIRN_GATEWAY_THREADS=0   the gateway's worker_threads (0: one per core)
 #   BENCH_SYSTEMS="etcd cairn"   BENCH_PROFILE=release
 #   BENCH_BIN_DIR=               use the binaries in this folder instead of building (A/B runs)
@@ -33,7 +34,7 @@ KEY_SIZE="${BENCH_KEY_SIZE:-16}"
 VALUE_SIZE="${BENCH_VALUE_SIZE:-256}"
 DISTRIBUTION="${BENCH_DISTRIBUTION:-zipfian}"
 CONNECTIONS_MAX="${BENCH_CONNECTIONS_MAX:-8}"
-SHARDS="${BENCH_CAIRN_SHARDS:-8}"
+SHARDS="${BENCH_CAIRN_SHARDS:-3}"
 GATEWAY_THREADS="${BENCH_CAIRN_GATEWAY_THREADS:-0}"
 SYSTEMS="${BENCH_SYSTEMS:-etcd cairn}"
 PROFILE="${BENCH_PROFILE:-release}"
