@@ -573,6 +573,12 @@ impl ShardReplica {
         read_log_id: ReadLogId<C>,
         timeout: Duration,
     ) -> Result<(), ReplicaError> {
+        // Usually already applied: check the published metrics in place (openraft's own wait
+        // would subscribe and copy them), with openraft's comparison.
+        if self.raft.metrics().borrow_watched().last_applied.as_ref() >= Some(read_log_id.log_id())
+        {
+            return Ok(());
+        }
         let linearizer = Linearizer::new(self.context.node_id, read_log_id, None);
         match linearizer.try_await_ready(&self.raft, Some(timeout)).await {
             Ok(Ok(_)) => Ok(()),
