@@ -22,6 +22,9 @@ const FORMAT: u32 = 1;
 /// Refuses absurd lengths in a corrupt file before allocating for them.
 const RECORD_BYTES_MAX: u32 = 64 * 1024 * 1024;
 
+/// One record of a snapshot file: its kind, key and value.
+pub type Record = (RecordKind, Vec<u8>, Vec<u8>);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum RecordKind {
@@ -156,7 +159,7 @@ impl SnapshotReader {
     }
 
     /// The next record, or `None` after the trailer has been read and checked.
-    pub fn next_record(&mut self) -> Result<Option<(RecordKind, Vec<u8>, Vec<u8>)>> {
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
         let mut kind = [0u8; 1];
         self.read_exact(&mut kind)?;
         let kind = match kind[0] {

@@ -9,19 +9,11 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HttpConfig {
     /// Address of the metrics and health endpoint, `ip:port`; empty disables it.
     pub listen_address: String,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen_address: String::new(),
-        }
-    }
 }
 
 /// Tells `/readyz` whether the process should receive traffic, and why not.

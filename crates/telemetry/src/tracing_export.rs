@@ -47,10 +47,10 @@ impl Default for TracingConfig {
 
 impl TracingConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.otlp_endpoint.is_empty()
-            && !(self.otlp_endpoint.starts_with("http://")
-                || self.otlp_endpoint.starts_with("https://"))
-        {
+        let is_url = ["http://", "https://"]
+            .iter()
+            .any(|scheme| self.otlp_endpoint.starts_with(scheme));
+        if !self.otlp_endpoint.is_empty() && !is_url {
             return Err(config_error(
                 "tracing.otlp_endpoint",
                 format!(
