@@ -2,12 +2,12 @@
 
 use cairn_coordinator::CoordinatorConfig;
 use clap::Parser;
+use std::path::PathBuf;
 
 /// mimalloc instead of glibc malloc: allocation-heavy gRPC paths spent ~13 % of their CPU in
 /// glibc's malloc, free and arena locks (docs/benchmarks/README.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(name = "cairn-coordinator", about = "Cairn coordinator", version)]

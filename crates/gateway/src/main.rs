@@ -2,12 +2,12 @@
 
 use cairn_gateway::GatewayConfig;
 use clap::Parser;
+use std::path::PathBuf;
 
 /// mimalloc instead of glibc malloc: allocation-heavy gRPC paths spent ~13 % of their CPU in
 /// glibc's malloc, free and arena locks (docs/benchmarks/README.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,18 +61,14 @@ fn main() -> anyhow::Result<()> {
         println!("configuration OK");
         return Ok(());
     }
-    let runtime = match gateway.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        0 => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?,
-        threads => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?,
+    let mut builder = match gateway.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
     };
+    if gateway.worker_threads > 1 {
+        builder.worker_threads(gateway.worker_threads);
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(serve(gateway))
 }
 

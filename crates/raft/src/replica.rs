@@ -184,8 +184,8 @@ pub struct ShardReplica {
     context: Arc<ReplicaContext>,
     raft: ShardRaft,
     counters: Arc<ReplicaCounters>,
-    /// Until this instant the replica refuses to vote (lease reads only; see
-    /// [`ShardReplica::refuses_votes`]).
+    /// Until this instant the replica stays out of elections (storage nodes, after reopening
+    /// with a stored vote; see [`ShardReplica::refuses_votes`]).
     votes_refused_until: Option<Instant>,
 }
 
@@ -305,11 +305,11 @@ impl ShardReplica {
         })
     }
 
-    /// Whether this replica must refuse a vote request now. A replica reopened with a vote on
-    /// disk refuses votes (except for a leadership transfer, which the
-    /// leader itself started) for one leader lease after opening: before the restart it may
-    /// have acknowledged a leader whose lease is still running, and granting a vote to another
-    /// candidate now could let two leaders serve reads at once (D26).
+    /// How much longer this replica must refuse vote requests, if at all. A replica reopened
+    /// with a vote on disk refuses votes for one leader lease after opening, except for a
+    /// leadership transfer (which the leader itself started): before the restart it may have
+    /// acknowledged a leader whose lease is still running, and a vote for another candidate now
+    /// could let two leaders serve reads at once (D26).
     pub fn refuses_votes(&self, leadership_transfer: bool) -> Option<Duration> {
         let until = self.votes_refused_until?;
         let remaining = until.saturating_duration_since(Instant::now());
