@@ -761,17 +761,7 @@ impl Cluster {
     /// Reads `key` from one node's replica without ReadIndex (what that replica has applied).
     pub async fn local_get(&self, id: u64, shard: u64, key: &[u8]) -> Option<kv::GetResponse> {
         let mut client = self.kv(id).await?;
-        let request = node::ShardGetRequest {
-            target: Some(node::ShardTarget {
-                shard_id: shard,
-                epoch: 0,
-            }),
-            request: Some(kv::GetRequest {
-                key: key.to_vec(),
-                consistency: kv::Consistency::Serializable as i32,
-                keys_only: false,
-            }),
-        };
+        let request = shard_get(shard, key, kv::Consistency::Serializable);
         client.get(request).await.ok().map(|r| r.into_inner())
     }
 
@@ -826,6 +816,21 @@ impl Drop for Cluster {
 }
 
 /// Decodes the structured error detail of a status.
+/// A node-level get of `key` on `shard` (routing epoch not checked).
+pub fn shard_get(shard: u64, key: &[u8], consistency: kv::Consistency) -> node::ShardGetRequest {
+    node::ShardGetRequest {
+        target: Some(node::ShardTarget {
+            shard_id: shard,
+            epoch: 0,
+        }),
+        request: Some(kv::GetRequest {
+            key: key.to_vec(),
+            consistency: consistency as i32,
+            keys_only: false,
+        }),
+    }
+}
+
 pub fn error_detail(status: &tonic::Status) -> Option<kv::error_detail::Kind> {
     kv::ErrorDetail::decode(status.details()).ok()?.kind
 }

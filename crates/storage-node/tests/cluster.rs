@@ -292,19 +292,8 @@ async fn writes_to_a_follower_name_the_leader() {
     cluster
         .must_put(0, WriteIds::new().next_id(), b"fresh", b"1", WAIT)
         .await;
-    let request = node::ShardGetRequest {
-        target: Some(node::ShardTarget {
-            shard_id: 0,
-            epoch: 0,
-        }),
-        request: Some(kv::GetRequest {
-            key: b"fresh".to_vec(),
-            consistency: kv::Consistency::Linearizable as i32,
-            keys_only: false,
-        }),
-    };
     let response = client
-        .get(request)
+        .get(linearizable_get(0, b"fresh"))
         .await
         .expect("follower linearizable read")
         .into_inner();
@@ -392,17 +381,7 @@ async fn leadership_moves_on_request() {
 }
 
 fn linearizable_get(shard: u64, key: &[u8]) -> node::ShardGetRequest {
-    node::ShardGetRequest {
-        target: Some(node::ShardTarget {
-            shard_id: shard,
-            epoch: 0,
-        }),
-        request: Some(kv::GetRequest {
-            key: key.to_vec(),
-            consistency: kv::Consistency::Linearizable as i32,
-            keys_only: false,
-        }),
-    }
+    cairn_test_harness::shard_get(shard, key, kv::Consistency::Linearizable)
 }
 
 /// D26: with both followers stopped, the leader still serves linearizable reads while its
