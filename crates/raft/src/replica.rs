@@ -85,10 +85,11 @@ pub struct ReplicaContext {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinearizableReads {
-    /// Leader lease: while a quorum acknowledged a message the leader sent less than one lease
-    /// (`election_timeout_max_ms`) ago, no other replica can win an election, so the leader
-    /// reads locally with no round trip. Falls back to ReadIndex when the lease has lapsed.
-    /// Assumes the nodes' clocks advance at the same rate (not that they agree on the time).
+    /// Leader lease: no other replica can win an election within one lease
+    /// (`election_timeout_max_ms`) of a message the leader sent and a quorum acknowledged, so
+    /// for 90 % of that time the leader reads locally with no round trip. Falls back to
+    /// ReadIndex when it has lapsed. Assumes the nodes' clocks advance at rates within 10 % of
+    /// each other (not that they agree on the time).
     #[default]
     Lease,
     /// ReadIndex: every read waits for a quorum to acknowledge a heartbeat sent after it

@@ -86,7 +86,8 @@ pub struct RaftTimingConfig {
     /// Most entries in one append RPC. Times limits.request_bytes_max, at most 256 MiB.
     pub append_entries_max: u64,
     /// How a shard leader confirms a linearizable read: `lease` (no round trip while a
-    /// quorum acknowledged it within `election_timeout_max_ms`; falls back to `read_index`)
+    /// quorum acknowledged it within 90 % of `election_timeout_max_ms`; falls back to
+    /// `read_index`)
     /// or `read_index` (a heartbeat round per batch of reads). See decision D26.
     pub linearizable_reads: LinearizableReads,
 }
