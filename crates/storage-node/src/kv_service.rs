@@ -1,5 +1,6 @@
 //! The per-shard KV service (`cairn.node.v1.ShardKv`) that gateways call.
 
+use crate::batch::{BatchContext, BatchStream};
 use crate::error::{NodeError, Result};
 use crate::node::Node;
 use cairn_proto::kv::v1 as pb;
@@ -14,15 +15,17 @@ use cairn_types::ShardId;
 use prost::Message;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
+#[derive(Clone)]
 pub struct KvService {
     node: Arc<Node>,
+    batch: BatchContext,
 }
 
 impl KvService {
-    pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    pub fn new(node: Arc<Node>, batch: BatchContext) -> Self {
+        Self { node, batch }
     }
 
     /// Finds the replica and checks the request's size and routing epoch.
@@ -118,6 +121,19 @@ fn storage_error(shard: ShardId) -> impl Fn(cairn_raft::StorageError) -> NodeErr
 
 #[tonic::async_trait]
 impl ShardKv for KvService {
+    type BatchStream = BatchStream;
+
+    async fn batch(
+        &self,
+        request: Request<Streaming<node_pb::BatchRequest>>,
+    ) -> Result<Response<Self::BatchStream>, Status> {
+        Ok(Response::new(crate::batch::start(
+            self.clone(),
+            &self.batch,
+            request.into_inner(),
+        )))
+    }
+
     #[tracing::instrument(name = "node.put", skip_all, fields(shard))]
     async fn put(
         &self,

@@ -6,6 +6,7 @@
 //! must not name openraft directly.
 
 pub mod admin_service;
+pub mod batch;
 pub mod config;
 pub mod coordinator_client;
 pub mod error;

@@ -2,6 +2,7 @@
 //! down cleanly when asked.
 
 use crate::admin_service::AdminService;
+use crate::batch::BatchContext;
 use crate::config::NodeConfig;
 use crate::coordinator_client;
 use crate::kv_service::KvService;
@@ -12,7 +13,9 @@ use cairn_proto::node::v1::shard_kv_server::ShardKvServer;
 use cairn_proto::raft::v1::raft_transport_server::RaftTransportServer;
 use cairn_raft::transport::RaftTransportService;
 use cairn_raft::type_config::NodeAddress;
-use cairn_types::{NodeId, ShardId, RAFT_MESSAGE_BYTES_MAX, REQUEST_BYTES_MAX_CEILING};
+use cairn_types::{
+    NodeId, ShardId, BATCH_ENVELOPE_BYTES, RAFT_MESSAGE_BYTES_MAX, REQUEST_BYTES_MAX_CEILING,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -91,13 +94,24 @@ pub async fn run_with_listener(
         .set_serving::<RaftTransportServer<RaftTransportService<Node>>>()
         .await;
 
-    let message_bytes_max = REQUEST_BYTES_MAX_CEILING as usize;
+    // Batch streams must end for the server's graceful shutdown to finish: they watch this.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
+    let batch = BatchContext {
+        metrics: metrics.grpc.clone(),
+        stopping,
+    };
+    // One batch message may carry an item of the largest request size plus its envelope.
+    let message_bytes_max = (REQUEST_BYTES_MAX_CEILING + BATCH_ENVELOPE_BYTES) as usize;
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(metrics.grpc.layer())
         .add_service(health_service)
         .add_service(
-            ShardKvServer::new(KvService::new(node.clone()))
+            ShardKvServer::new(KvService::new(node.clone(), batch))
                 .max_decoding_message_size(message_bytes_max)
                 .max_encoding_message_size(message_bytes_max),
         )

@@ -944,3 +944,218 @@ async fn metrics_and_health_endpoints_report_the_node() {
     assert!(fsyncs >= 1, "the put was fsynced");
     node.stop().await;
 }
+
+/// Opens a batch stream to `node`; items go in through the returned sender.
+async fn open_batch(
+    node: &mut TestNode,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<node::BatchRequest>,
+    tonic::Streaming<node::BatchResponse>,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let inbound = node
+        .kv
+        .batch(tokio_stream::wrappers::UnboundedReceiverStream::new(
+            receiver,
+        ))
+        .await
+        .expect("the node opens a batch stream")
+        .into_inner();
+    (sender, inbound)
+}
+
+fn item(id: u64, op: node::shard_op::Op) -> node::BatchItem {
+    node::BatchItem {
+        id,
+        op: Some(node::ShardOp { op: Some(op) }),
+        timeout_ms: 5_000,
+        traceparent: String::new(),
+    }
+}
+
+/// Reads results until `count` have come, keyed by item id.
+async fn batch_results(
+    inbound: &mut tonic::Streaming<node::BatchResponse>,
+    count: usize,
+) -> std::collections::HashMap<u64, node::batch_item_result::Result> {
+    let mut results = std::collections::HashMap::new();
+    while results.len() < count {
+        let response = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .expect("results within 10 s")
+            .expect("the stream stays healthy")
+            .expect("the stream stays open");
+        for result in response.results {
+            let previous = results.insert(result.id, result.result.expect("a result is set"));
+            assert!(previous.is_none(), "item {} answered twice", result.id);
+        }
+    }
+    results
+}
+
+fn item_error(result: &node::batch_item_result::Result) -> tonic::Status {
+    match result {
+        node::batch_item_result::Result::Error(error) => tonic::Status::with_details(
+            Code::from_i32(error.code),
+            error.message.clone(),
+            error.details.clone().into(),
+        ),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_stream_answers_every_item_as_its_unary_call_would() {
+    use node::batch_item_result::Result as R;
+    use node::shard_op::Op;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_address = format!("127.0.0.1:{port}");
+    let scrape_address = metrics_address.clone();
+    let mut node = start_node(move |config| config.metrics_listen_address = metrics_address).await;
+    let (sender, mut inbound) = open_batch(&mut node).await;
+    let put_op = |key: &str, value: &str| {
+        Op::Put(node::ShardPutRequest {
+            target: target(SHARD),
+            request: Some(put_request(key, value)),
+        })
+    };
+
+    tracing::info!("--- one message, many items: successes and per-item errors, matched by id");
+    sender
+        .send(node::BatchRequest {
+            items: vec![
+                item(1, put_op("a", "1")),
+                item(2, put_op("b", "2")),
+                item(
+                    3,
+                    Op::Put(node::ShardPutRequest {
+                        target: target(99),
+                        request: Some(put_request("c", "3")),
+                    }),
+                ),
+                node::BatchItem {
+                    op: None,
+                    ..item(4, put_op("unused", "x"))
+                },
+                item(5, put_op("", "empty key")),
+            ],
+        })
+        .unwrap();
+    let results = batch_results(&mut inbound, 5).await;
+    let (R::Put(a), R::Put(b)) = (&results[&1], &results[&2]) else {
+        panic!("puts a and b succeed: {results:?}");
+    };
+    assert_ne!(a.revision, b.revision, "two writes, two revisions");
+    let unknown = item_error(&results[&3]);
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown}");
+    assert!(
+        matches!(error_detail(&unknown), Some(Kind::UnknownShard(_))),
+        "{unknown:?}"
+    );
+    assert_eq!(item_error(&results[&4]).code(), Code::InvalidArgument);
+    let empty_key = item_error(&results[&5]);
+    assert_eq!(empty_key.code(), Code::InvalidArgument, "{empty_key}");
+    assert!(
+        matches!(error_detail(&empty_key), Some(Kind::InvalidArgument(_))),
+        "{empty_key:?}"
+    );
+
+    tracing::info!("--- reads, deletes and transactions on the same stream see the writes");
+    sender
+        .send(node::BatchRequest {
+            items: vec![
+                item(
+                    10,
+                    Op::Get(node::ShardGetRequest {
+                        target: target(SHARD),
+                        request: Some(kv::GetRequest {
+                            key: "a".into(),
+                            ..Default::default()
+                        }),
+                    }),
+                ),
+                item(
+                    11,
+                    Op::Delete(node::ShardDeleteRequest {
+                        target: target(SHARD),
+                        request: Some(kv::DeleteRequest {
+                            key: "b".into(),
+                            prev_kv: true,
+                            ..Default::default()
+                        }),
+                    }),
+                ),
+                item(
+                    12,
+                    Op::Txn(node::ShardTxnRequest {
+                        target: target(SHARD),
+                        request: Some(kv::TxnRequest {
+                            compare: vec![compare_version("a", kv::compare::Result::Equal, 1)],
+                            success: vec![op_put("t", "from txn")],
+                            ..Default::default()
+                        }),
+                    }),
+                ),
+            ],
+        })
+        .unwrap();
+    let results = batch_results(&mut inbound, 3).await;
+    let R::Get(got) = &results[&10] else {
+        panic!("get a: {results:?}")
+    };
+    assert_eq!(got.kv.as_ref().unwrap().value, b"1");
+    let R::Delete(deleted) = &results[&11] else {
+        panic!("delete b: {results:?}")
+    };
+    assert_eq!(deleted.deleted, 1);
+    assert_eq!(deleted.prev_kv.as_ref().unwrap().value, b"2");
+    let R::Txn(txn_result) = &results[&12] else {
+        panic!("txn: {results:?}")
+    };
+    assert!(txn_result.succeeded);
+    assert_eq!(get(&mut node, "t").await.unwrap().value, b"from txn");
+
+    tracing::info!("--- each item is counted under the method it stands for");
+    let (status, text) = http_get(&scrape_address, "/metrics").await;
+    assert_eq!(status, 200);
+    for series in [
+        r#"cairn_grpc_requests_total{code="0",method="/cairn.node.v1.ShardKv/Put"} 2"#,
+        r#"cairn_grpc_requests_total{code="5",method="/cairn.node.v1.ShardKv/Put"} 1"#,
+        r#"cairn_grpc_requests_total{code="0",method="/cairn.node.v1.ShardKv/Txn"} 1"#,
+        r#"cairn_grpc_requests_total{code="0",method="/cairn.node.v1.ShardKv/Delete"} 1"#,
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+
+    tracing::info!(
+        "--- a message with more items than the limit ends the stream with a named error"
+    );
+    let too_many = (0..1025)
+        .map(|id| item(100 + id, put_op("x", "y")))
+        .collect();
+    sender.send(node::BatchRequest { items: too_many }).unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("an answer within 10 s")
+        .expect_err("the stream ends with an error");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
+    assert!(refused.message().contains("1024"), "{refused}");
+    assert!(get(&mut node, "x").await.is_none(), "no item of it ran");
+
+    tracing::info!("--- shutting the node down ends an idle stream, and the node stops");
+    let (_idle_sender, mut idle) = open_batch(&mut node).await;
+    let _ = node.stop.take().expect("running").send(());
+    let ended = tokio::time::timeout(Duration::from_secs(15), idle.message())
+        .await
+        .expect("the node ends its batch streams when shutting down");
+    assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
+    tokio::time::timeout(Duration::from_secs(20), &mut node.server)
+        .await
+        .expect("the node stops although a batch stream was open")
+        .expect("the server task")
+        .expect("the node stops cleanly");
+}

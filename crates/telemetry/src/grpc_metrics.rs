@@ -44,6 +44,13 @@ impl GrpcMetrics {
         Ok(Self { requests, duration })
     }
 
+    /// Counts and times one call that did not come through the layer: an item of a batch
+    /// stream is counted under the method it stands for (`/cairn.node.v1.ShardKv/Put`), so
+    /// dashboards see the same series whether or not the caller batches.
+    pub fn record_call(&self, method: &str, code: tonic::Code, started: Instant) {
+        self.record(method, &(code as i32).to_string(), started);
+    }
+
     fn record(&self, method: &str, code: &str, started: Instant) {
         self.requests.with_label_values(&[method, code]).inc();
         self.duration
@@ -69,6 +76,8 @@ fn method_label(path: &str) -> String {
 /// Internal, periodic RPCs (see `call`).
 fn is_background(method: &str) -> bool {
     method.starts_with("/cairn.raft.v1.")
+        // A batch stream carries many requests, each continuing its own trace.
+        || method == "/cairn.node.v1.ShardKv/Batch"
         || method.starts_with("/grpc.health.")
         || method == "/cairn.coordinator.v1.Coordinator/Heartbeat"
 }

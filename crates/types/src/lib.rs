@@ -5,7 +5,7 @@
 
 mod ids;
 mod limits;
-pub use limits::{RAFT_MESSAGE_BYTES_MAX, REQUEST_BYTES_MAX_CEILING};
+pub use limits::{BATCH_ENVELOPE_BYTES, RAFT_MESSAGE_BYTES_MAX, REQUEST_BYTES_MAX_CEILING};
 pub mod sharding;
 
 pub use ids::{ClientId, NodeId, Revision, Sequence, ShardId};

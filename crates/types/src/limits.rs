@@ -100,6 +100,11 @@ pub const RAFT_MESSAGE_BYTES_MAX: u64 = 512 * 1024 * 1024;
 /// configured limit must fit under it so that its violations get a named error.
 pub const REQUEST_BYTES_MAX_CEILING: u64 = 64 * 1024 * 1024;
 
+/// What a gateway → node batch message adds around its items (ids, deadlines, trace
+/// contexts, field tags). A batch message may be this much larger than the ceiling, so that
+/// one request of the largest allowed size still travels batched.
+pub const BATCH_ENVELOPE_BYTES: u64 = 1024 * 1024;
+
 fn check(limit: &'static str, max: u64, actual: u64) -> Result<(), LimitError> {
     if actual > max {
         Err(LimitError { limit, max, actual })

@@ -1,0 +1,252 @@
+//! The node's side of the batch stream (`ShardKv/Batch`): a gateway sends many requests per
+//! message over one long-lived stream, the node runs each as its own task (exactly as the
+//! unary RPC would, same spans, same metrics series) and sends results back as they finish,
+//! many per message.
+//!
+//! Why: a unary call costs an HTTP/2 stream of its own — headers, trailers, a flow-control
+//! window and a task on each side — which on the gateway → node hop was the largest cost per
+//! request after the Raft work itself (docs/benchmarks/README.md).
+//!
+//! Bounds: at most [`BATCH_ITEMS_MAX`] items per message and [`ITEMS_IN_FLIGHT_MAX`] running
+//! per stream (the node stops reading the stream while at the limit, so HTTP/2 flow control
+//! pushes back on the gateway); every item has a deadline of at most [`ITEM_TIMEOUT_MAX`].
+//! When the node shuts down, the stream stops taking items, gives the running ones up to
+//! [`SHUTDOWN_GRACE`] to finish, and ends.
+
+use cairn_proto::node::v1 as node_pb;
+use cairn_proto::node::v1::batch_item_result::Result as ItemResult;
+use cairn_proto::node::v1::shard_kv_server::ShardKv;
+use cairn_proto::node::v1::shard_op::Op;
+use cairn_telemetry::GrpcMetrics;
+use cairn_trace_context::TraceParent;
+use prost::Message;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Status};
+use tracing::Instrument;
+
+/// Most items one `BatchRequest` may carry.
+pub const BATCH_ITEMS_MAX: usize = 1024;
+/// Most items of one stream running at the same time.
+pub const ITEMS_IN_FLIGHT_MAX: usize = 4096;
+/// Longest an item may run (also the deadline of an item that names none).
+pub const ITEM_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+/// A `BatchResponse` is sent once its results reach this size (one result may be larger).
+pub const RESPONSE_BYTES_TARGET: usize = 1 << 20;
+/// Longest a stream waits for its running items when the node shuts down.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Results gathered into one `BatchResponse` at most.
+const RESULTS_PER_RESPONSE_MAX: usize = 1024;
+
+/// Runs one item the way its unary RPC would run.
+pub trait ItemHandler: ShardKv + Clone {}
+impl<T: ShardKv + Clone> ItemHandler for T {}
+
+/// Serves one batch stream until the caller ends it, the node shuts down or the caller is
+/// gone. Results go to `out`.
+pub async fn serve_stream<H: ItemHandler>(
+    handler: H,
+    metrics: GrpcMetrics,
+    mut inbound: tonic::Streaming<node_pb::BatchRequest>,
+    out: mpsc::Sender<Result<node_pb::BatchResponse, Status>>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    // Each running item sends exactly one result, and at most ITEMS_IN_FLIGHT_MAX +
+    // BATCH_ITEMS_MAX run, so sending a result never waits.
+    let (done_tx, mut done_rx) = mpsc::channel(ITEMS_IN_FLIGHT_MAX + BATCH_ITEMS_MAX);
+    let mut in_flight = 0usize;
+    let mut reading = true;
+    let mut grace_ends: Option<tokio::time::Instant> = None;
+    let mut results = Vec::with_capacity(RESULTS_PER_RESPONSE_MAX);
+    loop {
+        if !reading && in_flight == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            received = done_rx.recv_many(&mut results, RESULTS_PER_RESPONSE_MAX) => {
+                in_flight -= received;
+                if !send_results(&out, &mut results).await {
+                    return; // The caller is gone; running items finish unobserved.
+                }
+            }
+            _ = stopped(&mut stopping), if grace_ends.is_none() => {
+                reading = false;
+                grace_ends = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+            }
+            _ = sleep_until(grace_ends), if grace_ends.is_some() => {
+                tracing::warn!(in_flight, "node shutting down: ending a batch stream with items still running");
+                return;
+            }
+            message = inbound.message(), if reading && in_flight < ITEMS_IN_FLIGHT_MAX => {
+                match message {
+                    Ok(Some(batch)) => {
+                        if batch.items.len() > BATCH_ITEMS_MAX {
+                            let _ = out.send(Err(Status::invalid_argument(format!(
+                                "a batch carries at most {BATCH_ITEMS_MAX} items, this one {}",
+                                batch.items.len()
+                            )))).await;
+                            return;
+                        }
+                        for item in batch.items {
+                            in_flight += 1;
+                            let (handler, metrics, done) = (handler.clone(), metrics.clone(), done_tx.clone());
+                            tokio::spawn(async move {
+                                let result = run_item(handler, &metrics, item).await;
+                                let _ = done.send(result).await;
+                            });
+                        }
+                    }
+                    // The caller has no more items (or is gone): finish the running ones.
+                    Ok(None) | Err(_) => reading = false,
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once the node is shutting down (never, if nobody can tell it to).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    if stopping.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending().await
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends `results` in messages of about [`RESPONSE_BYTES_TARGET`]; false when the caller is
+/// gone.
+async fn send_results(
+    out: &mpsc::Sender<Result<node_pb::BatchResponse, Status>>,
+    results: &mut Vec<node_pb::BatchItemResult>,
+) -> bool {
+    let mut response = node_pb::BatchResponse::default();
+    let mut bytes = 0;
+    for result in results.drain(..) {
+        bytes += result.encoded_len();
+        response.results.push(result);
+        if bytes >= RESPONSE_BYTES_TARGET {
+            if out.send(Ok(std::mem::take(&mut response))).await.is_err() {
+                return false;
+            }
+            bytes = 0;
+        }
+    }
+    response.results.is_empty() || out.send(Ok(response)).await.is_ok()
+}
+
+/// The gRPC method an op stands for, as the layer would label its unary call.
+fn method_of(op: Option<&Op>) -> &'static str {
+    match op {
+        Some(Op::Put(_)) => "/cairn.node.v1.ShardKv/Put",
+        Some(Op::Get(_)) => "/cairn.node.v1.ShardKv/Get",
+        Some(Op::Delete(_)) => "/cairn.node.v1.ShardKv/Delete",
+        Some(Op::Txn(_)) => "/cairn.node.v1.ShardKv/Txn",
+        None => "other",
+    }
+}
+
+async fn run_item<H: ItemHandler>(
+    handler: H,
+    metrics: &GrpcMetrics,
+    item: node_pb::BatchItem,
+) -> node_pb::BatchItemResult {
+    let started = Instant::now();
+    let op = item.op.and_then(|op| op.op);
+    let method = method_of(op.as_ref());
+    // The same span the gRPC layer gives a unary call, continuing the caller's trace.
+    let span = tracing::info_span!(
+        "grpc.request",
+        otel.name = method,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    if let Some(parent) = TraceParent::parse(&item.traceparent) {
+        parent.adopt(&span);
+    }
+    let timeout = match item.timeout_ms {
+        0 => ITEM_TIMEOUT_MAX,
+        ms => Duration::from_millis(ms).min(ITEM_TIMEOUT_MAX),
+    };
+    let outcome = tokio::time::timeout(timeout, dispatch(&handler, op))
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!(
+                "the request did not finish within its {} ms",
+                timeout.as_millis()
+            )))
+        });
+    let (code, result) = match outcome {
+        Ok(result) => (tonic::Code::Ok, result),
+        Err(status) => (
+            status.code(),
+            ItemResult::Error(node_pb::ItemError {
+                code: status.code() as i32,
+                message: status.message().to_string(),
+                details: status.details().to_vec(),
+            }),
+        ),
+    };
+    span.record("rpc.grpc.status_code", code as i32);
+    metrics.record_call(method, code, started);
+    node_pb::BatchItemResult {
+        id: item.id,
+        result: Some(result),
+    }
+}
+
+async fn dispatch<H: ItemHandler>(handler: &H, op: Option<Op>) -> Result<ItemResult, Status> {
+    Ok(match op {
+        Some(Op::Put(request)) => {
+            ItemResult::Put(handler.put(Request::new(request)).await?.into_inner())
+        }
+        Some(Op::Get(request)) => {
+            ItemResult::Get(handler.get(Request::new(request)).await?.into_inner())
+        }
+        Some(Op::Delete(request)) => {
+            ItemResult::Delete(handler.delete(Request::new(request)).await?.into_inner())
+        }
+        Some(Op::Txn(request)) => {
+            ItemResult::Txn(handler.txn(Request::new(request)).await?.into_inner())
+        }
+        None => return Err(Status::invalid_argument("a batch item has no op set")),
+    })
+}
+
+/// The stream type of `ShardKv::Batch`.
+pub type BatchStream =
+    tokio_stream::wrappers::ReceiverStream<Result<node_pb::BatchResponse, Status>>;
+
+/// What the service needs to serve batch streams.
+#[derive(Clone)]
+pub struct BatchContext {
+    pub metrics: GrpcMetrics,
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// Starts serving `inbound` on its own task and returns the stream of results.
+pub fn start<H: ItemHandler + Send + Sync + 'static>(
+    handler: H,
+    context: &BatchContext,
+    inbound: tonic::Streaming<node_pb::BatchRequest>,
+) -> BatchStream {
+    // A few responses may wait for HTTP/2 to take them; the stream stops gathering results
+    // (and so stops reading items) while they do.
+    let (out, receiver) = mpsc::channel(16);
+    tokio::spawn(serve_stream(
+        handler,
+        context.metrics.clone(),
+        inbound,
+        out,
+        context.stopping.clone(),
+    ));
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
