@@ -37,6 +37,10 @@ pub struct GatewayConfig {
     /// single-threaded runtime (no work stealing or cross-thread wake-ups: the cheapest per
     /// request; scale out with more gateways).
     pub worker_threads: usize,
+    /// Send Put, Get, Delete and Txn to each storage node over one long-lived batch stream
+    /// (many requests per message) instead of one unary call each. Off is the fallback, and
+    /// the baseline to compare with.
+    pub batch_node_requests: bool,
 }
 
 impl Default for GatewayConfig {
@@ -56,6 +60,7 @@ impl Default for GatewayConfig {
             coordinator_timeout_ms: 5_000,
             outbound_bind_ip: None,
             worker_threads: 0,
+            batch_node_requests: true,
         }
     }
 }

@@ -7,6 +7,8 @@ use crate::write_ids::{InFlight, WriteIds};
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::kv_server::Kv;
 use cairn_proto::node::v1 as node_pb;
+use cairn_proto::node::v1::batch_item_result::Result as ItemResult;
+use cairn_proto::node::v1::shard_op::Op;
 use cairn_types::ShardId;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use prost::Message;
@@ -87,6 +89,18 @@ fn invalid(field: &str, reason: &str) -> Status {
     )
 }
 
+/// A node answered an op with the result of another kind: a bug, not a retriable error.
+fn mismatched(op: &str, result: &ItemResult) -> Status {
+    let kind = match result {
+        ItemResult::Put(_) => "put",
+        ItemResult::Get(_) => "get",
+        ItemResult::Delete(_) => "delete",
+        ItemResult::Txn(_) => "txn",
+        ItemResult::Error(_) => "error",
+    };
+    Status::internal(format!("the node answered a {op} with a {kind} result"))
+}
+
 fn target_for(consistency: i32) -> Target {
     if consistency == pb::Consistency::Serializable as i32 {
         Target::AnyReplica
@@ -121,22 +135,19 @@ impl Kv for KvService {
         let shard = self.shard_of(&put.key).await?;
         tracing::Span::current().record("shard", shard.0);
         let _in_flight = self.assign_write_id(&mut put.write_id);
-        let response = self
+        let result = self
             .router
-            .call(
-                shard,
-                Target::Leader,
-                self.deadline(),
-                |mut client, target| {
-                    let request = node_pb::ShardPutRequest {
-                        target: Some(target),
-                        request: Some(put.clone()),
-                    };
-                    async move { client.put(request).await }
-                },
-            )
+            .call_op(shard, Target::Leader, self.deadline(), |target| {
+                Op::Put(node_pb::ShardPutRequest {
+                    target: Some(target),
+                    request: Some(put.clone()),
+                })
+            })
             .await?;
-        Ok(Response::new(response))
+        match result {
+            ItemResult::Put(response) => Ok(Response::new(response)),
+            other => Err(mismatched("put", &other)),
+        }
     }
 
     #[tracing::instrument(name = "gateway.delete", skip_all, fields(shard))]
@@ -148,22 +159,19 @@ impl Kv for KvService {
         let shard = self.shard_of(&delete.key).await?;
         tracing::Span::current().record("shard", shard.0);
         let _in_flight = self.assign_write_id(&mut delete.write_id);
-        let response = self
+        let result = self
             .router
-            .call(
-                shard,
-                Target::Leader,
-                self.deadline(),
-                |mut client, target| {
-                    let request = node_pb::ShardDeleteRequest {
-                        target: Some(target),
-                        request: Some(delete.clone()),
-                    };
-                    async move { client.delete(request).await }
-                },
-            )
+            .call_op(shard, Target::Leader, self.deadline(), |target| {
+                Op::Delete(node_pb::ShardDeleteRequest {
+                    target: Some(target),
+                    request: Some(delete.clone()),
+                })
+            })
             .await?;
-        Ok(Response::new(response))
+        match result {
+            ItemResult::Delete(response) => Ok(Response::new(response)),
+            other => Err(mismatched("delete", &other)),
+        }
     }
 
     #[tracing::instrument(name = "gateway.get", skip_all, fields(shard))]
@@ -174,22 +182,24 @@ impl Kv for KvService {
         let get = request.into_inner();
         let shard = self.shard_of(&get.key).await?;
         tracing::Span::current().record("shard", shard.0);
-        let response = self
+        let result = self
             .router
-            .call(
+            .call_op(
                 shard,
                 target_for(get.consistency),
                 self.deadline(),
-                |mut client, target| {
-                    let request = node_pb::ShardGetRequest {
+                |target| {
+                    Op::Get(node_pb::ShardGetRequest {
                         target: Some(target),
                         request: Some(get.clone()),
-                    };
-                    async move { client.get(request).await }
+                    })
                 },
             )
             .await?;
-        Ok(Response::new(response))
+        match result {
+            ItemResult::Get(response) => Ok(Response::new(response)),
+            other => Err(mismatched("get", &other)),
+        }
     }
 
     #[tracing::instrument(name = "gateway.txn", skip_all, fields(shard))]
@@ -224,22 +234,19 @@ impl Kv for KvService {
         };
         tracing::Span::current().record("shard", shard.0);
         let _in_flight = self.assign_write_id(&mut txn.write_id);
-        let response = self
+        let result = self
             .router
-            .call(
-                shard,
-                Target::Leader,
-                self.deadline(),
-                |mut client, target| {
-                    let request = node_pb::ShardTxnRequest {
-                        target: Some(target),
-                        request: Some(txn.clone()),
-                    };
-                    async move { client.txn(request).await }
-                },
-            )
+            .call_op(shard, Target::Leader, self.deadline(), |target| {
+                Op::Txn(node_pb::ShardTxnRequest {
+                    target: Some(target),
+                    request: Some(txn.clone()),
+                })
+            })
             .await?;
-        Ok(Response::new(response))
+        match result {
+            ItemResult::Txn(response) => Ok(Response::new(response)),
+            other => Err(mismatched("txn", &other)),
+        }
     }
 
     #[tracing::instrument(name = "gateway.range", skip_all, fields(shards))]

@@ -11,6 +11,7 @@ pub mod cluster_service;
 pub mod config;
 pub mod kv_service;
 pub mod metrics;
+pub mod node_stream;
 pub mod router;
 pub mod routing;
 pub mod server;

@@ -2,7 +2,7 @@
 //! by (read at each scrape), plus per-RPC metrics.
 
 use crate::router::Router;
-use cairn_telemetry::prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use cairn_telemetry::prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use cairn_telemetry::GrpcMetrics;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -11,6 +11,9 @@ pub struct GatewayMetrics {
     pub grpc: GrpcMetrics,
     retries: IntCounterVec,
     map_version: IntGauge,
+    stream_ops: IntCounter,
+    stream_messages: IntCounter,
+    streams_opened: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -30,6 +33,25 @@ impl GatewayMetrics {
             "Version of the shard map the gateway routes by",
         )
         .expect("valid metric definition");
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::new(name, help).expect("valid metric definition");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("metric names are unique");
+            counter
+        };
+        let stream_ops = counter(
+            "cairn_gateway_node_stream_ops_total",
+            "Requests sent to storage nodes over batch streams",
+        );
+        let stream_messages = counter(
+            "cairn_gateway_node_stream_messages_total",
+            "Batch stream messages sent to storage nodes (ops / messages = mean batch size)",
+        );
+        let streams_opened = counter(
+            "cairn_gateway_node_streams_opened_total",
+            "Batch streams opened to storage nodes (one per node, more after reconnects)",
+        );
         registry
             .register(Box::new(retries.clone()))
             .expect("metric names are unique");
@@ -41,6 +63,9 @@ impl GatewayMetrics {
             grpc,
             retries,
             map_version,
+            stream_ops,
+            stream_messages,
+            streams_opened,
         }
     }
 
@@ -51,6 +76,14 @@ impl GatewayMetrics {
             ("unavailable", router.stats.unavailable.load(Relaxed)),
         ] {
             let counter = self.retries.with_label_values(&[cause]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        let stats = &router.stream_stats;
+        for (counter, total) in [
+            (&self.stream_ops, stats.ops.load(Relaxed)),
+            (&self.stream_messages, stats.messages.load(Relaxed)),
+            (&self.streams_opened, stats.streams_opened.load(Relaxed)),
+        ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
         self.map_version.set(

@@ -3,10 +3,13 @@
 //! unavailable node or unknown outcome it backs off and tries again. Writes always carry a
 //! write id, so a retry never applies a write twice. Attempts and time are bounded.
 
+use crate::node_stream::{NodeStream, StreamStats};
 use crate::routing::ShardMaps;
 use cairn_proto::kv::v1::error_detail::Kind;
 use cairn_proto::node::v1 as node_pb;
+use cairn_proto::node::v1::batch_item_result::Result as ItemResult;
 use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
+use cairn_proto::node::v1::shard_op::Op;
 use cairn_trace_context::InjectTraceContext;
 use cairn_types::ShardId;
 use prost::Message;
@@ -43,6 +46,10 @@ pub struct RetryStats {
 pub struct Router {
     pub maps: ShardMaps,
     channels: Mutex<HashMap<String, Channel>>,
+    /// One batch stream per node, when `batch_node_requests` is on.
+    streams: Mutex<HashMap<String, NodeStream>>,
+    batch_node_requests: bool,
+    pub stream_stats: Arc<StreamStats>,
     request_timeout: Duration,
     attempts_max: u32,
     backoff_min: Duration,
@@ -61,10 +68,14 @@ impl Router {
         backoff_min: Duration,
         backoff_max: Duration,
         outbound_bind_ip: Option<IpAddr>,
+        batch_node_requests: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             maps,
             channels: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
+            batch_node_requests,
+            stream_stats: Arc::default(),
             request_timeout,
             attempts_max,
             backoff_min,
@@ -95,9 +106,61 @@ impl Router {
                 channel
             }
         };
+        // A batch message may carry a request of the largest size plus its envelope.
+        let message_bytes_max =
+            (cairn_types::REQUEST_BYTES_MAX_CEILING + cairn_types::BATCH_ENVELOPE_BYTES) as usize;
         Ok(ShardKvClient::with_interceptor(channel, InjectTraceContext)
-            .max_decoding_message_size(cairn_types::REQUEST_BYTES_MAX_CEILING as usize)
-            .max_encoding_message_size(cairn_types::REQUEST_BYTES_MAX_CEILING as usize))
+            .max_decoding_message_size(message_bytes_max)
+            .max_encoding_message_size(message_bytes_max))
+    }
+
+    /// The batch stream to the node at `address`, started on first use.
+    fn stream(&self, address: &str) -> Result<NodeStream, Status> {
+        if let Some(stream) = self
+            .streams
+            .lock()
+            .expect("stream map poisoned")
+            .get(address)
+        {
+            return Ok(stream.clone());
+        }
+        let client = self.client(address)?;
+        let mut streams = self.streams.lock().expect("stream map poisoned");
+        Ok(streams
+            .entry(address.to_string())
+            .or_insert_with(|| {
+                NodeStream::start(address.to_string(), client, self.stream_stats.clone())
+            })
+            .clone())
+    }
+
+    /// Sends one op of a shard to the replica `target` names, with the router's retries (see
+    /// [`Router::call`]); over the node's batch stream unless `batch_node_requests` is off.
+    pub async fn call_op<F>(
+        &self,
+        shard: ShardId,
+        target: Target,
+        deadline: Instant,
+        mut op: F,
+    ) -> Result<ItemResult, Status>
+    where
+        F: FnMut(node_pb::ShardTarget) -> Op,
+    {
+        self.attempt_until_done(shard, target, deadline, |address, shard_target| {
+            let op = op(shard_target);
+            let sent = if self.batch_node_requests {
+                self.stream(address).map(|stream| Sent::Batched(stream, op))
+            } else {
+                self.client(address).map(|client| Sent::Unary(client, op))
+            };
+            async move {
+                match sent? {
+                    Sent::Batched(stream, op) => stream.call(op, deadline).await,
+                    Sent::Unary(client, op) => unary(client, op).await,
+                }
+            }
+        })
+        .await
     }
 
     /// Waits before the next attempt; after the last one there is nothing to wait for.
@@ -126,6 +189,28 @@ impl Router {
     where
         F: FnMut(NodeKvClient, node_pb::ShardTarget) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.attempt_until_done(shard, target, deadline, |address, shard_target| {
+            let called = self
+                .client(address)
+                .map(|client| call(client, shard_target));
+            async move { Ok(called?.await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// The retry loop of [`Router::call`] and [`Router::call_op`]: `send` sends one try
+    /// to the node at the address it is given.
+    async fn attempt_until_done<T, F, Fut>(
+        &self,
+        shard: ShardId,
+        target: Target,
+        deadline: Instant,
+        mut send: F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(&str, node_pb::ShardTarget) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
     {
         let mut hint: Option<String> = None;
         let mut last = Status::unavailable(format!("{shard}: no attempt made"));
@@ -162,18 +247,17 @@ impl Router {
                 shard_id: shard.0,
                 epoch: route.epoch,
             };
-            let client = self.client(&address)?;
             let span = tracing::info_span!(
                 "gateway.attempt",
                 shard = shard.0,
                 attempt,
                 node = %address,
             );
-            let outcome = tokio::time::timeout(remaining, call(client, shard_target))
+            let outcome = tokio::time::timeout(remaining, send(&address, shard_target))
                 .instrument(span)
                 .await;
             let status = match outcome {
-                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Ok(response)) => return Ok(response),
                 Ok(Err(status)) => status,
                 Err(_) => {
                     return Err(Status::deadline_exceeded(format!(
@@ -230,4 +314,20 @@ impl Router {
             last.message()
         )))
     }
+}
+
+/// How one attempt of [`Router::call_op`] goes out.
+enum Sent {
+    Batched(NodeStream, Op),
+    Unary(NodeKvClient, Op),
+}
+
+/// Sends `op` as its own unary call (when batching is off).
+async fn unary(mut client: NodeKvClient, op: Op) -> Result<ItemResult, Status> {
+    Ok(match op {
+        Op::Put(request) => ItemResult::Put(client.put(request).await?.into_inner()),
+        Op::Get(request) => ItemResult::Get(client.get(request).await?.into_inner()),
+        Op::Delete(request) => ItemResult::Delete(client.delete(request).await?.into_inner()),
+        Op::Txn(request) => ItemResult::Txn(client.txn(request).await?.into_inner()),
+    })
 }

@@ -36,6 +36,7 @@ pub async fn run_with_listener(
         Duration::from_millis(config.backoff_min_ms),
         Duration::from_millis(config.backoff_max_ms),
         config.outbound_bind_ip,
+        config.batch_node_requests,
     );
     let metrics = Arc::new(GatewayMetrics::new());
     let (ready, scraped, scrape_metrics) = (router.clone(), router.clone(), metrics.clone());
