@@ -73,6 +73,9 @@ if [ "$PROFILE" = release ]; then
 fi
 if [ -n "${BENCH_BIN_DIR:-}" ]; then
     BIN="$BENCH_BIN_DIR"
+    for binary in cairn-node cairn-coordinator cairn-gateway cairnctl cairn-bench cairn-bench-report; do
+        [ -x "$BIN/$binary" ] || { log "BENCH_BIN_DIR=$BIN has no $binary"; exit 2; }
+    done
     log "using the binaries in $BIN (not building)"
 else
     log "building ($PROFILE)"

@@ -2,11 +2,13 @@
 //! long-lived stream per storage node carries every Put, Get, Delete and Txn the gateway
 //! sends that node, many per message, and brings results back as the node finishes them.
 //!
-//! A caller hands its op to the node's [`NodeStream`] and waits for its result. One task per
-//! node (the driver) takes every op that has queued up, gives each an id, sends them as one
-//! message, and matches results to callers by id. Batching is opportunistic, like group
-//! commit: a lone request goes out alone and at once; under load, whatever queued while the
-//! driver was busy goes out together.
+//! A caller hands its op to the node's [`NodeStream`] and waits for its result. While a stream
+//! is open and has room, the caller sends its op itself, as a message of one item: no task
+//! hop on the way out, so a lone request is no slower than a unary call. Otherwise (no stream
+//! yet, or too many ops waiting) it queues for the node's driver task, which opens the stream
+//! and sends what queued, many per message. The driver also reads the results and hands each
+//! to its caller by id. Messages that queue up together still leave in one socket write:
+//! HTTP/2 writes every frame it holds at once.
 //!
 //! Failure: when the stream breaks or the node ends it (it does when shutting down), every
 //! op still waiting gets `UNAVAILABLE`, which the router retries (writes carry write ids, so
@@ -23,14 +25,15 @@ use cairn_trace_context::TraceParent;
 use prost::Message;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Code, Status};
 
-/// Ops that may wait for the driver; callers beyond it wait for room.
+/// Ops that may wait for the driver (while no stream is open); callers beyond it wait.
 pub const QUEUE_MAX: usize = 4096;
-/// Ops sent and not yet answered, per node; the driver stops taking ops while at it.
+/// Ops sent and not yet answered, per node; beyond it, callers queue for the driver, which
+/// takes no more ops until answers come.
 pub const PENDING_MAX: usize = 4096;
 /// Most ops in one message (the node refuses more than 1024).
 pub const ITEMS_PER_MESSAGE_MAX: usize = 256;
@@ -60,19 +63,136 @@ struct Queued {
     reply: Reply,
 }
 
-/// Handle to one node's stream driver. Cheap to clone; the driver ends when every handle is
-/// gone.
+struct Waiting {
+    reply: Reply,
+    deadline: Instant,
+}
+
+/// What callers and the driver share: the open stream's sender and the ops waiting on it.
+/// One lock, held for a map insert or remove and a channel send, never across an await.
+struct State {
+    // Unbounded so that nobody ever waits to send while results wait to be read (the node
+    // stops reading when it is full, and would wait for us): what it holds is bounded by
+    // PENDING_MAX, since every message in it carries at least one pending op.
+    outbound: Option<mpsc::UnboundedSender<node_pb::BatchRequest>>,
+    pending: HashMap<u64, Waiting>,
+    next_id: u64,
+}
+
+struct Shared {
+    address: String,
+    stats: Arc<StreamStats>,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("node stream state poisoned")
+    }
+
+    /// Makes the item for `queued` and records it as waiting. Called with the state locked.
+    fn enlist(state: &mut State, queued: Queued, now: Instant) -> node_pb::BatchItem {
+        let id = state.next_id;
+        state.next_id += 1;
+        state.pending.insert(
+            id,
+            Waiting {
+                reply: queued.reply,
+                deadline: queued.deadline,
+            },
+        );
+        node_pb::BatchItem {
+            id,
+            op: Some(node_pb::ShardOp {
+                op: Some(queued.op),
+            }),
+            // Rounded up, so that the node never gives up before the caller does.
+            timeout_ms: (queued.deadline.saturating_duration_since(now).as_micros() as u64)
+                .div_ceil(1000)
+                .max(1),
+            traceparent: queued
+                .traceparent
+                .map(|parent| parent.to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The fast path: when a stream is open and has room, the caller sends its op itself, as
+    /// a message of one, without waking the driver. Gives the op back otherwise.
+    fn send_direct(&self, queued: Queued) -> Result<(), Queued> {
+        let mut state = self.state();
+        let Some(outbound) = state.outbound.clone() else {
+            return Err(queued);
+        };
+        if state.pending.len() >= PENDING_MAX {
+            return Err(queued);
+        }
+        let item = Self::enlist(&mut state, queued, Instant::now());
+        let id = item.id;
+        match outbound.send(node_pb::BatchRequest { items: vec![item] }) {
+            Ok(()) => {
+                self.stats.ops.fetch_add(1, Relaxed);
+                self.stats.messages.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::SendError(message)) => {
+                // The stream is closing; the driver will notice and open another.
+                let waiting = state.pending.remove(&id).expect("enlisted just now");
+                let item = message.items.into_iter().next().expect("one item");
+                Err(Queued {
+                    op: item.op.and_then(|op| op.op).expect("enlisted with an op"),
+                    deadline: waiting.deadline,
+                    traceparent: TraceParent::parse(&item.traceparent),
+                    reply: waiting.reply,
+                })
+            }
+        }
+    }
+
+    /// Fails every op waiting on the stream and forgets the stream; the next op opens a new
+    /// one.
+    fn reset(&self, status: Status) {
+        let pending = {
+            let mut state = self.state();
+            state.outbound = None;
+            std::mem::take(&mut state.pending)
+        };
+        if !pending.is_empty() {
+            tracing::info!(node = %self.address, waiting = pending.len(), reason = %status.message(), "request stream to node lost; the router retries its requests");
+        }
+        for (_, waiting) in pending {
+            let _ = waiting.reply.send(Err(status.clone()));
+        }
+    }
+}
+
+/// Handle to one node's stream. Cheap to clone; the driver ends when every handle is gone.
 #[derive(Clone)]
 pub struct NodeStream {
+    shared: Arc<Shared>,
     queue: mpsc::Sender<Queued>,
 }
 
 impl NodeStream {
     /// Starts the driver for the node `client` talks to.
     pub fn start(address: String, client: NodeKvClient, stats: Arc<StreamStats>) -> Self {
+        let shared = Arc::new(Shared {
+            address,
+            stats,
+            state: Mutex::new(State {
+                outbound: None,
+                pending: HashMap::new(),
+                next_id: 0,
+            }),
+        });
         let (queue, receiver) = mpsc::channel(QUEUE_MAX);
-        tokio::spawn(Driver::new(address, client, stats).run(receiver));
-        Self { queue }
+        let driver = Driver {
+            shared: shared.clone(),
+            client,
+            inbound: None,
+        };
+        tokio::spawn(driver.run(receiver));
+        Self { shared, queue }
     }
 
     /// Sends `op` to the node and waits for its result, or until `deadline` (the caller
@@ -87,10 +207,11 @@ impl NodeStream {
         };
         let wait = deadline.saturating_duration_since(Instant::now());
         let outcome = tokio::time::timeout(wait, async {
-            self.queue
-                .send(queued)
-                .await
-                .map_err(|_| Status::unavailable("the gateway's stream to the node has stopped"))?;
+            if let Err(queued) = self.shared.send_direct(queued) {
+                self.queue.send(queued).await.map_err(|_| {
+                    Status::unavailable("the gateway's stream to the node has stopped")
+                })?;
+            }
             result.await.map_err(|_| {
                 Status::unavailable("the stream to the node ended before the request's answer")
             })?
@@ -101,59 +222,33 @@ impl NodeStream {
     }
 }
 
-struct Waiting {
-    reply: Reply,
-    deadline: Instant,
-}
-
-struct Open {
-    // Unbounded so that the driver never waits to send while results wait to be read (the
-    // node stops reading when it is full, and would wait for us): what it holds is bounded
-    // by PENDING_MAX, since every message in it carries at least one pending op.
-    outbound: mpsc::UnboundedSender<node_pb::BatchRequest>,
-    inbound: tonic::Streaming<node_pb::BatchResponse>,
-}
-
+/// Opens streams, sends what callers could not send themselves, reads results and hands
+/// them to their callers, and watches for a stream the node stopped answering.
 struct Driver {
-    address: String,
+    shared: Arc<Shared>,
     client: NodeKvClient,
-    stats: Arc<StreamStats>,
-    pending: HashMap<u64, Waiting>,
-    next_id: u64,
-    stream: Option<Open>,
+    inbound: Option<tonic::Streaming<node_pb::BatchResponse>>,
 }
 
 impl Driver {
-    fn new(address: String, client: NodeKvClient, stats: Arc<StreamStats>) -> Self {
-        Self {
-            address,
-            client,
-            stats,
-            pending: HashMap::new(),
-            next_id: 0,
-            stream: None,
-        }
-    }
-
     async fn run(mut self, mut queue: mpsc::Receiver<Queued>) {
         let mut taken = Vec::with_capacity(ITEMS_PER_MESSAGE_MAX);
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let has_room = self.shared.state().pending.len() < PENDING_MAX;
             tokio::select! {
                 biased;
-                response = next_response(&mut self.stream) => match response {
+                response = next_response(&mut self.inbound) => match response {
                     Ok(Some(response)) => self.answer(response),
                     Ok(None) => self.reset(Status::unavailable(format!(
-                        "node {} ended the request stream (shutting down?)", self.address
+                        "node {} ended the request stream (shutting down?)", self.shared.address
                     ))),
                     Err(status) => self.reset(Status::unavailable(format!(
-                        "request stream to node {} broke: {}", self.address, status.message()
+                        "request stream to node {} broke: {}", self.shared.address, status.message()
                     ))),
                 },
-                received = queue.recv_many(&mut taken, ITEMS_PER_MESSAGE_MAX),
-                    if self.pending.len() < PENDING_MAX =>
-                {
+                received = queue.recv_many(&mut taken, ITEMS_PER_MESSAGE_MAX), if has_room => {
                     if received == 0 {
                         return; // Every handle is gone.
                     }
@@ -166,9 +261,13 @@ impl Driver {
 
     /// Sends the taken ops, opening a stream first if there is none.
     async fn send(&mut self, taken: &mut Vec<Queued>) {
-        if self.stream.is_none() {
+        let open = self.shared.state().outbound.is_some() && self.inbound.is_some();
+        if !open {
             match self.open().await {
-                Ok(open) => self.stream = Some(open),
+                Ok((outbound, inbound)) => {
+                    self.shared.state().outbound = Some(outbound);
+                    self.inbound = Some(inbound);
+                }
                 Err(status) => {
                     for queued in taken.drain(..) {
                         let _ = queued.reply.send(Err(status.clone()));
@@ -177,63 +276,54 @@ impl Driver {
                 }
             }
         }
-        let now = Instant::now();
-        let mut message = node_pb::BatchRequest::default();
-        let mut bytes = 0;
-        let mut messages = Vec::new();
-        for queued in taken.drain(..) {
-            if queued.reply.is_closed() {
-                continue; // The caller gave up while it queued.
+        let sent = {
+            let mut state = self.shared.state();
+            let now = Instant::now();
+            let mut message = node_pb::BatchRequest::default();
+            let mut bytes = 0;
+            let mut messages = Vec::new();
+            for queued in taken.drain(..) {
+                if queued.reply.is_closed() {
+                    continue; // The caller gave up while it queued.
+                }
+                let item = Shared::enlist(&mut state, queued, now);
+                bytes += item.encoded_len();
+                message.items.push(item);
+                if bytes >= MESSAGE_BYTES_TARGET {
+                    messages.push(std::mem::take(&mut message));
+                    bytes = 0;
+                }
             }
-            let id = self.next_id;
-            self.next_id += 1;
-            let item = node_pb::BatchItem {
-                id,
-                op: Some(node_pb::ShardOp {
-                    op: Some(queued.op),
-                }),
-                // Rounded up, so that the node never gives up before the caller does.
-                timeout_ms: (queued.deadline.saturating_duration_since(now).as_micros() as u64)
-                    .div_ceil(1000)
-                    .max(1),
-                traceparent: queued
-                    .traceparent
-                    .map(|parent| parent.to_string())
-                    .unwrap_or_default(),
-            };
-            bytes += item.encoded_len();
-            message.items.push(item);
-            self.pending.insert(
-                id,
-                Waiting {
-                    reply: queued.reply,
-                    deadline: queued.deadline,
-                },
-            );
-            if bytes >= MESSAGE_BYTES_TARGET {
-                messages.push(std::mem::take(&mut message));
-                bytes = 0;
+            if !message.items.is_empty() {
+                messages.push(message);
             }
-        }
-        if !message.items.is_empty() {
-            messages.push(message);
-        }
-        let Some(open) = &self.stream else { return };
-        for message in messages {
-            let ops = message.items.len() as u64;
-            if open.outbound.send(message).is_err() {
-                self.reset(Status::unavailable(format!(
-                    "request stream to node {} closed",
-                    self.address
-                )));
-                return;
-            }
-            self.stats.ops.fetch_add(ops, Relaxed);
-            self.stats.messages.fetch_add(1, Relaxed);
+            let outbound = state.outbound.clone().expect("opened above");
+            messages.into_iter().try_for_each(|message| {
+                let ops = message.items.len() as u64;
+                outbound.send(message).map_err(|_| ())?;
+                self.shared.stats.ops.fetch_add(ops, Relaxed);
+                self.shared.stats.messages.fetch_add(1, Relaxed);
+                Ok::<_, ()>(())
+            })
+        };
+        if sent.is_err() {
+            self.reset(Status::unavailable(format!(
+                "request stream to node {} closed",
+                self.shared.address
+            )));
         }
     }
 
-    async fn open(&mut self) -> Result<Open, Status> {
+    async fn open(
+        &mut self,
+    ) -> Result<
+        (
+            mpsc::UnboundedSender<node_pb::BatchRequest>,
+            tonic::Streaming<node_pb::BatchResponse>,
+        ),
+        Status,
+    > {
+        let address = &self.shared.address;
         let (outbound, receiver) = mpsc::unbounded_channel();
         let call = self
             .client
@@ -244,8 +334,7 @@ impl Driver {
             .await
             .map_err(|_| {
                 Status::unavailable(format!(
-                    "opening a request stream to node {} timed out",
-                    self.address
+                    "opening a request stream to node {address} timed out"
                 ))
             })?
             .map_err(|status| {
@@ -253,26 +342,29 @@ impl Driver {
                 Status::new(
                     retriable(status.code()),
                     format!(
-                        "opening a request stream to node {}: {}",
-                        self.address,
+                        "opening a request stream to node {address}: {}",
                         status.message()
                     ),
                 )
             })?;
-        self.stats.streams_opened.fetch_add(1, Relaxed);
-        tracing::debug!(node = %self.address, "request stream opened");
-        Ok(Open {
-            outbound,
-            inbound: response.into_inner(),
-        })
+        self.shared.stats.streams_opened.fetch_add(1, Relaxed);
+        tracing::debug!(node = %address, "request stream opened");
+        Ok((outbound, response.into_inner()))
     }
 
     fn answer(&mut self, response: node_pb::BatchResponse) {
-        for result in response.results {
-            let Some(waiting) = self.pending.remove(&result.id) else {
-                continue; // Not one we are waiting for (a node answering twice): ignore it.
-            };
-            let outcome = match result.result {
+        let mut answered = Vec::with_capacity(response.results.len());
+        {
+            let mut state = self.shared.state();
+            for result in response.results {
+                // Not one we are waiting for (a node answering twice): ignore it.
+                if let Some(waiting) = state.pending.remove(&result.id) {
+                    answered.push((waiting.reply, result.result));
+                }
+            }
+        }
+        for (reply, result) in answered {
+            let outcome = match result {
                 Some(ItemResult::Error(error)) => Err(Status::with_details(
                     Code::from_i32(error.code),
                     error.message,
@@ -281,22 +373,16 @@ impl Driver {
                 Some(result) => Ok(result),
                 None => Err(Status::internal(format!(
                     "node {} sent a result with nothing in it",
-                    self.address
+                    self.shared.address
                 ))),
             };
-            let _ = waiting.reply.send(outcome);
+            let _ = reply.send(outcome);
         }
     }
 
-    /// Fails every op waiting on the stream and drops it; the next op opens a new one.
     fn reset(&mut self, status: Status) {
-        if !self.pending.is_empty() {
-            tracing::info!(node = %self.address, waiting = self.pending.len(), reason = %status.message(), "request stream to node lost; the router retries its requests");
-        }
-        for (_, waiting) in self.pending.drain() {
-            let _ = waiting.reply.send(Err(status.clone()));
-        }
-        self.stream = None;
+        self.inbound = None;
+        self.shared.reset(status);
     }
 
     /// The node answers every op by its deadline (it enforces it), so an op unanswered a
@@ -305,15 +391,19 @@ impl Driver {
     /// overdue: they are how a silent stream is noticed.)
     fn sweep(&mut self) {
         let now = Instant::now();
-        let overdue = self
-            .pending
-            .values()
-            .any(|waiting| now >= waiting.deadline + SWEEP_INTERVAL);
+        let (overdue, waiting) = {
+            let state = self.shared.state();
+            let overdue = state
+                .pending
+                .values()
+                .any(|waiting| now >= waiting.deadline + SWEEP_INTERVAL);
+            (overdue, state.pending.len())
+        };
         if overdue {
-            tracing::warn!(node = %self.address, waiting = self.pending.len(), "node left requests unanswered past their deadline; reopening the request stream");
+            tracing::warn!(node = %self.shared.address, waiting, "node left requests unanswered past their deadline; reopening the request stream");
             self.reset(Status::unavailable(format!(
                 "node {} stopped answering the request stream",
-                self.address
+                self.shared.address
             )));
         }
     }
@@ -328,10 +418,10 @@ fn retriable(code: Code) -> Code {
 }
 
 async fn next_response(
-    stream: &mut Option<Open>,
+    inbound: &mut Option<tonic::Streaming<node_pb::BatchResponse>>,
 ) -> Result<Option<node_pb::BatchResponse>, Status> {
-    match stream {
-        Some(open) => open.inbound.message().await,
+    match inbound {
+        Some(inbound) => inbound.message().await,
         None => std::future::pending().await,
     }
 }
@@ -347,9 +437,9 @@ mod tests {
     /// How the fake node treats one stream, in the order streams are opened.
     #[derive(Clone, Copy, Debug)]
     enum Behaviour {
-        /// Answers every item (revision = the put's key as a number), each message's results
-        /// in reverse order.
-        Answer,
+        /// Answers every item (revision = the put's key as a number): holds results until it
+        /// has this many, then sends them in reverse order, as one message.
+        AnswerReversedInGroupsOf(usize),
         /// Ends the stream when the first message comes, answering nothing.
         End,
         /// Reads items and never answers.
@@ -414,36 +504,35 @@ mod tests {
             let mut inbound = request.into_inner();
             let (out, receiver) = mpsc::channel(16);
             tokio::spawn(async move {
+                let mut held = Vec::new();
                 while let Ok(Some(message)) = inbound.message().await {
-                    match behaviour {
+                    let group = match behaviour {
                         Behaviour::End => return,
                         Behaviour::Silent => continue,
-                        Behaviour::Answer => {}
-                    }
-                    let results = message
-                        .items
-                        .into_iter()
-                        .rev()
-                        .map(|item| {
-                            let Some(Op::Put(put)) = item.op.and_then(|op| op.op) else {
-                                panic!("the tests send puts only");
-                            };
-                            let key = put.request.unwrap().key;
-                            node_pb::BatchItemResult {
-                                id: item.id,
-                                result: Some(ItemResult::Put(pb::PutResponse {
-                                    revision: String::from_utf8(key).unwrap().parse().unwrap(),
-                                    ..Default::default()
-                                })),
-                            }
-                        })
-                        .collect();
-                    if out
-                        .send(Ok(node_pb::BatchResponse { results }))
-                        .await
-                        .is_err()
-                    {
-                        return;
+                        Behaviour::AnswerReversedInGroupsOf(group) => group,
+                    };
+                    held.extend(message.items.into_iter().map(|item| {
+                        let Some(Op::Put(put)) = item.op.and_then(|op| op.op) else {
+                            panic!("the tests send puts only");
+                        };
+                        let key = put.request.unwrap().key;
+                        node_pb::BatchItemResult {
+                            id: item.id,
+                            result: Some(ItemResult::Put(pb::PutResponse {
+                                revision: String::from_utf8(key).unwrap().parse().unwrap(),
+                                ..Default::default()
+                            })),
+                        }
+                    }));
+                    while held.len() >= group {
+                        let results = held.drain(..group).rev().collect();
+                        if out
+                            .send(Ok(node_pb::BatchResponse { results }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
                 }
             });
@@ -498,7 +587,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_caller_gets_its_own_result_in_whatever_order_the_node_answers() {
-        let (stream, stats) = start_fake(vec![Behaviour::Answer]).await;
+        let (stream, stats) = start_fake(vec![Behaviour::AnswerReversedInGroupsOf(20)]).await;
         let calls = (1..=200u64).map(|key| {
             let stream = stream.clone();
             tokio::spawn(async move { (key, stream.call(put(key), soon()).await) })
@@ -519,7 +608,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_ended_stream_fails_its_ops_as_unavailable_and_the_next_op_opens_another() {
-        let (stream, stats) = start_fake(vec![Behaviour::End, Behaviour::Answer]).await;
+        let (stream, stats) =
+            start_fake(vec![Behaviour::End, Behaviour::AnswerReversedInGroupsOf(1)]).await;
         let failed = stream.call(put(1), soon()).await.unwrap_err();
         assert_eq!(failed.code(), Code::Unavailable, "{failed}");
         assert_eq!(revision(stream.call(put(2), soon()).await), 2);
@@ -528,7 +618,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_that_stops_answering_loses_its_stream_after_the_deadline() {
-        let (stream, stats) = start_fake(vec![Behaviour::Silent, Behaviour::Answer]).await;
+        let (stream, stats) = start_fake(vec![
+            Behaviour::Silent,
+            Behaviour::AnswerReversedInGroupsOf(1),
+        ])
+        .await;
         let deadline = Instant::now() + Duration::from_millis(200);
         let timed_out = stream.call(put(1), deadline).await.unwrap_err();
         assert_eq!(timed_out.code(), Code::DeadlineExceeded, "{timed_out}");

@@ -1,7 +1,7 @@
-//! The node's side of the batch stream (`ShardKv/Batch`): a gateway sends many requests per
-//! message over one long-lived stream, the node runs each as its own task (exactly as the
-//! unary RPC would, same spans, same metrics series) and sends results back as they finish,
-//! many per message.
+//! The node's side of the batch stream (`ShardKv/Batch`): a gateway sends requests, one or
+//! many per message, over one long-lived stream; the node runs each as its own task (exactly
+//! as the unary RPC would, same spans, same metrics series) and each task sends its result
+//! back as soon as it has it.
 //!
 //! Why: a unary call costs an HTTP/2 stream of its own — headers, trailers, a flow-control
 //! window and a task on each side — which on the gateway → node hop was the largest cost per
@@ -19,7 +19,6 @@ use cairn_proto::node::v1::shard_kv_server::ShardKv;
 use cairn_proto::node::v1::shard_op::Op;
 use cairn_telemetry::GrpcMetrics;
 use cairn_trace_context::TraceParent;
-use prost::Message;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Status};
@@ -31,54 +30,48 @@ pub const BATCH_ITEMS_MAX: usize = 1024;
 pub const ITEMS_IN_FLIGHT_MAX: usize = 4096;
 /// Longest an item may run (also the deadline of an item that names none).
 pub const ITEM_TIMEOUT_MAX: Duration = Duration::from_secs(60);
-/// A `BatchResponse` is sent once its results reach this size (one result may be larger).
-pub const RESPONSE_BYTES_TARGET: usize = 1 << 20;
 /// Longest a stream waits for its running items when the node shuts down.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Results gathered into one `BatchResponse` at most.
-const RESULTS_PER_RESPONSE_MAX: usize = 1024;
+/// Responses that may wait for HTTP/2 to take them; items wait to send theirs beyond it.
+const RESPONSES_QUEUED_MAX: usize = 64;
 
 /// Runs one item the way its unary RPC would run.
 pub trait ItemHandler: ShardKv + Clone {}
 impl<T: ShardKv + Clone> ItemHandler for T {}
 
+type Out = mpsc::Sender<Result<node_pb::BatchResponse, Status>>;
+
 /// Serves one batch stream until the caller ends it, the node shuts down or the caller is
-/// gone. Results go to `out`.
-pub async fn serve_stream<H: ItemHandler>(
+/// gone. Each item's task sends its own result to `out` as soon as it has it (no hop back
+/// through this task); the stream ends when this task and every item task have dropped
+/// their senders.
+pub async fn serve_stream<H: ItemHandler + Send + Sync + 'static>(
     handler: H,
     metrics: GrpcMetrics,
     mut inbound: tonic::Streaming<node_pb::BatchRequest>,
-    out: mpsc::Sender<Result<node_pb::BatchResponse, Status>>,
+    out: Out,
     mut stopping: watch::Receiver<bool>,
 ) {
-    // Each running item sends exactly one result, and at most ITEMS_IN_FLIGHT_MAX +
-    // BATCH_ITEMS_MAX run, so sending a result never waits.
-    let (done_tx, mut done_rx) = mpsc::channel(ITEMS_IN_FLIGHT_MAX + BATCH_ITEMS_MAX);
-    let mut in_flight = 0usize;
+    // Dropping the set aborts the items still running: when the shutdown grace runs out.
+    let mut running = tokio::task::JoinSet::new();
     let mut reading = true;
     let mut grace_ends: Option<tokio::time::Instant> = None;
-    let mut results = Vec::with_capacity(RESULTS_PER_RESPONSE_MAX);
     loop {
-        if !reading && in_flight == 0 {
+        if !reading && running.is_empty() {
             break;
         }
         tokio::select! {
             biased;
-            received = done_rx.recv_many(&mut results, RESULTS_PER_RESPONSE_MAX) => {
-                in_flight -= received;
-                if !send_results(&out, &mut results).await {
-                    return; // The caller is gone; running items finish unobserved.
-                }
-            }
+            Some(_) = running.join_next(), if !running.is_empty() => {}
             _ = stopped(&mut stopping), if grace_ends.is_none() => {
                 reading = false;
                 grace_ends = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
             }
             _ = sleep_until(grace_ends), if grace_ends.is_some() => {
-                tracing::warn!(in_flight, "node shutting down: ending a batch stream with items still running");
+                tracing::warn!(running = running.len(), "node shutting down: ending a batch stream with items still running");
                 return;
             }
-            message = inbound.message(), if reading && in_flight < ITEMS_IN_FLIGHT_MAX => {
+            message = inbound.message(), if reading && running.len() < ITEMS_IN_FLIGHT_MAX => {
                 match message {
                     Ok(Some(batch)) => {
                         if batch.items.len() > BATCH_ITEMS_MAX {
@@ -89,11 +82,13 @@ pub async fn serve_stream<H: ItemHandler>(
                             return;
                         }
                         for item in batch.items {
-                            in_flight += 1;
-                            let (handler, metrics, done) = (handler.clone(), metrics.clone(), done_tx.clone());
-                            tokio::spawn(async move {
+                            let (handler, metrics, out) = (handler.clone(), metrics.clone(), out.clone());
+                            running.spawn(async move {
                                 let result = run_item(handler, &metrics, item).await;
-                                let _ = done.send(result).await;
+                                // An error means the caller is gone: nobody to tell.
+                                let _ = out
+                                    .send(Ok(node_pb::BatchResponse { results: vec![result] }))
+                                    .await;
                             });
                         }
                     }
@@ -117,27 +112,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-/// Sends `results` in messages of about [`RESPONSE_BYTES_TARGET`]; false when the caller is
-/// gone.
-async fn send_results(
-    out: &mpsc::Sender<Result<node_pb::BatchResponse, Status>>,
-    results: &mut Vec<node_pb::BatchItemResult>,
-) -> bool {
-    let mut response = node_pb::BatchResponse::default();
-    let mut bytes = 0;
-    for result in results.drain(..) {
-        bytes += result.encoded_len();
-        response.results.push(result);
-        if bytes >= RESPONSE_BYTES_TARGET {
-            if out.send(Ok(std::mem::take(&mut response))).await.is_err() {
-                return false;
-            }
-            bytes = 0;
-        }
-    }
-    response.results.is_empty() || out.send(Ok(response)).await.is_ok()
 }
 
 /// The gRPC method an op stands for, as the layer would label its unary call.
@@ -238,9 +212,7 @@ pub fn start<H: ItemHandler + Send + Sync + 'static>(
     context: &BatchContext,
     inbound: tonic::Streaming<node_pb::BatchRequest>,
 ) -> BatchStream {
-    // A few responses may wait for HTTP/2 to take them; the stream stops gathering results
-    // (and so stops reading items) while they do.
-    let (out, receiver) = mpsc::channel(16);
+    let (out, receiver) = mpsc::channel(RESPONSES_QUEUED_MAX);
     tokio::spawn(serve_stream(
         handler,
         context.metrics.clone(),
