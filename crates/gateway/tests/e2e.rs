@@ -4,7 +4,7 @@
 
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::kv_client::KvClient;
-use cairn_test_harness::{error_detail, sibling_binary, wait_for, Cluster};
+use cairn_test_harness::{error_detail, http_get, metric_value, sibling_binary, wait_for, Cluster};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -195,11 +195,51 @@ async fn the_public_api_works_through_any_gateway() {
         .shards;
     assert_eq!(shards.len(), SHARDS as usize);
 
-    tracing::info!("--- a second gateway answers the same; restarting a gateway loses nothing");
-    cluster.add_gateway(2);
+    tracing::info!("--- a second gateway, sending unary calls to the nodes (no batch stream), answers the same");
+    cluster.add_gateway_with_env(2, &[("CAIRN_BATCH_NODE_REQUESTS", "false")]);
     let (mut kv2, _) = cluster.gateway_clients(2, WAIT).await;
     assert_eq!(get(&mut kv2, "lock").await.unwrap().value, b"c");
     kv2.put(put("from-two", "2")).await.unwrap();
+    kv2.put(put("unary", "x")).await.unwrap();
+    let unary_txn = pb::TxnRequest {
+        compare: vec![pb::Compare {
+            result: pb::compare::Result::Equal as i32,
+            key: "unary".into(),
+            target: Some(pb::compare::Target::Value("x".into())),
+        }],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::Put(put("unary", "y"))),
+        }],
+        ..Default::default()
+    };
+    assert!(kv2.txn(unary_txn).await.unwrap().into_inner().succeeded);
+    let deleted = kv2
+        .delete(pb::DeleteRequest {
+            key: "unary".into(),
+            prev_kv: true,
+            write_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.prev_kv.unwrap().value, b"y");
+    assert!(get(&mut kv2, "unary").await.is_none());
+    let stream_ops = |id: u64| {
+        let address = cluster.gateway(id).metrics_address.clone();
+        async move {
+            let (_, body) = http_get(&address, "/metrics")
+                .await
+                .expect("gateway /metrics");
+            metric_value(&body, "cairn_gateway_node_stream_ops_total").expect("the stream counter")
+        }
+    };
+    assert!(
+        stream_ops(1).await >= 8.0,
+        "gateway 1 sends over batch streams"
+    );
+    assert_eq!(stream_ops(2).await, 0.0, "gateway 2 sends unary calls only");
+
+    tracing::info!("--- restarting a gateway loses nothing");
     cluster.restart_gateway(1);
     let (mut kv, _) = cluster.gateway_clients(1, WAIT).await;
     let value = wait_for("the restarted gateway to serve", WAIT, || {

@@ -8,7 +8,7 @@
 //! - /livez and /readyz answer on every binary.
 
 use cairn_test_harness::otlp::{hex, render_tree, start_receiver, ReceivedSpan};
-use cairn_test_harness::{sibling_binary, wait_for, Cluster};
+use cairn_test_harness::{http_get, sibling_binary, wait_for, Cluster};
 use opentelemetry::trace::TracerProvider as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -294,28 +294,6 @@ fn names(series: &BTreeMap<String, f64>) -> BTreeSet<String> {
         .keys()
         .map(|k| k.split('{').next().unwrap().to_string())
         .collect()
-}
-
-async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(address),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status: u16 = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
 }
 
 /// Metric names queried by the dashboards in deploy/grafana/ (histogram and counter suffixes
