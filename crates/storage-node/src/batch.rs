@@ -19,6 +19,8 @@ use cairn_proto::node::v1::shard_kv_server::ShardKv;
 use cairn_proto::node::v1::shard_op::Op;
 use cairn_telemetry::GrpcMetrics;
 use cairn_trace_context::TraceParent;
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Status};
@@ -84,7 +86,13 @@ pub async fn serve_stream<H: ItemHandler + Send + Sync + 'static>(
                         for item in batch.items {
                             let (handler, metrics, out) = (handler.clone(), metrics.clone(), out.clone());
                             running.spawn(async move {
-                                let result = run_item(handler, &metrics, item).await;
+                                let id = item.id;
+                                // A bug that panics fails its item, not the stream: the caller
+                                // gets INTERNAL now instead of waiting out its deadline.
+                                let result = AssertUnwindSafe(run_item(handler, &metrics, item))
+                                    .catch_unwind()
+                                    .await
+                                    .unwrap_or_else(|_| panicked(id));
                                 // An error means the caller is gone: nobody to tell.
                                 let _ = out
                                     .send(Ok(node_pb::BatchResponse { results: vec![result] }))
@@ -97,6 +105,18 @@ pub async fn serve_stream<H: ItemHandler + Send + Sync + 'static>(
                 }
             }
         }
+    }
+}
+
+fn panicked(id: u64) -> node_pb::BatchItemResult {
+    tracing::error!(item = id, "a batch item's handler panicked");
+    node_pb::BatchItemResult {
+        id,
+        result: Some(ItemResult::Error(node_pb::ItemError {
+            code: tonic::Code::Internal as i32,
+            message: "the node failed while serving this request (a bug: see its log)".into(),
+            details: Vec::new(),
+        })),
     }
 }
 
@@ -221,4 +241,140 @@ pub fn start<H: ItemHandler + Send + Sync + 'static>(
         context.stopping.clone(),
     ));
     tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::kv::v1 as pb;
+    use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
+    use cairn_proto::node::v1::shard_kv_server::ShardKvServer;
+    use tonic::Response;
+
+    /// A handler whose `Put` panics (a bug) and whose `Get` answers at once.
+    #[derive(Clone)]
+    struct Faulty {
+        context: BatchContext,
+    }
+
+    #[tonic::async_trait]
+    impl ShardKv for Faulty {
+        type BatchStream = BatchStream;
+        async fn put(
+            &self,
+            _: Request<node_pb::ShardPutRequest>,
+        ) -> Result<Response<pb::PutResponse>, Status> {
+            panic!("a bug in put");
+        }
+        async fn get(
+            &self,
+            _: Request<node_pb::ShardGetRequest>,
+        ) -> Result<Response<pb::GetResponse>, Status> {
+            Ok(Response::new(pb::GetResponse::default()))
+        }
+        async fn delete(
+            &self,
+            _: Request<node_pb::ShardDeleteRequest>,
+        ) -> Result<Response<pb::DeleteResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn range(
+            &self,
+            _: Request<node_pb::ShardRangeRequest>,
+        ) -> Result<Response<pb::RangeResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn txn(
+            &self,
+            _: Request<node_pb::ShardTxnRequest>,
+        ) -> Result<Response<pb::TxnResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn batch(
+            &self,
+            request: Request<tonic::Streaming<node_pb::BatchRequest>>,
+        ) -> Result<Response<Self::BatchStream>, Status> {
+            Ok(Response::new(start(
+                self.clone(),
+                &self.context,
+                request.into_inner(),
+            )))
+        }
+    }
+
+    fn item(id: u64, op: Op) -> node_pb::BatchItem {
+        node_pb::BatchItem {
+            id,
+            op: Some(node_pb::ShardOp { op: Some(op) }),
+            timeout_ms: 5_000,
+            traceparent: String::new(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_item_fails_alone_and_the_stream_goes_on() {
+        let registry = cairn_telemetry::prometheus::Registry::new();
+        let (_stop, stopping) = watch::channel(false);
+        let handler = Faulty {
+            context: BatchContext {
+                metrics: GrpcMetrics::new(&registry).unwrap(),
+                stopping,
+            },
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ShardKvServer::new(handler))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut client = ShardKvClient::connect(format!("http://{address}"))
+            .await
+            .unwrap();
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let mut results = client
+            .batch(tokio_stream::wrappers::UnboundedReceiverStream::new(
+                receiver,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let get = || Op::Get(node_pb::ShardGetRequest::default());
+        sender
+            .send(node_pb::BatchRequest {
+                items: vec![
+                    item(1, Op::Put(node_pb::ShardPutRequest::default())),
+                    item(2, get()),
+                ],
+            })
+            .unwrap();
+        let mut answered = std::collections::HashMap::new();
+        while answered.len() < 2 {
+            let response = tokio::time::timeout(Duration::from_secs(5), results.message())
+                .await
+                .expect("answers within 5 s")
+                .unwrap()
+                .expect("the stream stays open");
+            for result in response.results {
+                answered.insert(result.id, result.result.unwrap());
+            }
+        }
+        match &answered[&1] {
+            ItemResult::Error(error) => assert_eq!(error.code, tonic::Code::Internal as i32),
+            other => panic!("the panicking put must fail with INTERNAL, got {other:?}"),
+        }
+        assert!(matches!(answered[&2], ItemResult::Get(_)));
+
+        sender
+            .send(node_pb::BatchRequest {
+                items: vec![item(3, get())],
+            })
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), results.message())
+            .await
+            .expect("an answer within 5 s")
+            .unwrap()
+            .expect("the stream is still open");
+        assert_eq!(response.results[0].id, 3);
+    }
 }
