@@ -266,6 +266,13 @@ async fn writes_to_a_follower_name_the_leader() {
     let cluster = Cluster::start(Path::new(BINARY), 3, 1, &[]).await;
     let leader = cluster.wait_for_leader(0, WAIT).await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // A follower learns of a new leader from its first message, which may come after the
+    // leader reports itself: only then can it name the leader.
+    wait_for("the follower to know the leader", WAIT, || async {
+        let status = cluster.status(follower, 0).await?;
+        (status.leader_node_id == leader).then_some(())
+    })
+    .await;
     let mut client = cluster.kv(follower).await.expect("follower answers");
     let request = node::ShardPutRequest {
         target: Some(node::ShardTarget {
