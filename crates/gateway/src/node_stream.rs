@@ -118,14 +118,15 @@ impl Shared {
     }
 
     /// The fast path: when a stream is open and has room, the caller sends its op itself, as
-    /// a message of one, without waking the driver. Gives the op back otherwise.
-    fn send_direct(&self, queued: Queued) -> Result<(), Queued> {
+    /// a message of one, without waking the driver. Gives the op back (for the driver)
+    /// otherwise.
+    fn send_direct(&self, queued: Queued) -> Option<Queued> {
         let mut state = self.state();
         let Some(outbound) = state.outbound.clone() else {
-            return Err(queued);
+            return Some(queued);
         };
         if state.pending.len() >= PENDING_MAX {
-            return Err(queued);
+            return Some(queued);
         }
         let item = Self::enlist(&mut state, queued, Instant::now());
         let id = item.id;
@@ -133,13 +134,13 @@ impl Shared {
             Ok(()) => {
                 self.stats.ops.fetch_add(1, Relaxed);
                 self.stats.messages.fetch_add(1, Relaxed);
-                Ok(())
+                None
             }
             Err(mpsc::error::SendError(message)) => {
                 // The stream is closing; the driver will notice and open another.
                 let waiting = state.pending.remove(&id).expect("enlisted just now");
                 let item = message.items.into_iter().next().expect("one item");
-                Err(Queued {
+                Some(Queued {
                     op: item.op.and_then(|op| op.op).expect("enlisted with an op"),
                     deadline: waiting.deadline,
                     traceparent: TraceParent::parse(&item.traceparent),
@@ -207,7 +208,7 @@ impl NodeStream {
         };
         let wait = deadline.saturating_duration_since(Instant::now());
         let outcome = tokio::time::timeout(wait, async {
-            if let Err(queued) = self.shared.send_direct(queued) {
+            if let Some(queued) = self.shared.send_direct(queued) {
                 self.queue.send(queued).await.map_err(|_| {
                     Status::unavailable("the gateway's stream to the node has stopped")
                 })?;
