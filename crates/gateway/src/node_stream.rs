@@ -1,6 +1,6 @@
 //! The gateway's side of the batch stream (`ShardKv/Batch`, TiKV's BatchCommands): one
 //! long-lived stream per storage node carries every Put, Get, Delete and Txn the gateway
-//! sends that node, many per message, and brings results back as the node finishes them.
+//! sends that node, and brings results back as the node finishes them.
 //!
 //! A caller hands its op to the node's [`NodeStream`] and waits for its result. While a stream
 //! is open and has room, the caller sends its op itself, as a message of one item: no task
