@@ -1,36 +1,56 @@
 # Sourced by the scripts in scripts/: installs what the build needs on a fresh Debian machine
 # and chooses the cargo target directory.
 #
+# A prerequisite is judged by the Debian package that provides exactly what the build uses,
+# never by a file that merely looks like it: a new machine ships libclang-cpp14
+# (libclang-cpp.so.14), which is not the libclang that bindgen loads (issue 13). After
+# installing, scripts/lib/check-prerequisites.sh proves each one usable in a way that does not
+# share this file's logic (it loads libclang and parses a header with it, runs protoc), so a
+# wrong check here fails at once with the missing piece named, not minutes into a build.
+#
 # RocksDB's C++ takes about 18 minutes to compile on two cores, so build output lives outside
 # the clone (CAIRN_TARGET_DIR, default /var/cache/cairn/target) where a later clone can reuse
 # it; when that folder cannot be created, ./target is used and everything builds from nothing.
 
-have_libclang() {
-    compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null
+# What the build needs, as Debian packages:
+# - libclang-dev: librocksdb-sys runs bindgen, which loads libclang.so at run time and needs
+#   clang's own headers (stddef.h, ...) from libclang-common; libclang-dev pulls in both.
+# - protobuf-compiler: cairn-bench measures etcd through the etcd-client crate, whose build
+#   script compiles etcd's protos with protoc (Cairn's own protos need no protoc, D2).
+CAIRN_BUILD_PACKAGES=(libclang-dev protobuf-compiler)
+
+cairn_package_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
 
-if ! have_libclang; then
-    echo "prepare: installing libclang-dev (bindgen needs it to build RocksDB)" >&2
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev clang >/dev/null
-fi
-
-# cairn-bench measures etcd with the etcd-client crate, whose build script compiles etcd's
-# protos with protoc; `cargo build --workspace` therefore needs it too.
-if ! command -v protoc >/dev/null 2>&1; then
-    echo "prepare: installing protobuf-compiler (etcd-client's build script needs protoc)" >&2
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq protobuf-compiler >/dev/null
-fi
+cairn_install_packages() {
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    echo "prepare: installing $* (apt-get)" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "prepare: cargo not found; install Rust with rustup (https://rustup.rs) first" >&2
     exit 1
 fi
+
+if command -v dpkg-query >/dev/null 2>&1; then
+    cairn_missing=()
+    for package in "${CAIRN_BUILD_PACKAGES[@]}"; do
+        cairn_package_installed "$package" || cairn_missing+=("$package")
+    done
+    if [ "${#cairn_missing[@]}" -gt 0 ]; then
+        cairn_install_packages "${cairn_missing[@]}"
+    fi
+    unset cairn_missing package
+else
+    echo "prepare: not a Debian machine; make sure libclang (for bindgen) and protoc are installed" >&2
+fi
+
+# Prove them usable now rather than 5 minutes into the RocksDB build.
+"$(dirname "${BASH_SOURCE[0]}")/check-prerequisites.sh"
 
 target_dir="${CAIRN_TARGET_DIR:-/var/cache/cairn/target}"
 if mkdir -p "$target_dir" 2>/dev/null && [ -w "$target_dir" ]; then
@@ -39,3 +59,7 @@ else
     export CARGO_TARGET_DIR="$PWD/target"
 fi
 echo "prepare: build output in $CARGO_TARGET_DIR" >&2
+
+# RocksDB's C++ is compiled once per machine and linked by every profile and target.
+source "$(dirname "${BASH_SOURCE[0]}")/rocksdb.sh"
+cairn_rocksdb_prepare
