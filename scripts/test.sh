@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prepare.sh
 
-cargo build --workspace --all-targets --locked
+cairn_build
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 # Cluster tests start several node processes each; two tests at a time suit a 2-core machine.

@@ -8,7 +8,8 @@
 # - libclang: found the way bindgen's clang-sys finds it (LIBCLANG_PATH, `llvm-config
 #   --libdir`, then the system library folders; libclang-cpp is not libclang), loaded, and
 #   made to parse a C file that includes the standard headers RocksDB's C API needs.
-# - protoc: runs and compiles a proto file (etcd-client's build script needs it).
+# - protoc: compiles a proto file importing protobuf's own well-known protos, as etcd-client's
+#   build script does.
 # - cargo: on the PATH.
 set -euo pipefail
 
@@ -89,8 +90,10 @@ esac
 command -v protoc >/dev/null 2>&1 || fail "protoc is missing (etcd-client's build script needs it; Debian package protobuf-compiler)"
 probe_dir="$(mktemp -d)"
 trap 'rm -rf "$probe_dir"' EXIT
-printf 'syntax = "proto3";\npackage probe;\nmessage Probe { uint64 at = 1; }\n' >"$probe_dir/probe.proto"
+# etcd-client's protos import protobuf's own (descriptor.proto, struct.proto), which protoc
+# finds only when libprotobuf-dev installed them under /usr/include.
+printf 'syntax = "proto3";\npackage probe;\nimport "google/protobuf/descriptor.proto";\nimport "google/protobuf/struct.proto";\nmessage Probe { google.protobuf.Value value = 1; google.protobuf.FieldOptions options = 2; }\n' >"$probe_dir/probe.proto"
 protoc --proto_path="$probe_dir" --descriptor_set_out="$probe_dir/probe.pb" "$probe_dir/probe.proto" 2>"$probe_dir/err" ||
-    fail "protoc cannot compile a proto file: $(cat "$probe_dir/err") (Debian package protobuf-compiler)"
+    fail "protoc cannot compile a proto file that imports protobuf's own descriptor.proto and struct.proto: $(cat "$probe_dir/err") (Debian packages protobuf-compiler and libprotobuf-dev)"
 
 echo "prerequisites: libclang ${libclang_report#ok }, $(protoc --version), $(cargo --version)" >&2

@@ -15,9 +15,11 @@
 # What the build needs, as Debian packages:
 # - libclang-dev: librocksdb-sys runs bindgen, which loads libclang.so at run time and needs
 #   clang's own headers (stddef.h, ...) from libclang-common; libclang-dev pulls in both.
-# - protobuf-compiler: cairn-bench measures etcd through the etcd-client crate, whose build
-#   script compiles etcd's protos with protoc (Cairn's own protos need no protoc, D2).
-CAIRN_BUILD_PACKAGES=(libclang-dev protobuf-compiler)
+# - protobuf-compiler and libprotobuf-dev: cairn-bench measures etcd through the etcd-client
+#   crate, whose build script compiles etcd's protos with protoc; they import protobuf's own
+#   descriptor.proto and struct.proto, which libprotobuf-dev installs under /usr/include
+#   (Cairn's own protos need no protoc, D2).
+CAIRN_BUILD_PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev)
 
 cairn_package_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
@@ -63,3 +65,11 @@ echo "prepare: build output in $CARGO_TARGET_DIR" >&2
 # RocksDB's C++ is compiled once per machine and linked by every profile and target.
 source "$(dirname "${BASH_SOURCE[0]}")/rocksdb.sh"
 cairn_rocksdb_prepare
+
+# The one build both README commands run: every target of the workspace with one feature set,
+# so that running local-cluster.sh after test.sh (or the other way round) compiles nothing
+# again (issue 13). `cargo build --bin ...` alone would resolve features without the
+# dev-dependencies and rebuild a dozen crates.
+cairn_build() {
+    cargo build --workspace --all-targets --locked "$@"
+}

@@ -116,6 +116,9 @@ impl Report {
                 "under_replicated_shards": status.under_replicated_shards,
                 "moves_in_flight": status.moves_in_flight,
                 "shard_map_version": status.shard_map_version,
+                "coordinator_storage_engine": status.coordinator_storage_engine,
+                "in_memory_nodes": status.in_memory_nodes,
+                "durable": is_durable(status),
             }),
             Report::Members(members) => json!({
                 "members": members.iter().map(|member| json!({
@@ -128,6 +131,7 @@ impl Report {
                         .collect::<serde_json::Map<_, _>>(),
                     "replica_count": member.replica_count,
                     "leader_count": member.leader_count,
+                    "storage_engine": member.storage_engine,
                 })).collect::<Vec<_>>(),
             }),
             Report::Shards(shards) => json!({
@@ -223,6 +227,17 @@ impl Report {
                     ),
                     ("moves_in_flight", status.moves_in_flight.to_string()),
                     ("shard_map_version", status.shard_map_version.to_string()),
+                    (
+                        "storage",
+                        if is_durable(status) {
+                            "disk (durable)".to_string()
+                        } else {
+                            format!(
+                                "IN MEMORY, NOT DURABLE: data is lost when processes stop (coordinator: {}, in-memory nodes: {})",
+                                status.coordinator_storage_engine, status.in_memory_nodes
+                            )
+                        },
+                    ),
                 ]
                 .into_iter()
                 .map(|(field, value)| vec![field.to_string(), value])
@@ -243,6 +258,7 @@ impl Report {
                             member.state.clone(),
                             member.replica_count.to_string(),
                             member.leader_count.to_string(),
+                            member.storage_engine.clone(),
                             if labels.is_empty() {
                                 ABSENT.into()
                             } else {
@@ -253,7 +269,7 @@ impl Report {
                     .collect();
                 table(
                     &[
-                        "NODE_ID", "ADDRESS", "STATE", "REPLICAS", "LEADERS", "LABELS",
+                        "NODE_ID", "ADDRESS", "STATE", "REPLICAS", "LEADERS", "ENGINE", "LABELS",
                     ],
                     &rows,
                 )
@@ -358,6 +374,12 @@ fn add_prev_columns(
     row.push(prev.map_or(ABSENT.into(), |kv| bytes_cell(&kv.value)));
     row.push(prev.map_or(ABSENT.into(), |kv| kv.version.to_string()));
     row.push(prev.map_or(ABSENT.into(), |kv| kv.mod_revision.to_string()));
+}
+
+/// Whether the cluster keeps its data on disk: a coordinator or any node in memory makes it a
+/// throwaway cluster.
+fn is_durable(status: &proto::StatusResponse) -> bool {
+    status.coordinator_storage_engine != "memory" && status.in_memory_nodes == 0
 }
 
 fn sorted_labels(member: &proto::Member) -> Vec<(String, String)> {
@@ -559,11 +581,12 @@ mod tests {
             state: "up".into(),
             replica_count: 5,
             leader_count: 2,
+            storage_engine: "memory".into(),
         }]);
         assert_eq!(
             members.table(),
-            "NODE_ID  ADDRESS  STATE  REPLICAS  LEADERS  LABELS\n\
-             1        n1:7100  up     5         2        zone=a\n"
+            "NODE_ID  ADDRESS  STATE  REPLICAS  LEADERS  ENGINE  LABELS\n\
+             1        n1:7100  up     5         2        memory  zone=a\n"
         );
         assert_eq!(members.json()["members"][0]["labels"], json!({"zone": "a"}));
 
@@ -578,7 +601,20 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("coordinator_leader_id    -\n"), "{table}");
+        assert!(table.contains("storage                  disk (durable)\n"), "{table}");
         assert_eq!(status.json()["shard_count"], 16);
+        assert_eq!(status.json()["durable"], true);
+        let in_memory = Report::Status(proto::StatusResponse {
+            coordinator_storage_engine: "disk".into(),
+            in_memory_nodes: 3,
+            ..Default::default()
+        });
+        assert!(
+            in_memory.table().contains("IN MEMORY, NOT DURABLE"),
+            "{}",
+            in_memory.table()
+        );
+        assert_eq!(in_memory.json()["durable"], false);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The coordinator's configuration: defaults < TOML file < `CAIRN_*` environment < flags,
 //! validated at start with errors that name the field.
 
+use cairn_raft::database::{StorageConfig, StorageEngine};
 use cairn_raft::network::TransportConfig;
 use cairn_raft::replica::RaftTiming;
 use cairn_telemetry::{LogConfig, TracingConfig};
@@ -14,8 +15,12 @@ pub struct CoordinatorConfig {
     pub member_id: u64,
     /// Address the gRPC server binds, `ip:port`.
     pub listen_address: String,
-    /// Folder for the coordinator's RocksDB and snapshots.
+    /// Folder for the coordinator's RocksDB and snapshots (unused when `storage.engine` is
+    /// `memory`).
     pub data_dir: PathBuf,
+    /// `storage.engine`: `disk` (durable) or `memory` (a throwaway cluster: the metadata is
+    /// lost when the coordinator stops; one member only).
+    pub storage: StorageConfig,
     /// Address of the HTTP endpoint with /metrics, /livez and /readyz, `ip:port`; empty
     /// disables it.
     pub metrics_listen_address: String,
@@ -58,6 +63,7 @@ impl Default for CoordinatorConfig {
             member_id: 1,
             listen_address: "127.0.0.1:7001".into(),
             data_dir: PathBuf::from("./.cairn-data/coordinator"),
+            storage: StorageConfig::default(),
             metrics_listen_address: String::new(),
             log: LogConfig::default(),
             tracing: TracingConfig::default(),
@@ -137,6 +143,15 @@ impl CoordinatorConfig {
         }
         if !(members.len() == 1 || members.len() == 3 || members.len() == 5) {
             return Err(bad("members", "a coordinator group has 1, 3 or 5 members"));
+        }
+        // A member restarted in memory has lost its Raft vote and log; in a group of three it
+        // could vote twice in one term or drop committed metadata. Alone, a restart simply
+        // starts a new cluster (D31).
+        if self.storage.engine == StorageEngine::Memory && members.len() != 1 {
+            return Err(bad(
+                "storage.engine",
+                "memory is allowed for a single coordinator only: a restarted in-memory member has lost its Raft state",
+            ));
         }
         if self.shard_count == 0 || self.shard_count > 65_536 {
             return Err(bad("shard_count", "must be in 1..=65536"));

@@ -204,6 +204,7 @@ impl Coordinator {
                 last_seen: Instant::now(),
                 address: request.address,
                 replicas: request.replicas,
+                storage_engine: request.storage_engine,
             },
         );
         Ok(())
@@ -270,7 +271,11 @@ impl Coordinator {
         if metadata.nodes.get(&record.id) != Some(&record) {
             self.metadata.put_node(&record).await?;
         }
-        tracing::info!(node = %record.id, address = %record.address, "node joined");
+        let engine = engine_name(request.storage_engine);
+        tracing::info!(node = %record.id, address = %record.address, storage_engine = engine, "node joined");
+        if engine == "memory" {
+            tracing::warn!(node = %record.id, address = %record.address, "node keeps its data in memory: it loses everything when it stops and comes back as a new node");
+        }
         Ok(pb::JoinClusterResponse {
             node_id: record.id.0,
             cluster_id: cluster.cluster_id,
@@ -451,6 +456,10 @@ impl Coordinator {
                 state: node_state_to_proto(view.state) as i32,
                 replica_count: replica_counts.get(&record.id).copied().unwrap_or(0),
                 leader_count: leader_counts.get(&record.id).copied().unwrap_or(0),
+                storage_engine: state
+                    .observed
+                    .heartbeat(record.id)
+                    .map_or(0, |heartbeat| heartbeat.storage_engine),
             })
             .collect();
         let body = (shard_infos, node_infos);
@@ -766,5 +775,14 @@ pub fn node_state_to_proto(state: NodeState) -> pb::NodeState {
         NodeState::Down => pb::NodeState::Down,
         NodeState::Leaving => pb::NodeState::Leaving,
         NodeState::Left => pb::NodeState::Left,
+    }
+}
+
+/// The name of a storage engine as a node reported it.
+pub fn engine_name(engine: i32) -> &'static str {
+    match pb::StorageEngine::try_from(engine) {
+        Ok(pb::StorageEngine::Disk) => "disk",
+        Ok(pb::StorageEngine::Memory) => "memory",
+        _ => "unknown",
     }
 }

@@ -24,6 +24,10 @@ struct Flags {
     /// Data folder.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Storage engine: `disk` (durable, the default) or `memory` (a throwaway process that
+    /// keeps nothing when it stops).
+    #[arg(long)]
+    storage_engine: Option<cairn_raft::database::StorageEngine>,
     /// Every coordinator, comma separated `member_id=host:port`.
     #[arg(long, value_delimiter = ',')]
     members: Option<Vec<String>>,
@@ -56,6 +60,9 @@ fn load(flags: &Flags) -> anyhow::Result<CoordinatorConfig> {
     }
     if let Some(dir) = &flags.data_dir {
         coordinator.data_dir = dir.clone();
+    }
+    if let Some(engine) = flags.storage_engine {
+        coordinator.storage.engine = engine;
     }
     if let Some(members) = &flags.members {
         coordinator.members = members.clone();

@@ -15,6 +15,8 @@ pub struct NodeHeartbeat {
     pub last_seen: Instant,
     pub address: String,
     pub replicas: Vec<pb::ReplicaReport>,
+    /// The node's `storage.engine` (`pb::StorageEngine` as sent).
+    pub storage_engine: i32,
 }
 
 #[derive(Debug)]
@@ -256,6 +258,7 @@ mod tests {
                 last_seen: start + Duration::from_secs(10),
                 address: "a1".into(),
                 replicas: vec![],
+                storage_engine: 0,
             },
         );
         assert_eq!(
@@ -284,6 +287,7 @@ mod tests {
             last_seen: now,
             address: String::new(),
             replicas,
+            storage_engine: 0,
         };
         observed.record(
             NodeId(1),

@@ -8,7 +8,7 @@ use crate::metrics::CoordinatorMetrics;
 use crate::service::CoordinatorService;
 use cairn_proto::coordinator::v1::coordinator_server::CoordinatorServer;
 use cairn_proto::raft::v1::raft_transport_server::RaftTransportServer;
-use cairn_raft::database::{open_database, RocksDbConfig};
+use cairn_raft::database::{open_storage, RocksDbConfig};
 use cairn_raft::group_commit::{GroupCommit, GroupCommitLimits, GroupCommitStats};
 use cairn_raft::network::PeerChannels;
 use cairn_raft::replica::{ReplicaContext, ShardReplica};
@@ -55,11 +55,19 @@ pub async fn run_with_listener(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let member = NodeId(config.member_id);
-    std::fs::create_dir_all(&config.data_dir)?;
-    let db_path = config.data_dir.join("rocksdb");
-    let db =
-        tokio::task::spawn_blocking(move || open_database(&db_path, &RocksDbConfig::default()))
-            .await??;
+    let engine = config.storage.engine;
+    if !engine.is_durable() {
+        tracing::warn!(
+            "storage.engine = memory: this coordinator keeps the cluster's metadata in RAM only. \
+             When it stops, the cluster is gone: a restart founds a new, empty cluster"
+        );
+    }
+    let data_dir = config.data_dir.clone();
+    let mut storage = tokio::task::spawn_blocking(move || {
+        open_storage(engine, &data_dir, &RocksDbConfig::default(), "coordinator")
+    })
+    .await??;
+    let db = storage.db.clone();
     let group_commit = GroupCommit::start(
         db.clone(),
         GroupCommitLimits::default(),
@@ -73,7 +81,7 @@ pub async fn run_with_listener(
     let context = Arc::new(ReplicaContext {
         node_id: member,
         db,
-        snapshot_root: config.data_dir.join("snapshots"),
+        snapshot_root: storage.snapshot_root.clone(),
         channels: channels.clone(),
         group_commit,
         raft_config,
@@ -117,6 +125,13 @@ pub async fn run_with_listener(
     )?;
     let reconcile = tokio::spawn(coordinator.clone().run_reconcile());
     let metrics = Arc::new(CoordinatorMetrics::new());
+    cairn_telemetry::register_info_gauge(
+        &metrics.registry,
+        "cairn_storage_engine",
+        "Where this process keeps its data: engine=\"disk\" (durable) or \"memory\" (lost when it stops).",
+        "engine",
+        engine.as_str(),
+    );
     let (ready, scraped, scrape_metrics) =
         (coordinator.clone(), coordinator.clone(), metrics.clone());
     let metrics_endpoint = cairn_telemetry::start_http(
@@ -160,5 +175,6 @@ pub async fn run_with_listener(
         endpoint.abort();
     }
     replica.shutdown().await;
+    storage.remove_scratch();
     result.map_err(|error| anyhow::anyhow!("gRPC server failed: {error}"))
 }

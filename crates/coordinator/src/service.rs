@@ -4,6 +4,7 @@
 //! the leader's address, which nodes and watchers follow.
 
 use crate::coordinator::Coordinator;
+use cairn_raft::database::StorageEngine;
 use cairn_proto::coordinator::v1 as pb;
 use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use cairn_proto::coordinator::v1::coordinator_server::Coordinator as CoordinatorApi;
@@ -175,6 +176,10 @@ impl CoordinatorApi for CoordinatorService {
             under_replicated_shards: stats.under_replicated_shards,
             moves_in_flight: stats.moves_in_flight,
             map_version: map.version,
+            coordinator_storage_engine: match self.coordinator.config.storage.engine {
+                StorageEngine::Disk => pb::StorageEngine::Disk,
+                StorageEngine::Memory => pb::StorageEngine::Memory,
+            } as i32,
         }))
     }
 }

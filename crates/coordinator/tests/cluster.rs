@@ -430,3 +430,111 @@ async fn a_restarted_coordinator_leader_publishes_higher_map_versions() {
         after.map_version
     );
 }
+
+/// `storage.engine = "memory"` (D31): a throwaway cluster serves data, says it is not durable,
+/// and a node restarted in memory comes back empty as a new node while the old one's replicas
+/// are replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_cluster_serves_data_and_replaces_a_restarted_node() {
+    const MEMORY: (&str, &str) = ("CAIRN_STORAGE__ENGINE", "memory");
+    let coordinator_env: Vec<(&str, &str)> = COORDINATOR_ENV.iter().copied().chain([MEMORY]).collect();
+    let node_env: Vec<(&str, &str)> = NODE_ENV.iter().copied().chain([MEMORY]).collect();
+    let node_binary = sibling_binary(Path::new(COORDINATOR), "cairn-node");
+    let mut cluster = Cluster::start_with_coordinators(
+        &node_binary,
+        Path::new(COORDINATOR),
+        1,
+        4,
+        4,
+        3,
+        &coordinator_env,
+        &node_env,
+    )
+    .await;
+
+    tracing::info!("--- every process reports the memory engine");
+    let status = wait_for("placement, with every node's engine reported", WAIT, || {
+        let cluster = &cluster;
+        async move {
+            cluster.cluster_status().await.filter(|status| {
+                fully_replicated(status, 3)
+                    && status.nodes.len() == 4
+                    && status
+                        .nodes
+                        .iter()
+                        .all(|n| n.storage_engine == pb::StorageEngine::Memory as i32)
+            })
+        }
+    })
+    .await;
+    assert_eq!(
+        status.coordinator_storage_engine,
+        pb::StorageEngine::Memory as i32
+    );
+    for (process, address) in [
+        ("coordinator", cluster.coordinator(1).metrics_address.clone()),
+        ("node", cluster.node(1).metrics_address.clone()),
+    ] {
+        let (code, body) = cairn_test_harness::http_get(&address, "/metrics")
+            .await
+            .unwrap_or_else(|| panic!("{process} /metrics answers"));
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("cairn_storage_engine{engine=\"memory\"} 1"),
+            "{process} exports its engine:\n{body}"
+        );
+    }
+    assert!(
+        !cluster.node(1).data_dir.join("rocksdb").exists(),
+        "an in-memory node writes no RocksDB files"
+    );
+
+    tracing::info!("--- data is served");
+    let written = write_one_key_per_shard(&cluster, 4, "memory").await;
+    assert_readable(&cluster, &written).await;
+
+    tracing::info!("--- restart a node that holds replicas: it comes back empty, as a new node");
+    let victim = status.shards[0].voters[0];
+    let harness_victim = cluster
+        .harness_id_of(&status, victim)
+        .expect("victim is a harness node");
+    cluster.restart(harness_victim);
+    let status = wait_for(
+        "the old node down, a new node at its address, every shard on 3 live voters",
+        WAIT,
+        || {
+            let cluster = &cluster;
+            async move {
+                cluster.cluster_status().await.filter(|status| {
+                    let old_down = status.nodes.iter().any(|n| {
+                        n.node_id == victim && n.state == pb::NodeState::Down as i32
+                    });
+                    let reborn = newest_id_at(status, &cluster.node(harness_victim).address)
+                        .is_some_and(|id| id != victim);
+                    old_down
+                        && reborn
+                        && fully_replicated(status, 3)
+                        && status.shards.iter().all(|s| !s.voters.contains(&victim))
+                })
+            }
+        },
+    )
+    .await;
+    let reborn = newest_id_at(&status, &cluster.node(harness_victim).address)
+        .expect("the restarted node joined");
+    assert!(reborn > victim, "ids are never reused: {reborn} after {victim}");
+
+    tracing::info!("--- nothing acknowledged was lost: the other replicas kept it");
+    assert_readable(&cluster, &written).await;
+}
+
+/// The newest node id registered at `address` (a restarted in-memory node shares its
+/// predecessor's address).
+fn newest_id_at(status: &pb::ClusterStatusResponse, address: &str) -> Option<u64> {
+    status
+        .nodes
+        .iter()
+        .filter(|n| n.address == address)
+        .map(|n| n.node_id)
+        .max()
+}

@@ -32,6 +32,14 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
+fn engine_name(engine: i32) -> &'static str {
+    match coordinator::StorageEngine::try_from(engine) {
+        Ok(coordinator::StorageEngine::Disk) => "disk",
+        Ok(coordinator::StorageEngine::Memory) => "memory",
+        _ => "unknown",
+    }
+}
+
 fn shard_status(shard: coordinator::ShardInfo) -> pb::ShardStatus {
     pb::ShardStatus {
         shard_id: shard.shard_id,
@@ -63,6 +71,12 @@ impl Cluster for ClusterService {
             under_replicated_shards: status.under_replicated_shards,
             moves_in_flight: status.moves_in_flight,
             shard_map_version: status.map_version,
+            coordinator_storage_engine: engine_name(status.coordinator_storage_engine).into(),
+            in_memory_nodes: status
+                .nodes
+                .iter()
+                .filter(|n| n.storage_engine == coordinator::StorageEngine::Memory as i32)
+                .count() as u32,
         }))
     }
 
@@ -81,6 +95,7 @@ impl Cluster for ClusterService {
                 state: state_name(node.state).into(),
                 replica_count: node.replica_count,
                 leader_count: node.leader_count,
+                storage_engine: engine_name(node.storage_engine).into(),
             })
             .collect();
         Ok(Response::new(pb::MembersResponse { members }))
@@ -114,6 +129,7 @@ impl Cluster for ClusterService {
                     .map(|(key, value)| coordinator::Label { key, value })
                     .collect(),
                 node_id: 0,
+                storage_engine: coordinator::StorageEngine::Unknown as i32,
             })
             .await?;
         Ok(Response::new(pb::JoinResponse {

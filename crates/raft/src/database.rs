@@ -1,9 +1,10 @@
-//! Opens the node's single RocksDB instance with Cairn's column families.
+//! Opens the node's single RocksDB instance with Cairn's column families, on disk or, for
+//! throwaway clusters, entirely in memory (`storage.engine`, D31).
 
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 use crate::keys::ALL_COLUMN_FAMILIES;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The node's RocksDB handle, named so that other crates need not depend on rocksdb.
@@ -31,7 +32,161 @@ impl Default for RocksDbConfig {
     }
 }
 
+/// Where a process keeps its RocksDB: `disk` (durable, the default) or `memory`
+/// (RocksDB's in-memory file system: no disk, no fsync, and everything is gone when the
+/// process stops).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageEngine {
+    #[default]
+    Disk,
+    Memory,
+}
+
+impl StorageEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageEngine::Disk => "disk",
+            StorageEngine::Memory => "memory",
+        }
+    }
+
+    pub fn is_durable(self) -> bool {
+        self == StorageEngine::Disk
+    }
+}
+
+impl std::fmt::Display for StorageEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StorageEngine {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        match text {
+            "disk" => Ok(StorageEngine::Disk),
+            "memory" => Ok(StorageEngine::Memory),
+            other => Err(format!("{other:?} is not a storage engine (disk or memory)")),
+        }
+    }
+}
+
+/// The `[storage]` settings of a node or a coordinator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// `disk` or `memory`; see [`StorageEngine`].
+    pub engine: StorageEngine,
+}
+
+/// A process's opened storage: the database and the folder its snapshot files go to.
+pub struct OpenStorage {
+    pub engine: StorageEngine,
+    pub db: Arc<DB>,
+    pub snapshot_root: PathBuf,
+    /// In memory mode, the private folder that holds the snapshot files (snapshots are files
+    /// outside RocksDB); removed when this is dropped or [`OpenStorage::remove_scratch`] runs.
+    scratch: Option<ScratchFolder>,
+}
+
+impl OpenStorage {
+    /// Deletes the in-memory mode's snapshot folder (nothing on disk mode). Call it once the
+    /// replicas have stopped.
+    pub fn remove_scratch(&mut self) {
+        self.scratch.take();
+    }
+}
+
+/// A folder in RAM (`/dev/shm` when it is writable, else the temporary folder) that lives as
+/// long as this value.
+struct ScratchFolder(PathBuf);
+
+impl ScratchFolder {
+    fn create(process: &str) -> std::io::Result<Self> {
+        let shm = Path::new("/dev/shm");
+        let parent = if shm.is_dir() && is_writable(shm) {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let path = parent.join(format!("cairn-{process}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+fn is_writable(folder: &Path) -> bool {
+    std::fs::metadata(folder).is_ok_and(|metadata| !metadata.permissions().readonly())
+}
+
+impl Drop for ScratchFolder {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(path = %self.0.display(), %error, "could not remove the in-memory mode's snapshot folder");
+        }
+    }
+}
+
+/// Opens the storage of one process (`process` names it in the memory mode's scratch folder,
+/// e.g. `node` or `coordinator`). On disk: `<data_dir>/rocksdb` and `<data_dir>/snapshots`.
+/// In memory: RocksDB on its in-memory file system and snapshots in a private RAM folder;
+/// `data_dir` is not touched.
+pub fn open_storage(
+    engine: StorageEngine,
+    data_dir: &Path,
+    config: &RocksDbConfig,
+    process: &str,
+) -> Result<OpenStorage> {
+    match engine {
+        StorageEngine::Disk => {
+            std::fs::create_dir_all(data_dir).map_err(|error| {
+                StorageError::Io(std::io::Error::new(
+                    error.kind(),
+                    format!("creating {}: {error}", data_dir.display()),
+                ))
+            })?;
+            Ok(OpenStorage {
+                engine,
+                db: open_database(&data_dir.join("rocksdb"), config)?,
+                snapshot_root: data_dir.join("snapshots"),
+                scratch: None,
+            })
+        }
+        StorageEngine::Memory => {
+            let env = rocksdb::Env::mem_env()?;
+            let db = open_database_in(Path::new("/cairn-memory/rocksdb"), config, Some(&env))?;
+            let scratch = ScratchFolder::create(process).map_err(|error| {
+                StorageError::Io(std::io::Error::new(
+                    error.kind(),
+                    format!("creating the in-memory mode's snapshot folder: {error}"),
+                ))
+            })?;
+            Ok(OpenStorage {
+                engine,
+                db,
+                snapshot_root: scratch.0.join("snapshots"),
+                scratch: Some(scratch),
+            })
+        }
+    }
+}
+
+/// Opens (or creates) the database at `path` on disk.
 pub fn open_database(path: &Path, config: &RocksDbConfig) -> Result<Arc<DB>> {
+    open_database_in(path, config, None)
+}
+
+fn open_database_in(
+    path: &Path,
+    config: &RocksDbConfig,
+    env: Option<&rocksdb::Env>,
+) -> Result<Arc<DB>> {
     let cache = rocksdb::Cache::new_lru_cache(config.block_cache_bytes);
     let mut block = rocksdb::BlockBasedOptions::default();
     block.set_block_cache(&cache);
@@ -50,6 +205,9 @@ pub fn open_database(path: &Path, config: &RocksDbConfig) -> Result<Arc<DB>> {
     // writes only in a WAL that gets deleted.
     options.set_atomic_flush(true);
     options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+    if let Some(env) = env {
+        options.set_env(env);
+    }
 
     let descriptors = ALL_COLUMN_FAMILIES
         .iter()

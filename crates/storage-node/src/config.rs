@@ -3,7 +3,7 @@
 //! the field. Every field is documented with its unit in `docs/configuration.md`.
 
 use crate::coordinator_client::CoordinatorClientConfig;
-use cairn_raft::database::RocksDbConfig;
+use cairn_raft::database::{RocksDbConfig, StorageConfig, StorageEngine};
 use cairn_raft::network::TransportConfig;
 use cairn_raft::replica::{LinearizableReads, RaftTiming};
 use cairn_raft::sessions::SessionLimits;
@@ -25,8 +25,12 @@ pub struct NodeConfig {
     /// The coordinators to join and heartbeat; without it the node runs standalone (static
     /// bootstrap or admin calls only).
     pub coordinator: Option<CoordinatorClientConfig>,
-    /// Folder for the RocksDB instance and snapshot files.
+    /// Folder for the RocksDB instance, snapshot files and the node id (unused when
+    /// `storage.engine` is `memory`).
     pub data_dir: PathBuf,
+    /// `storage.engine`: `disk` (durable) or `memory` (a throwaway node that keeps nothing
+    /// when it stops and rejoins as a new node; needs a coordinator).
+    pub storage: StorageConfig,
     /// Address of the HTTP endpoint with /metrics, /livez and /readyz, `ip:port`; empty
     /// disables it.
     pub metrics_listen_address: String,
@@ -114,6 +118,7 @@ impl Default for NodeConfig {
             advertise_address: None,
             coordinator: None,
             data_dir: PathBuf::from("./.cairn-data/node"),
+            storage: StorageConfig::default(),
             metrics_listen_address: String::new(),
             log: LogConfig::default(),
             tracing: TracingConfig::default(),
@@ -178,6 +183,23 @@ impl NodeConfig {
                 }
             }
             None => {}
+        }
+        if self.storage.engine == StorageEngine::Memory {
+            // A restarted in-memory node has lost its Raft vote and log: under its old id it
+            // could vote twice in one term or forget acknowledged writes. It must come back as
+            // a new node, which only a coordinator can make it (D31).
+            if self.coordinator.is_none() {
+                return Err(bad(
+                    "storage.engine",
+                    "memory needs coordinator.addresses: a restarted in-memory node must rejoin as a new node",
+                ));
+            }
+            if self.node_id != 0 {
+                return Err(bad(
+                    "node_id",
+                    "must be 0 with storage.engine = memory: an in-memory node gets a new id each time it starts",
+                ));
+            }
         }
         check_socket_address("listen_address", &self.listen_address, false)?;
         check_socket_address("metrics_listen_address", &self.metrics_listen_address, true)?;
@@ -397,5 +419,19 @@ mod tests {
             members: vec!["2=127.0.0.1:1".into()],
         });
         assert_eq!(config.validate().unwrap_err().field, "bootstrap.members");
+    }
+
+    #[test]
+    fn memory_engine_needs_a_coordinator_and_no_fixed_id() {
+        let mut config = valid();
+        config.storage.engine = StorageEngine::Memory;
+        assert_eq!(config.validate().unwrap_err().field, "storage.engine");
+        config.coordinator = Some(CoordinatorClientConfig {
+            addresses: vec!["127.0.0.1:7001".into()],
+            ..CoordinatorClientConfig::default()
+        });
+        assert_eq!(config.validate().unwrap_err().field, "node_id");
+        config.node_id = 0;
+        config.validate().unwrap();
     }
 }

@@ -5,6 +5,7 @@
 use crate::node::Node;
 use cairn_coordinator_client::CoordinatorClient;
 use cairn_proto::coordinator::v1 as pb;
+use cairn_raft::database::StorageEngine;
 use cairn_raft::replica::ServerRole;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -51,17 +52,30 @@ impl CoordinatorClientConfig {
     }
 }
 
+/// The protocol's name for a storage engine.
+pub fn engine_to_proto(engine: StorageEngine) -> pb::StorageEngine {
+    match engine {
+        StorageEngine::Disk => pb::StorageEngine::Disk,
+        StorageEngine::Memory => pb::StorageEngine::Memory,
+    }
+}
+
 /// Reads the node id this node was given (or the configured one), joins the cluster with
 /// it (0: asks for a new one), and keeps the answer in `<data_dir>/node_id` (written to a
 /// temporary file, synced, renamed). Retries until `join_timeout_ms`.
+///
+/// With the memory engine nothing is read or kept: the node's data does not survive it, so it
+/// always joins as a new node (D31).
 pub async fn node_id_from_coordinator(
     data_dir: &Path,
+    engine: StorageEngine,
     advertise: &str,
     configured_id: u64,
     config: &CoordinatorClientConfig,
 ) -> anyhow::Result<u64> {
     let path = data_dir.join("node_id");
     let stored: u64 = match std::fs::read_to_string(&path) {
+        _ if !engine.is_durable() => 0,
         Ok(text) => text
             .trim()
             .parse()
@@ -87,6 +101,7 @@ pub async fn node_id_from_coordinator(
             })
             .collect(),
         node_id: known,
+        storage_engine: engine_to_proto(engine) as i32,
     };
     let mut client = config.client();
     let deadline = Instant::now() + Duration::from_millis(config.join_timeout_ms);
@@ -110,7 +125,7 @@ pub async fn node_id_from_coordinator(
             Err(status) => anyhow::bail!("cannot join the cluster: {}", status.message()),
         }
     };
-    if stored == 0 {
+    if stored == 0 && engine.is_durable() {
         std::fs::create_dir_all(data_dir)?;
         let temporary = data_dir.join("node_id.tmp");
         std::fs::write(&temporary, joined.node_id.to_string())?;
@@ -162,6 +177,7 @@ pub async fn heartbeat_loop(node: Arc<Node>, advertise: String, config: Coordina
             node_id: node.node_id().0,
             address: advertise.clone(),
             replicas,
+            storage_engine: engine_to_proto(node.storage_engine()) as i32,
         };
         if let Err(status) = client.heartbeat(request).await {
             tracing::warn!(%status, "heartbeat to the coordinator failed");

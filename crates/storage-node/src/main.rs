@@ -36,6 +36,10 @@ struct Flags {
     /// Data folder.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Storage engine: `disk` (durable, the default) or `memory` (a throwaway process that
+    /// keeps nothing when it stops).
+    #[arg(long)]
+    storage_engine: Option<cairn_raft::database::StorageEngine>,
     /// Static bootstrap: number of shards to host.
     #[arg(long)]
     bootstrap_shard_count: Option<u32>,
@@ -81,6 +85,9 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
     }
     if let Some(dir) = &flags.data_dir {
         node.data_dir = dir.clone();
+    }
+    if let Some(engine) = flags.storage_engine {
+        node.storage.engine = engine;
     }
     if flags.bootstrap_shard_count.is_some() || flags.bootstrap_members.is_some() {
         let mut bootstrap = node.bootstrap.clone().unwrap_or_default();

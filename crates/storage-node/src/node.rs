@@ -3,7 +3,7 @@
 use crate::config::NodeConfig;
 use crate::error::{NodeError, Result};
 use cairn_raft::convert::RequestValidator;
-use cairn_raft::database::open_database;
+use cairn_raft::database::{open_storage, OpenStorage, StorageEngine};
 use cairn_raft::group_commit::{GroupCommit, GroupCommitLimits, GroupCommitStats};
 use cairn_raft::network::PeerChannels;
 use cairn_raft::replica::{hosted_shards, ReplicaContext, ShardReplica};
@@ -21,6 +21,8 @@ pub struct Node {
     /// Serialises replica creation and removal (rare; keeps "open twice" impossible).
     lifecycle: tokio::sync::Mutex<()>,
     pub group_commit_stats: Arc<GroupCommitStats>,
+    /// Kept for the memory engine's scratch folder, removed at shutdown.
+    storage: std::sync::Mutex<OpenStorage>,
 }
 
 impl Node {
@@ -28,11 +30,16 @@ impl Node {
     pub async fn open(config: NodeConfig) -> anyhow::Result<Arc<Self>> {
         config.validate()?;
         let node_id = NodeId(config.node_id);
-        std::fs::create_dir_all(&config.data_dir)?;
-        let db_path = config.data_dir.join("rocksdb");
-        let rocksdb_config = config.rocksdb.clone();
-        let db =
-            tokio::task::spawn_blocking(move || open_database(&db_path, &rocksdb_config)).await??;
+        let (engine, data_dir, rocksdb_config) = (
+            config.storage.engine,
+            config.data_dir.clone(),
+            config.rocksdb.clone(),
+        );
+        let storage = tokio::task::spawn_blocking(move || {
+            open_storage(engine, &data_dir, &rocksdb_config, "node")
+        })
+        .await??;
+        let db = storage.db.clone();
         let stats = Arc::new(GroupCommitStats::default());
         let group_commit = GroupCommit::start(
             db.clone(),
@@ -49,7 +56,7 @@ impl Node {
         let context = Arc::new(ReplicaContext {
             node_id,
             db: db.clone(),
-            snapshot_root: config.data_dir.join("snapshots"),
+            snapshot_root: storage.snapshot_root.clone(),
             channels: PeerChannels::new(config.transport.clone()),
             group_commit,
             raft_config,
@@ -66,6 +73,7 @@ impl Node {
             replicas: RwLock::new(HashMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
             group_commit_stats: stats,
+            storage: std::sync::Mutex::new(storage),
         });
         let shards = hosted_shards(&db)?;
         tracing::info!(%node_id, replicas = shards.len(), "opening hosted replicas");
@@ -81,6 +89,10 @@ impl Node {
 
     pub fn node_id(&self) -> NodeId {
         self.context.node_id
+    }
+
+    pub fn storage_engine(&self) -> StorageEngine {
+        self.config.storage.engine
     }
 
     pub fn replica_or_error(&self, shard: ShardId) -> Result<Arc<ShardReplica>> {
@@ -143,6 +155,10 @@ impl Node {
         for replica in self.replicas() {
             replica.shutdown().await;
         }
+        self.storage
+            .lock()
+            .expect("storage lock poisoned")
+            .remove_scratch();
     }
 }
 

@@ -43,9 +43,16 @@ pub async fn run_with_listener(
 ) -> anyhow::Result<()> {
     let mut config = config;
     config.validate()?;
+    if !config.storage.engine.is_durable() {
+        tracing::warn!(
+            "storage.engine = memory: this node keeps its data in RAM only. Everything it holds is \
+             lost when it stops, and it rejoins as a new node; never use it for data that matters"
+        );
+    }
     if let Some(coordinator) = &config.coordinator {
         let id = coordinator_client::node_id_from_coordinator(
             &config.data_dir,
+            config.storage.engine,
             &config.advertise(),
             config.node_id,
             coordinator,
@@ -61,6 +68,13 @@ pub async fn run_with_listener(
     }
     let node = Node::open(config).await?;
     let metrics = Arc::new(NodeMetrics::new());
+    cairn_telemetry::register_info_gauge(
+        &metrics.registry,
+        "cairn_storage_engine",
+        "Where this process keeps its data: engine=\"disk\" (durable) or \"memory\" (lost when it stops).",
+        "engine",
+        node.storage_engine().as_str(),
+    );
     let fsync_duration = metrics.fsync_duration.clone();
     let _ = node
         .group_commit_stats

@@ -47,3 +47,20 @@ pub async fn bind_listener(address: &str) -> std::io::Result<tokio::net::TcpList
             std::io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
         })
 }
+
+/// Registers an "info" gauge: one series, value 1, whose label carries a fact about the
+/// process that an operator must see on a dashboard (e.g. `cairn_storage_engine{engine="memory"}`).
+pub fn register_info_gauge(
+    registry: &prometheus::Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    value: &str,
+) {
+    let gauge = prometheus::IntGaugeVec::new(prometheus::Opts::new(name, help), &[label])
+        .expect("valid metric definition");
+    gauge.with_label_values(&[value]).set(1);
+    registry
+        .register(Box::new(gauge))
+        .expect("metric names are unique");
+}
