@@ -601,7 +601,10 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("coordinator_leader_id    -\n"), "{table}");
-        assert!(table.contains("storage                  disk (durable)\n"), "{table}");
+        assert!(
+            table.contains("storage                  disk (durable)\n"),
+            "{table}"
+        );
         assert_eq!(status.json()["shard_count"], 16);
         assert_eq!(status.json()["durable"], true);
         let in_memory = Report::Status(proto::StatusResponse {

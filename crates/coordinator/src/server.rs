@@ -70,7 +70,10 @@ pub async fn run_with_listener(
     let db = storage.db.clone();
     let group_commit = GroupCommit::start(
         db.clone(),
-        GroupCommitLimits::default(),
+        GroupCommitLimits {
+            sync_wal: engine.is_durable(),
+            ..GroupCommitLimits::default()
+        },
         Arc::new(GroupCommitStats::default()),
     );
     let channels = PeerChannels::new(config.transport());

@@ -4,10 +4,10 @@
 //! the leader's address, which nodes and watchers follow.
 
 use crate::coordinator::Coordinator;
-use cairn_raft::database::StorageEngine;
 use cairn_proto::coordinator::v1 as pb;
 use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use cairn_proto::coordinator::v1::coordinator_server::Coordinator as CoordinatorApi;
+use cairn_raft::database::StorageEngine;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;

@@ -437,7 +437,8 @@ async fn a_restarted_coordinator_leader_publishes_higher_map_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_memory_cluster_serves_data_and_replaces_a_restarted_node() {
     const MEMORY: (&str, &str) = ("CAIRN_STORAGE__ENGINE", "memory");
-    let coordinator_env: Vec<(&str, &str)> = COORDINATOR_ENV.iter().copied().chain([MEMORY]).collect();
+    let coordinator_env: Vec<(&str, &str)> =
+        COORDINATOR_ENV.iter().copied().chain([MEMORY]).collect();
     let node_env: Vec<(&str, &str)> = NODE_ENV.iter().copied().chain([MEMORY]).collect();
     let node_binary = sibling_binary(Path::new(COORDINATOR), "cairn-node");
     let mut cluster = Cluster::start_with_coordinators(
@@ -472,7 +473,10 @@ async fn an_in_memory_cluster_serves_data_and_replaces_a_restarted_node() {
         pb::StorageEngine::Memory as i32
     );
     for (process, address) in [
-        ("coordinator", cluster.coordinator(1).metrics_address.clone()),
+        (
+            "coordinator",
+            cluster.coordinator(1).metrics_address.clone(),
+        ),
         ("node", cluster.node(1).metrics_address.clone()),
     ] {
         let (code, body) = cairn_test_harness::http_get(&address, "/metrics")
@@ -506,9 +510,10 @@ async fn an_in_memory_cluster_serves_data_and_replaces_a_restarted_node() {
             let cluster = &cluster;
             async move {
                 cluster.cluster_status().await.filter(|status| {
-                    let old_down = status.nodes.iter().any(|n| {
-                        n.node_id == victim && n.state == pb::NodeState::Down as i32
-                    });
+                    let old_down = status
+                        .nodes
+                        .iter()
+                        .any(|n| n.node_id == victim && n.state == pb::NodeState::Down as i32);
                     let reborn = newest_id_at(status, &cluster.node(harness_victim).address)
                         .is_some_and(|id| id != victim);
                     old_down
@@ -522,7 +527,10 @@ async fn an_in_memory_cluster_serves_data_and_replaces_a_restarted_node() {
     .await;
     let reborn = newest_id_at(&status, &cluster.node(harness_victim).address)
         .expect("the restarted node joined");
-    assert!(reborn > victim, "ids are never reused: {reborn} after {victim}");
+    assert!(
+        reborn > victim,
+        "ids are never reused: {reborn} after {victim}"
+    );
 
     tracing::info!("--- nothing acknowledged was lost: the other replicas kept it");
     assert_readable(&cluster, &written).await;

@@ -69,7 +69,9 @@ impl std::str::FromStr for StorageEngine {
         match text {
             "disk" => Ok(StorageEngine::Disk),
             "memory" => Ok(StorageEngine::Memory),
-            other => Err(format!("{other:?} is not a storage engine (disk or memory)")),
+            other => Err(format!(
+                "{other:?} is not a storage engine (disk or memory)"
+            )),
         }
     }
 }
@@ -112,6 +114,7 @@ impl ScratchFolder {
         } else {
             std::env::temp_dir()
         };
+        remove_stale_scratch_folders(&parent);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos());
@@ -119,6 +122,48 @@ impl ScratchFolder {
         std::fs::create_dir_all(&path)?;
         Ok(Self(path))
     }
+}
+
+/// Removes the scratch folders of in-memory processes that are gone (killed with `kill -9`,
+/// so their `Drop` never ran): `cairn-<process>-<pid>-<nanos>` whose pid no longer runs. A
+/// reused pid only keeps a dead folder a little longer. Linux only (it asks `/proc`).
+fn remove_stale_scratch_folders(parent: &Path) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(scratch_folder_pid) else {
+            continue;
+        };
+        if !proc.join(pid.to_string()).exists() {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed the snapshot folder of a stopped in-memory process")
+                }
+                Err(error) => {
+                    tracing::debug!(path = %entry.path().display(), %error, "could not remove a stale snapshot folder")
+                }
+            }
+        }
+    }
+}
+
+/// The pid in a scratch folder's name `cairn-<process>-<pid>-<nanos>`.
+fn scratch_folder_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("cairn-")?;
+    let mut parts = rest.rsplitn(3, '-');
+    let nanos = parts.next()?;
+    let pid = parts.next()?;
+    let process = parts.next()?;
+    if process.is_empty() || nanos.parse::<u128>().is_err() {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 fn is_writable(folder: &Path) -> bool {
@@ -242,4 +287,84 @@ pub fn column_family_stats(db: &DB) -> Vec<ColumnFamilyStats> {
             pending_compaction_bytes: property(cf, "rocksdb.estimate-pending-compaction-bytes"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group_commit::{GroupCommit, GroupCommitLimits, GroupCommitStats};
+
+    /// The memory engine writes nothing under the data folder, keeps what is written while it
+    /// is open, completes group commits without an fsync (RocksDB refuses SyncWAL on its
+    /// in-memory WAL), and removes its snapshot folder when closed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_memory_engine_touches_no_disk_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("node");
+        let storage = open_storage(
+            StorageEngine::Memory,
+            &data_dir,
+            &RocksDbConfig::default(),
+            "test",
+        )
+        .unwrap();
+        assert!(!data_dir.exists(), "the data folder stays untouched");
+        let cf = storage.db.cf_handle(crate::keys::CF_RAFT_LOG).unwrap();
+        storage.db.put_cf(cf, b"k", b"v").unwrap();
+        let mut synced = rocksdb::WriteOptions::default();
+        synced.set_sync(true);
+        storage
+            .db
+            .put_cf_opt(cf, b"synced", b"v", &synced)
+            .expect("synced writes are accepted in memory");
+        assert_eq!(
+            storage.db.get_cf(cf, b"k").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+
+        let committer = GroupCommit::start(
+            storage.db.clone(),
+            GroupCommitLimits {
+                sync_wal: false,
+                ..GroupCommitLimits::default()
+            },
+            std::sync::Arc::new(GroupCommitStats::default()),
+        );
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        committer
+            .after_next_sync(Box::new(move |result| {
+                let _ = sender.send(result);
+            }))
+            .await;
+        receiver.await.unwrap().expect("the append completes");
+
+        let scratch = storage.snapshot_root.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&storage.snapshot_root).unwrap();
+        assert!(scratch.exists());
+        drop(storage);
+        assert!(!scratch.exists(), "the snapshot folder is removed");
+    }
+
+    #[test]
+    fn scratch_folder_names_carry_their_pid() {
+        assert_eq!(
+            scratch_folder_pid("cairn-node-4242-1796142776229343699"),
+            Some(4242)
+        );
+        assert_eq!(
+            scratch_folder_pid("cairn-coordinator-7-1796142776229343699"),
+            Some(7)
+        );
+        assert_eq!(scratch_folder_pid("cairn-node-x-1"), None);
+        assert_eq!(scratch_folder_pid("faketime_shm_22627"), None);
+        assert_eq!(scratch_folder_pid("cairn-node-12"), None);
+    }
+
+    #[test]
+    fn engines_parse_from_their_names() {
+        assert_eq!("memory".parse::<StorageEngine>(), Ok(StorageEngine::Memory));
+        assert_eq!("disk".parse::<StorageEngine>(), Ok(StorageEngine::Disk));
+        assert!("tmpfs".parse::<StorageEngine>().is_err());
+        assert!(StorageEngine::default().is_durable());
+    }
 }

@@ -21,6 +21,9 @@ pub type FlushCallback = Box<dyn FnOnce(std::io::Result<()>) + Send + 'static>;
 pub struct GroupCommitLimits {
     pub queue_max: usize,
     pub batch_max: usize,
+    /// Whether the committer fsyncs the WAL. Only the in-memory storage engine turns it off:
+    /// its WAL is in RAM, there is no disk to reach, and RocksDB refuses `SyncWAL` there.
+    pub sync_wal: bool,
 }
 
 impl Default for GroupCommitLimits {
@@ -28,6 +31,7 @@ impl Default for GroupCommitLimits {
         Self {
             queue_max: 16_384,
             batch_max: 4096,
+            sync_wal: true,
         }
     }
 }
@@ -55,7 +59,7 @@ impl GroupCommit {
     pub fn start(db: Arc<DB>, limits: GroupCommitLimits, stats: Arc<GroupCommitStats>) -> Self {
         assert!(limits.batch_max >= 1 && limits.queue_max >= limits.batch_max);
         let (sender, receiver) = mpsc::channel(limits.queue_max);
-        tokio::spawn(run(db, receiver, limits.batch_max, stats));
+        tokio::spawn(run(db, receiver, limits.batch_max, limits.sync_wal, stats));
         Self { sender }
     }
 
@@ -73,6 +77,7 @@ async fn run(
     db: Arc<DB>,
     mut receiver: mpsc::Receiver<FlushCallback>,
     batch_max: usize,
+    sync_wal: bool,
     stats: Arc<GroupCommitStats>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -80,7 +85,9 @@ async fn run(
     while receiver.recv_many(&mut batch, batch_max).await > 0 {
         let db = db.clone();
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || db.flush_wal(true))
+        // Each append's write finished before its callback queued, so without an fsync to wait
+        // for (memory engine) the batch is complete as it is.
+        let result = tokio::task::spawn_blocking(move || db.flush_wal(sync_wal))
             .await
             .map_err(|join| std::io::Error::other(format!("fsync task failed: {join}")))
             .and_then(|flushed| flushed.map_err(std::io::Error::other));
@@ -157,6 +164,7 @@ mod tests {
             GroupCommitLimits {
                 queue_max: 64,
                 batch_max: 10,
+                ..GroupCommitLimits::default()
             },
             stats.clone(),
         );

@@ -26,9 +26,11 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens the node's storage and every replica it hosted before.
+    /// Opens the node's storage and every replica it hosted before. `config` has been
+    /// validated by the caller, and its `node_id` is the node's id (with a coordinator, the
+    /// one it was given at join, which the operator's configuration may leave at 0).
     pub async fn open(config: NodeConfig) -> anyhow::Result<Arc<Self>> {
-        config.validate()?;
+        assert!(config.node_id != 0, "a node opens under its id");
         let node_id = NodeId(config.node_id);
         let (engine, data_dir, rocksdb_config) = (
             config.storage.engine,
@@ -46,6 +48,7 @@ impl Node {
             GroupCommitLimits {
                 queue_max: config.group_commit_queue_max,
                 batch_max: config.group_commit_batch_max,
+                sync_wal: engine.is_durable(),
             },
             stats.clone(),
         );
