@@ -1,31 +1,37 @@
 //! Fault injection on a running cluster: pause and resume any process, partition, delay and
 //! drop the traffic to nodes (through the proxies of `network`), heal, and force a replica
-//! to snapshot and purge its log. What a test checks afterwards is not decided here.
+//! to snapshot and purge its log. These are the primitives the `nemesis` faults are made
+//! of; what a test checks afterwards is not decided here.
 
-use crate::{ip_of, Cluster, LinkFault, Network, Role};
+use crate::process::{ip_of, ProcessId};
+use crate::{Cluster, LinkFault, Network};
 use cairn_proto::node::v1 as node;
+use cairn_types::{NodeId, ShardId};
+use std::net::IpAddr;
 use std::process::Command;
 
 impl Cluster {
     /// Stops a process with SIGSTOP: it holds its sockets and state but does nothing, like a
     /// long GC pause or a frozen VM, until `resume`.
-    pub fn pause(&mut self, role: Role, id: u64) {
-        self.signal(role, id, "-STOP");
-        self.process_mut(role, id).paused = true;
+    pub fn pause(&mut self, id: impl Into<ProcessId>) {
+        let id = id.into();
+        self.signal(id, "-STOP");
+        self.process_mut(id).paused = true;
     }
 
     /// Continues a paused process (SIGCONT).
-    pub fn resume(&mut self, role: Role, id: u64) {
-        self.signal(role, id, "-CONT");
-        self.process_mut(role, id).paused = false;
+    pub fn resume(&mut self, id: impl Into<ProcessId>) {
+        let id = id.into();
+        self.signal(id, "-CONT");
+        self.process_mut(id).paused = false;
     }
 
-    fn signal(&self, role: Role, id: u64, signal: &str) {
-        let process = self.process(role, id);
-        let pid = process
+    fn signal(&self, id: ProcessId, signal: &str) {
+        let pid = self
+            .process(id)
             .child
             .as_ref()
-            .unwrap_or_else(|| panic!("{role:?} {id} is not running"))
+            .unwrap_or_else(|| panic!("{id} is not running"))
             .id();
         let status = Command::new("kill")
             .arg(signal)
@@ -33,37 +39,43 @@ impl Cluster {
             .status()
             .expect("kill");
         assert!(status.success(), "kill {signal} {pid} failed");
-        tracing::info!(?role, id, pid, signal, "signalled process");
+        tracing::info!(%id, pid, signal, "signalled process");
     }
 
-    /// The proxies of a cluster started with `start_with_network_faults`.
+    /// The proxies of a cluster started with `ClusterSpec::network_faults`.
     pub fn network(&self) -> &Network {
         self.network
             .as_deref()
-            .expect("a cluster started with start_with_network_faults")
+            .expect("a cluster started with ClusterSpec::network_faults")
     }
 
-    /// Sets the fault of the traffic from process `from` to process `to`. Only traffic to
-    /// nodes passes a proxy, so `to` must be a node.
-    pub fn set_link(&self, from: (Role, u64), to: (Role, u64), fault: LinkFault) {
-        assert_eq!(to.0, Role::Node, "only traffic to nodes is proxied");
+    fn ip(&self, id: ProcessId) -> IpAddr {
+        let process = self.process(id);
+        ip_of(process.role, process.slot)
+    }
+
+    /// Sets the fault of the traffic from process `from` to node `to` (only traffic to nodes
+    /// passes a proxy).
+    pub fn set_link(&self, from: ProcessId, to: NodeId, fault: LinkFault) {
         self.network()
-            .set(ip_of(from.0, from.1), ip_of(to.0, to.1), fault);
+            .set(self.ip(from), self.ip(ProcessId::Node(to)), fault);
     }
 
     /// Cuts every link between `side` and `other`, both ways (for the proxied directions:
     /// those that end at a node).
-    pub fn partition(&self, side: &[(Role, u64)], other: &[(Role, u64)]) {
+    pub fn partition(&self, side: &[ProcessId], other: &[ProcessId]) {
         self.partition_one_way(side, other);
         self.partition_one_way(other, side);
     }
 
     /// Cuts the traffic from each of `from` to each of `to` that is a node; the other
     /// direction still flows.
-    pub fn partition_one_way(&self, from: &[(Role, u64)], to: &[(Role, u64)]) {
+    pub fn partition_one_way(&self, from: &[ProcessId], to: &[ProcessId]) {
         for &a in from {
-            for &b in to.iter().filter(|b| b.0 == Role::Node) {
-                self.set_link(a, b, LinkFault::Blackhole);
+            for b in to {
+                if let ProcessId::Node(b) = b {
+                    self.set_link(a, *b, LinkFault::Blackhole);
+                }
             }
         }
     }
@@ -75,11 +87,16 @@ impl Cluster {
 
     /// Makes node `id` build a snapshot of `shard` and, with `purge_log`, purge its log up to
     /// it; returns the snapshot index.
-    pub async fn trigger_snapshot(&self, id: u64, shard: u64, purge_log: bool) -> Option<u64> {
+    pub async fn trigger_snapshot(
+        &self,
+        id: NodeId,
+        shard: ShardId,
+        purge_log: bool,
+    ) -> Option<u64> {
         let mut admin = self.admin(id).await?;
         let response = admin
             .trigger_snapshot(node::TriggerSnapshotRequest {
-                shard_id: shard,
+                shard_id: shard.0,
                 purge_log,
             })
             .await

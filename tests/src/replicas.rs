@@ -1,6 +1,7 @@
 //! Comparing the replicas of every shard once the writes stopped.
 
 use crate::{wait_for, Cluster};
+use cairn_types::{NodeId, ShardId};
 use std::time::Duration;
 
 impl Cluster {
@@ -11,18 +12,15 @@ impl Cluster {
         let status = wait_for("a cluster status", timeout, || self.cluster_status()).await;
         let mut compared = 0;
         for shard in &status.shards {
-            let replicas: Vec<u64> = shard
+            let replicas: Vec<NodeId> = shard
                 .voters
                 .iter()
                 .chain(&shard.learners)
-                .map(|node_id| {
-                    self.harness_id_of(&status, *node_id)
-                        .unwrap_or_else(|| panic!("node {node_id} is not a harness node"))
-                })
+                .map(|node_id| NodeId(*node_id))
                 .collect();
-            let shard_id = shard.shard_id;
+            let shard_id = ShardId(shard.shard_id);
             let scans = wait_for(
-                &format!("the replicas of shard {shard_id} on nodes {replicas:?} to apply the same index"),
+                &format!("the replicas of {shard_id} on {replicas:?} to apply the same index"),
                 timeout,
                 || {
                     let replicas = &replicas;
@@ -45,7 +43,7 @@ impl Cluster {
             for (id, scan) in replicas.iter().zip(&scans) {
                 assert_eq!(
                     scan, &scans[0],
-                    "shard {shard_id}: the replica on node {id} differs from the one on node {}",
+                    "{shard_id}: the replica on {id} differs from the one on {}",
                     replicas[0]
                 );
             }
@@ -54,7 +52,7 @@ impl Cluster {
         compared
     }
 
-    async fn applied_indexes(&self, replicas: &[u64], shard: u64) -> Option<Vec<u64>> {
+    async fn applied_indexes(&self, replicas: &[NodeId], shard: ShardId) -> Option<Vec<u64>> {
         let mut applied = Vec::new();
         for id in replicas {
             applied.push(self.status(*id, shard).await?.applied_index);

@@ -1,7 +1,7 @@
 //! cairnctl against a real local cluster (coordinator, three nodes, a gateway): every
 //! command's output and exit code, run as a separate process the way a person runs it.
 
-use cairn_test_harness::{sibling_binary, wait_for, Cluster};
+use cairn_test_harness::{wait_for, ClusterSpec, ProcessId};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -33,19 +33,12 @@ fn cairnctl(endpoint: &str, args: &[&str]) -> Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cairnctl_commands_print_results_and_exit_with_meaningful_codes() {
-    let ctl = Path::new(CAIRNCTL);
-    let mut cluster = Cluster::start_with_coordinators(
-        &sibling_binary(ctl, "cairn-node"),
-        &sibling_binary(ctl, "cairn-coordinator"),
-        1,
-        3,
-        4,
-        3,
-        &[("CAIRN_RECONCILE_INTERVAL_MS", "200")],
-        &[("CAIRN_COORDINATOR__HEARTBEAT_INTERVAL_MS", "300")],
-    )
-    .await;
-    cluster.add_gateway(1);
+    let mut cluster = ClusterSpec::new(Path::new(CAIRNCTL))
+        .nodes(3)
+        .shards(4)
+        .gateways(1)
+        .start()
+        .await;
     let gateway = cluster.gateway(1).address.clone();
     wait_for("the cluster to take writes through cairnctl", WAIT, || {
         let gateway = gateway.clone();
@@ -157,7 +150,7 @@ async fn cairnctl_commands_print_results_and_exit_with_meaningful_codes() {
     );
     let usage = cairnctl(&gateway, &["put", "only-a-key"]);
     assert_eq!(usage.code, 2, "a usage error exits 2");
-    cluster.kill_gateway(1);
+    cluster.kill(ProcessId::Gateway(1));
     let down = Command::new(CAIRNCTL)
         .args([
             "--endpoints",

@@ -2,7 +2,7 @@
 //! gateway killed under it (the client moves to the other one; nothing is applied twice).
 
 use cairn_client::{Client, ClientConfig, Expectation};
-use cairn_test_harness::{sibling_binary, wait_for, Cluster};
+use cairn_test_harness::{wait_for, ClusterSpec, ProcessId};
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,21 +13,12 @@ async fn the_sdk_reads_and_writes_and_survives_a_gateway_loss() {
     // The SDK has no binary of its own: find the servers next to the test harness's.
     let deps = std::env::current_exe().expect("test binary path");
     let bin_dir = deps.parent().and_then(Path::parent).expect("target dir");
-    let node = sibling_binary(&bin_dir.join("cairn-node"), "cairn-node");
-    let coordinator = sibling_binary(&node, "cairn-coordinator");
-    let mut cluster = Cluster::start_with_coordinators(
-        &node,
-        &coordinator,
-        1,
-        3,
-        4,
-        3,
-        &[("CAIRN_RECONCILE_INTERVAL_MS", "200")],
-        &[("CAIRN_COORDINATOR__HEARTBEAT_INTERVAL_MS", "300")],
-    )
-    .await;
-    cluster.add_gateway(1);
-    cluster.add_gateway(2);
+    let mut cluster = ClusterSpec::new(&bin_dir.join("cairn-node"))
+        .nodes(3)
+        .shards(4)
+        .gateways(2)
+        .start()
+        .await;
     let endpoints = vec![
         cluster.gateway(1).address.clone(),
         cluster.gateway(2).address.clone(),
@@ -74,7 +65,7 @@ async fn the_sdk_reads_and_writes_and_survives_a_gateway_loss() {
     assert_eq!(keys, vec![b"user/1".to_vec(), b"user/2".to_vec()]);
 
     tracing::info!("--- kill -9 one gateway: the client keeps working through the other");
-    cluster.kill_gateway(1);
+    cluster.kill(ProcessId::Gateway(1));
     for i in 0..20 {
         client
             .put(format!("after/{i}"), "v")

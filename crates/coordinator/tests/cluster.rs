@@ -3,7 +3,8 @@
 //! by LeaveCluster, and the coordinator leader lost while metadata and scheduling go on.
 
 use cairn_proto::coordinator::v1 as pb;
-use cairn_test_harness::{sibling_binary, wait_for, Cluster, WriteIds};
+use cairn_test_harness::{wait_for, Cluster, ClusterSpec, ProcessId, WriteIds};
+use cairn_types::{NodeId, ShardId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,26 +13,14 @@ const COORDINATOR: &str = env!("CARGO_BIN_EXE_cairn-coordinator");
 const WAIT: Duration = Duration::from_secs(90);
 
 /// Fast failure detection for tests: suspect after 1.5 s, down after 3 s.
-const COORDINATOR_ENV: &[(&str, &str)] = &[
-    ("CAIRN_SUSPECT_AFTER_MS", "1500"),
-    ("CAIRN_DOWN_AFTER_MS", "3000"),
-    ("CAIRN_RECONCILE_INTERVAL_MS", "200"),
-];
-const NODE_ENV: &[(&str, &str)] = &[("CAIRN_COORDINATOR__HEARTBEAT_INTERVAL_MS", "300")];
-
 async fn start(coordinators: u64, nodes: u64, shards: u32) -> Cluster {
-    let node_binary = sibling_binary(Path::new(COORDINATOR), "cairn-node");
-    Cluster::start_with_coordinators(
-        &node_binary,
-        Path::new(COORDINATOR),
-        coordinators,
-        nodes,
-        shards,
-        3,
-        COORDINATOR_ENV,
-        NODE_ENV,
-    )
-    .await
+    ClusterSpec::new(Path::new(COORDINATOR))
+        .coordinators(coordinators)
+        .nodes(nodes)
+        .shards(shards)
+        .fast_failure_detection()
+        .start()
+        .await
 }
 
 fn up_nodes(status: &pb::ClusterStatusResponse) -> BTreeSet<u64> {
@@ -115,10 +104,10 @@ async fn write_one_key_per_shard(
     cluster: &Cluster,
     shards: u32,
     tag: &str,
-) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
+) -> Vec<(ShardId, Vec<u8>, Vec<u8>)> {
     let mut ids = WriteIds::new();
     let mut written = Vec::new();
-    for shard in 0..u64::from(shards) {
+    for shard in (0..u64::from(shards)).map(ShardId) {
         let key = format!("{tag}/shard-{shard}").into_bytes();
         let value = format!("value-{tag}-{shard}").into_bytes();
         cluster
@@ -129,7 +118,7 @@ async fn write_one_key_per_shard(
     written
 }
 
-async fn assert_readable(cluster: &Cluster, written: &[(u64, Vec<u8>, Vec<u8>)]) {
+async fn assert_readable(cluster: &Cluster, written: &[(ShardId, Vec<u8>, Vec<u8>)]) {
     for (shard, key, value) in written {
         let leader = cluster.wait_for_leader(*shard, WAIT).await;
         let got = cluster
@@ -175,11 +164,8 @@ async fn a_node_killed_for_good_has_its_replicas_replaced() {
 
     tracing::info!("--- kill -9 a node that holds replicas, for good");
     let victim = status.shards[0].voters[0];
-    let harness_victim = cluster
-        .harness_id_of(&status, victim)
-        .expect("victim is a harness node");
     let killed_at = Instant::now();
-    cluster.kill(harness_victim);
+    cluster.kill(NodeId(victim));
 
     let status = wait_for(
         "every shard back to 3 voters without the dead node",
@@ -238,12 +224,11 @@ async fn a_joining_node_gets_its_share_of_replicas_and_leaders() {
 
     tracing::info!("--- a fifth node joins: replicas and leaders move to it");
     let joined_at = Instant::now();
-    cluster.add_node(5, NODE_ENV);
+    let new_node = cluster.add_node().await;
     let status = wait_balanced(&cluster, 5).await;
     tracing::info!(elapsed = ?joined_at.elapsed(), counts = ?replica_counts(&status), "rebalanced");
-    let new_node = cluster.cluster_id_of(&status, 5).expect("node 5 joined");
     assert!(
-        replica_counts(&status)[&new_node] >= 4,
+        replica_counts(&status)[&new_node.0] >= 4,
         "the new node holds its share"
     );
     assert_readable(&cluster, &written).await;
@@ -252,12 +237,13 @@ async fn a_joining_node_gets_its_share_of_replicas_and_leaders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leave_cluster_drains_a_node() {
     let cluster = start(1, 4, 4).await;
-    let status = wait_fully_replicated(&cluster, "initial placement").await;
+    wait_fully_replicated(&cluster, "initial placement").await;
     let written = write_one_key_per_shard(&cluster, 4, "before").await;
-    let leaving = cluster.cluster_id_of(&status, 1).expect("node 1 joined");
+    let leaving = cluster.node_ids()[0];
 
     tracing::info!("--- LeaveCluster: every replica moves off the node, then it is left");
     assert!(cluster.leave_cluster(leaving).await);
+    let leaving = leaving.0;
     let status = wait_for("the node drained and left", WAIT, || {
         let cluster = &cluster;
         async move {
@@ -284,7 +270,7 @@ async fn leave_cluster_drains_a_node() {
     wait_for("the drained node to delete its replicas", WAIT, || {
         let cluster = &cluster;
         async move {
-            let mut admin = cluster.admin(1).await?;
+            let mut admin = cluster.admin(NodeId(leaving)).await?;
             let replicas = admin
                 .shard_status(cairn_proto::node::v1::ShardStatusRequest {
                     shard_id: 0,
@@ -302,11 +288,12 @@ async fn leave_cluster_drains_a_node() {
 
     tracing::info!("--- a restarted node keeps its id");
     let mut cluster = cluster;
-    cluster.restart(2);
-    let restarted = cluster.node(2).address.clone();
+    let restarted = cluster.node_ids()[1];
+    cluster.restart(restarted);
+    let restarted_address = cluster.node(restarted).address.clone();
     let restarted_id = known
         .iter()
-        .find(|(_, address)| **address == restarted)
+        .find(|(_, address)| **address == restarted_address)
         .map(|(id, _)| *id)
         .unwrap();
     let status = wait_for("the restarted node to report again", WAIT, || {
@@ -351,7 +338,7 @@ async fn losing_the_coordinator_leader_loses_no_metadata() {
     tracing::info!("--- kill -9 the coordinator leader");
     let leader = before.coordinator_leader_id;
     assert!(leader != 0);
-    cluster.kill_coordinator(leader);
+    cluster.kill(ProcessId::Coordinator(leader));
     let after = wait_for(
         "a new coordinator leader with the same cluster",
         WAIT,
@@ -384,7 +371,7 @@ async fn losing_the_coordinator_leader_loses_no_metadata() {
     tracing::info!("--- scheduling goes on: a node killed now is still replaced");
     let status = wait_fully_replicated(&cluster, "placement seen by the new leader").await;
     let victim = status.shards[0].voters[0];
-    cluster.kill(cluster.harness_id_of(&status, victim).unwrap());
+    cluster.kill(NodeId(victim));
     wait_for(
         "re-replication under the new coordinator leader",
         WAIT,
@@ -412,7 +399,7 @@ async fn a_restarted_coordinator_leader_publishes_higher_map_versions() {
     assert!(before.map_version > 0);
 
     tracing::info!("--- kill -9 the only coordinator and start it again: it leads the same term");
-    cluster.restart_coordinator(1);
+    cluster.restart(ProcessId::Coordinator(1));
     let after = wait_for("the restarted coordinator to publish a map", WAIT, || {
         let cluster = &cluster;
         async move {
@@ -436,22 +423,14 @@ async fn a_restarted_coordinator_leader_publishes_higher_map_versions() {
 /// are replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_memory_cluster_serves_data_and_replaces_a_restarted_node() {
-    const MEMORY: (&str, &str) = ("CAIRN_STORAGE__ENGINE", "memory");
-    let coordinator_env: Vec<(&str, &str)> =
-        COORDINATOR_ENV.iter().copied().chain([MEMORY]).collect();
-    let node_env: Vec<(&str, &str)> = NODE_ENV.iter().copied().chain([MEMORY]).collect();
-    let node_binary = sibling_binary(Path::new(COORDINATOR), "cairn-node");
-    let mut cluster = Cluster::start_with_coordinators(
-        &node_binary,
-        Path::new(COORDINATOR),
-        1,
-        4,
-        4,
-        3,
-        &coordinator_env,
-        &node_env,
-    )
-    .await;
+    let mut cluster = ClusterSpec::new(Path::new(COORDINATOR))
+        .coordinators(1)
+        .nodes(4)
+        .shards(4)
+        .fast_failure_detection()
+        .env(&[("CAIRN_STORAGE__ENGINE", "memory")])
+        .start()
+        .await;
 
     tracing::info!("--- every process reports the memory engine");
     let status = wait_for("placement, with every node's engine reported", WAIT, || {
@@ -472,12 +451,13 @@ async fn an_in_memory_cluster_serves_data_and_replaces_a_restarted_node() {
         status.coordinator_storage_engine,
         pb::StorageEngine::Memory as i32
     );
+    let some_node = NodeId(status.nodes[0].node_id);
     for (process, address) in [
         (
             "coordinator",
             cluster.coordinator(1).metrics_address.clone(),
         ),
-        ("node", cluster.node(1).metrics_address.clone()),
+        ("node", cluster.node(some_node).metrics_address.clone()),
     ] {
         let (code, body) = cairn_test_harness::http_get(&address, "/metrics")
             .await
@@ -489,7 +469,7 @@ async fn an_in_memory_cluster_serves_data_and_replaces_a_restarted_node() {
         );
     }
     assert!(
-        !cluster.node(1).data_dir.join("rocksdb").exists(),
+        !cluster.node(some_node).data_dir.join("rocksdb").exists(),
         "an in-memory node writes no RocksDB files"
     );
 
@@ -498,13 +478,14 @@ async fn an_in_memory_cluster_serves_data_and_replaces_a_restarted_node() {
     assert_readable(&cluster, &written).await;
 
     tracing::info!("--- restart a node that holds replicas: it comes back empty, as a new node");
-    let victim = status.shards[0].voters[0];
-    let harness_victim = cluster
-        .harness_id_of(&status, victim)
-        .expect("victim is a harness node");
-    cluster.restart(harness_victim);
-    let status = wait_for(
-        "the old node down, a new node at its address, every shard on 3 live voters",
+    let victim = NodeId(status.shards[0].voters[0]);
+    let reborn = cluster.restart_as_new_node(victim).await;
+    assert!(
+        reborn.0 > victim.0,
+        "ids are never reused: {reborn} after {victim}"
+    );
+    wait_for(
+        "the old node down and every shard on 3 live voters without it",
         WAIT,
         || {
             let cluster = &cluster;
@@ -513,36 +494,16 @@ async fn an_in_memory_cluster_serves_data_and_replaces_a_restarted_node() {
                     let old_down = status
                         .nodes
                         .iter()
-                        .any(|n| n.node_id == victim && n.state == pb::NodeState::Down as i32);
-                    let reborn = newest_id_at(status, &cluster.node(harness_victim).address)
-                        .is_some_and(|id| id != victim);
+                        .any(|n| n.node_id == victim.0 && n.state == pb::NodeState::Down as i32);
                     old_down
-                        && reborn
                         && fully_replicated(status, 3)
-                        && status.shards.iter().all(|s| !s.voters.contains(&victim))
+                        && status.shards.iter().all(|s| !s.voters.contains(&victim.0))
                 })
             }
         },
     )
     .await;
-    let reborn = newest_id_at(&status, &cluster.node(harness_victim).address)
-        .expect("the restarted node joined");
-    assert!(
-        reborn > victim,
-        "ids are never reused: {reborn} after {victim}"
-    );
 
     tracing::info!("--- nothing acknowledged was lost: the other replicas kept it");
     assert_readable(&cluster, &written).await;
-}
-
-/// The newest node id registered at `address` (a restarted in-memory node shares its
-/// predecessor's address).
-fn newest_id_at(status: &pb::ClusterStatusResponse, address: &str) -> Option<u64> {
-    status
-        .nodes
-        .iter()
-        .filter(|n| n.address == address)
-        .map(|n| n.node_id)
-        .max()
 }

@@ -4,7 +4,10 @@
 
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::kv_client::KvClient;
-use cairn_test_harness::{error_detail, http_get, metric_value, sibling_binary, wait_for, Cluster};
+use cairn_test_harness::{
+    error_detail, http_get, metric_value, wait_for, Cluster, ClusterSpec, ProcessId,
+};
+use cairn_types::NodeId;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,29 +18,16 @@ const GATEWAY: &str = env!("CARGO_BIN_EXE_cairn-gateway");
 const WAIT: Duration = Duration::from_secs(90);
 const SHARDS: u32 = 4;
 
-const COORDINATOR_ENV: &[(&str, &str)] = &[
-    ("CAIRN_SUSPECT_AFTER_MS", "1500"),
-    ("CAIRN_DOWN_AFTER_MS", "3000"),
-    ("CAIRN_RECONCILE_INTERVAL_MS", "200"),
-];
-const NODE_ENV: &[(&str, &str)] = &[("CAIRN_COORDINATOR__HEARTBEAT_INTERVAL_MS", "300")];
-
 /// A coordinator, `nodes` storage nodes and one gateway; returns once every shard is placed.
 async fn start(nodes: u64) -> Cluster {
-    let gateway = Path::new(GATEWAY);
-    let mut cluster = Cluster::start_with_coordinators(
-        &sibling_binary(gateway, "cairn-node"),
-        &sibling_binary(gateway, "cairn-coordinator"),
-        1,
-        nodes,
-        SHARDS,
-        3,
-        COORDINATOR_ENV,
-        NODE_ENV,
-    )
-    .await;
-    cluster.add_gateway(1);
-    cluster.wait_for_placement(SHARDS, 3, WAIT).await;
+    let cluster = ClusterSpec::new(Path::new(GATEWAY))
+        .nodes(nodes)
+        .shards(SHARDS)
+        .gateways(1)
+        .fast_failure_detection()
+        .start()
+        .await;
+    cluster.wait_for_placement(WAIT).await;
     cluster
 }
 
@@ -196,8 +186,8 @@ async fn the_public_api_works_through_any_gateway() {
     assert_eq!(shards.len(), SHARDS as usize);
 
     tracing::info!("--- a second gateway, sending unary calls to the nodes (no batch stream), answers the same");
-    cluster.add_gateway_with_env(2, &[("CAIRN_BATCH_NODE_REQUESTS", "false")]);
-    let (mut kv2, _) = cluster.gateway_clients(2, WAIT).await;
+    let second = cluster.add_gateway(&[("CAIRN_BATCH_NODE_REQUESTS", "false")]);
+    let (mut kv2, _) = cluster.gateway_clients(second, WAIT).await;
     assert_eq!(get(&mut kv2, "lock").await.unwrap().value, b"c");
     kv2.put(put("from-two", "2")).await.unwrap();
     kv2.put(put("unary", "x")).await.unwrap();
@@ -240,7 +230,7 @@ async fn the_public_api_works_through_any_gateway() {
     assert_eq!(stream_ops(2).await, 0.0, "gateway 2 sends unary calls only");
 
     tracing::info!("--- restarting a gateway loses nothing");
-    cluster.restart_gateway(1);
+    cluster.restart(ProcessId::Gateway(1));
     let (mut kv, _) = cluster.gateway_clients(1, WAIT).await;
     let value = wait_for("the restarted gateway to serve", WAIT, || {
         let mut kv = kv.clone();
@@ -393,9 +383,7 @@ async fn no_acknowledged_write_is_lost_or_applied_twice_when_a_leader_dies() {
         .find(|s| s.shard_id == 0)
         .unwrap()
         .leader_node_id;
-    let victim = cluster
-        .harness_id_of(&status, leader)
-        .expect("leader is a harness node");
+    let victim = NodeId(leader);
     cluster.kill(victim);
 
     let mut acknowledged = Vec::new();
@@ -575,9 +563,7 @@ async fn histories_stay_linearizable_while_a_leader_dies() {
         .find(|s| s.shard_id == shard)
         .unwrap()
         .leader_node_id;
-    let victim = cluster
-        .harness_id_of(&status, leader)
-        .expect("leader is a harness node");
+    let victim = NodeId(leader);
     cluster.kill(victim);
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.restart(victim);

@@ -8,7 +8,7 @@
 //! - /livez and /readyz answer on every binary.
 
 use cairn_test_harness::otlp::{hex, render_tree, start_receiver, ReceivedSpan};
-use cairn_test_harness::{http_get, sibling_binary, wait_for, Cluster};
+use cairn_test_harness::{http_get, sibling_binary, wait_for, Cluster, ClusterSpec};
 use opentelemetry::trace::TracerProvider as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -22,24 +22,14 @@ const SHARDS: u32 = 2;
 
 /// Coordinator, three nodes and a gateway; `env` goes to every process.
 async fn start_cluster(env: &[(&str, &str)]) -> Cluster {
-    let gateway = Path::new(GATEWAY);
-    let mut coordinator_env = vec![("CAIRN_RECONCILE_INTERVAL_MS", "200")];
-    coordinator_env.extend_from_slice(env);
-    let mut node_env = vec![("CAIRN_COORDINATOR__HEARTBEAT_INTERVAL_MS", "300")];
-    node_env.extend_from_slice(env);
-    let mut cluster = Cluster::start_with_coordinators(
-        &sibling_binary(gateway, "cairn-node"),
-        &sibling_binary(gateway, "cairn-coordinator"),
-        1,
-        3,
-        SHARDS,
-        3,
-        &coordinator_env,
-        &node_env,
-    )
-    .await;
-    cluster.add_gateway_with_env(1, env);
-    cluster.wait_for_placement(SHARDS, 3, WAIT).await;
+    let cluster = ClusterSpec::new(Path::new(GATEWAY))
+        .nodes(3)
+        .shards(SHARDS)
+        .gateways(1)
+        .env(env)
+        .start()
+        .await;
+    cluster.wait_for_placement(WAIT).await;
     cluster
 }
 
@@ -374,7 +364,7 @@ async fn every_binary_serves_metrics_and_health_and_the_dashboards_query_real_se
     })
     .await;
     let mut nodes = Vec::new();
-    for id in 1..=3 {
+    for id in cluster.node_ids() {
         nodes.push(
             scrape(cluster.node(id).metrics_address.clone())
                 .await
@@ -473,7 +463,12 @@ async fn every_binary_serves_metrics_and_health_and_the_dashboards_query_real_se
         cluster.gateway(1).metrics_address.clone(),
         cluster.coordinator(1).metrics_address.clone(),
     ];
-    addresses.extend((1..=3).map(|id| cluster.node(id).metrics_address.clone()));
+    addresses.extend(
+        cluster
+            .node_ids()
+            .into_iter()
+            .map(|id| cluster.node(id).metrics_address.clone()),
+    );
     for address in addresses {
         for path in ["/livez", "/readyz"] {
             let (status, _) = http_get(&address, path).await.expect("health endpoint");
