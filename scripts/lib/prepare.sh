@@ -17,7 +17,9 @@
 #   clang's own headers (stddef.h, ...) from libclang-common; libclang-dev pulls in both.
 # - protobuf-compiler: cairn-bench measures etcd through the etcd-client crate, whose build
 #   script compiles etcd's protos with protoc (Cairn's own protos need no protoc, D2).
-CAIRN_BUILD_PACKAGES=(libclang-dev protobuf-compiler)
+# - faketime: the timestamp oracle's tests step a real coordinator's clock backwards with
+#   libfaketime (LD_PRELOAD); the library is in this package.
+CAIRN_BUILD_PACKAGES=(libclang-dev protobuf-compiler faketime)
 
 cairn_package_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]

@@ -827,6 +827,7 @@ pub fn shard_get(shard: u64, key: &[u8], consistency: kv::Consistency) -> node::
             key: key.to_vec(),
             consistency: consistency as i32,
             keys_only: false,
+            revision: 0,
         }),
     }
 }

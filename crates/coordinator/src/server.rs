@@ -1,10 +1,13 @@
 //! Starts a coordinator: its metadata Raft group (one replica in its own RocksDB), the Raft
 //! transport to the other coordinators, the coordinator service and the reconcile loop.
 
+use crate::compaction::Compaction;
 use crate::config::CoordinatorConfig;
 use crate::coordinator::Coordinator;
 use crate::metadata::{MetadataStore, METADATA_SHARD};
 use crate::metrics::CoordinatorMetrics;
+use crate::oracle::{OracleMetrics, TimestampOracle};
+use crate::timestamp_allocator::SystemClock;
 use crate::service::CoordinatorService;
 use cairn_proto::coordinator::v1::coordinator_server::CoordinatorServer;
 use cairn_proto::raft::v1::raft_transport_server::RaftTransportServer;
@@ -57,9 +60,13 @@ pub async fn run_with_listener(
     let member = NodeId(config.member_id);
     std::fs::create_dir_all(&config.data_dir)?;
     let db_path = config.data_dir.join("rocksdb");
-    let db =
-        tokio::task::spawn_blocking(move || open_database(&db_path, &RocksDbConfig::default()))
-            .await??;
+    // The metadata group never compacts its history (it counts its own revisions).
+    let compaction_points = Arc::new(cairn_raft::mvcc_store::CompactionPoints::default());
+    let points = compaction_points.clone();
+    let db = tokio::task::spawn_blocking(move || {
+        open_database(&db_path, &RocksDbConfig::default(), points)
+    })
+    .await??;
     let group_commit = GroupCommit::start(
         db.clone(),
         GroupCommitLimits::default(),
@@ -80,9 +87,12 @@ pub async fn run_with_listener(
         session_limits: SessionLimits::default(),
         propose_timeout: Duration::from_secs(10),
         read_index_timeout: Duration::from_secs(5),
-        // Metadata reads are rare; the coordinator keeps the round trip and needs no lease.
-        linearizable_reads: cairn_raft::replica::LinearizableReads::ReadIndex,
-        hold_votes_after_restart: false,
+        // The timestamp oracle confirms its leadership before every answer (D55): by lease,
+        // so that costs no round trip, which needs the lease's vote hold after a restart.
+        linearizable_reads: cairn_raft::replica::LinearizableReads::Lease,
+        hold_votes_after_restart: true,
+        compaction_points,
+        timestamps: None,
     });
     let replica = Arc::new(ShardReplica::open(context, METADATA_SHARD).await?);
     let members: BTreeMap<NodeId, NodeAddress> = config
@@ -117,6 +127,13 @@ pub async fn run_with_listener(
     )?;
     let reconcile = tokio::spawn(coordinator.clone().run_reconcile());
     let metrics = Arc::new(CoordinatorMetrics::new());
+    let oracle = TimestampOracle::new(
+        MetadataStore::new(replica.clone()),
+        Arc::new(SystemClock),
+        OracleMetrics::new(&metrics.registry),
+    );
+    let compaction = Compaction::new(MetadataStore::new(replica.clone()), oracle.clone());
+    let auto_compaction = tokio::spawn(compaction.clone().run_auto(config.auto_compaction.clone()));
     let (ready, scraped, scrape_metrics) =
         (coordinator.clone(), coordinator.clone(), metrics.clone());
     let metrics_endpoint = cairn_telemetry::start_http(
@@ -144,7 +161,11 @@ pub async fn run_with_listener(
     let result = tonic::transport::Server::builder()
         .layer(metrics.grpc.layer())
         .add_service(health_service)
-        .add_service(CoordinatorServer::new(CoordinatorService::new(coordinator)))
+        .add_service(CoordinatorServer::new(CoordinatorService::new(
+            coordinator,
+            oracle,
+            compaction,
+        )))
         .add_service(
             RaftTransportServer::new(RaftTransportService::new(directory, 2))
                 .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize)
@@ -156,6 +177,7 @@ pub async fn run_with_listener(
         )
         .await;
     reconcile.abort();
+    auto_compaction.abort();
     if let Some(endpoint) = metrics_endpoint {
         endpoint.abort();
     }

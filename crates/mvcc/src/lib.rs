@@ -34,4 +34,4 @@ pub use error::{MvccError, Result};
 pub use reader::{MvccReader, RangeBounds, RangeOptions, RangePage, Version};
 pub use record::WriteRecord;
 pub use view::{ColumnFamily, Cursor, MemoryView, Mutation, MvccView};
-pub use writer::{Refusal, VersionWriter};
+pub use writer::{leadership_refusal, Refusal, VersionWriter};

@@ -19,7 +19,7 @@ use cairn_types::{Revision, ShardId};
 
 /// Why a write's revision cannot be applied. Nothing of the command is applied; the client
 /// may retry it (it will get a new timestamp).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum Refusal {
     #[error(
         "revision {revision} is not above {newest}, the newest version of a key the write names"
@@ -33,6 +33,20 @@ pub enum Refusal {
         revision: Revision,
         compact_revision: Revision,
     },
+    /// The timestamp was fetched under the leadership of one term and the entry was
+    /// appended in another: the latches that protected it were the old leader's, so readers
+    /// of the new leader may already have read past it.
+    #[error("timestamp fetched in term {fetched_in_term}, entry appended in term {entry_term}")]
+    LeadershipChanged { fetched_in_term: u64, entry_term: u64 },
+}
+
+/// The apply-time rule for a timestamped entry: it must be appended in the term whose leader
+/// latched its keys and fetched its timestamp.
+pub fn leadership_refusal(fetched_in_term: u64, entry_term: u64) -> Option<Refusal> {
+    (fetched_in_term != entry_term).then_some(Refusal::LeadershipChanged {
+        fetched_in_term,
+        entry_term,
+    })
 }
 
 /// Builds the mutations of one command at one revision, reading the versions it replaces.

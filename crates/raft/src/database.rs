@@ -1,7 +1,8 @@
 //! Opens the node's single RocksDB instance with Cairn's column families.
 
 use crate::error::Result;
-use crate::keys::ALL_COLUMN_FAMILIES;
+use crate::keys::{ALL_COLUMN_FAMILIES, CF_WRITE};
+use crate::mvcc_store::{is_version_key, versions_prefix_of, CompactionPoints, WriteFilterFactory};
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 use std::path::Path;
 use std::sync::Arc;
@@ -31,7 +32,13 @@ impl Default for RocksDbConfig {
     }
 }
 
-pub fn open_database(path: &Path, config: &RocksDbConfig) -> Result<Arc<DB>> {
+/// Opens the database. `compaction_points` is what the `write` column family's compaction
+/// filter drops versions by; the state machines of this database keep it current.
+pub fn open_database(
+    path: &Path,
+    config: &RocksDbConfig,
+    compaction_points: Arc<CompactionPoints>,
+) -> Result<Arc<DB>> {
     let cache = rocksdb::Cache::new_lru_cache(config.block_cache_bytes);
     let mut block = rocksdb::BlockBasedOptions::default();
     block.set_block_cache(&cache);
@@ -51,9 +58,26 @@ pub fn open_database(path: &Path, config: &RocksDbConfig) -> Result<Arc<DB>> {
     options.set_atomic_flush(true);
     options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
 
-    let descriptors = ALL_COLUMN_FAMILIES
+    // Versions: a read seeks within one key's versions, so Bloom filters on the key without
+    // its revision (the prefix) let a read skip files as a point lookup would; old versions
+    // go by the compaction filter.
+    let mut write_options = cf_options.clone();
+    write_options.set_prefix_extractor(rocksdb::SliceTransform::create(
+        "cairn.versions_prefix",
+        versions_prefix_of,
+        Some(is_version_key),
+    ));
+    write_options.set_memtable_prefix_bloom_ratio(0.1);
+    write_options.set_compaction_filter_factory(WriteFilterFactory {
+        points: compaction_points,
+    });
+
+    let descriptors: Vec<ColumnFamilyDescriptor> = ALL_COLUMN_FAMILIES
         .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()));
+        .filter(|name| **name != CF_WRITE)
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()))
+        .chain([ColumnFamilyDescriptor::new(CF_WRITE, write_options)])
+        .collect();
     let db = DB::open_cf_descriptors(&options, path, descriptors)?;
     Ok(Arc::new(db))
 }

@@ -2,6 +2,9 @@
 
 use crate::config::NodeConfig;
 use crate::error::{NodeError, Result};
+use crate::timestamps::NodeTimestamps;
+use cairn_coordinator_client::TimestampClientConfig;
+use cairn_raft::mvcc_store::CompactionPoints;
 use cairn_raft::convert::RequestValidator;
 use cairn_raft::database::open_database;
 use cairn_raft::group_commit::{GroupCommit, GroupCommitLimits, GroupCommitStats};
@@ -21,6 +24,9 @@ pub struct Node {
     /// Serialises replica creation and removal (rare; keeps "open twice" impossible).
     lifecycle: tokio::sync::Mutex<()>,
     pub group_commit_stats: Arc<GroupCommitStats>,
+    /// The oracle's client, under a coordinator.
+    pub timestamps: Option<Arc<NodeTimestamps>>,
+    pub compaction_points: Arc<CompactionPoints>,
 }
 
 impl Node {
@@ -31,8 +37,22 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)?;
         let db_path = config.data_dir.join("rocksdb");
         let rocksdb_config = config.rocksdb.clone();
-        let db =
-            tokio::task::spawn_blocking(move || open_database(&db_path, &rocksdb_config)).await??;
+        let compaction_points = Arc::new(CompactionPoints::default());
+        let points = compaction_points.clone();
+        let db = tokio::task::spawn_blocking(move || {
+            open_database(&db_path, &rocksdb_config, points)
+        })
+        .await??;
+        // Under a coordinator every write's revision is a timestamp from its oracle; a
+        // statically bootstrapped node counts revisions per shard.
+        let timestamps = config.coordinator.as_ref().map(|coordinator| {
+            Arc::new(NodeTimestamps::start(TimestampClientConfig {
+                coordinators: coordinator.addresses.clone(),
+                requests_in_flight_max: coordinator.timestamp_requests_in_flight_max,
+                rpc_timeout: Duration::from_millis(coordinator.rpc_timeout_ms),
+                outbound_bind_ip: None,
+            }))
+        });
         let stats = Arc::new(GroupCommitStats::default());
         let group_commit = GroupCommit::start(
             db.clone(),
@@ -58,6 +78,10 @@ impl Node {
             read_index_timeout: Duration::from_millis(config.read_index_timeout_ms),
             linearizable_reads: config.raft.linearizable_reads,
             hold_votes_after_restart: true,
+            compaction_points: compaction_points.clone(),
+            timestamps: timestamps
+                .clone()
+                .map(|source| source as Arc<dyn cairn_raft::versioned::TimestampSource>),
         });
         let node = Arc::new(Self {
             validator: RequestValidator::new(config.limits.clone()),
@@ -66,6 +90,8 @@ impl Node {
             replicas: RwLock::new(HashMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
             group_commit_stats: stats,
+            timestamps,
+            compaction_points,
         });
         let shards = hosted_shards(&db)?;
         tracing::info!(%node_id, replicas = shards.len(), "opening hosted replicas");

@@ -128,6 +128,7 @@ async fn replication_survives_leader_kill_and_the_old_leader_catches_up() {
                 key: key.clone(),
                 consistency: kv::Consistency::Linearizable as i32,
                 keys_only: false,
+                revision: 0,
             }),
         };
         let response = client
