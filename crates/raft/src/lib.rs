@@ -18,6 +18,8 @@ pub mod log_store;
 pub mod mvcc_store;
 pub mod network;
 pub mod replica;
+#[cfg(test)]
+mod revision_tests;
 pub mod sessions;
 pub mod snapshot_file;
 pub(crate) mod snapshot_store;

@@ -34,12 +34,10 @@ use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend};
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
-use serde::{Deserialize, Serialize};
+use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 
 /// Most entries applied into one RocksDB batch before it is written (and their answers sent).
@@ -54,7 +52,7 @@ pub struct SnapshotFile {
 }
 
 pub struct ShardStateMachine {
-    snapshots: SnapshotStore,
+    pub(crate) snapshots: SnapshotStore,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     /// The highest revision applied (writes to different keys may apply out of revision
@@ -177,7 +175,7 @@ impl ShardStateMachine {
     /// Applies one entry into `batch`, which the caller writes; returns the response for its
     /// proposer. Reads go to the live database, so the caller must have written every pending
     /// change this entry could read ([`PendingApply::must_write_before`]).
-    fn apply_entry(
+    pub(crate) fn apply_entry(
         &mut self,
         entry: crate::type_config::Entry,
         pending: &mut PendingApply,
@@ -281,7 +279,7 @@ impl ShardStateMachine {
     }
 
     /// Writes the pending entries as one atomic batch, then answers their proposers.
-    fn write_pending(&self, pending: &mut PendingApply) -> Result<()> {
+    pub(crate) fn write_pending(&self, pending: &mut PendingApply) -> Result<()> {
         if pending.entries == 0 {
             return Ok(());
         }
@@ -323,7 +321,7 @@ impl ShardStateMachine {
 
 /// Entries applied into a batch that is not written yet, and what they touched.
 #[derive(Default)]
-struct PendingApply {
+pub(crate) struct PendingApply {
     batch: WriteBatch,
     entries: usize,
     /// User keys named by the pending entries' operations (a superset of what they wrote).
@@ -366,7 +364,7 @@ impl PendingApply {
 
     /// Records what `entry` touched; `false` when it named a range, after which the batch is
     /// written at once so no later entry has to reason about it.
-    fn note(&mut self, entry: &crate::type_config::Entry) -> bool {
+    pub(crate) fn note(&mut self, entry: &crate::type_config::Entry) -> bool {
         self.entries += 1;
         let EntryPayload::Normal(command) = &entry.payload else {
             return true;
@@ -513,6 +511,8 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::KvView;
+    use std::path::Path;
     use crate::command::{Command, Put, WriteOp};
     use crate::type_config::Entry;
     use cairn_types::NodeId;
@@ -559,6 +559,7 @@ mod tests {
     /// Applies one entry as its own batch, as a run of one entry would be.
     fn apply_now(machine: &mut ShardStateMachine, entry: Entry) -> CommandResponse {
         let mut pending = PendingApply::default();
+        pending.note(&entry);
         let response = machine.apply_entry(entry, &mut pending).unwrap();
         machine.write_pending(&mut pending).unwrap();
         response

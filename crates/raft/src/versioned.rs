@@ -19,6 +19,7 @@ use crate::kv::named_keys;
 use crate::latches::{LatchGuard, LatchKeys};
 use crate::replica::{ReplicaError, ShardReplica};
 use cairn_types::Revision;
+use openraft::async_runtime::WatchReceiver;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -224,7 +224,7 @@ impl ShardKv for KvService {
             let kv = KvView::new(replica.db(), shard)
                 .get_at(&get.key, at, get.keys_only)
                 .map_err(storage_error(shard))?;
-            replica.check_compaction(at)?;
+            replica.check_compaction(at).map_err(NodeError::from)?;
             return Ok(Response::new(GetResult { revision: at, kv }.into()));
         }
         self.before_read(&replica, get_request.consistency).await?;
@@ -267,7 +267,7 @@ impl ShardKv for KvService {
                     .map_err(storage_error(shard))
             })
             .await?;
-            replica.check_compaction(at)?;
+            replica.check_compaction(at).map_err(NodeError::from)?;
             return Ok(Response::new(result.into()));
         }
         self.before_read(&replica, range_request.consistency)
