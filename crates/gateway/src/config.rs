@@ -99,6 +99,9 @@ impl GatewayConfig {
                 "backoff_min_ms must be at least 1 and at most backoff_max_ms",
             ));
         }
+        if self.timestamp_requests_in_flight_max == 0 {
+            return Err(bad("timestamp_requests_in_flight_max", "must be at least 1"));
+        }
         if self.range_fanout_max == 0 {
             return Err(bad("range_fanout_max", "must be at least 1"));
         }
