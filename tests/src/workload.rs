@@ -6,7 +6,9 @@
 //! gateway, so a write applied twice shows up in the history. The history is then checked by `cairn-linearizability`, and a violation is
 //! written to a file whose path the panic names.
 
-use cairn_linearizability::{check_history, check_revision_order, Input, Operation, Output, Verdict};
+use cairn_linearizability::{
+    check_history, check_revision_order, Input, Operation, Output, Verdict,
+};
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::kv_client::KvClient;
 use rand::{Rng, SeedableRng};
@@ -334,8 +336,7 @@ pub async fn read_every_key(
             let mut answered = false;
             for _ in 0..FINAL_READ_ATTEMPTS_MAX {
                 let call = clock.now();
-                if let Some((output, revision)) = call_once(&mut kv, key, &Input::Get, None).await
-                {
+                if let Some((output, revision)) = call_once(&mut kv, key, &Input::Get, None).await {
                     reads.push(Operation {
                         client: client + index as u64,
                         key: key.clone(),

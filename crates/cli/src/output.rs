@@ -357,7 +357,10 @@ fn kv_table(kvs: &[proto::KeyValue], keys_only: bool) -> String {
         })
         .collect();
     if keys_only {
-        table(&["KEY", "VERSION", "CREATE_REVISION", "MOD_REVISION"], &rows)
+        table(
+            &["KEY", "VERSION", "CREATE_REVISION", "MOD_REVISION"],
+            &rows,
+        )
     } else {
         table(
             &["KEY", "VALUE", "VERSION", "CREATE_REVISION", "MOD_REVISION"],

@@ -115,7 +115,11 @@ impl Kv for FakeKv {
             Vec::new()
         };
         // Like a gateway: a range without a revision is read at a new snapshot revision.
-        let revision = if request.revision == 0 { 1_000 + self.range_calls.lock().unwrap().len() as u64 } else { request.revision };
+        let revision = if request.revision == 0 {
+            1_000 + self.range_calls.lock().unwrap().len() as u64
+        } else {
+            request.revision
+        };
         Ok(Response::new(proto::RangeResponse {
             revision,
             kvs,
@@ -397,7 +401,10 @@ async fn scan_follows_continuations() {
         assert_eq!(calls.len(), 3);
         // Every page after the first is read at the first page's snapshot revision.
         assert_eq!(calls[0].revision, 0);
-        assert!(calls[1..].iter().all(|call| call.revision == 1_001), "{calls:?}");
+        assert!(
+            calls[1..].iter().all(|call| call.revision == 1_001),
+            "{calls:?}"
+        );
     }
 
     let error = client.scan_prefix("user/", 2, 3).await.unwrap_err();

@@ -76,7 +76,10 @@ pub struct TimestampStats {
 impl TimestampClient {
     /// Starts the dispatcher on the current Tokio runtime.
     pub fn start(config: TimestampClientConfig) -> Self {
-        assert!(config.requests_in_flight_max >= 1, "at least one request in flight");
+        assert!(
+            config.requests_in_flight_max >= 1,
+            "at least one request in flight"
+        );
         let (queue, waiting) = mpsc::channel(WAITERS_QUEUED_MAX);
         let stats = Arc::new(TimestampStats::default());
         let connection = Arc::new(Connection {
@@ -103,7 +106,10 @@ impl TimestampClient {
         count: u32,
         timeout: Duration,
     ) -> Result<Range<Revision>, TimestampError> {
-        assert!((1..=TIMESTAMPS_PER_REQUEST_MAX).contains(&count), "{count} timestamps");
+        assert!(
+            (1..=TIMESTAMPS_PER_REQUEST_MAX).contains(&count),
+            "{count} timestamps"
+        );
         let started = Instant::now();
         let deadline = started + timeout;
         let (reply, answer) = oneshot::channel();
@@ -112,7 +118,8 @@ impl TimestampClient {
             deadline,
             reply,
         };
-        let unavailable = || TimestampError::Unavailable(format!("no timestamp within {timeout:?}"));
+        let unavailable =
+            || TimestampError::Unavailable(format!("no timestamp within {timeout:?}"));
         tokio::time::timeout_at(deadline.into(), self.queue.send(waiter))
             .await
             .map_err(|_| unavailable())?

@@ -83,7 +83,9 @@ impl AutoCompaction {
                 let physical = TimestampParts::from(latest).physical_ms;
                 TimestampParts::at_ms(physical.checked_sub(self.retention_ms)?).revision()
             }
-            AutoCompactionMode::Revision => Revision(latest.0.checked_sub(self.retention_revisions)?),
+            AutoCompactionMode::Revision => {
+                Revision(latest.0.checked_sub(self.retention_revisions)?)
+            }
         };
         (point.0 > 0).then_some(point)
     }
@@ -156,7 +158,11 @@ impl Compaction {
                 self.remember(term, Revision(current));
                 return Ok(Revision(current));
             }
-            if self.metadata.store_compaction(stored_at, revision.0).await? {
+            if self
+                .metadata
+                .store_compaction(stored_at, revision.0)
+                .await?
+            {
                 tracing::info!(%revision, previous = current, "cluster compaction point moved");
                 self.remember(term, revision);
                 return Ok(revision);

@@ -20,7 +20,9 @@ pub enum CoordinatorError {
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
     /// A revision the oracle has not handed out yet.
-    #[error("revision {requested} is in the future: the latest revision handed out is at most {latest}")]
+    #[error(
+        "revision {requested} is in the future: the latest revision handed out is at most {latest}"
+    )]
     FutureRevision {
         requested: cairn_types::Revision,
         latest: cairn_types::Revision,

@@ -265,7 +265,10 @@ impl MetadataStore {
     /// The oracle's persisted window and the revision to compare against when replacing it
     /// (both 0 when none was ever stored). Linearizable.
     pub async fn timestamp_window(&self) -> Result<(u64, u64)> {
-        Ok(self.get::<u64>(TIMESTAMP_WINDOW_KEY).await?.unwrap_or((0, 0)))
+        Ok(self
+            .get::<u64>(TIMESTAMP_WINDOW_KEY)
+            .await?
+            .unwrap_or((0, 0)))
     }
 
     /// Stores the oracle's window if it was not changed since `expected_revision`; returns

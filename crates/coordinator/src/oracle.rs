@@ -108,7 +108,11 @@ pub struct TimestampOracle {
 }
 
 impl TimestampOracle {
-    pub fn new(metadata: MetadataStore, clock: Arc<dyn Clock>, metrics: OracleMetrics) -> Arc<Self> {
+    pub fn new(
+        metadata: MetadataStore,
+        clock: Arc<dyn Clock>,
+        metrics: OracleMetrics,
+    ) -> Arc<Self> {
         Arc::new(Self {
             metadata,
             clock,
@@ -174,7 +178,9 @@ impl TimestampOracle {
         self.metrics.requests.inc();
         self.metrics.timestamps.inc_by(count);
         self.metrics.batch_size.observe(count as f64);
-        self.metrics.latency.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .latency
+            .observe(started.elapsed().as_secs_f64());
         Ok(allocated)
     }
 
@@ -236,7 +242,10 @@ impl TimestampOracle {
             }
             leadership.window_revision
         };
-        let revision = self.store(expected, window_end).await.inspect_err(|_| self.forget(term))?;
+        let revision = self
+            .store(expected, window_end)
+            .await
+            .inspect_err(|_| self.forget(term))?;
         let mut state = self.lock_state();
         if let Some(leadership) = state.as_mut().filter(|l| l.term == term) {
             leadership.allocator.window_persisted(window_end);

@@ -51,7 +51,13 @@ impl History {
     }
 
     fn highest(&self) -> u64 {
-        self.0.lock().unwrap().iter().map(Observation::last).max().unwrap_or(0)
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Observation::last)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Unique: no two answers share a timestamp. Real-time order: an answer to a request
@@ -86,7 +92,10 @@ impl History {
     }
 }
 
-async fn client(address: &str, timeout: Duration) -> Option<CoordinatorClient<tonic::transport::Channel>> {
+async fn client(
+    address: &str,
+    timeout: Duration,
+) -> Option<CoordinatorClient<tonic::transport::Channel>> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .ok()?
         .connect_timeout(timeout)
@@ -118,25 +127,38 @@ async fn ask(address: &str, count: u32, timeout: Duration, history: &History) ->
 }
 
 fn addresses(cluster: &Cluster, ids: &[u64]) -> Vec<String> {
-    ids.iter().map(|id| cluster.coordinator(*id).address.clone()).collect()
+    ids.iter()
+        .map(|id| cluster.coordinator(*id).address.clone())
+        .collect()
 }
 
 /// The coordinator that hands out timestamps now.
 async fn oracle_leader(cluster: &Cluster, ids: &[u64], history: &History) -> u64 {
-    wait_for("a coordinator handing out timestamps", WAIT, || async move {
-        for id in ids {
-            let address = cluster.coordinator(*id).address.clone();
-            if ask(&address, 1, Duration::from_secs(2), history).await.is_some() {
-                return Some(*id);
+    wait_for(
+        "a coordinator handing out timestamps",
+        WAIT,
+        || async move {
+            for id in ids {
+                let address = cluster.coordinator(*id).address.clone();
+                if ask(&address, 1, Duration::from_secs(2), history)
+                    .await
+                    .is_some()
+                {
+                    return Some(*id);
+                }
             }
-        }
-        None
-    })
+            None
+        },
+    )
     .await
 }
 
 /// Clients asking every coordinator in turn for timestamps until stopped.
-fn start_load(addresses: Vec<String>, history: History, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_load(
+    addresses: Vec<String>,
+    history: History,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..6)
         .map(|worker| {
             let (addresses, history, stop) = (addresses.clone(), history.clone(), stop.clone());
@@ -145,7 +167,10 @@ fn start_load(addresses: Vec<String>, history: History, stop: Arc<AtomicBool>) -
                 while !stop.load(Ordering::Relaxed) {
                     let address = &addresses[turn % addresses.len()];
                     let count = 1 + (turn % 7) as u32;
-                    if ask(address, count, Duration::from_secs(1), &history).await.is_none() {
+                    if ask(address, count, Duration::from_secs(1), &history)
+                        .await
+                        .is_none()
+                    {
                         turn += 1;
                     }
                 }
@@ -156,7 +181,10 @@ fn start_load(addresses: Vec<String>, history: History, stop: Arc<AtomicBool>) -
 
 async fn wait_for_progress(history: &History, what: &str) {
     let before = history.len();
-    wait_for(what, WAIT, || async move { (history.len() > before + 20).then_some(()) }).await;
+    wait_for(what, WAIT, || async move {
+        (history.len() > before + 20).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,20 +227,29 @@ async fn timestamps_stay_unique_and_ordered_through_leader_kill_and_pause() {
     let paused_address = cluster.coordinator(paused).address.clone();
     let stale = {
         let history = history.clone();
-        tokio::spawn(async move { ask(&paused_address, 1, Duration::from_secs(30), &history).await })
+        tokio::spawn(
+            async move { ask(&paused_address, 1, Duration::from_secs(30), &history).await },
+        )
     };
     // Let the request reach the paused process's socket before it resumes.
     wait_for_progress(&history, "more timestamps while the old leader is paused").await;
     cluster.resume(Role::Coordinator, paused);
     let stale_answer = stale.await.expect("request task");
-    tracing::info!(?stale_answer, successor, "the resumed leader's answer to a request sent while it was paused");
+    tracing::info!(
+        ?stale_answer,
+        successor,
+        "the resumed leader's answer to a request sent while it was paused"
+    );
     wait_for_progress(&history, "timestamps after the old leader resumed").await;
 
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.expect("load task");
     }
-    tracing::info!(answers = history.len(), "--- checking uniqueness and real-time order");
+    tracing::info!(
+        answers = history.len(),
+        "--- checking uniqueness and real-time order"
+    );
     history.check();
 }
 
@@ -260,9 +297,17 @@ async fn timestamps_rise_when_the_clock_steps_back_and_across_same_term_restarts
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
     ]);
     let node_binary = sibling_binary(Path::new(COORDINATOR), "cairn-node");
-    let mut cluster =
-        Cluster::start_with_coordinators(&node_binary, Path::new(COORDINATOR), 1, 0, 1, 1, &env, &[])
-            .await;
+    let mut cluster = Cluster::start_with_coordinators(
+        &node_binary,
+        Path::new(COORDINATOR),
+        1,
+        0,
+        1,
+        1,
+        &env,
+        &[],
+    )
+    .await;
     let history = History::default();
     let address = cluster.coordinator(1).address.clone();
     let ask_some = |history: History, address: String| async move {
@@ -289,7 +334,9 @@ async fn timestamps_rise_when_the_clock_steps_back_and_across_same_term_restarts
     ask_some(history.clone(), address.clone()).await;
     assert!(history.highest() > before_restart);
 
-    tracing::info!("--- the wall clock jumps a day forward, then back to real time, with a restart");
+    tracing::info!(
+        "--- the wall clock jumps a day forward, then back to real time, with a restart"
+    );
     clock.step("+86400s");
     ask_some(history.clone(), address.clone()).await;
     let after_jump = history.highest();

@@ -100,7 +100,10 @@ impl GatewayConfig {
             ));
         }
         if self.timestamp_requests_in_flight_max == 0 {
-            return Err(bad("timestamp_requests_in_flight_max", "must be at least 1"));
+            return Err(bad(
+                "timestamp_requests_in_flight_max",
+                "must be at least 1",
+            ));
         }
         if self.range_fanout_max == 0 {
             return Err(bad("range_fanout_max", "must be at least 1"));

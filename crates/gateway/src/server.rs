@@ -3,10 +3,10 @@
 use crate::cluster_service::ClusterService;
 use crate::config::GatewayConfig;
 use crate::kv_service::KvService;
-use cairn_coordinator_client::{CoordinatorClient, TimestampClient, TimestampClientConfig};
 use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use crate::routing::ShardMaps;
+use cairn_coordinator_client::{CoordinatorClient, TimestampClient, TimestampClientConfig};
 use cairn_proto::kv::v1::cluster_server::ClusterServer;
 use cairn_proto::kv::v1::kv_server::KvServer;
 use cairn_types::REQUEST_BYTES_MAX_CEILING;

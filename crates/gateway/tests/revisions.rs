@@ -46,7 +46,12 @@ struct Writes(Arc<Mutex<BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>>>);
 
 impl Writes {
     fn record(&self, key: Vec<u8>, revision: u64, value: Option<Vec<u8>>) {
-        self.0.lock().unwrap().entry(key).or_default().push((revision, value));
+        self.0
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .push((revision, value));
     }
 
     /// The model's state at revision `at`: each key's latest write at or below it.
@@ -71,7 +76,11 @@ fn key(i: u32) -> Vec<u8> {
 
 /// Writers putting and deleting keys until stopped; every write is acknowledged or the test
 /// fails (there are no faults here, so an unknown outcome is a bug).
-fn start_writers(kv: &KvClient<Channel>, writes: &Writes, stop: &Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_writers(
+    kv: &KvClient<Channel>,
+    writes: &Writes,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..4u32)
         .map(|writer| {
             let (mut kv, writes, stop) = (kv.clone(), writes.clone(), stop.clone());
@@ -130,7 +139,11 @@ async fn paged_range(kv: &mut KvClient<Channel>, at: u64) -> (u64, Vec<(Vec<u8>,
             .into_inner();
         assert!(page.revision != 0 && (revision == 0 || page.revision == revision));
         revision = page.revision;
-        seen.extend(page.kvs.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)));
+        seen.extend(
+            page.kvs
+                .into_iter()
+                .map(|kv| (kv.key, kv.value, kv.mod_revision)),
+        );
         if !page.more {
             return (revision, seen);
         }
@@ -160,10 +173,17 @@ async fn ranges_read_every_shard_at_one_revision_and_old_revisions_never_change(
 
     tracing::info!("--- every paged range equals the model at its revision");
     for (revision, seen) in &snapshots {
-        assert_eq!(seen, &writes.state_at(*revision), "range at revision {revision}");
+        assert_eq!(
+            seen,
+            &writes.state_at(*revision),
+            "range at revision {revision}"
+        );
     }
     let revisions: Vec<u64> = snapshots.iter().map(|(revision, _)| *revision).collect();
-    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "snapshot revisions rise: {revisions:?}");
+    assert!(
+        revisions.windows(2).all(|w| w[0] < w[1]),
+        "snapshot revisions rise: {revisions:?}"
+    );
 
     tracing::info!("--- reading at those revisions again gives the same answers");
     for (revision, seen) in &snapshots {
@@ -214,25 +234,31 @@ async fn ranges_read_every_shard_at_one_revision_and_old_revisions_never_change(
     assert_eq!(compacted.compact_revision, middle);
     let (early, _) = snapshots[0];
     // Shards learn the point from their nodes' heartbeats: wait until every shard refuses.
-    cairn_test_harness::wait_for("every shard refusing reads below the compaction point", WAIT, || {
-        let mut kv = kv.clone();
-        async move {
-            let status = kv
-                .range(pb::RangeRequest {
-                    prefix: b"s/".to_vec(),
-                    revision: early,
-                    ..Default::default()
-                })
-                .await
-                .err()?;
-            match error_detail(&status) {
-                Some(pb::error_detail::Kind::Compacted(detail)) if detail.compact_revision == middle => {
-                    Some(())
+    cairn_test_harness::wait_for(
+        "every shard refusing reads below the compaction point",
+        WAIT,
+        || {
+            let mut kv = kv.clone();
+            async move {
+                let status = kv
+                    .range(pb::RangeRequest {
+                        prefix: b"s/".to_vec(),
+                        revision: early,
+                        ..Default::default()
+                    })
+                    .await
+                    .err()?;
+                match error_detail(&status) {
+                    Some(pb::error_detail::Kind::Compacted(detail))
+                        if detail.compact_revision == middle =>
+                    {
+                        Some(())
+                    }
+                    _ => None,
                 }
-                _ => None,
             }
-        }
-    })
+        },
+    )
     .await;
     assert_eq!(paged_range(&mut kv, middle).await.1, middle_seen);
     let (last, last_seen) = snapshots.last().expect("snapshots").clone();

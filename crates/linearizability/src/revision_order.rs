@@ -93,7 +93,14 @@ pub fn check_revision_order(history: &[Operation]) -> Result<usize, RevisionOrde
 mod tests {
     use super::*;
 
-    fn op(key: &str, input: Input, call: u64, returned: u64, output: Output, revision: u64) -> Operation {
+    fn op(
+        key: &str,
+        input: Input,
+        call: u64,
+        returned: u64,
+        output: Output,
+        revision: u64,
+    ) -> Operation {
         Operation {
             client: 1,
             key: key.into(),
@@ -105,7 +112,14 @@ mod tests {
     }
 
     fn put(key: &str, call: u64, returned: u64, revision: u64) -> Operation {
-        op(key, Input::Put("v".into()), call, returned, Output::Done, revision)
+        op(
+            key,
+            Input::Put("v".into()),
+            call,
+            returned,
+            Output::Done,
+            revision,
+        )
     }
 
     #[test]
@@ -132,7 +146,17 @@ mod tests {
             "two writes share a revision"
         );
         // A failed compare-and-set made no revision of its own.
-        let failed = op("a", Input::Cas { expected: None, new: Some("x".into()) }, 20, 30, Output::Succeeded(false), 3);
+        let failed = op(
+            "a",
+            Input::Cas {
+                expected: None,
+                new: Some("x".into()),
+            },
+            20,
+            30,
+            Output::Succeeded(false),
+            3,
+        );
         assert!(check_revision_order(&[put("a", 0, 10, 5), failed]).is_ok());
     }
 }

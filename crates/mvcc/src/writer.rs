@@ -37,7 +37,10 @@ pub enum Refusal {
     /// appended in another: the latches that protected it were the old leader's, so readers
     /// of the new leader may already have read past it.
     #[error("timestamp fetched in term {fetched_in_term}, entry appended in term {entry_term}")]
-    LeadershipChanged { fetched_in_term: u64, entry_term: u64 },
+    LeadershipChanged {
+        fetched_in_term: u64,
+        entry_term: u64,
+    },
 }
 
 /// The apply-time rule for a timestamped entry: it must be appended in the term whose leader

@@ -107,7 +107,9 @@ pub enum WriteOp {
     /// Raises the shard's compaction point: reads below it are refused and versions only
     /// they could see may be dropped. Proposed by the leader when the cluster's point is
     /// higher than its shard's.
-    Compact { revision: Revision },
+    Compact {
+        revision: Revision,
+    },
 }
 
 /// Where a write's revision comes from.
@@ -209,7 +211,9 @@ pub enum WriteResult {
     /// remembered): retrying gets a new timestamp.
     Refused(cairn_mvcc::Refusal),
     /// A `Compact` command: the shard's compaction point after it.
-    Compacted { compact_revision: Revision },
+    Compacted {
+        compact_revision: Revision,
+    },
 }
 
 /// What applying one log entry produced (the Raft response type).

@@ -237,12 +237,21 @@ mod tests {
         below.set_revision(Revision(5));
         above.set_revision(Revision(20));
         // Waits for `below` (5 <= 10) and `unknown` (could still be below 10).
-        assert!(latches.wait_for_in_flight(Revision(10), SHORT).await.is_err());
+        assert!(latches
+            .wait_for_in_flight(Revision(10), SHORT)
+            .await
+            .is_err());
         drop(below);
-        assert!(latches.wait_for_in_flight(Revision(10), SHORT).await.is_err());
+        assert!(latches
+            .wait_for_in_flight(Revision(10), SHORT)
+            .await
+            .is_err());
         // Its timestamp turns out above the read: no longer waited for.
         unknown.set_revision(Revision(15));
-        latches.wait_for_in_flight(Revision(10), SHORT).await.unwrap();
+        latches
+            .wait_for_in_flight(Revision(10), SHORT)
+            .await
+            .unwrap();
         // A write latched after the read began is not waited for.
         let later = latches.acquire(keys(&["d"]), LONG).await.unwrap();
         drop(later);

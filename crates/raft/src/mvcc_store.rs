@@ -41,14 +41,20 @@ impl CompactionPoints {
 
     /// Raises `shard`'s point to `point` (never lowers it, except through [`Self::reset`]).
     pub fn raise(&self, shard: ShardId, point: Revision) {
-        let mut points = self.points.write().expect("compaction points lock poisoned");
+        let mut points = self
+            .points
+            .write()
+            .expect("compaction points lock poisoned");
         let entry = points.entry(shard).or_default();
         *entry = (*entry).max(point);
     }
 
     /// Sets `shard`'s point as loaded from its state (open, snapshot install, removal).
     pub fn reset(&self, shard: ShardId, point: Revision) {
-        let mut points = self.points.write().expect("compaction points lock poisoned");
+        let mut points = self
+            .points
+            .write()
+            .expect("compaction points lock poisoned");
         if point == Revision(0) {
             points.remove(&shard);
         } else {
@@ -241,8 +247,9 @@ mod tests {
     #[test]
     fn rocks_view_serves_points_and_ranges() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::database::open_database(dir.path(), &Default::default(), Default::default())
-            .unwrap();
+        let db =
+            crate::database::open_database(dir.path(), &Default::default(), Default::default())
+                .unwrap();
         let shard = ShardId(3);
         for (revision, key) in [(1, "a"), (2, "b"), (3, "a"), (4, "c")] {
             let view = RocksView::new(&db, None);
@@ -263,8 +270,15 @@ mod tests {
         assert_eq!((a.mod_revision, a.version), (Revision(3), 2));
         let old = reader.get(b"a", Revision(2), false).unwrap().unwrap();
         assert_eq!(old.mod_revision, Revision(1));
-        let all = RangeBounds { start: Vec::new(), end: None };
-        let options = RangeOptions { limit: 10, keys_only: false, count_only: false };
+        let all = RangeBounds {
+            start: Vec::new(),
+            end: None,
+        };
+        let options = RangeOptions {
+            limit: 10,
+            keys_only: false,
+            count_only: false,
+        };
         let keys: Vec<Vec<u8>> = reader
             .range(&all, Revision::LATEST, options)
             .unwrap()

@@ -9,13 +9,13 @@ use crate::keys;
 use crate::latches::Latches;
 use crate::log_store::LogStore;
 use crate::mvcc_store::CompactionPoints;
-use crate::versioned::TimestampSource;
 use crate::network::{
     decode_payload, encode_payload, PeerChannels, ShardNetworkFactory, ENCODING_POSTCARD,
 };
 use crate::sessions::SessionLimits;
 use crate::state_machine::ShardStateMachine;
 use crate::type_config::{LogId, NodeAddress, ShardRaftConfig};
+use crate::versioned::TimestampSource;
 use cairn_proto::raft::v1 as pb;
 use cairn_types::{NodeId, Revision, ShardId};
 use openraft::async_runtime::WatchReceiver;
@@ -935,8 +935,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reopened_replica_that_voted_refuses_votes_for_one_lease() {
         let dir = tempfile::tempdir().unwrap();
-        let db =
-            crate::database::open_database(&dir.path().join("db"), &Default::default(), Default::default()).unwrap();
+        let db = crate::database::open_database(
+            &dir.path().join("db"),
+            &Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         let lease_reads = context(
             db.clone(),
             dir.path().join("snapshots"),
@@ -997,8 +1001,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reopened_replica_that_voted_does_not_stand_for_election_during_the_hold() {
         let dir = tempfile::tempdir().unwrap();
-        let db =
-            crate::database::open_database(&dir.path().join("db"), &Default::default(), Default::default()).unwrap();
+        let db = crate::database::open_database(
+            &dir.path().join("db"),
+            &Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         let context = context_with_election(
             db,
             dir.path().join("snapshots"),

@@ -11,8 +11,8 @@ use crate::state_machine::{read_compaction, PendingApply, ShardStateMachine};
 use crate::type_config::{Entry, LogId};
 use cairn_mvcc::Refusal;
 use cairn_types::{ClientId, NodeId, Revision, Sequence, ShardId};
-use openraft::impls::leader_id_adv::LeaderId;
 use openraft::entry::RaftEntry;
+use openraft::impls::leader_id_adv::LeaderId;
 use openraft::storage::RaftStateMachine;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,7 +35,15 @@ fn open(dir: &Path) -> (Arc<rocksdb::DB>, ShardStateMachine) {
 }
 
 /// An entry appended in `log_term` whose timestamp was fetched in `fetched_term`.
-fn stamped(index: u64, log_term: u64, fetched_term: u64, revision: u64, sequence: u64, key: &str, value: &str) -> Entry {
+fn stamped(
+    index: u64,
+    log_term: u64,
+    fetched_term: u64,
+    revision: u64,
+    sequence: u64,
+    key: &str,
+    value: &str,
+) -> Entry {
     let command = Command {
         write_id: Some(WriteId {
             client: ClientId(9),
@@ -100,7 +108,9 @@ async fn timestamped_writes_land_at_their_revisions_and_other_leaderships_are_re
     assert_eq!(value_at(&db, "b", 60), Some(("1".into(), 50)));
     assert_eq!(value_at(&db, "a", 99), None);
 
-    tracing::info!("--- a timestamp fetched in term 1, appended in term 2: refused, not remembered");
+    tracing::info!(
+        "--- a timestamp fetched in term 1, appended in term 2: refused, not remembered"
+    );
     let refused = apply(&mut machine, stamped(3, 2, 1, 200, 3, "a", "2"));
     assert_eq!(
         refused,
@@ -157,8 +167,21 @@ async fn timestamped_writes_land_at_their_revisions_and_other_leaderships_are_re
         .install_snapshot(&snapshot.meta, snapshot.snapshot)
         .await
         .unwrap();
-    assert_eq!(read_compaction(&other_db, None, SHARD).unwrap(), Revision(150));
-    for (key, at) in [("a", 150), ("a", 299), ("a", 300), ("b", 150), ("a", u64::MAX)] {
-        assert_eq!(value_at(&other_db, key, at), value_at(&db, key, at), "{key} at {at}");
+    assert_eq!(
+        read_compaction(&other_db, None, SHARD).unwrap(),
+        Revision(150)
+    );
+    for (key, at) in [
+        ("a", 150),
+        ("a", 299),
+        ("a", 300),
+        ("b", 150),
+        ("a", u64::MAX),
+    ] {
+        assert_eq!(
+            value_at(&other_db, key, at),
+            value_at(&db, key, at),
+            "{key} at {at}"
+        );
     }
 }

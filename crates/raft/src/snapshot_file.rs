@@ -251,7 +251,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.snap");
         let mut writer = SnapshotWriter::create(&path, &header()).unwrap();
-        writer.record(RecordKind::Version, b"key", b"value").unwrap();
+        writer
+            .record(RecordKind::Version, b"key", b"value")
+            .unwrap();
         writer.finish().unwrap();
         let bytes = std::fs::read(&path).unwrap();
 

@@ -39,7 +39,6 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-
 /// Most entries applied into one RocksDB batch before it is written (and their answers sent).
 const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
 /// Largest RocksDB batch of applied entries, in bytes; a larger run is written in parts.
@@ -511,15 +510,20 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::KvView;
-    use std::path::Path;
     use crate::command::{Command, Put, WriteOp};
+    use crate::kv::KvView;
     use crate::type_config::Entry;
     use cairn_types::NodeId;
     use openraft::impls::leader_id_adv::LeaderId;
+    use std::path::Path;
 
     fn open(dir: &Path) -> (Arc<DB>, ShardStateMachine) {
-        let db = crate::database::open_database(&dir.join("db"), &Default::default(), Default::default()).unwrap();
+        let db = crate::database::open_database(
+            &dir.join("db"),
+            &Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         let machine = ShardStateMachine::open(
             db.clone(),
             ShardId(3),

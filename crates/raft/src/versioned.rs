@@ -42,7 +42,9 @@ pub trait TimestampSource: Send + Sync + 'static {
 impl ShardReplica {
     fn not_leader_now(&self) -> ReplicaError {
         let metrics = self.raft.metrics().borrow_watched().clone();
-        let leader = metrics.current_leader.filter(|id| *id != self.context.node_id);
+        let leader = metrics
+            .current_leader
+            .filter(|id| *id != self.context.node_id);
         let leader_address = leader.and_then(|leader| {
             metrics
                 .membership_config
@@ -241,10 +243,7 @@ impl TimestampSource for LocalTimestamps {
         &self,
         _timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = Result<Revision, String>> + Send + '_>> {
-        let next = self
-            .last
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
+        let next = self.last.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         Box::pin(async move { Ok(Revision(next)) })
     }
 

@@ -39,7 +39,7 @@ impl StoreBuilder<ShardRaftConfig, LogStore, ShardStateMachine, tempfile::TempDi
             &RocksDbConfig::default(),
             Default::default(),
         )
-            .map_err(storage_error)?;
+        .map_err(storage_error)?;
         let group_commit = GroupCommit::start(
             db.clone(),
             GroupCommitLimits::default(),

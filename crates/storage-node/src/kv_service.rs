@@ -109,9 +109,8 @@ impl KvService {
         let db = replica.db().clone();
         replica
             .check_not_future(at, || {
-                read_revision(&db, None, shard).map_err(|source| {
-                    cairn_raft::replica::ReplicaError::Storage { shard, source }
-                })
+                read_revision(&db, None, shard)
+                    .map_err(|source| cairn_raft::replica::ReplicaError::Storage { shard, source })
             })
             .await?;
         replica.check_compaction(at)?;

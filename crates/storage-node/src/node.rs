@@ -4,10 +4,10 @@ use crate::config::NodeConfig;
 use crate::error::{NodeError, Result};
 use crate::timestamps::NodeTimestamps;
 use cairn_coordinator_client::TimestampClientConfig;
-use cairn_raft::mvcc_store::CompactionPoints;
 use cairn_raft::convert::RequestValidator;
 use cairn_raft::database::open_database;
 use cairn_raft::group_commit::{GroupCommit, GroupCommitLimits, GroupCommitStats};
+use cairn_raft::mvcc_store::CompactionPoints;
 use cairn_raft::network::PeerChannels;
 use cairn_raft::replica::{hosted_shards, ReplicaContext, ShardReplica};
 use cairn_raft::transport::ReplicaDirectory;
@@ -39,10 +39,9 @@ impl Node {
         let rocksdb_config = config.rocksdb.clone();
         let compaction_points = Arc::new(CompactionPoints::default());
         let points = compaction_points.clone();
-        let db = tokio::task::spawn_blocking(move || {
-            open_database(&db_path, &rocksdb_config, points)
-        })
-        .await??;
+        let db =
+            tokio::task::spawn_blocking(move || open_database(&db_path, &rocksdb_config, points))
+                .await??;
         // Under a coordinator every write's revision is a timestamp from its oracle; a
         // statically bootstrapped node counts revisions per shard.
         let timestamps = config.coordinator.as_ref().map(|coordinator| {
