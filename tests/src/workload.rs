@@ -364,7 +364,7 @@ pub async fn read_every_key(
 /// history under `dir`, and panics naming the file.
 pub fn assert_linearizable(history: &[Operation], dir: &Path, scenario: &str) -> usize {
     if let Err(violation) = check_revision_order(history) {
-        let pair = [violation.earlier.clone(), violation.later.clone()];
+        let pair = [(*violation.earlier).clone(), (*violation.later).clone()];
         let path = write_history(dir, &format!("{scenario}-revision-order"), &pair);
         let whole = write_history(dir, &format!("{scenario}-history"), history);
         panic!(

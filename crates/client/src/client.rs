@@ -248,7 +248,7 @@ impl Client {
         let message = proto::CompactRequest { revision };
         let response = self
             .call("compact", RetryPolicy::Idempotent, |channel, remaining| {
-                let request = request(message.clone(), remaining);
+                let request = request(message, remaining);
                 async move { kv(channel).compact(request).await }
             })
             .await?;

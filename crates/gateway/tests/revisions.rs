@@ -40,9 +40,12 @@ async fn start() -> Cluster {
     cluster
 }
 
-/// Every acknowledged write: key -> (revision, value; `None` for a delete).
+/// One key's acknowledged writes: (revision, value; `None` for a delete).
+type KeyHistory = Vec<(u64, Option<Vec<u8>>)>;
+
+/// Every acknowledged write, by key.
 #[derive(Clone, Default)]
-struct Writes(Arc<Mutex<BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>>>);
+struct Writes(Arc<Mutex<BTreeMap<Vec<u8>, KeyHistory>>>);
 
 impl Writes {
     fn record(&self, key: Vec<u8>, revision: u64, value: Option<Vec<u8>>) {
@@ -89,7 +92,7 @@ fn start_writers(
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     let key = key((writer * 7919 + n * 31) % KEYS);
-                    if n % 5 == 0 {
+                    if n.is_multiple_of(5) {
                         let response = kv
                             .delete(pb::DeleteRequest {
                                 key: key.clone(),

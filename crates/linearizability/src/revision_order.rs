@@ -16,8 +16,8 @@ use std::fmt;
 /// Two operations out of real-time order (or two writes sharing a revision).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RevisionOrderViolation {
-    pub earlier: Operation,
-    pub later: Operation,
+    pub earlier: Box<Operation>,
+    pub later: Box<Operation>,
     pub reason: &'static str,
 }
 
@@ -53,8 +53,8 @@ pub fn check_revision_order(history: &[Operation]) -> Result<usize, RevisionOrde
         let revision = write.revision.expect("filtered");
         if let Some(other) = by_revision.insert(revision, write) {
             return Err(RevisionOrderViolation {
-                earlier: other.clone(),
-                later: (*write).clone(),
+                earlier: Box::new(other.clone()),
+                later: Box::new((*write).clone()),
                 reason: "two writes share a revision",
             });
         }
@@ -78,8 +78,8 @@ pub fn check_revision_order(history: &[Operation]) -> Result<usize, RevisionOrde
         if let Some(earlier) = highest {
             if earlier.revision >= later.revision {
                 return Err(RevisionOrderViolation {
-                    earlier: earlier.clone(),
-                    later: (*later).clone(),
+                    earlier: Box::new(earlier.clone()),
+                    later: Box::new((*later).clone()),
                     reason: "a write started after another operation was answered has a revision \
                              not above that operation's",
                 });

@@ -135,10 +135,7 @@ impl<'v, V: MvccView> MvccReader<'v, V> {
             .cursor(ColumnFamily::Write, &lower, &upper, false)?;
         cursor.seek(&lower)?;
         // The cursor is always on the first (newest) version of a key, or past the end.
-        loop {
-            let Some((storage_key, _)) = cursor.current() else {
-                break;
-            };
+        while let Some((storage_key, _)) = cursor.current() {
             let parsed = VersionKey::parse(storage_key)?;
             let prefix = parsed.versions_prefix.to_vec();
             if parsed.revision > at {

@@ -176,9 +176,9 @@ fn read_points(model: &Model) -> Vec<Revision> {
 
 fn assert_reads_match(view: &MemoryView, model: &Model, at: Revision) {
     let reader = MvccReader::new(view, SHARD);
-    for key in 0..KEYS.len() {
+    for (key, name) in KEYS.iter().enumerate() {
         assert_eq!(
-            reader.get(KEYS[key], at, false).unwrap(),
+            reader.get(name, at, false).unwrap(),
             model.get(key, at),
             "key {key} at {at}"
         );
