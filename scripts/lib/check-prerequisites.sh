@@ -10,6 +10,8 @@
 #   made to parse a C file that includes the standard headers RocksDB's C API needs.
 # - protoc: compiles a proto file importing protobuf's own well-known protos, as etcd-client's
 #   build script does.
+# - libfaketime: the library the oracle's clock tests preload, found where they look for it
+#   and shown to step a real process's clock back.
 # - cargo: on the PATH.
 set -euo pipefail
 
@@ -96,4 +98,11 @@ printf 'syntax = "proto3";\npackage probe;\nimport "google/protobuf/descriptor.p
 protoc --proto_path="$probe_dir" --descriptor_set_out="$probe_dir/probe.pb" "$probe_dir/probe.proto" 2>"$probe_dir/err" ||
     fail "protoc cannot compile a proto file that imports protobuf's own descriptor.proto and struct.proto: $(cat "$probe_dir/err") (Debian packages protobuf-compiler and libprotobuf-dev)"
 
-echo "prerequisites: libclang ${libclang_report#ok }, $(protoc --version), $(cargo --version)" >&2
+faketime_lib="$(ls /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1 2>/dev/null | head -n 1 || true)"
+[ -n "$faketime_lib" ] || fail "libfaketime.so.1 is missing (the oracle's clock tests preload it; Debian package faketime)"
+now="$(date +%s)"
+stepped="$(LD_PRELOAD="$faketime_lib" FAKETIME="-1d" date +%s)"
+[ "$stepped" -lt "$((now - 3600))" ] ||
+    fail "$faketime_lib did not step the clock of a process back (date said $stepped, now is $now)"
+
+echo "prerequisites: libclang ${libclang_report#ok }, $(protoc --version), libfaketime ${faketime_lib}, $(cargo --version)" >&2

@@ -19,7 +19,9 @@
 #   crate, whose build script compiles etcd's protos with protoc; they import protobuf's own
 #   descriptor.proto and struct.proto, which libprotobuf-dev installs under /usr/include
 #   (Cairn's own protos need no protoc, D2).
-CAIRN_BUILD_PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev)
+# - faketime: the timestamp oracle's tests step a real coordinator's clock backwards with
+#   libfaketime (LD_PRELOAD); the library is in this package.
+CAIRN_BUILD_PACKAGES=(libclang-dev protobuf-compiler libprotobuf-dev faketime)
 
 cairn_package_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]

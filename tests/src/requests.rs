@@ -31,6 +31,7 @@ pub fn shard_get(
             key: key.to_vec(),
             consistency: consistency as i32,
             keys_only: false,
+            revision: 0,
         }),
     }
 }

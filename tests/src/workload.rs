@@ -6,7 +6,9 @@
 //! gateway, so a write applied twice shows up in the history. The history is then checked by `cairn-linearizability`, and a violation is
 //! written to a file whose path the panic names.
 
-use cairn_linearizability::{check_history, Input, Operation, Output, Verdict};
+use cairn_linearizability::{
+    check_history, check_revision_order, Input, Operation, Output, Verdict,
+};
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::kv_client::KvClient;
 use rand::{Rng, SeedableRng};
@@ -145,7 +147,8 @@ impl Workload {
                                 break;
                             }
                         }
-                        let returned = result.map(|output| (clock.now(), output));
+                        let revision = result.as_ref().and_then(|(_, revision)| *revision);
+                        let returned = result.map(|(output, _)| (clock.now(), output));
                         match &returned {
                             Some((_, Output::Value(seen))) | Some((_, Output::TxnFailed(seen))) => {
                                 last_seen = seen.clone()
@@ -161,6 +164,7 @@ impl Workload {
                                 input,
                                 call,
                                 returned,
+                                revision,
                             });
                         }
                         if failed {
@@ -183,46 +187,57 @@ impl Workload {
     }
 }
 
-/// Calls one operation through a gateway; `None` when the outcome is unknown.
+/// Calls one operation through a gateway; `None` when the outcome is unknown. With the
+/// output comes the revision the answer carried: a write's own revision when it changed the
+/// key, the `mod_revision` of a value a read found.
 async fn call_once(
     kv: &mut KvClient<Channel>,
     key: &str,
     input: &Input,
     write_id: Option<pb::WriteId>,
-) -> Option<Output> {
+) -> Option<(Output, Option<u64>)> {
     let value_of =
         |kv: Option<pb::KeyValue>| kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
     match input {
         Input::Get => {
-            let response = kv
+            let found = kv
                 .get(pb::GetRequest {
                     key: key.into(),
                     ..Default::default()
                 })
                 .await
-                .ok()?;
-            Some(Output::Value(value_of(response.into_inner().kv)))
+                .ok()?
+                .into_inner()
+                .kv;
+            let revision = found.as_ref().map(|kv| kv.mod_revision);
+            Some((Output::Value(value_of(found)), revision))
         }
         Input::Put(value) => {
-            kv.put(pb::PutRequest {
-                key: key.into(),
-                value: value.clone().into_bytes(),
-                write_id,
-                ..Default::default()
-            })
-            .await
-            .ok()?;
-            Some(Output::Done)
+            let response = kv
+                .put(pb::PutRequest {
+                    key: key.into(),
+                    value: value.clone().into_bytes(),
+                    write_id,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            Some((Output::Done, Some(response.revision)))
         }
         Input::Delete => {
-            kv.delete(pb::DeleteRequest {
-                key: key.into(),
-                write_id,
-                ..Default::default()
-            })
-            .await
-            .ok()?;
-            Some(Output::Done)
+            let response = kv
+                .delete(pb::DeleteRequest {
+                    key: key.into(),
+                    write_id,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            // Deleting an absent key made no revision of its own.
+            let revision = (response.deleted > 0).then_some(response.revision);
+            Some((Output::Done, revision))
         }
         Input::Cas { expected, new } => {
             let condition = match expected {
@@ -240,8 +255,10 @@ async fn call_once(
                     ..Default::default()
                 })
                 .await
-                .ok()?;
-            Some(Output::Succeeded(response.into_inner().succeeded))
+                .ok()?
+                .into_inner();
+            let revision = response.succeeded.then_some(response.revision);
+            Some((Output::Succeeded(response.succeeded), revision))
         }
         Input::Txn { expected, new } => {
             let compare = match expected {
@@ -286,7 +303,7 @@ async fn call_once(
                 .ok()?
                 .into_inner();
             if response.succeeded {
-                return Some(Output::Succeeded(true));
+                return Some((Output::Succeeded(true), Some(response.revision)));
             }
             let read = response
                 .responses
@@ -298,7 +315,8 @@ async fn call_once(
                 });
             // An answer without the failure branch's read is a protocol error, not an outcome.
             let read = read.expect("a failed transaction answers its failure branch's get");
-            Some(Output::TxnFailed(value_of(read.kv)))
+            let revision = read.kv.as_ref().map(|kv| kv.mod_revision);
+            Some((Output::TxnFailed(value_of(read.kv)), revision))
         }
     }
 }
@@ -318,13 +336,14 @@ pub async fn read_every_key(
             let mut answered = false;
             for _ in 0..FINAL_READ_ATTEMPTS_MAX {
                 let call = clock.now();
-                if let Some(output) = call_once(&mut kv, key, &Input::Get, None).await {
+                if let Some((output, revision)) = call_once(&mut kv, key, &Input::Get, None).await {
                     reads.push(Operation {
                         client: client + index as u64,
                         key: key.clone(),
                         input: Input::Get,
                         call,
                         returned: Some((clock.now(), output)),
+                        revision,
                     });
                     answered = true;
                     break;
@@ -340,9 +359,21 @@ pub async fn read_every_key(
     reads
 }
 
-/// Checks `history`; on a violation writes the offending key's operations (in call order)
-/// and the whole history under `dir`, and panics naming the file.
+/// Checks `history`: linearizable per key, and revisions rising in real time across all keys
+/// (`check_revision_order`). On a violation writes the offending operations and the whole
+/// history under `dir`, and panics naming the file.
 pub fn assert_linearizable(history: &[Operation], dir: &Path, scenario: &str) -> usize {
+    if let Err(violation) = check_revision_order(history) {
+        let pair = [(*violation.earlier).clone(), (*violation.later).clone()];
+        let path = write_history(dir, &format!("{scenario}-revision-order"), &pair);
+        let whole = write_history(dir, &format!("{scenario}-history"), history);
+        panic!(
+            "{scenario}: revisions out of real-time order ({}); the pair is in {} (whole history: {})",
+            violation.reason,
+            path.display(),
+            whole.display()
+        );
+    }
     match check_history(history) {
         Verdict::Linearizable { operations, .. } => operations,
         Verdict::Violation {
@@ -386,6 +417,7 @@ mod tests {
                 input: Input::Put("a".into()),
                 call: 0,
                 returned: Some((10, Output::Done)),
+                revision: None,
             },
             Operation {
                 client: 2,
@@ -393,6 +425,7 @@ mod tests {
                 input: Input::Get,
                 call: 20,
                 returned: Some((30, Output::Value(None))),
+                revision: None,
             },
         ];
         assert_linearizable(&history, dir.path(), "lost-write");
@@ -407,6 +440,7 @@ mod tests {
             input: Input::Get,
             call: 20,
             returned: Some((30, Output::Value(Some("never written".into())))),
+            revision: None,
         }];
         let outcome = std::panic::catch_unwind(|| assert_linearizable(&history, dir.path(), "s"));
         assert!(outcome.is_err());

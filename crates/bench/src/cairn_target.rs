@@ -26,6 +26,7 @@ impl CairnTarget {
             read: GetOptions {
                 consistency,
                 keys_only: false,
+                revision: 0,
             },
         })
     }

@@ -79,6 +79,9 @@ pub enum Command {
         /// Print the key's metadata without its value.
         #[arg(long)]
         keys_only: bool,
+        /// Read the key as it was at revision N (0 = the latest).
+        #[arg(long = "rev", value_name = "N", default_value_t = 0)]
+        revision: u64,
     },
     /// Delete KEY.
     #[command(alias = "delete")]
@@ -105,6 +108,8 @@ pub enum Command {
     },
     /// Drain NODE_ID: move its replicas elsewhere, then mark it left.
     Leave { node_id: u64 },
+    /// Discard the history below REVISION: reads below it fail from then on.
+    Compact { revision: u64 },
 }
 
 #[derive(Debug, PartialEq, Eq, Args)]
@@ -131,6 +136,10 @@ pub struct ScanArgs {
     /// Read from any replica: faster, possibly stale.
     #[arg(long)]
     pub serializable: bool,
+    /// Read every key as it was at revision N (0 = a new snapshot); every page is read at
+    /// the same revision either way.
+    #[arg(long = "rev", value_name = "N", default_value_t = 0)]
+    pub revision: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, Subcommand)]
@@ -226,9 +235,14 @@ mod tests {
             Command::Get {
                 key: "k".into(),
                 serializable: false,
-                keys_only: false
+                keys_only: false,
+                revision: 0,
             }
         );
+        let at = parse(&["get", "k", "--rev", "42"]).unwrap();
+        assert!(matches!(at.command, Command::Get { revision: 42, .. }));
+        let compact = parse(&["compact", "7"]).unwrap();
+        assert_eq!(compact.command, Command::Compact { revision: 7 });
     }
 
     #[test]

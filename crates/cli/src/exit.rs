@@ -21,6 +21,8 @@ pub fn exit_code(error: &Error) -> i32 {
         | Error::LimitExceeded { .. }
         | Error::CrossShardTransaction { .. } => USAGE,
         Error::WriteWindowExceeded { .. }
+        | Error::Compacted { .. }
+        | Error::FutureRevision { .. }
         | Error::Unavailable(_)
         | Error::Timeout
         | Error::NotFound(_)

@@ -168,10 +168,12 @@ async fn execute(client: &Client, command: &Command) -> Result<Report, Error> {
             key,
             serializable,
             keys_only,
+            revision,
         } => {
             let options = GetOptions {
                 consistency: consistency(*serializable),
                 keys_only: *keys_only,
+                revision: *revision,
             };
             Report::Get {
                 key: key.clone().into_bytes(),
@@ -207,6 +209,9 @@ async fn execute(client: &Client, command: &Command) -> Result<Report, Error> {
                 .await?
                 .get(),
         },
+        Command::Compact { revision } => Report::Compact {
+            compact_revision: client.compact(*revision).await?,
+        },
         Command::Leave { node_id } => Report::Leave {
             node_id: *node_id,
             draining: client.leave(NodeId(*node_id)).await?,
@@ -225,6 +230,7 @@ async fn scan_report(client: &Client, scan: &ScanArgs) -> Result<Report, Error> 
         (None, None) => RangeOptions::default(),
     };
     options.consistency = consistency(scan.serializable);
+    options.revision = scan.revision;
     if scan.count {
         options.count_only = true;
         let response = client.range(options).await?;
@@ -240,6 +246,7 @@ async fn scan_report(client: &Client, scan: &ScanArgs) -> Result<Report, Error> 
         kvs: result.kvs,
         more: result.more,
         keys_only: scan.keys_only,
+        revision: result.revision,
     })
 }
 

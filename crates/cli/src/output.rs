@@ -32,6 +32,11 @@ pub enum Report {
         /// Keys remain beyond the rows shown.
         more: bool,
         keys_only: bool,
+        /// The revision every page was read at.
+        revision: u64,
+    },
+    Compact {
+        compact_revision: u64,
     },
     Count {
         count: u64,
@@ -96,10 +101,15 @@ impl Report {
                 kvs,
                 more,
                 keys_only,
+                revision,
             } => json!({
                 "kvs": kvs.iter().map(|kv| kv_json(kv, *keys_only)).collect::<Vec<_>>(),
                 "more": more,
+                "revision": revision,
             }),
+            Report::Compact { compact_revision } => {
+                json!({ "compact_revision": compact_revision })
+            }
             Report::Count { count } => json!({ "count": count }),
             Report::Cas { outcome, .. } => json!({
                 "succeeded": outcome.succeeded,
@@ -187,6 +197,9 @@ impl Report {
                 table(&headers, &[row])
             }
             Report::Scan { kvs, keys_only, .. } => kv_table(kvs, *keys_only),
+            Report::Compact { compact_revision } => {
+                format!("compacted: reads below revision {compact_revision} are refused\n")
+            }
             Report::Count { count } => table(&["COUNT"], &[vec![count.to_string()]]),
             Report::Cas { key, outcome } => {
                 let current = outcome.current.as_ref();
@@ -354,14 +367,21 @@ fn kv_table(kvs: &[proto::KeyValue], keys_only: bool) -> String {
                 row.push(bytes_cell(&kv.value));
             }
             row.push(kv.version.to_string());
+            row.push(kv.create_revision.to_string());
             row.push(kv.mod_revision.to_string());
             row
         })
         .collect();
     if keys_only {
-        table(&["KEY", "VERSION", "MOD_REVISION"], &rows)
+        table(
+            &["KEY", "VERSION", "CREATE_REVISION", "MOD_REVISION"],
+            &rows,
+        )
     } else {
-        table(&["KEY", "VALUE", "VERSION", "MOD_REVISION"], &rows)
+        table(
+            &["KEY", "VALUE", "VERSION", "CREATE_REVISION", "MOD_REVISION"],
+            &rows,
+        )
     }
 }
 
@@ -440,8 +460,8 @@ mod tests {
         };
         assert_eq!(
             report.table(),
-            "KEY     VALUE  VERSION  MOD_REVISION\n\
-             user/1  ada    3        17\n"
+            "KEY     VALUE  VERSION  CREATE_REVISION  MOD_REVISION\n\
+             user/1  ada    3        2                17\n"
         );
     }
 
@@ -451,21 +471,23 @@ mod tests {
             kvs: vec![kv(b"a", b"1", 1, 5), kv(b"bb", &[0xff, 0xfe], 2, 9)],
             more: false,
             keys_only: false,
+            revision: 9,
         };
         assert_eq!(
             report.table(),
-            "KEY  VALUE   VERSION  MOD_REVISION\n\
-             a    1       1        5\n\
-             bb   0xfffe  2        9\n"
+            "KEY  VALUE   VERSION  CREATE_REVISION  MOD_REVISION\n\
+             a    1       1        2                5\n\
+             bb   0xfffe  2        2                9\n"
         );
         let keys_only = Report::Scan {
             kvs: vec![kv(b"a", b"", 1, 5)],
             more: false,
             keys_only: true,
+            revision: 9,
         };
         assert_eq!(
             keys_only.table(),
-            "KEY  VERSION  MOD_REVISION\na    1        5\n"
+            "KEY  VERSION  CREATE_REVISION  MOD_REVISION\na    1        2                5\n"
         );
     }
 
@@ -626,10 +648,12 @@ mod tests {
             kvs: vec![kv(b"a", b"1", 1, 5)],
             more: true,
             keys_only: false,
+            revision: 77,
         };
         let text = report.render(OutputFormat::Json);
         let parsed: Value = serde_json::from_str(&text).expect("one valid JSON document");
         assert_eq!(parsed["more"], true);
+        assert_eq!(parsed["revision"], 77);
         assert_eq!(parsed["kvs"][0]["key"], "a");
     }
 }

@@ -7,7 +7,8 @@
 use crate::config::ClientConfig;
 use crate::error::{one_line, Error, Result};
 use crate::options::{
-    CasOutcome, DeleteOptions, Expectation, GetOptions, PutCondition, PutOptions, RangeOptions,
+    CasOutcome, Consistency, DeleteOptions, Expectation, GetOptions, PutCondition, PutOptions,
+    RangeOptions,
 };
 use crate::retry::{is_connection_failure, Backoff, RetryPolicy};
 use crate::txn::Txn;
@@ -57,6 +58,8 @@ pub struct ScanResult {
     pub more: bool,
     /// The continuation to resume after the last key returned, when `more`.
     pub continuation: Vec<u8>,
+    /// The revision every page was read at (pass it with `continuation` to go on).
+    pub revision: u64,
 }
 
 impl Client {
@@ -145,6 +148,7 @@ impl Client {
             key: key.into(),
             consistency: proto::Consistency::from(options.consistency).into(),
             keys_only: options.keys_only,
+            revision: options.revision,
         };
         let response = self
             .call("get", RetryPolicy::Idempotent, |channel, remaining| {
@@ -191,7 +195,9 @@ impl Client {
 
     /// Follows range pages from `options` until the range is done or `keys_max` keys were
     /// collected. `options.limit` is the page size (0 = the cluster's `range_keys_max`).
-    /// Each page is its own read: the result is not one snapshot of the range.
+    /// Every page is read at the first page's revision (or `options.revision`), so the
+    /// result is one snapshot of the range, however many pages it took. A serializable scan
+    /// without a revision reads each page at each shard's latest.
     pub async fn scan(&self, mut options: RangeOptions, keys_max: usize) -> Result<ScanResult> {
         if options.count_only {
             return Err(Error::InvalidArgument {
@@ -209,6 +215,10 @@ impl Client {
                 page_size.min(remaining)
             };
             let page = self.range(options.clone()).await?;
+            if options.consistency != Consistency::Serializable || options.revision != 0 {
+                options.revision = page.revision;
+            }
+            result.revision = page.revision;
             let page_keys = page.kvs.len();
             result.kvs.extend(page.kvs);
             result.more = page.more;
@@ -230,6 +240,19 @@ impl Client {
         }
         result.kvs.truncate(keys_max);
         Ok(result)
+    }
+
+    /// Moves the cluster's compaction point up to `revision`: reads below it fail with
+    /// [`Error::Compacted`] from then on. Returns the compaction point in force.
+    pub async fn compact(&self, revision: u64) -> Result<u64> {
+        let message = proto::CompactRequest { revision };
+        let response = self
+            .call("compact", RetryPolicy::Idempotent, |channel, remaining| {
+                let request = request(message, remaining);
+                async move { kv(channel).compact(request).await }
+            })
+            .await?;
+        Ok(response.compact_revision)
     }
 
     /// Every key beginning with `prefix`, read in pages of `page_size` keys (0 = the

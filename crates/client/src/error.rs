@@ -48,6 +48,24 @@ pub enum Error {
         oldest_remembered: u64,
     },
 
+    /// The read asked for a revision below the cluster's compaction point: its versions may
+    /// be gone. Read at `compact_revision` or later.
+    #[error(
+        "revision {requested} is compacted: the cluster keeps history from revision \
+         {compact_revision} on; read at a later revision"
+    )]
+    Compacted {
+        requested: u64,
+        compact_revision: u64,
+    },
+
+    /// The read (or compaction) asked for a revision the cluster has not handed out yet.
+    #[error(
+        "revision {requested} is in the future: the latest revision handed out is at most \
+         {latest}"
+    )]
+    FutureRevision { requested: u64, latest: u64 },
+
     /// Every attempt failed with an error that a retry might fix (gateways unreachable,
     /// no shard leader): the message says what the last attempt saw.
     #[error("{0}")]
@@ -119,6 +137,18 @@ impl Error {
                     return Error::WriteWindowExceeded {
                         sequence: detail.sequence,
                         oldest_remembered: detail.oldest_remembered,
+                    }
+                }
+                Kind::Compacted(detail) => {
+                    return Error::Compacted {
+                        requested: detail.requested_revision,
+                        compact_revision: detail.compact_revision,
+                    }
+                }
+                Kind::FutureRevision(detail) => {
+                    return Error::FutureRevision {
+                        requested: detail.requested_revision,
+                        latest: detail.latest_revision,
                     }
                 }
                 // Routing details mean the gateway's view of the shards is catching up with
@@ -249,6 +279,32 @@ mod tests {
                 Error::WriteWindowExceeded {
                     sequence: 4,
                     oldest_remembered: 10,
+                },
+            ),
+            (
+                status_with(
+                    Code::OutOfRange,
+                    Kind::Compacted(proto::Compacted {
+                        requested_revision: 5,
+                        compact_revision: 9,
+                    }),
+                ),
+                Error::Compacted {
+                    requested: 5,
+                    compact_revision: 9,
+                },
+            ),
+            (
+                status_with(
+                    Code::OutOfRange,
+                    Kind::FutureRevision(proto::FutureRevision {
+                        requested_revision: 50,
+                        latest_revision: 40,
+                    }),
+                ),
+                Error::FutureRevision {
+                    requested: 50,
+                    latest: 40,
                 },
             ),
         ];

@@ -83,6 +83,8 @@ pub struct GetOptions {
     pub consistency: Consistency,
     /// Leave the value out (metadata only).
     pub keys_only: bool,
+    /// Read the key as it was at this revision; 0 reads the latest.
+    pub revision: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -107,6 +109,10 @@ pub struct RangeOptions {
     /// Count the keys instead of returning them.
     pub count_only: bool,
     pub consistency: Consistency,
+    /// Read at this revision; 0 lets the gateway take a new snapshot revision (linearizable)
+    /// or read each shard's latest (serializable). Pass a page's `revision` with its
+    /// `continuation` to read the next page at the same snapshot.
+    pub revision: u64,
 }
 
 impl RangeOptions {
@@ -139,6 +145,7 @@ impl From<RangeOptions> for proto::RangeRequest {
             keys_only: options.keys_only,
             count_only: options.count_only,
             consistency: proto::Consistency::from(options.consistency).into(),
+            revision: options.revision,
         }
     }
 }

@@ -157,6 +157,7 @@ impl From<Op> for proto::RequestOp {
                 key,
                 consistency: proto::Consistency::from(options.consistency).into(),
                 keys_only: options.keys_only,
+                revision: options.revision,
             }),
             Op::Delete { key, prev_kv } => Request::Delete(proto::DeleteRequest {
                 key,

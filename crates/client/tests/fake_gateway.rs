@@ -114,8 +114,14 @@ impl Kv for FakeKv {
         } else {
             Vec::new()
         };
+        // Like a gateway: a range without a revision is read at a new snapshot revision.
+        let revision = if request.revision == 0 {
+            1_000 + self.range_calls.lock().unwrap().len() as u64
+        } else {
+            request.revision
+        };
         Ok(Response::new(proto::RangeResponse {
-            revision: 1,
+            revision,
             kvs,
             more,
             continuation,
@@ -127,6 +133,13 @@ impl Kv for FakeKv {
         &self,
         _request: Request<proto::TxnRequest>,
     ) -> Result<Response<proto::TxnResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn compact(
+        &self,
+        _request: Request<proto::CompactRequest>,
+    ) -> Result<Response<proto::CompactResponse>, Status> {
         Err(Status::unimplemented("not faked"))
     }
 }
@@ -383,7 +396,16 @@ async fn scan_follows_continuations() {
         .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
         .collect();
     assert_eq!(names, ["user/0", "user/1", "user/2", "user/3", "user/4"]);
-    assert_eq!(kv.range_calls.lock().unwrap().len(), 3);
+    {
+        let calls = kv.range_calls.lock().unwrap();
+        assert_eq!(calls.len(), 3);
+        // Every page after the first is read at the first page's snapshot revision.
+        assert_eq!(calls[0].revision, 0);
+        assert!(
+            calls[1..].iter().all(|call| call.revision == 1_001),
+            "{calls:?}"
+        );
+    }
 
     let error = client.scan_prefix("user/", 2, 3).await.unwrap_err();
     assert!(matches!(error, Error::InvalidArgument { ref field, .. } if field == "keys_max"));

@@ -5,6 +5,15 @@
 //! attempt. A call goes to the last coordinator that answered, then to every other address;
 //! a NotLeader answer's hint is tried next. Attempts and per-call time are bounded. This crate
 //! depends on the protocol only, never on server crates.
+//!
+//! [`TimestampClient`] is the process's client of the timestamp oracle: one batching queue
+//! for every caller in the process.
+
+mod timestamps;
+pub use timestamps::{
+    TimestampClient, TimestampClientConfig, TimestampError, TimestampStats,
+    TIMESTAMPS_PER_REQUEST_MAX, WAITERS_QUEUED_MAX,
+};
 
 use cairn_proto::coordinator::v1 as pb;
 use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient as GrpcClient;
@@ -121,13 +130,23 @@ impl CoordinatorClient {
         .await
     }
 
-    pub async fn heartbeat(&mut self, request: pb::HeartbeatRequest) -> Result<(), tonic::Status> {
+    pub async fn heartbeat(
+        &mut self,
+        request: pb::HeartbeatRequest,
+    ) -> Result<pb::HeartbeatResponse, tonic::Status> {
         self.call("heartbeat", |mut c| {
             let request = request.clone();
             async move { c.heartbeat(request).await }
         })
         .await
-        .map(|_| ())
+    }
+
+    /// Moves the cluster's compaction point up to `revision`.
+    pub async fn compact(&mut self, revision: u64) -> Result<pb::CompactResponse, tonic::Status> {
+        self.call("compact", |mut c| async move {
+            c.compact(pb::CompactRequest { revision }).await
+        })
+        .await
     }
 
     pub async fn shard_map(&mut self) -> Result<pb::ShardMap, tonic::Status> {

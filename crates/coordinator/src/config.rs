@@ -55,6 +55,8 @@ pub struct CoordinatorConfig {
     /// Local IP that outgoing connections (to the other coordinators and to storage nodes)
     /// are bound to (the source address); unset lets the kernel choose.
     pub outbound_bind_ip: Option<std::net::IpAddr>,
+    /// Automatic compaction of old revisions (`[auto_compaction]`); off by default, as etcd.
+    pub auto_compaction: crate::compaction::AutoCompaction,
 }
 
 impl Default for CoordinatorConfig {
@@ -81,6 +83,7 @@ impl Default for CoordinatorConfig {
             election_timeout_min_ms: 1_000,
             election_timeout_max_ms: 2_000,
             outbound_bind_ip: None,
+            auto_compaction: Default::default(),
         }
     }
 }
@@ -163,6 +166,23 @@ impl CoordinatorConfig {
             return Err(bad(
                 "suspect_after_ms",
                 "must be at least 2 × reconcile_interval_ms",
+            ));
+        }
+        let retention = &self.auto_compaction;
+        if retention.mode == crate::compaction::AutoCompactionMode::Periodic
+            && retention.retention_ms < 1_000
+        {
+            return Err(bad(
+                "auto_compaction.retention_ms",
+                "must be at least 1000 with mode = \"periodic\"",
+            ));
+        }
+        if retention.mode == crate::compaction::AutoCompactionMode::Revision
+            && retention.retention_revisions == 0
+        {
+            return Err(bad(
+                "auto_compaction.retention_revisions",
+                "must be at least 1 with mode = \"revision\"",
             ));
         }
         if self.down_after_ms <= self.suspect_after_ms {

@@ -19,6 +19,14 @@ pub enum CoordinatorError {
     Unavailable(String),
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// A revision the oracle has not handed out yet.
+    #[error(
+        "revision {requested} is in the future: the latest revision handed out is at most {latest}"
+    )]
+    FutureRevision {
+        requested: cairn_types::Revision,
+        latest: cairn_types::Revision,
+    },
     #[error("unknown node {0}")]
     UnknownNode(u64),
     #[error("replica: {0}")]
@@ -81,6 +89,15 @@ impl From<CoordinatorError> for Status {
                     message,
                     detail.encode_to_vec().into(),
                 )
+            }
+            CoordinatorError::FutureRevision { requested, latest } => {
+                let detail = pb::ErrorDetail {
+                    kind: Some(pb::error_detail::Kind::FutureRevision(pb::FutureRevision {
+                        requested_revision: requested.0,
+                        latest_revision: latest.0,
+                    })),
+                };
+                Status::with_details(Code::OutOfRange, message, detail.encode_to_vec().into())
             }
             CoordinatorError::UnknownNode(_) => Status::not_found(message),
             CoordinatorError::Replica(_) | CoordinatorError::Internal(_) => {

@@ -5,20 +5,25 @@
 //! Its metadata lives in a Raft group of 1, 3 or 5 coordinators that reuses the shard state
 //! machine from `cairn-raft`; only that group's leader schedules. Decisions are pure
 //! functions in [`placement`]; [`coordinator`] gathers inputs and carries out the actions.
+//! It is also the cluster's timestamp oracle ([`oracle`]): every revision is a timestamp it
+//! handed out, and it keeps the cluster's compaction point ([`compaction`]).
 //! This crate must not name openraft.
 
 // The service's futures nest the replica's read barrier (lease, then ReadIndex) deeply.
 #![recursion_limit = "256"]
 
+pub mod compaction;
 pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod metadata;
 pub mod metrics;
 pub mod observed;
+pub mod oracle;
 pub mod placement;
 pub mod server;
 pub mod service;
+pub mod timestamp_allocator;
 
 pub use config::CoordinatorConfig;
 pub use server::{run, run_with_listener};

@@ -9,6 +9,8 @@
 //! | `nodes/<id:020>`   | `NodeRecord`   |
 //! | `shards/<id:010>`  | `ShardRecord`  |
 //! | `leadership`       | term of the last leadership that began (u64); its revision is that leadership's map generation |
+//! | `tso/window`       | the timestamp oracle's persisted window: physical ms (since the cluster's creation) below which timestamps may have been handed out (u64) |
+//! | `compaction`       | the cluster's compaction point (a revision, u64) |
 
 use crate::error::{CoordinatorError, Result};
 use crate::placement::Move;
@@ -74,6 +76,8 @@ pub fn shard_key(id: ShardId) -> Vec<u8> {
 const CLUSTER_KEY: &[u8] = b"cluster";
 const NODE_ID_KEY: &[u8] = b"ids/node";
 const LEADERSHIP_KEY: &[u8] = b"leadership";
+const TIMESTAMP_WINDOW_KEY: &[u8] = b"tso/window";
+const COMPACTION_KEY: &[u8] = b"compaction";
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -100,6 +104,7 @@ impl MetadataStore {
             write_id: None,
             proposed_at_ms: now_ms(),
             op,
+            revision: Default::default(),
             trace: None,
         };
         Ok(self.replica.write(command).await?)
@@ -113,6 +118,19 @@ impl MetadataStore {
         expected: u64,
         value: &T,
     ) -> Result<bool> {
+        Ok(self
+            .compare_and_put_revision(key, expected, value)
+            .await?
+            .is_some())
+    }
+
+    /// As [`Self::compare_and_put`], returning the key's new mod_revision when written.
+    async fn compare_and_put_revision<T: Serialize>(
+        &self,
+        key: &[u8],
+        expected: u64,
+        value: &T,
+    ) -> Result<Option<u64>> {
         let put = Put {
             key: key.to_vec(),
             value: codec::encode(value),
@@ -120,7 +138,7 @@ impl MetadataStore {
             condition: Some(PutCondition::ModRevisionEquals(expected)),
         };
         match self.write(WriteOp::Put(put)).await? {
-            WriteResult::Put(result) => Ok(result.succeeded),
+            WriteResult::Put(result) => Ok(result.succeeded.then_some(result.revision.0)),
             other => Err(CoordinatorError::Internal(format!(
                 "unexpected result {other:?}"
             ))),
@@ -237,6 +255,44 @@ impl MetadataStore {
                 "unexpected result {other:?}"
             ))),
         }
+    }
+
+    /// The cluster identity, if it was created.
+    pub async fn cluster_info(&self) -> Result<Option<ClusterInfo>> {
+        Ok(self.get(CLUSTER_KEY).await?.map(|(cluster, _)| cluster))
+    }
+
+    /// The oracle's persisted window and the revision to compare against when replacing it
+    /// (both 0 when none was ever stored). Linearizable.
+    pub async fn timestamp_window(&self) -> Result<(u64, u64)> {
+        Ok(self
+            .get::<u64>(TIMESTAMP_WINDOW_KEY)
+            .await?
+            .unwrap_or((0, 0)))
+    }
+
+    /// Stores the oracle's window if it was not changed since `expected_revision`; returns
+    /// the new revision to compare against, or `None` if another writer got there first.
+    pub async fn store_timestamp_window(
+        &self,
+        expected_revision: u64,
+        window: u64,
+    ) -> Result<Option<u64>> {
+        self.compare_and_put_revision(TIMESTAMP_WINDOW_KEY, expected_revision, &window)
+            .await
+    }
+
+    /// The cluster's compaction point and its revision for compare-and-set (0, 0 if never
+    /// compacted). Linearizable.
+    pub async fn compaction(&self) -> Result<(u64, u64)> {
+        Ok(self.get::<u64>(COMPACTION_KEY).await?.unwrap_or((0, 0)))
+    }
+
+    /// Stores a new compaction point if the stored one was not changed since
+    /// `expected_revision`; returns whether it was written.
+    pub async fn store_compaction(&self, expected_revision: u64, revision: u64) -> Result<bool> {
+        self.compare_and_put(COMPACTION_KEY, expected_revision, &revision)
+            .await
     }
 
     /// Allocates a node id never handed out before.

@@ -1,11 +1,14 @@
 //! Starts a coordinator: its metadata Raft group (one replica in its own RocksDB), the Raft
 //! transport to the other coordinators, the coordinator service and the reconcile loop.
 
+use crate::compaction::Compaction;
 use crate::config::CoordinatorConfig;
 use crate::coordinator::Coordinator;
 use crate::metadata::{MetadataStore, METADATA_SHARD};
 use crate::metrics::CoordinatorMetrics;
+use crate::oracle::{OracleMetrics, TimestampOracle};
 use crate::service::CoordinatorService;
+use crate::timestamp_allocator::SystemClock;
 use cairn_proto::coordinator::v1::coordinator_server::CoordinatorServer;
 use cairn_proto::raft::v1::raft_transport_server::RaftTransportServer;
 use cairn_raft::database::{open_storage, RocksDbConfig};
@@ -63,8 +66,17 @@ pub async fn run_with_listener(
         );
     }
     let data_dir = config.data_dir.clone();
+    // The metadata group never compacts its history (it counts its own revisions).
+    let compaction_points = Arc::new(cairn_raft::mvcc_store::CompactionPoints::default());
+    let points = compaction_points.clone();
     let mut storage = tokio::task::spawn_blocking(move || {
-        open_storage(engine, &data_dir, &RocksDbConfig::default(), "coordinator")
+        open_storage(
+            engine,
+            &data_dir,
+            &RocksDbConfig::default(),
+            points,
+            "coordinator",
+        )
     })
     .await??;
     let db = storage.db.clone();
@@ -91,9 +103,12 @@ pub async fn run_with_listener(
         session_limits: SessionLimits::default(),
         propose_timeout: Duration::from_secs(10),
         read_index_timeout: Duration::from_secs(5),
-        // Metadata reads are rare; the coordinator keeps the round trip and needs no lease.
-        linearizable_reads: cairn_raft::replica::LinearizableReads::ReadIndex,
-        hold_votes_after_restart: false,
+        // The timestamp oracle confirms its leadership before every answer (D55): by lease,
+        // so that costs no round trip, which needs the lease's vote hold after a restart.
+        linearizable_reads: cairn_raft::replica::LinearizableReads::Lease,
+        hold_votes_after_restart: true,
+        compaction_points,
+        timestamps: None,
     });
     let replica = Arc::new(ShardReplica::open(context, METADATA_SHARD).await?);
     let members: BTreeMap<NodeId, NodeAddress> = config
@@ -135,6 +150,13 @@ pub async fn run_with_listener(
         "engine",
         engine.as_str(),
     );
+    let oracle = TimestampOracle::new(
+        MetadataStore::new(replica.clone()),
+        Arc::new(SystemClock),
+        OracleMetrics::new(&metrics.registry),
+    );
+    let compaction = Compaction::new(MetadataStore::new(replica.clone()), oracle.clone());
+    let auto_compaction = tokio::spawn(compaction.clone().run_auto(config.auto_compaction.clone()));
     let (ready, scraped, scrape_metrics) =
         (coordinator.clone(), coordinator.clone(), metrics.clone());
     let metrics_endpoint = cairn_telemetry::start_http(
@@ -162,7 +184,11 @@ pub async fn run_with_listener(
     let result = tonic::transport::Server::builder()
         .layer(metrics.grpc.layer())
         .add_service(health_service)
-        .add_service(CoordinatorServer::new(CoordinatorService::new(coordinator)))
+        .add_service(CoordinatorServer::new(CoordinatorService::new(
+            coordinator,
+            oracle,
+            compaction,
+        )))
         .add_service(
             RaftTransportServer::new(RaftTransportService::new(directory, 2))
                 .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize)
@@ -174,6 +200,7 @@ pub async fn run_with_listener(
         )
         .await;
     reconcile.abort();
+    auto_compaction.abort();
     if let Some(endpoint) = metrics_endpoint {
         endpoint.abort();
     }

@@ -3,7 +3,9 @@
 //! are not passed on: a follower answers FAILED_PRECONDITION with a NotLeader detail naming
 //! the leader's address, which nodes and watchers follow.
 
+use crate::compaction::Compaction;
 use crate::coordinator::Coordinator;
+use crate::oracle::TimestampOracle;
 use cairn_proto::coordinator::v1 as pb;
 use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use cairn_proto::coordinator::v1::coordinator_server::Coordinator as CoordinatorApi;
@@ -23,11 +25,21 @@ const FORWARDED: &str = "x-cairn-forwarded";
 
 pub struct CoordinatorService {
     coordinator: Arc<Coordinator>,
+    oracle: Arc<TimestampOracle>,
+    compaction: Arc<Compaction>,
 }
 
 impl CoordinatorService {
-    pub fn new(coordinator: Arc<Coordinator>) -> Self {
-        Self { coordinator }
+    pub fn new(
+        coordinator: Arc<Coordinator>,
+        oracle: Arc<TimestampOracle>,
+        compaction: Arc<Compaction>,
+    ) -> Self {
+        Self {
+            coordinator,
+            oracle,
+            compaction,
+        }
     }
 
     /// On a follower, a client for the leader to pass the request on to (any member answers);
@@ -97,7 +109,9 @@ impl CoordinatorApi for CoordinatorService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.coordinator.heartbeat(request.into_inner()).await?;
-        Ok(Response::new(pb::HeartbeatResponse {}))
+        Ok(Response::new(pb::HeartbeatResponse {
+            compact_revision: self.compaction.point().await?.0,
+        }))
     }
 
     async fn get_shard_map(
@@ -180,6 +194,38 @@ impl CoordinatorApi for CoordinatorService {
                 StorageEngine::Disk => pb::StorageEngine::Disk,
                 StorageEngine::Memory => pb::StorageEngine::Memory,
             } as i32,
+        }))
+    }
+
+    /// Not passed on from a follower: the caller goes to the leader itself (one hop less on
+    /// every write's path), following the NotLeader hint.
+    async fn get_timestamps(
+        &self,
+        request: Request<pb::GetTimestampsRequest>,
+    ) -> Result<Response<pb::GetTimestampsResponse>, Status> {
+        if !self.coordinator.is_leader() {
+            return Err(self.coordinator.not_leader().into());
+        }
+        let count = request.into_inner().count;
+        let timestamps = self.oracle.timestamps(u64::from(count)).await?;
+        Ok(Response::new(pb::GetTimestampsResponse {
+            first: timestamps.start.0,
+            count,
+        }))
+    }
+
+    #[tracing::instrument(name = "coordinator.compact", skip_all)]
+    async fn compact(
+        &self,
+        request: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        if let Some(mut leader) = self.leader_for(&request).await? {
+            return leader.compact(forwarded(request.into_inner())).await;
+        }
+        let revision = cairn_types::Revision(request.into_inner().revision);
+        let point = self.compaction.compact(revision).await?;
+        Ok(Response::new(pb::CompactResponse {
+            compact_revision: point.0,
         }))
     }
 }

@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     /// (many requests per message) instead of one unary call each. Off is the fallback, and
     /// the baseline to compare with.
     pub batch_node_requests: bool,
+    /// Requests for snapshot revisions (of ranges) to the timestamp oracle outstanding at
+    /// once; ranges that arrive meanwhile leave together in the next request.
+    pub timestamp_requests_in_flight_max: usize,
 }
 
 impl Default for GatewayConfig {
@@ -61,6 +64,7 @@ impl Default for GatewayConfig {
             outbound_bind_ip: None,
             worker_threads: 0,
             batch_node_requests: true,
+            timestamp_requests_in_flight_max: 2,
         }
     }
 }
@@ -93,6 +97,12 @@ impl GatewayConfig {
             return Err(bad(
                 "backoff_max_ms",
                 "backoff_min_ms must be at least 1 and at most backoff_max_ms",
+            ));
+        }
+        if self.timestamp_requests_in_flight_max == 0 {
+            return Err(bad(
+                "timestamp_requests_in_flight_max",
+                "must be at least 1",
             ));
         }
         if self.range_fanout_max == 0 {

@@ -1,9 +1,11 @@
 //! The public KV service (`cairn.kv.v1.KV`): routes each request to its shard, gives writes
 //! without a write id one of the gateway's, refuses cross-shard transactions, and fans
-//! ranges out over every shard, merging pages in key order.
+//! ranges out over every shard at one snapshot revision from the timestamp oracle, merging
+//! pages in key order. `Compact` goes to the coordinator.
 
 use crate::router::{Router, Target};
 use crate::write_ids::{InFlight, WriteIds};
+use cairn_coordinator_client::{CoordinatorClient, TimestampClient};
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::kv_server::Kv;
 use cairn_proto::node::v1 as node_pb;
@@ -22,15 +24,26 @@ pub struct KvService {
     write_ids: Arc<WriteIds>,
     range_fanout_max: usize,
     range_keys_max: u64,
+    /// Snapshot revisions for ranges.
+    timestamps: TimestampClient,
+    coordinator: tokio::sync::Mutex<CoordinatorClient>,
 }
 
 impl KvService {
-    pub fn new(router: Arc<Router>, range_fanout_max: usize, range_keys_max: u64) -> Self {
+    pub fn new(
+        router: Arc<Router>,
+        range_fanout_max: usize,
+        range_keys_max: u64,
+        timestamps: TimestampClient,
+        coordinator: CoordinatorClient,
+    ) -> Self {
         Self {
             router,
             write_ids: WriteIds::new(),
             range_fanout_max,
             range_keys_max,
+            timestamps,
+            coordinator: tokio::sync::Mutex::new(coordinator),
         }
     }
 
@@ -101,8 +114,9 @@ fn mismatched(op: &str, result: &ItemResult) -> Status {
     Status::internal(format!("the node answered a {op} with a {kind} result"))
 }
 
-fn target_for(consistency: i32) -> Target {
-    if consistency == pb::Consistency::Serializable as i32 {
+/// Reads at a revision are served by the leader (only it knows the writes in flight).
+fn target_for(consistency: i32, revision: u64) -> Target {
+    if consistency == pb::Consistency::Serializable as i32 && revision == 0 {
         Target::AnyReplica
     } else {
         Target::Leader
@@ -186,7 +200,7 @@ impl Kv for KvService {
             .router
             .call_op(
                 shard,
-                target_for(get.consistency),
+                target_for(get.consistency, get.revision),
                 self.deadline(),
                 |target| {
                     Op::Get(node_pb::ShardGetRequest {
@@ -279,7 +293,18 @@ impl Kv for KvService {
         let shard_count = self.shard_count().await?;
         tracing::Span::current().record("shards", shard_count);
         let deadline = self.deadline();
-        let target = target_for(range.consistency);
+        // A linearizable range reads every shard at one snapshot revision taken now: it sees
+        // every write acknowledged before it began, and no shard shows a moment another
+        // does not. Its pages continue at the revision the caller passes back.
+        if range.revision == 0 && range.consistency != pb::Consistency::Serializable as i32 {
+            let revision = self
+                .timestamps
+                .timestamp(self.router.request_timeout())
+                .await
+                .map_err(|error| Status::unavailable(error.to_string()))?;
+            range.revision = revision.0;
+        }
+        let target = target_for(range.consistency, range.revision);
         // Keys are hash-partitioned, so any shard may hold keys of any range: ask them all.
         let pages: Vec<pb::RangeResponse> = stream::iter((0..u64::from(shard_count)).map(ShardId))
             .map(|shard| {
@@ -300,7 +325,26 @@ impl Kv for KvService {
             .buffer_unordered(self.range_fanout_max)
             .try_collect()
             .await?;
-        Ok(Response::new(merge_pages(pages, limit, range.count_only)))
+        let mut merged = merge_pages(pages, limit, range.count_only);
+        if range.revision != 0 {
+            merged.revision = range.revision;
+        }
+        Ok(Response::new(merged))
+    }
+
+    #[tracing::instrument(name = "gateway.compact", skip_all)]
+    async fn compact(
+        &self,
+        request: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        let revision = request.into_inner().revision;
+        if revision == 0 {
+            return Err(invalid("revision", "must be at least 1"));
+        }
+        let answer = self.coordinator.lock().await.compact(revision).await?;
+        Ok(Response::new(pb::CompactResponse {
+            compact_revision: answer.compact_revision,
+        }))
     }
 }
 
@@ -312,7 +356,7 @@ pub fn merge_pages(
     limit: usize,
     count_only: bool,
 ) -> pb::RangeResponse {
-    // Revisions are per shard; the highest is reported (not a cross-shard snapshot).
+    // Without a snapshot revision (a serializable range), the highest shard revision.
     let revision = pages.iter().map(|p| p.revision).max().unwrap_or(0);
     if count_only {
         return pb::RangeResponse {

@@ -6,6 +6,7 @@ use crate::kv_service::KvService;
 use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use crate::routing::ShardMaps;
+use cairn_coordinator_client::{CoordinatorClient, TimestampClient, TimestampClientConfig};
 use cairn_proto::kv::v1::cluster_server::ClusterServer;
 use cairn_proto::kv::v1::kv_server::KvServer;
 use cairn_types::REQUEST_BYTES_MAX_CEILING;
@@ -67,6 +68,13 @@ pub async fn run_with_listener(
                 router,
                 config.range_fanout_max,
                 config.range_keys_max,
+                TimestampClient::start(TimestampClientConfig {
+                    coordinators: config.coordinators.clone(),
+                    requests_in_flight_max: config.timestamp_requests_in_flight_max,
+                    rpc_timeout: coordinator_timeout,
+                    outbound_bind_ip: None,
+                }),
+                CoordinatorClient::new(config.coordinators.clone(), coordinator_timeout),
             ))
             .max_decoding_message_size(message_bytes_max)
             .max_encoding_message_size(message_bytes_max),

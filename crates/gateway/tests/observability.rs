@@ -411,7 +411,7 @@ async fn every_binary_serves_metrics_and_health_and_the_dashboards_query_real_se
             "cairn_shard_snapshots_sent_total",
             "cairn_shard_snapshots_installed_total",
             "cairn_group_commit_fsync_duration_seconds_bucket",
-            r#"cairn_rocksdb_sst_bytes{cf="kv"}"#,
+            r#"cairn_rocksdb_sst_bytes{cf="write"}"#,
             "cairn_rocksdb_pending_compaction_bytes",
             "cairn_node_replicas",
         ] {

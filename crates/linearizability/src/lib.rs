@@ -14,6 +14,12 @@
 //! unknown outcomes return "at infinity", so they may also be placed after everything else,
 //! where their effect is never observed — that is how "it never happened" is modelled.
 
+//!
+//! [`check_revision_order`] checks what the per-key search cannot: that revisions rise in
+//! real time across every key.
+
 mod register;
+mod revision_order;
 
 pub use register::{check_history, Input, Operation, Output, Verdict};
+pub use revision_order::{check_revision_order, RevisionOrderViolation};

@@ -46,6 +46,10 @@ pub struct Operation {
     pub call: u64,
     /// `None`: the outcome is unknown (the operation may or may not have taken effect).
     pub returned: Option<(u64, Output)>,
+    /// The cluster-wide revision the answer carried, when it has one: for a write that
+    /// changed the key, the write's revision; for a read that found a value, the value's
+    /// `mod_revision`. Checked by [`crate::check_revision_order`].
+    pub revision: Option<u64>,
 }
 
 impl fmt::Display for Operation {
@@ -273,6 +277,7 @@ mod tests {
             input,
             call,
             returned: Some((returned, output)),
+            revision: None,
         }
     }
 
@@ -303,6 +308,7 @@ mod tests {
             input,
             call,
             returned: None,
+            revision: None,
         }
     }
 

@@ -90,7 +90,8 @@ pub enum TxnOp {
 }
 
 /// Comparisons, then `success` or `failure` ops, applied atomically at one revision. Reads
-/// inside see the state before the transaction; no key is written twice (validated).
+/// inside see the state before the transaction (its newest versions); no key is written twice
+/// (validated).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Txn {
     pub compares: Vec<Compare>,
@@ -103,6 +104,24 @@ pub enum WriteOp {
     Put(Put),
     Delete(Delete),
     Txn(Txn),
+    /// Raises the shard's compaction point: reads below it are refused and versions only
+    /// they could see may be dropped. Proposed by the leader when the cluster's point is
+    /// higher than its shard's.
+    Compact {
+        revision: Revision,
+    },
+}
+
+/// Where a write's revision comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandRevision {
+    /// The shard counts its own revisions: the shard's revision + 1. For groups without an
+    /// oracle: the coordinator's metadata, a statically bootstrapped node.
+    #[default]
+    Counted,
+    /// A timestamp from the oracle, fetched by the leader of `term` after it latched the
+    /// command's keys. Applied only in an entry of that term (`cairn_mvcc::leadership_refusal`).
+    Timestamp { revision: Revision, term: u64 },
 }
 
 /// One entry of a shard's Raft log.
@@ -113,6 +132,8 @@ pub struct Command {
     /// deterministic expiry of exactly-once sessions (every replica sees the same value).
     pub proposed_at_ms: u64,
     pub op: WriteOp,
+    /// The revision the write gets if it changes anything.
+    pub revision: CommandRevision,
     /// The proposal's trace, when the request is sampled: every replica's log append and
     /// apply of this entry, and the leader's replication of it, join the request's trace.
     pub trace: Option<TraceParent>,
@@ -186,6 +207,13 @@ pub enum WriteResult {
     },
     /// A retry of a write that was applied, whose result was too large to remember.
     AppliedResultNotRetained,
+    /// The write's timestamp could not be applied (nothing was applied, nothing is
+    /// remembered): retrying gets a new timestamp.
+    Refused(cairn_mvcc::Refusal),
+    /// A `Compact` command: the shard's compaction point after it.
+    Compacted {
+        compact_revision: Revision,
+    },
 }
 
 /// What applying one log entry produced (the Raft response type).

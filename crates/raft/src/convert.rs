@@ -21,6 +21,18 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidRequest {
     }
 }
 
+/// Reads inside a transaction see the state the transaction applies to; a revision of their
+/// own would read another moment.
+fn no_revision_in_txn(revision: u64) -> Result<(), InvalidRequest> {
+    if revision != 0 {
+        return Err(invalid(
+            "revision",
+            "a read inside a transaction reads the transaction's state; leave revision 0",
+        ));
+    }
+    Ok(())
+}
+
 /// Validates requests against the configured limits.
 #[derive(Clone, Debug)]
 pub struct RequestValidator {
@@ -263,8 +275,14 @@ impl RequestValidator {
                 Some(pb::request_op::Request::Delete(delete)) => {
                     TxnOp::Delete(self.delete(delete)?)
                 }
-                Some(pb::request_op::Request::Get(get)) => TxnOp::Get(self.get(get)?),
-                Some(pb::request_op::Request::Range(range)) => TxnOp::Range(self.range(range)?),
+                Some(pb::request_op::Request::Get(get)) => {
+                    no_revision_in_txn(get.revision)?;
+                    TxnOp::Get(self.get(get)?)
+                }
+                Some(pb::request_op::Request::Range(range)) => {
+                    no_revision_in_txn(range.revision)?;
+                    TxnOp::Range(self.range(range)?)
+                }
             };
             if let TxnOp::Put(Put { key, .. }) | TxnOp::Delete(Delete { key, .. }) = &op {
                 if !written.insert(key.clone()) {

@@ -2,7 +2,8 @@
 //! throwaway clusters, entirely in memory (`storage.engine`, D31).
 
 use crate::error::{Result, StorageError};
-use crate::keys::ALL_COLUMN_FAMILIES;
+use crate::keys::{ALL_COLUMN_FAMILIES, CF_WRITE};
+use crate::mvcc_store::{is_version_key, versions_prefix_of, CompactionPoints, WriteFilterFactory};
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -186,6 +187,7 @@ pub fn open_storage(
     engine: StorageEngine,
     data_dir: &Path,
     config: &RocksDbConfig,
+    compaction_points: Arc<CompactionPoints>,
     process: &str,
 ) -> Result<OpenStorage> {
     match engine {
@@ -198,14 +200,19 @@ pub fn open_storage(
             })?;
             Ok(OpenStorage {
                 engine,
-                db: open_database(&data_dir.join("rocksdb"), config)?,
+                db: open_database(&data_dir.join("rocksdb"), config, compaction_points)?,
                 snapshot_root: data_dir.join("snapshots"),
                 scratch: None,
             })
         }
         StorageEngine::Memory => {
             let env = rocksdb::Env::mem_env()?;
-            let db = open_database_in(Path::new("/cairn-memory/rocksdb"), config, Some(&env))?;
+            let db = open_database_in(
+                Path::new("/cairn-memory/rocksdb"),
+                config,
+                compaction_points,
+                Some(&env),
+            )?;
             let scratch = ScratchFolder::create(process).map_err(|error| {
                 StorageError::Io(std::io::Error::new(
                     error.kind(),
@@ -222,14 +229,21 @@ pub fn open_storage(
     }
 }
 
-/// Opens (or creates) the database at `path` on disk.
-pub fn open_database(path: &Path, config: &RocksDbConfig) -> Result<Arc<DB>> {
-    open_database_in(path, config, None)
+/// Opens (or creates) the database at `path` on disk. `compaction_points` is what the
+/// `write` column family's compaction filter drops versions by; the state machines of this
+/// database keep it current.
+pub fn open_database(
+    path: &Path,
+    config: &RocksDbConfig,
+    compaction_points: Arc<CompactionPoints>,
+) -> Result<Arc<DB>> {
+    open_database_in(path, config, compaction_points, None)
 }
 
 fn open_database_in(
     path: &Path,
     config: &RocksDbConfig,
+    compaction_points: Arc<CompactionPoints>,
     env: Option<&rocksdb::Env>,
 ) -> Result<Arc<DB>> {
     let cache = rocksdb::Cache::new_lru_cache(config.block_cache_bytes);
@@ -254,9 +268,26 @@ fn open_database_in(
         options.set_env(env);
     }
 
-    let descriptors = ALL_COLUMN_FAMILIES
+    // Versions: a read seeks within one key's versions, so Bloom filters on the key without
+    // its revision (the prefix) let a read skip files as a point lookup would; old versions
+    // go by the compaction filter.
+    let mut write_options = cf_options.clone();
+    write_options.set_prefix_extractor(rocksdb::SliceTransform::create(
+        "cairn.versions_prefix",
+        versions_prefix_of,
+        Some(is_version_key),
+    ));
+    write_options.set_memtable_prefix_bloom_ratio(0.1);
+    write_options.set_compaction_filter_factory(WriteFilterFactory {
+        points: compaction_points,
+    });
+
+    let descriptors: Vec<ColumnFamilyDescriptor> = ALL_COLUMN_FAMILIES
         .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()));
+        .filter(|name| **name != CF_WRITE)
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()))
+        .chain([ColumnFamilyDescriptor::new(CF_WRITE, write_options)])
+        .collect();
     let db = DB::open_cf_descriptors(&options, path, descriptors)?;
     Ok(Arc::new(db))
 }
@@ -305,11 +336,16 @@ mod tests {
             StorageEngine::Memory,
             &data_dir,
             &RocksDbConfig::default(),
+            Arc::new(CompactionPoints::default()),
             "test",
         )
         .unwrap();
         assert!(!data_dir.exists(), "the data folder stays untouched");
         let cf = storage.db.cf_handle(crate::keys::CF_RAFT_LOG).unwrap();
+        assert!(
+            storage.db.cf_handle(CF_WRITE).is_some(),
+            "the versions column family exists"
+        );
         storage.db.put_cf(cf, b"k", b"v").unwrap();
         let mut synced = rocksdb::WriteOptions::default();
         synced.set_sync(true);

@@ -122,7 +122,9 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn one_fsync_serves_every_queued_append() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::database::open_database(dir.path(), &Default::default()).unwrap();
+        let db =
+            crate::database::open_database(dir.path(), &Default::default(), Default::default())
+                .unwrap();
         let stats = Arc::new(GroupCommitStats::default());
         let committer = GroupCommit::start(db.clone(), GroupCommitLimits::default(), stats.clone());
         let mut done = Vec::new();
@@ -157,7 +159,9 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn batches_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::database::open_database(dir.path(), &Default::default()).unwrap();
+        let db =
+            crate::database::open_database(dir.path(), &Default::default(), Default::default())
+                .unwrap();
         let stats = Arc::new(GroupCommitStats::default());
         let committer = GroupCommit::start(
             db,

@@ -6,24 +6,29 @@
 //! |---------------|----------------------------------|------------------------------|
 //! | `raft_log`    | shard, log index (u64 BE)         | framed `Entry`               |
 //! | `raft_state`  | shard, tag                        | vote, purged log id, committed log id |
-//! | `kv`          | shard, user key                   | framed `StoredValue`         |
+//! | `write`       | shard, mc(user key), !revision    | framed `cairn_mvcc::WriteRecord` (one per version) |
+//! | `lock`        | shard, mc(user key)               | reserved for transaction locks |
 //! | `sessions`    | shard, client id, [sequence]      | session head / write result  |
-//! | `sm_state`    | shard, tag                        | applied log id, membership, revision, snapshot, install marker |
+//! | `sm_state`    | shard, tag                        | applied log id, membership, revision, compaction point, snapshot, install marker |
+//!
+//! The `write` and `lock` layouts belong to `cairn_mvcc` (its `key` module).
 //! | `replicas`    | shard                             | replica record (exists = hosted here) |
 
 use cairn_types::{ClientId, Sequence, ShardId};
 
 pub const CF_RAFT_LOG: &str = "raft_log";
 pub const CF_RAFT_STATE: &str = "raft_state";
-pub const CF_KV: &str = "kv";
+pub const CF_WRITE: &str = "write";
+pub const CF_LOCK: &str = "lock";
 pub const CF_SESSIONS: &str = "sessions";
 pub const CF_SM_STATE: &str = "sm_state";
 pub const CF_REPLICAS: &str = "replicas";
 
-pub const ALL_COLUMN_FAMILIES: [&str; 6] = [
+pub const ALL_COLUMN_FAMILIES: [&str; 7] = [
     CF_RAFT_LOG,
     CF_RAFT_STATE,
-    CF_KV,
+    CF_WRITE,
+    CF_LOCK,
     CF_SESSIONS,
     CF_SM_STATE,
     CF_REPLICAS,
@@ -35,6 +40,7 @@ pub const TAG_COMMITTED: &[u8] = b"committed";
 pub const TAG_APPLIED: &[u8] = b"applied";
 pub const TAG_MEMBERSHIP: &[u8] = b"membership";
 pub const TAG_REVISION: &[u8] = b"revision";
+pub const TAG_COMPACTION: &[u8] = b"compaction";
 pub const TAG_SNAPSHOT: &[u8] = b"snapshot";
 pub const TAG_INSTALLING: &[u8] = b"installing";
 
@@ -69,10 +75,6 @@ pub fn tagged_key(shard: ShardId, tag: &[u8]) -> Vec<u8> {
     key
 }
 
-pub fn kv_key(shard: ShardId, user_key: &[u8]) -> Vec<u8> {
-    tagged_key(shard, user_key)
-}
-
 pub fn session_head_key(shard: ShardId, client: ClientId) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&shard_prefix(shard));
@@ -100,6 +102,5 @@ mod tests {
         assert!(log_key(ShardId(1), u64::MAX) < log_key(ShardId(2), 0));
         assert!(log_key(ShardId(1), 9) < log_key(ShardId(1), 10));
         assert_eq!(log_index_of(&log_key(ShardId(7), 42)), Some(42));
-        assert!(kv_key(ShardId(3), b"\xff\xff") < shard_upper_bound(ShardId(3)));
     }
 }

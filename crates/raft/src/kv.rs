@@ -1,37 +1,28 @@
-//! The key-value semantics of one shard: how a write command changes the `kv` column family
-//! and what reads return. Pure with respect to Raft: it reads through a [`KvView`] and
-//! writes into a RocksDB `WriteBatch`; the state machine decides when batches are written.
+//! The key-value semantics of one shard: what a write command does (conditions, compares,
+//! transaction branches) and what reads return, on top of the MVCC rules of `cairn-mvcc`,
+//! which decide how versions are stored and which one a read at a revision sees. Pure with
+//! respect to Raft: it reads through a [`KvView`] and writes into a RocksDB `WriteBatch`; the
+//! state machine decides when batches are written.
 
-use crate::codec;
 use crate::command::*;
 use crate::error::{Result, StorageError};
-use crate::keys;
+use crate::mvcc_store::{storage_error, RocksView};
+use cairn_mvcc::{
+    ColumnFamily, Mutation, MvccReader, RangeBounds, RangeOptions, Version, VersionWriter,
+};
 use cairn_types::{Revision, ShardId};
-use rocksdb::{ColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch, DB};
-use serde::{Deserialize, Serialize};
+use rocksdb::{WriteBatch, DB};
 
-/// What the `kv` column family stores for one key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredValue {
-    pub create_revision: Revision,
-    pub mod_revision: Revision,
-    pub version: u64,
-    pub value: Vec<u8>,
-}
-
-impl StoredValue {
-    fn into_key_value(self, key: Vec<u8>, keys_only: bool) -> KeyValue {
-        KeyValue {
-            key,
-            value: if keys_only { Vec::new() } else { self.value },
-            create_revision: self.create_revision,
-            mod_revision: self.mod_revision,
-            version: self.version,
-        }
+fn key_value(version: Version) -> KeyValue {
+    KeyValue {
+        key: version.key,
+        value: version.value,
+        create_revision: version.create_revision,
+        mod_revision: version.mod_revision,
+        version: version.version,
     }
 }
 
-/// Reads one shard's keys from the live database.
 /// Reads one shard's keys, from the live database or from a RocksDB snapshot (so that a
 /// range and the revision it reports are one consistent view).
 pub struct KvView<'a> {
@@ -57,113 +48,165 @@ impl<'a> KvView<'a> {
         }
     }
 
-    fn read_options(&self) -> ReadOptions {
-        let mut options = ReadOptions::default();
-        if let Some(snapshot) = self.snapshot {
-            options.set_snapshot(snapshot);
-        }
-        options
+    fn rocks(&self) -> RocksView<'a> {
+        RocksView::new(self.db, self.snapshot)
     }
 
-    fn cf(&self) -> &'a ColumnFamily {
-        self.db
-            .cf_handle(keys::CF_KV)
-            .expect("kv column family is created at open")
-    }
-
-    fn get_stored(&self, key: &[u8]) -> Result<Option<StoredValue>> {
-        match self.db.get_pinned_cf_opt(
-            self.cf(),
-            keys::kv_key(self.shard, key),
-            &self.read_options(),
-        )? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(
-                codec::decode(&bytes).map_err(StorageError::corrupt("kv"))?,
-            )),
-        }
-    }
-
+    /// The key at its newest version.
     pub fn get(&self, key: &[u8], keys_only: bool) -> Result<Option<KeyValue>> {
-        Ok(self
-            .get_stored(key)?
-            .map(|stored| stored.into_key_value(key.to_vec(), keys_only)))
+        self.get_at(key, Revision::LATEST, keys_only)
     }
 
-    /// Keys in the range in ascending order, at most `range.limit` of them (or all of them,
-    /// counted, with `count_only`).
+    /// The key as a read at revision `at` sees it.
+    pub fn get_at(&self, key: &[u8], at: Revision, keys_only: bool) -> Result<Option<KeyValue>> {
+        let view = self.rocks();
+        Ok(MvccReader::new(&view, self.shard)
+            .get(key, at, keys_only)
+            .map_err(storage_error)?
+            .map(key_value))
+    }
+
+    /// Keys in the range at their newest versions, reported at `revision`.
     pub fn range(&self, range: &Range, revision: Revision) -> Result<RangeResult> {
-        let mut options = self.read_options();
-        let upper = match &range.end {
-            Some(end) => keys::kv_key(self.shard, end),
-            None => keys::shard_upper_bound(self.shard),
+        self.range_at(range, Revision::LATEST, revision)
+    }
+
+    /// Keys in the range in ascending order as a read at `at` sees them, at most
+    /// `range.limit` of them (or all of them, counted, with `count_only`); the result reports
+    /// `reported` as its revision.
+    pub fn range_at(&self, range: &Range, at: Revision, reported: Revision) -> Result<RangeResult> {
+        let view = self.rocks();
+        let bounds = RangeBounds {
+            start: range.start.clone(),
+            end: range.end.clone(),
         };
-        options.set_iterate_upper_bound(upper);
-        let start = keys::kv_key(self.shard, &range.start);
-        let iter = self.db.iterator_cf_opt(
-            self.cf(),
-            options,
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        let mut result = RangeResult {
-            revision,
-            ..RangeResult::default()
+        let options = RangeOptions {
+            limit: range.limit,
+            keys_only: range.keys_only,
+            count_only: range.count_only,
         };
-        for item in iter {
-            let (raw_key, raw_value) = item?;
-            if range.count_only {
-                result.count += 1;
-                continue;
-            }
-            if result.kvs.len() as u64 == range.limit {
-                result.more = true;
-                result.continuation = result.kvs.last().map(|kv| kv.key.clone());
-                break;
-            }
-            let stored: StoredValue =
-                codec::decode(&raw_value).map_err(StorageError::corrupt("kv"))?;
-            let user_key = raw_key[8..].to_vec();
-            result
-                .kvs
-                .push(stored.into_key_value(user_key, range.keys_only));
-        }
-        if !range.count_only {
-            result.count = result.kvs.len() as u64;
-        }
-        Ok(result)
+        let page = MvccReader::new(&view, self.shard)
+            .range(&bounds, at, options)
+            .map_err(storage_error)?;
+        let kvs: Vec<KeyValue> = page.versions.into_iter().map(key_value).collect();
+        Ok(RangeResult {
+            revision: reported,
+            continuation: if page.more {
+                kvs.last().map(|kv| kv.key.clone())
+            } else {
+                None
+            },
+            more: page.more,
+            count: page.count,
+            kvs,
+        })
     }
 }
 
-/// Applies one write command's op at `next_revision` (the shard revision it gets if it changes
-/// anything). Returns the result and whether anything changed.
+/// Every key an operation reads or writes, or `None` when it includes a range.
+pub fn named_keys(op: &WriteOp) -> Option<Vec<&[u8]>> {
+    match op {
+        WriteOp::Put(put) => Some(vec![&put.key]),
+        WriteOp::Delete(delete) => Some(vec![&delete.key]),
+        WriteOp::Txn(txn) => {
+            let mut keys: Vec<&[u8]> = txn.compares.iter().map(|c| c.key.as_slice()).collect();
+            for op in txn.success.iter().chain(&txn.failure) {
+                keys.push(match op {
+                    TxnOp::Put(put) => &put.key,
+                    TxnOp::Delete(delete) => &delete.key,
+                    TxnOp::Get(get) => &get.key,
+                    TxnOp::Range(_) => return None,
+                });
+            }
+            Some(keys)
+        }
+        WriteOp::Compact { .. } => Some(Vec::new()),
+    }
+}
+
+/// The keys an operation names outside its ranges (what its revision is checked against).
+fn point_keys(op: &WriteOp) -> Vec<&[u8]> {
+    match op {
+        WriteOp::Txn(txn) => {
+            let mut keys: Vec<&[u8]> = txn.compares.iter().map(|c| c.key.as_slice()).collect();
+            for op in txn.success.iter().chain(&txn.failure) {
+                match op {
+                    TxnOp::Put(put) => keys.push(&put.key),
+                    TxnOp::Delete(delete) => keys.push(&delete.key),
+                    TxnOp::Get(get) => keys.push(&get.key),
+                    TxnOp::Range(_) => {}
+                }
+            }
+            keys
+        }
+        other => named_keys(other).unwrap_or_default(),
+    }
+}
+
+/// Where a write is applied and what it reports.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteAt {
+    /// The revision the write's versions get if it changes anything.
+    pub revision: Revision,
+    /// What results report when nothing changed, and what reads inside a transaction report:
+    /// the shard's revision before the write.
+    pub unchanged: Revision,
+    /// The shard's compaction point: the revision must be above it.
+    pub compact_revision: Revision,
+}
+
+/// Applies one write command's op (a put, a delete or a transaction) into `batch`. Returns
+/// the result and whether anything changed. A refused revision changes nothing.
 pub fn apply_write(
-    view: &KvView<'_>,
+    db: &DB,
+    shard: ShardId,
     batch: &mut WriteBatch,
     op: &WriteOp,
-    current_revision: Revision,
+    at: WriteAt,
 ) -> Result<(WriteResult, bool)> {
-    let next_revision = Revision(current_revision.0 + 1);
+    let view = RocksView::new(db, None);
     let mut writer = Writer {
-        view,
-        batch,
-        next_revision,
-        changed: false,
+        inner: VersionWriter::new(&view, shard, at.revision),
+        unchanged: at.unchanged,
     };
+    if let Some(refusal) = writer
+        .inner
+        .refusal(point_keys(op), at.compact_revision)
+        .map_err(storage_error)?
+    {
+        return Ok((WriteResult::Refused(refusal), false));
+    }
     let result = match op {
         WriteOp::Put(put) => WriteResult::Put(writer.put(put)?),
         WriteOp::Delete(delete) => WriteResult::Delete(writer.delete(delete)?),
-        WriteOp::Txn(txn) => WriteResult::Txn(writer.txn(txn, current_revision)?),
+        WriteOp::Txn(txn) => WriteResult::Txn(writer.txn(txn, shard, db)?),
+        WriteOp::Compact { .. } => {
+            return Err(StorageError::Inconsistent(
+                "a compaction is not a key write".into(),
+            ))
+        }
     };
-    let changed = writer.changed;
-    let revision = if changed {
-        next_revision
-    } else {
-        current_revision
-    };
+    let changed = writer.inner.changed();
+    let revision = if changed { at.revision } else { at.unchanged };
+    for mutation in writer.inner.into_mutations() {
+        write_mutation(db, batch, mutation);
+    }
     Ok((with_revision(result, revision), changed))
 }
 
-/// Every result of a command reports the shard revision after the command.
+fn cf_handle(db: &DB, cf: ColumnFamily) -> &rocksdb::ColumnFamily {
+    db.cf_handle(cf.name())
+        .expect("MVCC column families are created at open")
+}
+
+pub fn write_mutation(db: &DB, batch: &mut WriteBatch, mutation: Mutation) {
+    match mutation {
+        Mutation::Put { cf, key, value } => batch.put_cf(cf_handle(db, cf), key, value),
+        Mutation::Delete { cf, key } => batch.delete_cf(cf_handle(db, cf), key),
+    }
+}
+
+/// Every result of a command reports the revision after the command.
 fn with_revision(result: WriteResult, revision: Revision) -> WriteResult {
     match result {
         WriteResult::Put(put) => WriteResult::Put(PutResult { revision, ..put }),
@@ -187,24 +230,28 @@ fn with_revision(result: WriteResult, revision: Revision) -> WriteResult {
     }
 }
 
-struct Writer<'v, 'b> {
-    view: &'v KvView<'v>,
-    batch: &'b mut WriteBatch,
-    next_revision: Revision,
-    changed: bool,
+struct Writer<'v> {
+    inner: VersionWriter<'v, RocksView<'v>>,
+    unchanged: Revision,
 }
 
-impl Writer<'_, '_> {
+impl Writer<'_> {
+    fn current(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        Ok(self
+            .inner
+            .current(key)
+            .map_err(storage_error)?
+            .map(key_value))
+    }
+
     fn put(&mut self, put: &Put) -> Result<PutResult> {
-        let previous = self.view.get_stored(&put.key)?;
+        let previous = self.current(&put.key)?;
         let holds = match &put.condition {
             None => true,
             Some(condition) => condition_holds(condition, previous.as_ref()),
         };
         let prev_kv = if put.prev_kv || !holds {
             previous
-                .clone()
-                .map(|stored| stored.into_key_value(put.key.clone(), false))
         } else {
             None
         };
@@ -215,26 +262,9 @@ impl Writer<'_, '_> {
                 prev_kv,
             });
         }
-        let stored = match previous {
-            Some(previous) => StoredValue {
-                create_revision: previous.create_revision,
-                mod_revision: self.next_revision,
-                version: previous.version + 1,
-                value: put.value.clone(),
-            },
-            None => StoredValue {
-                create_revision: self.next_revision,
-                mod_revision: self.next_revision,
-                version: 1,
-                value: put.value.clone(),
-            },
-        };
-        self.batch.put_cf(
-            self.view.cf(),
-            keys::kv_key(self.view.shard, &put.key),
-            codec::encode(&stored),
-        );
-        self.changed = true;
+        self.inner
+            .put(&put.key, put.value.clone())
+            .map_err(storage_error)?;
         Ok(PutResult {
             revision: Revision(0),
             succeeded: true,
@@ -243,30 +273,20 @@ impl Writer<'_, '_> {
     }
 
     fn delete(&mut self, delete: &Delete) -> Result<DeleteResult> {
-        let previous = self.view.get_stored(&delete.key)?;
-        let deleted = u64::from(previous.is_some());
-        if previous.is_some() {
-            self.batch
-                .delete_cf(self.view.cf(), keys::kv_key(self.view.shard, &delete.key));
-            self.changed = true;
-        }
-        let prev_kv = if delete.prev_kv {
-            previous.map(|stored| stored.into_key_value(delete.key.clone(), false))
-        } else {
-            None
-        };
+        let previous = self.current(&delete.key)?;
+        let deleted = self.inner.delete(&delete.key).map_err(storage_error)?;
         Ok(DeleteResult {
             revision: Revision(0),
-            deleted,
-            prev_kv,
+            deleted: u64::from(deleted),
+            prev_kv: if delete.prev_kv { previous } else { None },
         })
     }
 
-    fn txn(&mut self, txn: &Txn, current_revision: Revision) -> Result<TxnResult> {
+    fn txn(&mut self, txn: &Txn, shard: ShardId, db: &DB) -> Result<TxnResult> {
         let mut succeeded = true;
         for compare in &txn.compares {
-            let stored = self.view.get_stored(&compare.key)?;
-            if !compare_holds(compare, stored.as_ref()) {
+            let current = self.current(&compare.key)?;
+            if !compare_holds(compare, current.as_ref()) {
                 succeeded = false;
                 break;
             }
@@ -276,18 +296,18 @@ impl Writer<'_, '_> {
         } else {
             &txn.failure
         };
+        // Reads see the state before the transaction: its own writes are only mutations yet.
+        let reads = KvView::new(db, shard);
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             responses.push(match op {
                 TxnOp::Put(put) => TxnOpResult::Put(self.put(put)?),
                 TxnOp::Delete(delete) => TxnOpResult::Delete(self.delete(delete)?),
                 TxnOp::Get(get) => TxnOpResult::Get(GetResult {
-                    revision: current_revision,
-                    kv: self.view.get(&get.key, get.keys_only)?,
+                    revision: self.unchanged,
+                    kv: reads.get(&get.key, get.keys_only)?,
                 }),
-                TxnOp::Range(range) => {
-                    TxnOpResult::Range(self.view.range(range, current_revision)?)
-                }
+                TxnOp::Range(range) => TxnOpResult::Range(reads.range(range, self.unchanged)?),
             });
         }
         Ok(TxnResult {
@@ -298,7 +318,7 @@ impl Writer<'_, '_> {
     }
 }
 
-fn condition_holds(condition: &PutCondition, current: Option<&StoredValue>) -> bool {
+fn condition_holds(condition: &PutCondition, current: Option<&KeyValue>) -> bool {
     match condition {
         PutCondition::Absent => current.is_none(),
         PutCondition::ValueEquals(expected) => current.is_some_and(|c| &c.value == expected),
@@ -310,7 +330,7 @@ fn condition_holds(condition: &PutCondition, current: Option<&StoredValue>) -> b
 }
 
 /// A missing key compares as value empty and version/revisions 0 (etcd's rule).
-fn compare_holds(compare: &Compare, current: Option<&StoredValue>) -> bool {
+fn compare_holds(compare: &Compare, current: Option<&KeyValue>) -> bool {
     use std::cmp::Ordering;
     let ordering = match &compare.target {
         CompareTarget::Value(expected) => {

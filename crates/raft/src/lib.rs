@@ -13,13 +13,19 @@ pub mod error;
 pub mod group_commit;
 pub mod keys;
 pub mod kv;
+pub mod latches;
 pub mod log_store;
+pub mod mvcc_store;
 pub mod network;
 pub mod replica;
+#[cfg(test)]
+mod revision_tests;
 pub mod sessions;
 pub mod snapshot_file;
+pub(crate) mod snapshot_store;
 pub mod state_machine;
 pub mod transport;
 pub mod type_config;
+pub mod versioned;
 
 pub use error::{Result, StorageError};

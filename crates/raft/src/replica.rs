@@ -6,15 +6,18 @@ use crate::command::{Command, CommandResponse, WriteResult};
 use crate::error::StorageError;
 use crate::group_commit::GroupCommit;
 use crate::keys;
+use crate::latches::Latches;
 use crate::log_store::LogStore;
+use crate::mvcc_store::CompactionPoints;
 use crate::network::{
     decode_payload, encode_payload, PeerChannels, ShardNetworkFactory, ENCODING_POSTCARD,
 };
 use crate::sessions::SessionLimits;
 use crate::state_machine::ShardStateMachine;
 use crate::type_config::{LogId, NodeAddress, ShardRaftConfig};
+use crate::versioned::TimestampSource;
 use cairn_proto::raft::v1 as pb;
-use cairn_types::{NodeId, ShardId};
+use cairn_types::{NodeId, Revision, ShardId};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{
     ClientWriteError, ForwardToLeader, InitializeError, LinearizableReadError, RaftError,
@@ -56,6 +59,20 @@ pub enum ReplicaError {
         shard: ShardId,
         source: StorageError,
     },
+    /// A read at a revision below the shard's compaction point.
+    #[error("{shard}: revision {requested} is compacted (compaction point {compact_revision})")]
+    Compacted {
+        shard: ShardId,
+        requested: Revision,
+        compact_revision: Revision,
+    },
+    /// A read at a revision the cluster has not handed out yet.
+    #[error("{shard}: revision {requested} is in the future (latest handed out: {latest})")]
+    FutureRevision {
+        shard: ShardId,
+        requested: Revision,
+        latest: Revision,
+    },
 }
 
 /// Everything a replica shares with the other replicas of its node.
@@ -76,8 +93,13 @@ pub struct ReplicaContext {
     pub linearizable_reads: LinearizableReads,
     /// Whether a replica reopened with a vote on disk stays out of elections for one lease
     /// (D26). Storage nodes: always, whatever their own `linearizable_reads`, because a peer
-    /// may lead by lease. The coordinator's group never reads by lease and does not need it.
+    /// may lead by lease. The coordinator's group reads by lease too (its oracle fences by it).
     pub hold_votes_after_restart: bool,
+    /// The node's compaction points, shared with the database's compaction filter.
+    pub compaction_points: Arc<CompactionPoints>,
+    /// The timestamp oracle writes take their revisions from; `None` for groups that count
+    /// their own revisions (the coordinator's metadata, a statically bootstrapped node).
+    pub timestamps: Option<Arc<dyn TimestampSource>>,
 }
 
 /// How a shard leader confirms, before a linearizable read, that no other replica can have
@@ -181,10 +203,12 @@ pub struct ReplicaStatus {
 }
 
 pub struct ShardReplica {
-    shard: ShardId,
-    context: Arc<ReplicaContext>,
-    raft: ShardRaft,
+    pub(crate) shard: ShardId,
+    pub(crate) context: Arc<ReplicaContext>,
+    pub(crate) raft: ShardRaft,
     counters: Arc<ReplicaCounters>,
+    /// Keys of the writes in flight on this leader (see [`crate::latches`]).
+    pub(crate) latches: Arc<Latches>,
     /// Until this instant the replica stays out of elections (storage nodes, after reopening
     /// with a stored vote; see [`ShardReplica::refuses_votes`]).
     votes_refused_until: Option<Instant>,
@@ -246,8 +270,9 @@ impl ShardReplica {
 
         let snapshot_dir = context.snapshot_root.join(format!("shard-{}", shard.0));
         let limits = context.session_limits.clone();
+        let points = context.compaction_points.clone();
         let state_machine = tokio::task::spawn_blocking(move || {
-            ShardStateMachine::open(db, shard, snapshot_dir, limits)
+            ShardStateMachine::open(db, shard, snapshot_dir, limits, points)
         })
         .await
         .map_err(|join| ReplicaError::Stopped {
@@ -302,6 +327,7 @@ impl ShardReplica {
             context,
             raft,
             counters,
+            latches: Arc::default(),
             votes_refused_until,
         })
     }
@@ -389,7 +415,7 @@ impl ShardReplica {
         let prefix = keys::shard_prefix(self.shard);
         let upper = keys::shard_upper_bound(self.shard);
         let range = rocksdb::Range::new(&prefix, &upper);
-        [keys::CF_KV, keys::CF_RAFT_LOG, keys::CF_SESSIONS]
+        [keys::CF_WRITE, keys::CF_RAFT_LOG, keys::CF_SESSIONS]
             .iter()
             .filter_map(|name| db.cf_handle(name))
             .map(|cf| {
@@ -417,7 +443,7 @@ impl ShardReplica {
         Ok(status)
     }
 
-    fn not_leader(&self, forward: &ForwardToLeader<C>) -> ReplicaError {
+    pub(crate) fn not_leader(&self, forward: &ForwardToLeader<C>) -> ReplicaError {
         ReplicaError::NotLeader {
             shard: self.shard,
             leader: forward.leader_id,
@@ -802,6 +828,7 @@ impl ShardReplica {
         let shard = self.shard;
         let db = self.context.db.clone();
         let dir = self.snapshot_dir();
+        let points = self.context.compaction_points.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let mut batch = WriteBatch::default();
             let prefix = keys::shard_prefix(shard);
@@ -809,7 +836,8 @@ impl ShardReplica {
             for name in [
                 keys::CF_RAFT_LOG,
                 keys::CF_RAFT_STATE,
-                keys::CF_KV,
+                keys::CF_WRITE,
+                keys::CF_LOCK,
                 keys::CF_SESSIONS,
                 keys::CF_SM_STATE,
             ] {
@@ -823,6 +851,7 @@ impl ShardReplica {
             let mut synced = WriteOptions::default();
             synced.set_sync(true);
             db.write_opt(batch, &synced)?;
+            points.reset(shard, Revision(0));
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
             }
@@ -895,6 +924,8 @@ mod tests {
             read_index_timeout: Duration::from_secs(5),
             linearizable_reads: reads,
             hold_votes_after_restart: reads == LinearizableReads::Lease,
+            compaction_points: Arc::default(),
+            timestamps: None,
         })
     }
 
@@ -904,8 +935,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reopened_replica_that_voted_refuses_votes_for_one_lease() {
         let dir = tempfile::tempdir().unwrap();
-        let db =
-            crate::database::open_database(&dir.path().join("db"), &Default::default()).unwrap();
+        let db = crate::database::open_database(
+            &dir.path().join("db"),
+            &Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         let lease_reads = context(
             db.clone(),
             dir.path().join("snapshots"),
@@ -966,8 +1001,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reopened_replica_that_voted_does_not_stand_for_election_during_the_hold() {
         let dir = tempfile::tempdir().unwrap();
-        let db =
-            crate::database::open_database(&dir.path().join("db"), &Default::default()).unwrap();
+        let db = crate::database::open_database(
+            &dir.path().join("db"),
+            &Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         let context = context_with_election(
             db,
             dir.path().join("snapshots"),

@@ -328,6 +328,7 @@ mod tests {
                 prev_kv: false,
                 condition: None,
             }),
+            revision: Default::default(),
             trace: None,
         }
     }
@@ -349,7 +350,9 @@ mod tests {
     impl Fixture {
         fn new(limits: SessionLimits) -> Self {
             let dir = tempfile::tempdir().unwrap();
-            let db = crate::database::open_database(dir.path(), &Default::default()).unwrap();
+            let db =
+                crate::database::open_database(dir.path(), &Default::default(), Default::default())
+                    .unwrap();
             let table = SessionTable::new(ShardId(1), limits);
             Self {
                 _dir: dir,

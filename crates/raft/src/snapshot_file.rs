@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! magic "CAIRNSNP" | format u32 LE | header length u32 LE | header (framed, see codec)
-//! record*: kind u8 (1 = kv, 2 = session) | key length u32 LE | value length u32 LE | key | value
+//! record*: kind u8 (1 = version, 2 = session, 3 = lock) | key length u32 LE | value length u32 LE | key | value
 //! trailer: kind 0 | record count u64 LE | crc32 u32 LE of every byte before the crc
 //! ```
 //! Keys are relative to the shard (the shard prefix is stripped), so a snapshot can be
@@ -18,7 +18,8 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"CAIRNSNP";
-const FORMAT: u32 = 1;
+/// 2: MVCC versions (`write` column family) and the compaction point in the header.
+const FORMAT: u32 = 2;
 /// Refuses absurd lengths in a corrupt file before allocating for them.
 const RECORD_BYTES_MAX: u32 = 64 * 1024 * 1024;
 
@@ -28,8 +29,11 @@ pub type Record = (RecordKind, Vec<u8>, Vec<u8>);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum RecordKind {
-    Kv = 1,
+    /// One version of a key (`write` column family).
+    Version = 1,
     Session = 2,
+    /// A transaction lock (`lock` column family).
+    Lock = 3,
 }
 
 /// Describes the state a snapshot file holds.
@@ -39,6 +43,8 @@ pub struct SnapshotHeader {
     pub snapshot_id: String,
     pub last_applied_index: u64,
     pub revision: Revision,
+    /// The compaction point the versions were kept by: reads below it are refused.
+    pub compact_revision: Revision,
 }
 
 /// Writes a snapshot file record by record.
@@ -111,6 +117,7 @@ impl SnapshotReader {
                 snapshot_id: String::new(),
                 last_applied_index: 0,
                 revision: Revision(0),
+                compact_revision: Revision(0),
             },
         };
         let mut magic = [0u8; 8];
@@ -176,7 +183,8 @@ impl SnapshotReader {
                 }
                 return Ok(None);
             }
-            1 => RecordKind::Kv,
+            1 => RecordKind::Version,
+            3 => RecordKind::Lock,
             2 => RecordKind::Session,
             other => {
                 return Err(StorageError::Snapshot(format!(
@@ -212,6 +220,7 @@ mod tests {
             snapshot_id: "3-7-100".into(),
             last_applied_index: 100,
             revision: Revision(42),
+            compact_revision: Revision(7),
         }
     }
 
@@ -220,7 +229,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.snap");
         let mut writer = SnapshotWriter::create(&path, &header()).unwrap();
-        writer.record(RecordKind::Kv, b"a", b"1").unwrap();
+        writer.record(RecordKind::Version, b"a", b"1").unwrap();
         writer
             .record(RecordKind::Session, &[0; 8], b"head")
             .unwrap();
@@ -231,7 +240,7 @@ mod tests {
         let mut reader = SnapshotReader::open(&path).unwrap();
         assert_eq!(
             reader.next_record().unwrap(),
-            Some((RecordKind::Kv, b"a".to_vec(), b"1".to_vec()))
+            Some((RecordKind::Version, b"a".to_vec(), b"1".to_vec()))
         );
         assert!(reader.next_record().unwrap().is_some());
         assert!(reader.next_record().unwrap().is_none());
@@ -242,7 +251,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.snap");
         let mut writer = SnapshotWriter::create(&path, &header()).unwrap();
-        writer.record(RecordKind::Kv, b"key", b"value").unwrap();
+        writer
+            .record(RecordKind::Version, b"key", b"value")
+            .unwrap();
         writer.finish().unwrap();
         let bytes = std::fs::read(&path).unwrap();
 

@@ -1,5 +1,11 @@
-//! A shard's replicated state machine: the `kv` and `sessions` column families of one shard,
-//! plus its applied log id, membership and revision, all in the node's RocksDB.
+//! A shard's replicated state machine: the versions of its keys (`write` column family, laid
+//! out by `cairn-mvcc`) and its `sessions`, plus its applied log id, membership, revision and
+//! compaction point, all in the node's RocksDB.
+//!
+//! A write's revision is its oracle timestamp, or the shard's revision + 1 in a group without
+//! an oracle ([`CommandRevision`]). A timestamped write is refused at apply, deterministically
+//! on every replica, when its timestamp was fetched under another leadership than the entry's
+//! term or is not above the newest version of a key it names (`cairn_mvcc::Refusal`).
 //!
 //! One `apply` call (a run of committed entries) is written as few atomic RocksDB writes as
 //! possible — usually one — each holding the key changes, the session changes and the new
@@ -10,33 +16,28 @@
 //! Applies are not fsynced: the Raft log is, and a replay from the log (or from the
 //! last snapshot, whose file is fsynced) restores anything the OS lost.
 //!
-//! Snapshots are files (see [`crate::snapshot_file`]) built from a RocksDB snapshot, so they
-//! are consistent while applies go on. Installing one is crash-atomic by redo: the file is
-//! made durable and a marker is synced before the shard's keys are replaced; if the node
-//! dies half way, opening the state machine finds the marker and replays the install.
+//! Snapshots are files (see [`crate::snapshot_file`], [`crate::snapshot_store`]) built from a
+//! RocksDB snapshot, so they are consistent while applies go on, and carry every version
+//! compaction kept. Installing one is crash-atomic by redo.
 
 use crate::codec;
-use crate::command::{CommandResponse, TxnOp, WriteOp, WriteResult};
+use crate::command::{CommandResponse, CommandRevision, WriteOp, WriteResult};
 use crate::error::{Result, StorageError};
 use crate::keys;
-use crate::kv::{self, KvView};
+use crate::kv::{self, named_keys, WriteAt};
+use crate::mvcc_store::CompactionPoints;
 use crate::sessions::{Admission, RememberedResult, SessionLimits, SessionTable};
-use crate::snapshot_file::{RecordKind, SnapshotHeader, SnapshotReader, SnapshotWriter};
+use crate::snapshot_store::{CurrentSnapshot, SnapshotStore};
 use crate::type_config::{LogId, ShardRaftConfig, SnapshotMeta, StoredMembership};
 use cairn_types::{Revision, ShardId};
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend};
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
-use serde::{Deserialize, Serialize};
+use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Largest RocksDB batch written while installing a snapshot, in bytes.
-const INSTALL_BATCH_BYTES_MAX: usize = 4 << 20;
 
 /// Most entries applied into one RocksDB batch before it is written (and their answers sent).
 const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
@@ -49,27 +50,16 @@ pub struct SnapshotFile {
     pub path: PathBuf,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct CurrentSnapshot {
-    meta: SnapshotMeta,
-    file_name: String,
-}
-
-/// Shared by the state machine and its snapshot builders: one snapshot directory, one lock
-/// around "which snapshot is current".
-#[derive(Clone)]
-struct SnapshotStore {
-    db: Arc<DB>,
-    shard: ShardId,
-    dir: PathBuf,
-    lock: Arc<Mutex<()>>,
-}
-
 pub struct ShardStateMachine {
-    snapshots: SnapshotStore,
+    pub(crate) snapshots: SnapshotStore,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// The highest revision applied (writes to different keys may apply out of revision
+    /// order; each key's versions rise in log order).
     revision: Revision,
+    /// Reads below this revision are refused; versions only they could see may be dropped.
+    compact_revision: Revision,
+    compaction_points: Arc<CompactionPoints>,
     sessions: SessionTable,
     session_limits: SessionLimits,
     counters: Arc<crate::replica::ReplicaCounters>,
@@ -80,7 +70,7 @@ fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
         .expect("column families are created at open")
 }
 
-fn read_tag<T: serde::de::DeserializeOwned>(
+pub(crate) fn read_tag<T: serde::de::DeserializeOwned>(
     db: &DB,
     snapshot: Option<&rocksdb::Snapshot<'_>>,
     shard: ShardId,
@@ -111,16 +101,13 @@ pub fn read_revision(
     Ok(read_tag(db, snapshot, shard, keys::TAG_REVISION)?.unwrap_or_default())
 }
 
-fn now_nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+/// The shard's applied compaction point, as seen by `snapshot` (or the live database).
+pub fn read_compaction(
+    db: &DB,
+    snapshot: Option<&rocksdb::Snapshot<'_>>,
+    shard: ShardId,
+) -> Result<Revision> {
+    Ok(read_tag(db, snapshot, shard, keys::TAG_COMPACTION)?.unwrap_or_default())
 }
 
 impl ShardStateMachine {
@@ -131,6 +118,7 @@ impl ShardStateMachine {
         shard: ShardId,
         snapshot_dir: PathBuf,
         session_limits: SessionLimits,
+        compaction_points: Arc<CompactionPoints>,
     ) -> Result<Self> {
         std::fs::create_dir_all(&snapshot_dir)?;
         let snapshots = SnapshotStore {
@@ -138,6 +126,7 @@ impl ShardStateMachine {
             shard,
             dir: snapshot_dir,
             lock: Arc::new(Mutex::new(())),
+            compaction_points: compaction_points.clone(),
         };
         snapshots.remove_temporary_files()?;
         if let Some(marker) = read_tag::<CurrentSnapshot>(&db, None, shard, keys::TAG_INSTALLING)? {
@@ -149,6 +138,8 @@ impl ShardStateMachine {
             last_applied: None,
             membership: StoredMembership::default(),
             revision: Revision(0),
+            compact_revision: Revision(0),
+            compaction_points,
             sessions: SessionTable::new(shard, session_limits.clone()),
             session_limits,
             counters: Arc::default(),
@@ -164,6 +155,8 @@ impl ShardStateMachine {
             read_tag::<Option<LogId>>(db, None, shard, keys::TAG_APPLIED)?.flatten();
         self.membership = read_tag(db, None, shard, keys::TAG_MEMBERSHIP)?.unwrap_or_default();
         self.revision = read_revision(db, None, shard)?;
+        self.compact_revision = read_compaction(db, None, shard)?;
+        self.compaction_points.reset(shard, self.compact_revision);
         self.sessions = SessionTable::load(db, shard, self.session_limits.clone())?;
         Ok(())
     }
@@ -181,11 +174,12 @@ impl ShardStateMachine {
     /// Applies one entry into `batch`, which the caller writes; returns the response for its
     /// proposer. Reads go to the live database, so the caller must have written every pending
     /// change this entry could read ([`PendingApply::must_write_before`]).
-    fn apply_entry(
+    pub(crate) fn apply_entry(
         &mut self,
         entry: crate::type_config::Entry,
-        batch: &mut WriteBatch,
+        pending: &mut PendingApply,
     ) -> Result<CommandResponse> {
+        let batch = &mut pending.batch;
         let db = self.snapshots.db.clone();
         let shard = self.snapshots.shard;
         let log_id = entry.log_id();
@@ -203,6 +197,28 @@ impl ShardStateMachine {
             }
             EntryPayload::Normal(command) => {
                 self.sessions.tick(&command, batch, &db);
+                if let WriteOp::Compact { revision } = command.op {
+                    if revision > self.compact_revision {
+                        self.compact_revision = revision;
+                        batch.put_cf(
+                            state_cf,
+                            keys::tagged_key(shard, keys::TAG_COMPACTION),
+                            codec::encode(&revision),
+                        );
+                        // Durable before the compaction filter may act on it.
+                        pending.raised_compaction = Some(revision);
+                    }
+                    let result = WriteResult::Compacted {
+                        compact_revision: self.compact_revision,
+                    };
+                    self.last_applied = Some(log_id);
+                    batch.put_cf(
+                        state_cf,
+                        keys::tagged_key(shard, keys::TAG_APPLIED),
+                        codec::encode(&self.last_applied),
+                    );
+                    return Ok(CommandResponse::Write(result));
+                }
                 let result = match self.sessions.admit(&command, &db)? {
                     Admission::Duplicate(RememberedResult::Full(result)) => result,
                     Admission::Duplicate(RememberedResult::TooLarge) => {
@@ -212,18 +228,40 @@ impl ShardStateMachine {
                         WriteResult::WindowExceeded { oldest_remembered }
                     }
                     Admission::New => {
-                        let view = KvView::new(&db, shard);
-                        let (result, changed) =
-                            kv::apply_write(&view, batch, &command.op, self.revision)?;
+                        let (revision, refusal) = match command.revision {
+                            CommandRevision::Counted => (Revision(self.revision.0 + 1), None),
+                            CommandRevision::Timestamp { revision, term } => (
+                                revision,
+                                cairn_mvcc::leadership_refusal(term, log_id.leader_id.term),
+                            ),
+                        };
+                        let (result, changed) = match refusal {
+                            Some(refusal) => (WriteResult::Refused(refusal), false),
+                            None => kv::apply_write(
+                                &db,
+                                shard,
+                                batch,
+                                &command.op,
+                                WriteAt {
+                                    revision,
+                                    unchanged: self.revision,
+                                    compact_revision: self.compact_revision,
+                                },
+                            )?,
+                        };
                         if changed {
-                            self.revision = Revision(self.revision.0 + 1);
+                            self.revision = self.revision.max(revision);
                             batch.put_cf(
                                 state_cf,
                                 keys::tagged_key(shard, keys::TAG_REVISION),
                                 codec::encode(&self.revision),
                             );
                         }
-                        self.sessions.remember(&command, &result, batch, &db);
+                        // A refused write was not applied: its retry must be applied, not
+                        // answered with the refusal.
+                        if !matches!(result, WriteResult::Refused(_)) {
+                            self.sessions.remember(&command, &result, batch, &db);
+                        }
                         result
                     }
                 };
@@ -240,7 +278,7 @@ impl ShardStateMachine {
     }
 
     /// Writes the pending entries as one atomic batch, then answers their proposers.
-    fn write_pending(&self, pending: &mut PendingApply) -> Result<()> {
+    pub(crate) fn write_pending(&self, pending: &mut PendingApply) -> Result<()> {
         if pending.entries == 0 {
             return Ok(());
         }
@@ -256,9 +294,19 @@ impl ShardStateMachine {
                 )
             })
             .collect();
-        self.snapshots
-            .db
-            .write(std::mem::take(&mut pending.batch))?;
+        let batch = std::mem::take(&mut pending.batch);
+        match pending.raised_compaction.take() {
+            None => self.snapshots.db.write(batch)?,
+            Some(point) => {
+                // The compaction filter drops versions by this point: it must not be lost
+                // in a crash after the filter used it, so it is synced first.
+                let mut synced = WriteOptions::default();
+                synced.set_sync(true);
+                self.snapshots.db.write_opt(batch, &synced)?;
+                self.compaction_points.raise(self.shard(), point);
+                tracing::info!(shard = %self.shard(), compact_revision = %point, "compaction point raised");
+            }
+        }
         drop(writes);
         pending.entries = 0;
         pending.keys.clear();
@@ -272,7 +320,7 @@ impl ShardStateMachine {
 
 /// Entries applied into a batch that is not written yet, and what they touched.
 #[derive(Default)]
-struct PendingApply {
+pub(crate) struct PendingApply {
     batch: WriteBatch,
     entries: usize,
     /// User keys named by the pending entries' operations (a superset of what they wrote).
@@ -283,6 +331,9 @@ struct PendingApply {
     )>,
     /// `raft.apply` spans of sampled entries in the batch, ended once it is written.
     traced: Vec<tracing::Span>,
+    /// A compaction point raised by a pending entry: the batch is written synced, then the
+    /// point is handed to the compaction filter.
+    raised_compaction: Option<cairn_types::Revision>,
 }
 
 impl PendingApply {
@@ -312,7 +363,7 @@ impl PendingApply {
 
     /// Records what `entry` touched; `false` when it named a range, after which the batch is
     /// written at once so no later entry has to reason about it.
-    fn note(&mut self, entry: &crate::type_config::Entry) -> bool {
+    pub(crate) fn note(&mut self, entry: &crate::type_config::Entry) -> bool {
         self.entries += 1;
         let EntryPayload::Normal(command) = &entry.payload else {
             return true;
@@ -333,231 +384,6 @@ impl PendingApply {
     fn full(&self) -> bool {
         self.entries >= APPLY_BATCH_ENTRIES_MAX
             || self.batch.size_in_bytes() >= APPLY_BATCH_BYTES_MAX
-    }
-}
-
-/// Every key an operation reads or writes, or `None` when it includes a range.
-fn named_keys(op: &WriteOp) -> Option<Vec<&[u8]>> {
-    match op {
-        WriteOp::Put(put) => Some(vec![&put.key]),
-        WriteOp::Delete(delete) => Some(vec![&delete.key]),
-        WriteOp::Txn(txn) => {
-            let mut keys: Vec<&[u8]> = txn.compares.iter().map(|c| c.key.as_slice()).collect();
-            for op in txn.success.iter().chain(&txn.failure) {
-                keys.push(match op {
-                    TxnOp::Put(put) => &put.key,
-                    TxnOp::Delete(delete) => &delete.key,
-                    TxnOp::Get(get) => &get.key,
-                    TxnOp::Range(_) => return None,
-                });
-            }
-            Some(keys)
-        }
-    }
-}
-
-impl SnapshotStore {
-    fn current(&self) -> Result<Option<CurrentSnapshot>> {
-        read_tag(&self.db, None, self.shard, keys::TAG_SNAPSHOT)
-    }
-
-    fn remove_temporary_files(&self) -> Result<()> {
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tmp") {
-                std::fs::remove_file(entry.path())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes every snapshot file but `keep`. Called with `lock` held.
-    fn remove_other_snapshots(&self, keep: &str) -> Result<()> {
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".snap") && name != keep {
-                // A replication stream that opened it keeps reading its (unlinked) inode.
-                std::fs::remove_file(entry.path())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes a snapshot of the shard as of now and makes it current (unless a newer one
-    /// already is). Blocking.
-    fn build(&self) -> Result<CurrentSnapshot> {
-        // Held for the whole build: an install cannot run half way under it (the build would
-        // capture a half-replaced shard) nor lose its file to the build's clean-up.
-        let _guard = self.lock.lock().expect("snapshot lock poisoned");
-        let db = &self.db;
-        let snapshot = db.snapshot();
-        let last_applied =
-            read_tag::<Option<LogId>>(db, Some(&snapshot), self.shard, keys::TAG_APPLIED)?
-                .flatten();
-        let membership: StoredMembership =
-            read_tag(db, Some(&snapshot), self.shard, keys::TAG_MEMBERSHIP)?.unwrap_or_default();
-        let revision = read_revision(db, Some(&snapshot), self.shard)?;
-        let index = last_applied.as_ref().map_or(0, |log_id| log_id.index());
-        let file_name = format!("snap-{index:020}-{}.snap", now_nanos());
-        let temporary = self.dir.join(format!("building-{}.tmp", now_nanos()));
-        let header = SnapshotHeader {
-            shard: self.shard,
-            snapshot_id: file_name.clone(),
-            last_applied_index: index,
-            revision,
-        };
-        let mut writer = SnapshotWriter::create(&temporary, &header)?;
-        for (cf_name, kind) in [
-            (keys::CF_KV, RecordKind::Kv),
-            (keys::CF_SESSIONS, RecordKind::Session),
-        ] {
-            let mut options = ReadOptions::default();
-            options.set_snapshot(&snapshot);
-            options.set_iterate_upper_bound(keys::shard_upper_bound(self.shard));
-            let start = keys::shard_prefix(self.shard);
-            for item in db.iterator_cf_opt(
-                cf(db, cf_name),
-                options,
-                IteratorMode::From(&start, Direction::Forward),
-            ) {
-                let (key, value) = item?;
-                writer.record(kind, &key[8..], &value)?;
-            }
-        }
-        let records = writer.finish()?;
-        drop(snapshot);
-        std::fs::rename(&temporary, self.dir.join(&file_name))?;
-        sync_dir(&self.dir)?;
-
-        let built = CurrentSnapshot {
-            meta: SnapshotMeta {
-                last_log_id: last_applied,
-                last_membership: membership,
-            },
-            file_name,
-        };
-        if let Some(current) = self.current()? {
-            if current.meta.last_log_id >= built.meta.last_log_id {
-                std::fs::remove_file(self.dir.join(&built.file_name))?;
-                return Ok(current);
-            }
-        }
-        // Synced before the previous snapshot file goes, so the pointer never names a deleted file.
-        let mut synced = WriteOptions::default();
-        synced.set_sync(true);
-        self.db.put_cf_opt(
-            cf(db, keys::CF_SM_STATE),
-            keys::tagged_key(self.shard, keys::TAG_SNAPSHOT),
-            codec::encode(&built),
-            &synced,
-        )?;
-        self.remove_other_snapshots(&built.file_name)?;
-        tracing::info!(shard = %self.shard, index, records, file = %built.file_name, "built snapshot");
-        Ok(built)
-    }
-
-    /// Replaces the shard's state with the snapshot file `source`. Blocking.
-    fn install(&self, meta: &SnapshotMeta, source: &Path) -> Result<()> {
-        // Held from the marker to the new pointer; see `build`.
-        let _guard = self.lock.lock().expect("snapshot lock poisoned");
-        let (header, records) = SnapshotReader::verify(source)?;
-        if header.shard != self.shard {
-            return Err(StorageError::Snapshot(format!(
-                "snapshot of {} offered to {}",
-                header.shard, self.shard
-            )));
-        }
-        // The file must be ours and durable before the marker points at it.
-        let index = meta.last_log_id.as_ref().map_or(0, |log_id| log_id.index());
-        let owned_name = source
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .filter(|name| {
-                source.parent() == Some(self.dir.as_path()) && name.starts_with("snap-")
-            });
-        let file_name = match owned_name {
-            Some(name) => name,
-            None => {
-                let name = format!("snap-{index:020}-{}.snap", now_nanos());
-                if source.parent() == Some(self.dir.as_path()) {
-                    std::fs::rename(source, self.dir.join(&name))?;
-                } else {
-                    std::fs::copy(source, self.dir.join(&name))?;
-                    std::fs::File::open(self.dir.join(&name))?.sync_all()?;
-                }
-                sync_dir(&self.dir)?;
-                name
-            }
-        };
-        let marker = CurrentSnapshot {
-            meta: meta.clone(),
-            file_name,
-        };
-        let mut synced = WriteOptions::default();
-        synced.set_sync(true);
-        self.db.put_cf_opt(
-            cf(&self.db, keys::CF_SM_STATE),
-            keys::tagged_key(self.shard, keys::TAG_INSTALLING),
-            codec::encode(&marker),
-            &synced,
-        )?;
-        self.redo_install(&marker)?;
-        tracing::info!(shard = %self.shard, index, records, "installed snapshot");
-        Ok(())
-    }
-
-    /// Replaces the shard's keys and sessions with the marker's snapshot. Idempotent.
-    fn redo_install(&self, marker: &CurrentSnapshot) -> Result<()> {
-        let db = &self.db;
-        let path = self.dir.join(&marker.file_name);
-        let mut reader = SnapshotReader::open(&path)?;
-        let revision = reader.header.revision;
-        let prefix = keys::shard_prefix(self.shard);
-        let upper = keys::shard_upper_bound(self.shard);
-
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf(db, keys::CF_KV), &prefix[..], &upper[..]);
-        batch.delete_range_cf(cf(db, keys::CF_SESSIONS), &prefix[..], &upper[..]);
-        while let Some((kind, key, value)) = reader.next_record()? {
-            let cf_name = match kind {
-                RecordKind::Kv => keys::CF_KV,
-                RecordKind::Session => keys::CF_SESSIONS,
-            };
-            batch.put_cf(cf(db, cf_name), keys::tagged_key(self.shard, &key), value);
-            if batch.size_in_bytes() >= INSTALL_BATCH_BYTES_MAX {
-                db.write(std::mem::take(&mut batch))?;
-            }
-        }
-        let state_cf = cf(db, keys::CF_SM_STATE);
-        batch.put_cf(
-            state_cf,
-            keys::tagged_key(self.shard, keys::TAG_APPLIED),
-            codec::encode(&marker.meta.last_log_id),
-        );
-        batch.put_cf(
-            state_cf,
-            keys::tagged_key(self.shard, keys::TAG_MEMBERSHIP),
-            codec::encode(&marker.meta.last_membership),
-        );
-        batch.put_cf(
-            state_cf,
-            keys::tagged_key(self.shard, keys::TAG_REVISION),
-            codec::encode(&revision),
-        );
-        batch.put_cf(
-            state_cf,
-            keys::tagged_key(self.shard, keys::TAG_SNAPSHOT),
-            codec::encode(marker),
-        );
-        batch.delete_cf(state_cf, keys::tagged_key(self.shard, keys::TAG_INSTALLING));
-        let mut synced = WriteOptions::default();
-        synced.set_sync(true);
-        db.write_opt(batch, &synced)?;
-        // Callers hold the snapshot lock (or run at open, before any builder exists).
-        self.remove_other_snapshots(&marker.file_name)?;
-        Ok(())
     }
 }
 
@@ -635,7 +461,7 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
             });
             let response = {
                 let _entered = span.as_ref().map(|span| span.enter());
-                self.apply_entry(entry, &mut pending.batch)
+                self.apply_entry(entry, &mut pending)
                     .map_err(failed(shard))?
             };
             if let Some(span) = span {
@@ -685,17 +511,25 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
 mod tests {
     use super::*;
     use crate::command::{Command, Put, WriteOp};
+    use crate::kv::KvView;
     use crate::type_config::Entry;
     use cairn_types::NodeId;
     use openraft::impls::leader_id_adv::LeaderId;
+    use std::path::Path;
 
     fn open(dir: &Path) -> (Arc<DB>, ShardStateMachine) {
-        let db = crate::database::open_database(&dir.join("db"), &Default::default()).unwrap();
+        let db = crate::database::open_database(
+            &dir.join("db"),
+            &Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         let machine = ShardStateMachine::open(
             db.clone(),
             ShardId(3),
             dir.join("snapshots"),
             SessionLimits::default(),
+            Arc::default(),
         )
         .unwrap();
         (db, machine)
@@ -711,6 +545,7 @@ mod tests {
                 prev_kv: false,
                 condition: None,
             }),
+            revision: Default::default(),
             trace: None,
         };
         Entry::new_normal(
@@ -727,9 +562,10 @@ mod tests {
 
     /// Applies one entry as its own batch, as a run of one entry would be.
     fn apply_now(machine: &mut ShardStateMachine, entry: Entry) -> CommandResponse {
-        let mut batch = WriteBatch::default();
-        let response = machine.apply_entry(entry, &mut batch).unwrap();
-        machine.snapshots.db.write(batch).unwrap();
+        let mut pending = PendingApply::default();
+        pending.note(&entry);
+        let response = machine.apply_entry(entry, &mut pending).unwrap();
+        machine.write_pending(&mut pending).unwrap();
         response
     }
 
@@ -753,6 +589,7 @@ mod tests {
             write_id,
             proposed_at_ms: 1,
             op,
+            revision: Default::default(),
             trace: None,
         };
         Entry::new_normal(log_id(index), command)
@@ -829,6 +666,7 @@ mod tests {
             ShardId(3),
             dir.path().join("snapshots"),
             SessionLimits::default(),
+            Arc::default(),
         )
         .unwrap();
         assert_eq!(reopened.last_applied, Some(log_id(6)));
@@ -890,8 +728,11 @@ mod tests {
                 codec::encode(&marker),
             )
             .unwrap();
-            db.delete_cf(cf(&db, keys::CF_KV), keys::kv_key(ShardId(3), b"old-1"))
-                .unwrap();
+            db.delete_cf(
+                cf(&db, keys::CF_WRITE),
+                cairn_mvcc::key::version_key(ShardId(3), b"old-1", Revision(1)),
+            )
+            .unwrap();
             db.flush_wal(true).unwrap();
         }
 

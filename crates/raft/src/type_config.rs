@@ -73,6 +73,7 @@ impl fmt::Display for Command {
                 txn.success.len(),
                 txn.failure.len()
             ),
+            WriteOp::Compact { revision } => write!(f, "compact(to {revision})"),
         }
     }
 }

@@ -34,8 +34,12 @@ impl StoreBuilder<ShardRaftConfig, LogStore, ShardStateMachine, tempfile::TempDi
     ) -> Result<(tempfile::TempDir, LogStore, ShardStateMachine), StorageError<ShardRaftConfig>>
     {
         let dir = tempfile::tempdir().map_err(storage_error)?;
-        let db = open_database(&dir.path().join("db"), &RocksDbConfig::default())
-            .map_err(storage_error)?;
+        let db = open_database(
+            &dir.path().join("db"),
+            &RocksDbConfig::default(),
+            Default::default(),
+        )
+        .map_err(storage_error)?;
         let group_commit = GroupCommit::start(
             db.clone(),
             GroupCommitLimits::default(),
@@ -63,6 +67,7 @@ impl StoreBuilder<ShardRaftConfig, LogStore, ShardStateMachine, tempfile::TempDi
             shard,
             dir.path().join("snapshots"),
             SessionLimits::default(),
+            Default::default(),
         )
         .map_err(storage_error)?;
         Ok((dir, log_store, state_machine))

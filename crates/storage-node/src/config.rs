@@ -175,6 +175,12 @@ impl NodeConfig {
                 if coordinator.rpc_timeout_ms < 100 {
                     return Err(bad("coordinator.rpc_timeout_ms", "must be at least 100"));
                 }
+                if coordinator.timestamp_requests_in_flight_max == 0 {
+                    return Err(bad(
+                        "coordinator.timestamp_requests_in_flight_max",
+                        "must be at least 1",
+                    ));
+                }
                 if self.bootstrap.is_some() {
                     return Err(bad(
                         "bootstrap",

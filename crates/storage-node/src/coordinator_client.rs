@@ -7,9 +7,11 @@ use cairn_coordinator_client::CoordinatorClient;
 use cairn_proto::coordinator::v1 as pb;
 use cairn_raft::database::StorageEngine;
 use cairn_raft::replica::ServerRole;
+use cairn_types::Revision;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,9 @@ pub struct CoordinatorClientConfig {
     pub join_timeout_ms: u64,
     /// Labels this node registers with, e.g. `zone = "a"`.
     pub labels: BTreeMap<String, String>,
+    /// Timestamp requests to the oracle outstanding at once; writes that arrive meanwhile
+    /// wait and leave together in the next request.
+    pub timestamp_requests_in_flight_max: usize,
 }
 
 /// Pause between join attempts while the coordinators are not reachable.
@@ -39,6 +44,7 @@ impl Default for CoordinatorClientConfig {
             rpc_timeout_ms: 5_000,
             join_timeout_ms: 300_000,
             labels: BTreeMap::new(),
+            timestamp_requests_in_flight_max: 2,
         }
     }
 }
@@ -150,6 +156,7 @@ fn role_of(role: Option<ServerRole>) -> pb::RaftRole {
 /// Heartbeats until the task is aborted.
 pub async fn heartbeat_loop(node: Arc<Node>, advertise: String, config: CoordinatorClientConfig) {
     let mut client = config.client();
+    let compacting = Arc::new(AtomicBool::new(false));
     let mut ticker = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -179,8 +186,33 @@ pub async fn heartbeat_loop(node: Arc<Node>, advertise: String, config: Coordina
             replicas,
             storage_engine: engine_to_proto(node.storage_engine()) as i32,
         };
-        if let Err(status) = client.heartbeat(request).await {
-            tracing::warn!(%status, "heartbeat to the coordinator failed");
+        match client.heartbeat(request).await {
+            Ok(response) => {
+                compact_lagging_shards(&node, Revision(response.compact_revision), &compacting)
+            }
+            Err(status) => tracing::warn!(%status, "heartbeat to the coordinator failed"),
         }
     }
+}
+
+/// Proposes the cluster's compaction point to every shard this node leads whose own point is
+/// lower, one shard after the other, in the background (one such task at a time).
+fn compact_lagging_shards(node: &Arc<Node>, point: Revision, compacting: &Arc<AtomicBool>) {
+    let lagging: Vec<_> = node
+        .replicas()
+        .into_iter()
+        .filter(|replica| replica.is_leader() && replica.compact_revision() < point)
+        .collect();
+    if lagging.is_empty() || compacting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let compacting = compacting.clone();
+    tokio::spawn(async move {
+        for replica in lagging {
+            if let Err(error) = replica.propose_compaction(point).await {
+                tracing::warn!(shard = %replica.shard(), %error, %point, "proposing the compaction point failed; next heartbeat retries");
+            }
+        }
+        compacting.store(false, Ordering::Release);
+    });
 }

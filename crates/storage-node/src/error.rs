@@ -33,6 +33,10 @@ pub enum NodeError {
     AppliedResultNotRetained,
     #[error("write id reused for a different kind of operation")]
     WriteIdReused,
+    /// The write's timestamp could not be applied; nothing was applied (retry: a retry gets a
+    /// new timestamp).
+    #[error("write refused at apply: {0}")]
+    Refused(cairn_mvcc::Refusal),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error("{0}")]
@@ -122,7 +126,31 @@ impl From<NodeError> for Status {
             NodeError::Replica(ReplicaError::Membership { .. }) => {
                 Status::failed_precondition(message)
             }
-            NodeError::Replica(ReplicaError::Stopped { .. }) => Status::unavailable(message),
+            NodeError::Replica(ReplicaError::Stopped { .. }) | NodeError::Refused(_) => {
+                Status::unavailable(message)
+            }
+            NodeError::Replica(ReplicaError::Compacted {
+                requested,
+                compact_revision,
+                ..
+            }) => with_detail(
+                Code::OutOfRange,
+                message,
+                Kind::Compacted(pb::Compacted {
+                    requested_revision: requested.0,
+                    compact_revision: compact_revision.0,
+                }),
+            ),
+            NodeError::Replica(ReplicaError::FutureRevision {
+                requested, latest, ..
+            }) => with_detail(
+                Code::OutOfRange,
+                message,
+                Kind::FutureRevision(pb::FutureRevision {
+                    requested_revision: requested.0,
+                    latest_revision: latest.0,
+                }),
+            ),
             NodeError::Replica(ReplicaError::Storage { .. }) | NodeError::Internal(_) => {
                 tracing::error!(error = %message, "request failed on a storage error");
                 Status::internal(message)

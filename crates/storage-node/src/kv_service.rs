@@ -6,12 +6,12 @@ use crate::node::Node;
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::node::v1 as node_pb;
 use cairn_proto::node::v1::shard_kv_server::ShardKv;
-use cairn_raft::command::{Command, GetResult, WriteId, WriteOp, WriteResult};
+use cairn_raft::command::{GetResult, WriteId, WriteOp, WriteResult};
 use cairn_raft::kv::KvView;
 use cairn_raft::replica::ShardReplica;
 use cairn_raft::state_machine::read_revision;
 use cairn_raft::transport::ReplicaDirectory;
-use cairn_types::ShardId;
+use cairn_types::{Revision, ShardId};
 use prost::Message;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -72,13 +72,7 @@ impl KvService {
         let proposed_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let command = Command {
-            write_id,
-            proposed_at_ms,
-            op,
-            trace: None,
-        };
-        match replica.write(command).await? {
+        match replica.write_op(write_id, op, proposed_at_ms).await? {
             WriteResult::WindowExceeded { oldest_remembered } => {
                 let write_id = write_id.expect("only writes with an id can exceed the window");
                 Err(NodeError::WriteWindowExceeded {
@@ -88,6 +82,7 @@ impl KvService {
                 })
             }
             WriteResult::AppliedResultNotRetained => Err(NodeError::AppliedResultNotRetained),
+            WriteResult::Refused(refusal) => Err(NodeError::Refused(refusal)),
             result => Ok(result),
         }
     }
@@ -103,6 +98,23 @@ impl KvService {
                 },
             )),
         }
+    }
+}
+
+impl KvService {
+    /// Before a read at revision `at`: refuses a revision not handed out yet or already
+    /// compacted, then on the leader waits until no write at or below `at` can still appear.
+    async fn before_read_at(&self, replica: &ShardReplica, at: Revision) -> Result<()> {
+        let shard = replica.shard();
+        let db = replica.db().clone();
+        replica
+            .check_not_future(at, || {
+                read_revision(&db, None, shard)
+                    .map_err(|source| cairn_raft::replica::ReplicaError::Storage { shard, source })
+            })
+            .await?;
+        replica.check_compaction(at)?;
+        Ok(replica.read_barrier_at(at).await?)
     }
 }
 
@@ -205,6 +217,15 @@ impl ShardKv for KvService {
             .validator
             .get(&get_request)
             .map_err(NodeError::from)?;
+        if get_request.revision != 0 {
+            let at = Revision(get_request.revision);
+            self.before_read_at(&replica, at).await?;
+            let kv = KvView::new(replica.db(), shard)
+                .get_at(&get.key, at, get.keys_only)
+                .map_err(storage_error(shard))?;
+            replica.check_compaction(at).map_err(NodeError::from)?;
+            return Ok(Response::new(GetResult { revision: at, kv }.into()));
+        }
         self.before_read(&replica, get_request.consistency).await?;
         // A point read is two lookups, almost always in the memtable or the block cache: it
         // runs on this task, because a hop to the blocking pool (two thread wake-ups) costs
@@ -235,6 +256,19 @@ impl ShardKv for KvService {
             .validator
             .range(&range_request)
             .map_err(NodeError::from)?;
+        if range_request.revision != 0 {
+            let at = Revision(range_request.revision);
+            self.before_read_at(&replica, at).await?;
+            let db = replica.db().clone();
+            let result = read_blocking(move || {
+                KvView::new(&db, shard)
+                    .range_at(&range, at, at)
+                    .map_err(storage_error(shard))
+            })
+            .await?;
+            replica.check_compaction(at).map_err(NodeError::from)?;
+            return Ok(Response::new(result.into()));
+        }
         self.before_read(&replica, range_request.consistency)
             .await?;
         let db = replica.db().clone();

@@ -14,6 +14,7 @@ pub mod kv_service;
 pub mod metrics;
 pub mod node;
 pub mod server;
+pub mod timestamps;
 
 pub use config::NodeConfig;
 pub use server::{run, run_with_listener};

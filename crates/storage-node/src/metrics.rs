@@ -42,6 +42,12 @@ pub struct NodeMetrics {
     rocksdb_sst_bytes: IntGaugeVec,
     rocksdb_memtable_bytes: IntGaugeVec,
     rocksdb_pending_compaction_bytes: IntGaugeVec,
+    mvcc_versions_dropped: IntCounter,
+    mvcc_tombstones_kept: IntCounter,
+    tso_requests: IntCounter,
+    tso_timestamps: IntCounter,
+    tso_wait_micros: IntCounter,
+    tso_failures: IntCounter,
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -214,6 +220,36 @@ impl NodeMetrics {
                 "Estimated bytes compaction still has to rewrite",
                 &["cf"],
             ),
+            mvcc_versions_dropped: counter(
+                &registry,
+                "cairn_node_mvcc_versions_dropped_total",
+                "Old versions the compaction filter dropped (below the compaction point, shadowed)",
+            ),
+            mvcc_tombstones_kept: counter(
+                &registry,
+                "cairn_node_mvcc_tombstones_kept_total",
+                "Tombstones at or below the compaction point the filter had to keep (partial compactions)",
+            ),
+            tso_requests: counter(
+                &registry,
+                "cairn_node_tso_requests_total",
+                "Timestamp requests this node sent to the oracle",
+            ),
+            tso_timestamps: counter(
+                &registry,
+                "cairn_node_tso_timestamps_total",
+                "Timestamps those requests carried (divided by requests: the mean batch)",
+            ),
+            tso_wait_micros: counter(
+                &registry,
+                "cairn_node_tso_wait_micros_total",
+                "Microseconds writes spent waiting for their timestamp (divided by timestamps: the mean wait)",
+            ),
+            tso_failures: counter(
+                &registry,
+                "cairn_node_tso_failures_total",
+                "Timestamp requests that failed (no oracle leader reachable in time)",
+            ),
             replicas,
             grpc,
             registry,
@@ -319,6 +355,21 @@ impl NodeMetrics {
         advance(&self.fsyncs, stats.fsyncs.load(Relaxed));
         advance(&self.fsynced_appends, stats.appends.load(Relaxed));
         advance(&self.fsync_micros, stats.fsync_micros_total.load(Relaxed));
+        advance(
+            &self.mvcc_versions_dropped,
+            node.compaction_points.versions_dropped.load(Relaxed),
+        );
+        advance(
+            &self.mvcc_tombstones_kept,
+            node.compaction_points.tombstones_kept.load(Relaxed),
+        );
+        if let Some(timestamps) = &node.timestamps {
+            let stats = timestamps.client().stats();
+            advance(&self.tso_requests, stats.requests.load(Relaxed));
+            advance(&self.tso_timestamps, stats.timestamps.load(Relaxed));
+            advance(&self.tso_wait_micros, stats.wait_micros_total.load(Relaxed));
+            advance(&self.tso_failures, stats.failures.load(Relaxed));
+        }
         for cf in column_family_stats(node.db()) {
             self.rocksdb_sst_bytes
                 .with_label_values(&[cf.name])

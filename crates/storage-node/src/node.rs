@@ -2,9 +2,12 @@
 
 use crate::config::NodeConfig;
 use crate::error::{NodeError, Result};
+use crate::timestamps::NodeTimestamps;
+use cairn_coordinator_client::TimestampClientConfig;
 use cairn_raft::convert::RequestValidator;
 use cairn_raft::database::{open_storage, OpenStorage, StorageEngine};
 use cairn_raft::group_commit::{GroupCommit, GroupCommitLimits, GroupCommitStats};
+use cairn_raft::mvcc_store::CompactionPoints;
 use cairn_raft::network::PeerChannels;
 use cairn_raft::replica::{hosted_shards, ReplicaContext, ShardReplica};
 use cairn_raft::transport::ReplicaDirectory;
@@ -23,6 +26,9 @@ pub struct Node {
     pub group_commit_stats: Arc<GroupCommitStats>,
     /// Kept for the memory engine's scratch folder, removed at shutdown.
     storage: std::sync::Mutex<OpenStorage>,
+    /// The oracle's client, under a coordinator.
+    pub timestamps: Option<Arc<NodeTimestamps>>,
+    pub compaction_points: Arc<CompactionPoints>,
 }
 
 impl Node {
@@ -37,11 +43,23 @@ impl Node {
             config.data_dir.clone(),
             config.rocksdb.clone(),
         );
+        let compaction_points = Arc::new(CompactionPoints::default());
+        let points = compaction_points.clone();
         let storage = tokio::task::spawn_blocking(move || {
-            open_storage(engine, &data_dir, &rocksdb_config, "node")
+            open_storage(engine, &data_dir, &rocksdb_config, points, "node")
         })
         .await??;
         let db = storage.db.clone();
+        // Under a coordinator every write's revision is a timestamp from its oracle; a
+        // statically bootstrapped node counts revisions per shard.
+        let timestamps = config.coordinator.as_ref().map(|coordinator| {
+            Arc::new(NodeTimestamps::start(TimestampClientConfig {
+                coordinators: coordinator.addresses.clone(),
+                requests_in_flight_max: coordinator.timestamp_requests_in_flight_max,
+                rpc_timeout: Duration::from_millis(coordinator.rpc_timeout_ms),
+                outbound_bind_ip: None,
+            }))
+        });
         let stats = Arc::new(GroupCommitStats::default());
         let group_commit = GroupCommit::start(
             db.clone(),
@@ -68,6 +86,10 @@ impl Node {
             read_index_timeout: Duration::from_millis(config.read_index_timeout_ms),
             linearizable_reads: config.raft.linearizable_reads,
             hold_votes_after_restart: true,
+            compaction_points: compaction_points.clone(),
+            timestamps: timestamps
+                .clone()
+                .map(|source| source as Arc<dyn cairn_raft::versioned::TimestampSource>),
         });
         let node = Arc::new(Self {
             validator: RequestValidator::new(config.limits.clone()),
@@ -77,6 +99,8 @@ impl Node {
             lifecycle: tokio::sync::Mutex::new(()),
             group_commit_stats: stats,
             storage: std::sync::Mutex::new(storage),
+            timestamps,
+            compaction_points,
         });
         let shards = hosted_shards(&db)?;
         tracing::info!(%node_id, replicas = shards.len(), "opening hosted replicas");

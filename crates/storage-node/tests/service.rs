@@ -930,7 +930,7 @@ async fn metrics_and_health_endpoints_report_the_node() {
         "cairn_node_replicas 2",
         "cairn_group_commit_fsyncs_total",
         "cairn_group_commit_appends_total",
-        r#"cairn_rocksdb_sst_bytes{cf="kv"}"#,
+        r#"cairn_rocksdb_sst_bytes{cf="write"}"#,
         "cairn_rocksdb_pending_compaction_bytes",
     ] {
         assert!(text.contains(series), "missing {series} in:\n{text}");

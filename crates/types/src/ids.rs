@@ -52,7 +52,11 @@ impl ShardId {
 }
 
 id_type!(
-    /// A shard's logical clock: every write that changes a shard increases it by one.
+    /// A point in the cluster's one order of writes. Under a coordinator it is a timestamp
+    /// from the oracle (see [`crate::TimestampParts`]): unique per write, rising in real time
+    /// across every shard. A shard without an oracle (the coordinator's own metadata group, a
+    /// statically bootstrapped node) counts its own revisions from 1. 0 means "none" or
+    /// "latest", depending on the field.
     Revision,
     "rev-"
 );
@@ -66,3 +70,8 @@ id_type!(
     Sequence,
     "seq-"
 );
+
+impl Revision {
+    /// Reads "at the latest revision" (every applied version is visible).
+    pub const LATEST: Revision = Revision(u64::MAX);
+}

@@ -1,0 +1,302 @@
+//! A process's client of the timestamp oracle: callers ask for timestamps one by one, and the
+//! client sends them to the coordinator leader in batches (one `GetTimestamps` request carries
+//! every waiter of the process: all the shards of a node, all the requests of a gateway).
+//!
+//! **No timestamp is ever taken ahead of need.** A waiter is served only by a request sent
+//! after it arrived, so its timestamp is allocated after its operation began; that is what
+//! makes a revision order operations in real time. A timestamp prefetched or cached would be
+//! older than the operation using it. While `requests_in_flight_max` requests are out, new
+//! waiters gather and leave together in the next one.
+//!
+//! Bounds: the waiting queue, the waiters and timestamps per request, the requests in flight,
+//! and each waiter's own deadline.
+
+use cairn_proto::coordinator::v1 as pb;
+use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient as GrpcClient;
+use cairn_types::Revision;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tonic::transport::{Channel, Endpoint};
+
+/// Waiters that may queue for a request before callers wait to queue.
+pub const WAITERS_QUEUED_MAX: usize = 16_384;
+/// Timestamps one request asks for at most (the oracle's own bound).
+pub const TIMESTAMPS_PER_REQUEST_MAX: u32 = 1 << 16;
+/// Pause before trying the coordinators again once every one refused.
+const ROUND_PAUSE: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    /// No coordinator handed out timestamps before the deadline (no leader, unreachable).
+    #[error("timestamp oracle unavailable: {0}")]
+    Unavailable(String),
+    /// The client is shut down.
+    #[error("timestamp client stopped")]
+    Stopped,
+}
+
+#[derive(Clone, Debug)]
+pub struct TimestampClientConfig {
+    /// Coordinator addresses (`host:port`; a DNS name may resolve to several).
+    pub coordinators: Vec<String>,
+    /// Requests to the oracle outstanding at once.
+    pub requests_in_flight_max: usize,
+    /// Longest one request may take before the next coordinator is tried.
+    pub rpc_timeout: Duration,
+    /// Local IP outgoing connections are bound to, if set.
+    pub outbound_bind_ip: Option<std::net::IpAddr>,
+}
+
+struct Waiter {
+    count: u32,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Range<Revision>, TimestampError>>,
+}
+
+/// Cheap to clone; every clone shares one queue and one dispatcher.
+#[derive(Clone)]
+pub struct TimestampClient {
+    queue: mpsc::Sender<Waiter>,
+    stats: Arc<TimestampStats>,
+}
+
+/// Counters an operator graphs: requests sent and the timestamps they carried (their ratio is
+/// the mean batch), and the time waiters spent waiting.
+#[derive(Debug, Default)]
+pub struct TimestampStats {
+    pub requests: std::sync::atomic::AtomicU64,
+    pub timestamps: std::sync::atomic::AtomicU64,
+    pub wait_micros_total: std::sync::atomic::AtomicU64,
+    pub failures: std::sync::atomic::AtomicU64,
+}
+
+impl TimestampClient {
+    /// Starts the dispatcher on the current Tokio runtime.
+    pub fn start(config: TimestampClientConfig) -> Self {
+        assert!(
+            config.requests_in_flight_max >= 1,
+            "at least one request in flight"
+        );
+        let (queue, waiting) = mpsc::channel(WAITERS_QUEUED_MAX);
+        let stats = Arc::new(TimestampStats::default());
+        let connection = Arc::new(Connection {
+            config,
+            leader: Mutex::new(None),
+            channels: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(dispatch(waiting, connection, stats.clone()));
+        Self { queue, stats }
+    }
+
+    pub fn stats(&self) -> &TimestampStats {
+        &self.stats
+    }
+
+    /// One timestamp, allocated after this call began.
+    pub async fn timestamp(&self, timeout: Duration) -> Result<Revision, TimestampError> {
+        Ok(self.timestamps(1, timeout).await?.start)
+    }
+
+    /// `count` consecutive timestamps, allocated after this call began.
+    pub async fn timestamps(
+        &self,
+        count: u32,
+        timeout: Duration,
+    ) -> Result<Range<Revision>, TimestampError> {
+        assert!(
+            (1..=TIMESTAMPS_PER_REQUEST_MAX).contains(&count),
+            "{count} timestamps"
+        );
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let (reply, answer) = oneshot::channel();
+        let waiter = Waiter {
+            count,
+            deadline,
+            reply,
+        };
+        let unavailable =
+            || TimestampError::Unavailable(format!("no timestamp within {timeout:?}"));
+        tokio::time::timeout_at(deadline.into(), self.queue.send(waiter))
+            .await
+            .map_err(|_| unavailable())?
+            .map_err(|_| TimestampError::Stopped)?;
+        let result = tokio::time::timeout_at(deadline.into(), answer)
+            .await
+            .map_err(|_| unavailable())?
+            .map_err(|_| TimestampError::Stopped)?;
+        self.stats.wait_micros_total.fetch_add(
+            started.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        result
+    }
+}
+
+/// Sends the waiters in batches, at most `requests_in_flight_max` requests at a time.
+async fn dispatch(
+    mut waiting: mpsc::Receiver<Waiter>,
+    connection: Arc<Connection>,
+    stats: Arc<TimestampStats>,
+) {
+    let in_flight = Arc::new(Semaphore::new(connection.config.requests_in_flight_max));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        // Everyone who arrived while every request was out goes in this one.
+        let Some(first) = waiting.recv().await else {
+            return;
+        };
+        let mut total = first.count;
+        let mut batch = vec![first];
+        while let Ok(next) = waiting.try_recv() {
+            if total + next.count > TIMESTAMPS_PER_REQUEST_MAX {
+                // Too many for one request: it leads the next one.
+                let connection = connection.clone();
+                let stats = stats.clone();
+                let full = std::mem::replace(&mut batch, vec![next]);
+                let full_total = std::mem::replace(&mut total, batch[0].count);
+                tokio::spawn(async move { serve(full, full_total, &connection, &stats).await });
+                continue;
+            }
+            total += next.count;
+            batch.push(next);
+        }
+        let connection = connection.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            serve(batch, total, &connection, &stats).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Asks the oracle for `total` timestamps and hands them out in the waiters' order.
+async fn serve(batch: Vec<Waiter>, total: u32, connection: &Connection, stats: &TimestampStats) {
+    let deadline = batch
+        .iter()
+        .map(|waiter| waiter.deadline)
+        .max()
+        .expect("a batch is never empty");
+    stats
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .timestamps
+        .fetch_add(u64::from(total), std::sync::atomic::Ordering::Relaxed);
+    match connection.request(total, deadline).await {
+        Ok(first) => {
+            let mut next = first;
+            for waiter in batch {
+                let end = next + u64::from(waiter.count);
+                let _ = waiter.reply.send(Ok(Revision(next)..Revision(end)));
+                next = end;
+            }
+        }
+        Err(error) => {
+            stats
+                .failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for waiter in batch {
+                let _ = waiter.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// Where the oracle is, and one HTTP/2 connection per coordinator address.
+struct Connection {
+    config: TimestampClientConfig,
+    leader: Mutex<Option<String>>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Connection {
+    fn channel(&self, address: &str) -> Option<Channel> {
+        let mut channels = self.channels.lock().expect("channels lock poisoned");
+        if let Some(channel) = channels.get(address) {
+            return Some(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .ok()?
+            .connect_timeout(self.config.rpc_timeout)
+            .tcp_nodelay(true)
+            .local_address(self.config.outbound_bind_ip);
+        let channel = endpoint.connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Some(channel)
+    }
+
+    /// The known leader first, then every configured address.
+    async fn candidates(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in &self.config.coordinators {
+            if let Ok(addresses) = tokio::net::lookup_host(entry.as_str()).await {
+                out.extend(addresses.map(|address| address.to_string()));
+            }
+        }
+        out.sort();
+        out.dedup();
+        if let Some(leader) = self.leader.lock().expect("leader lock poisoned").clone() {
+            out.retain(|address| *address != leader);
+            out.push(leader);
+        }
+        out
+    }
+
+    /// The first of `count` timestamps, from whichever coordinator leads, by `deadline`.
+    async fn request(&self, count: u32, deadline: Instant) -> Result<u64, TimestampError> {
+        let mut last_error = String::from("no coordinator address resolved");
+        while Instant::now() < deadline {
+            let mut queue = self.candidates().await;
+            while let Some(address) = queue.pop() {
+                let Some(channel) = self.channel(&address) else {
+                    continue;
+                };
+                let timeout = self
+                    .config
+                    .rpc_timeout
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                if timeout.is_zero() {
+                    break;
+                }
+                let mut request = tonic::Request::new(pb::GetTimestampsRequest { count });
+                request.set_timeout(timeout);
+                let answer =
+                    tokio::time::timeout(timeout, GrpcClient::new(channel).get_timestamps(request))
+                        .await;
+                match answer {
+                    Ok(Ok(response)) => {
+                        let response = response.into_inner();
+                        if response.count != count || response.first == 0 {
+                            last_error = format!("{address} answered a malformed batch");
+                            continue;
+                        }
+                        *self.leader.lock().expect("leader lock poisoned") = Some(address);
+                        return Ok(response.first);
+                    }
+                    Ok(Err(status)) => {
+                        if let Some(hint) = crate::not_leader_hint(&status) {
+                            if hint != address && !queue.contains(&hint) {
+                                queue.push(hint);
+                            }
+                        }
+                        last_error = format!("{address}: {}", status.message());
+                    }
+                    Err(_) => last_error = format!("{address}: no answer within {timeout:?}"),
+                }
+                let mut leader = self.leader.lock().expect("leader lock poisoned");
+                if leader.as_deref() == Some(address.as_str()) {
+                    *leader = None;
+                }
+            }
+            let pause = ROUND_PAUSE.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+        }
+        Err(TimestampError::Unavailable(last_error))
+    }
+}

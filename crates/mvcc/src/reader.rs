@@ -1,0 +1,193 @@
+//! Which version a read at revision `R` sees: for each key, the newest version whose revision
+//! is at most `R`, unless that version is a tombstone. A read at [`Revision::LATEST`] sees
+//! the newest version, and costs one seek, as a plain key-value read would.
+
+use crate::error::Result;
+use crate::key::{self, VersionKey};
+use crate::record::WriteRecord;
+use crate::view::{ColumnFamily, Cursor, MvccView};
+use cairn_types::{Revision, ShardId};
+
+/// Versions of one key a range scan steps over with `next` before it seeks past the rest:
+/// a seek costs several `next`s, but a key with a long history should not be walked.
+const SKIP_BY_NEXT_MAX: usize = 4;
+
+/// A key as a read sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Version {
+    pub key: Vec<u8>,
+    /// Empty when the read asked for keys only.
+    pub value: Vec<u8>,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+    pub version: u64,
+}
+
+/// Keys in `[start, end)`; `end == None` is the end of the key space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeBounds {
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+}
+
+/// One page of a range read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangePage {
+    pub versions: Vec<Version>,
+    /// More visible keys follow the page.
+    pub more: bool,
+    /// With `count_only`, every visible key in range; otherwise the keys returned.
+    pub count: u64,
+}
+
+/// What a range read returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// At most this many keys (ignored with `count_only`).
+    pub limit: u64,
+    pub keys_only: bool,
+    pub count_only: bool,
+}
+
+/// Reads one shard's versions through a view.
+pub struct MvccReader<'v, V: MvccView> {
+    view: &'v V,
+    shard: ShardId,
+}
+
+fn to_version(
+    user_key: Vec<u8>,
+    revision: Revision,
+    record: WriteRecord,
+    keys_only: bool,
+) -> Option<Version> {
+    match record {
+        WriteRecord::Put {
+            create_revision,
+            version,
+            value,
+        } => Some(Version {
+            key: user_key,
+            value: if keys_only { Vec::new() } else { value },
+            create_revision,
+            mod_revision: revision,
+            version,
+        }),
+        WriteRecord::Delete => None,
+    }
+}
+
+impl<'v, V: MvccView> MvccReader<'v, V> {
+    pub fn new(view: &'v V, shard: ShardId) -> Self {
+        Self { view, shard }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// The newest record of `user_key` at or below `at`, with its revision, tombstones
+    /// included. One seek.
+    pub fn record_at(
+        &self,
+        user_key: &[u8],
+        at: Revision,
+    ) -> Result<Option<(Revision, WriteRecord)>> {
+        let prefix = key::versions_prefix(self.shard, user_key);
+        let upper = key::after_versions(&prefix);
+        let start = key::seek_key(&prefix, at);
+        let mut cursor = self
+            .view
+            .cursor(ColumnFamily::Write, &start, &upper, true)?;
+        cursor.seek(&start)?;
+        let Some((storage_key, value)) = cursor.current() else {
+            return Ok(None);
+        };
+        let parsed = VersionKey::parse(storage_key)?;
+        debug_assert_eq!(parsed.versions_prefix, prefix.as_slice());
+        Ok(Some((parsed.revision, WriteRecord::decode(value)?)))
+    }
+
+    /// The key as a read at `at` sees it.
+    pub fn get(&self, user_key: &[u8], at: Revision, keys_only: bool) -> Result<Option<Version>> {
+        Ok(self
+            .record_at(user_key, at)?
+            .and_then(|(revision, record)| {
+                to_version(user_key.to_vec(), revision, record, keys_only)
+            }))
+    }
+
+    /// The keys in `bounds` as a read at `at` sees them, in key order.
+    pub fn range(
+        &self,
+        bounds: &RangeBounds,
+        at: Revision,
+        options: RangeOptions,
+    ) -> Result<RangePage> {
+        let lower = key::range_start(self.shard, &bounds.start);
+        let upper = key::range_end(self.shard, bounds.end.as_deref());
+        let mut page = RangePage::default();
+        if lower >= upper {
+            return Ok(page);
+        }
+        let mut cursor = self
+            .view
+            .cursor(ColumnFamily::Write, &lower, &upper, false)?;
+        cursor.seek(&lower)?;
+        // The cursor is always on the first (newest) version of a key, or past the end.
+        while let Some((storage_key, _)) = cursor.current() {
+            let parsed = VersionKey::parse(storage_key)?;
+            let prefix = parsed.versions_prefix.to_vec();
+            if parsed.revision > at {
+                // Newer than the read: the version to read, if any, is further on.
+                cursor.seek(&key::seek_key(&prefix, at))?;
+                match cursor.current() {
+                    Some((next_key, _)) if is_version_of(next_key, &prefix) => {}
+                    // No version at or below `at`: the cursor is on the next key already.
+                    _ => continue,
+                }
+            }
+            let (storage_key, value) = cursor.current().expect("on a version of the key");
+            let parsed = VersionKey::parse(storage_key)?;
+            let record = WriteRecord::decode(value)?;
+            if !record.is_delete() {
+                if options.count_only {
+                    page.count += 1;
+                } else if page.versions.len() as u64 == options.limit {
+                    page.more = true;
+                    break;
+                } else {
+                    let revision = parsed.revision;
+                    let user_key = parsed.user_key()?;
+                    page.versions
+                        .extend(to_version(user_key, revision, record, options.keys_only));
+                }
+            }
+            skip_versions(&mut cursor, &prefix)?;
+        }
+        if !options.count_only {
+            page.count = page.versions.len() as u64;
+        }
+        Ok(page)
+    }
+}
+
+fn storage_key_len(versions_prefix: &[u8]) -> usize {
+    versions_prefix.len() + key::REVISION_BYTES
+}
+
+/// Moves the cursor past every remaining version of the key with this versions prefix.
+fn skip_versions<C: Cursor>(cursor: &mut C, prefix: &[u8]) -> Result<()> {
+    for _ in 0..SKIP_BY_NEXT_MAX {
+        cursor.next()?;
+        match cursor.current() {
+            Some((storage_key, _)) if is_version_of(storage_key, prefix) => {}
+            _ => return Ok(()),
+        }
+    }
+    cursor.seek(&key::after_versions(prefix))
+}
+
+fn is_version_of(storage_key: &[u8], prefix: &[u8]) -> bool {
+    storage_key.len() == storage_key_len(prefix) && storage_key.starts_with(prefix)
+}

@@ -1,0 +1,154 @@
+//! What a write at a revision adds to the versions of its keys, and when a revision must be
+//! refused.
+//!
+//! A write at revision `T` adds one version per key it changes, under `mc(key) ++ !T`. Every
+//! replica applies the same log, so these rules run on every replica with the same inputs.
+//! The one rule that protects readers: **`T` must be above the newest version of every key
+//! the command names.** Otherwise a key's `mod_revision` would go backwards in log order, and
+//! a read at some `R >= T` already answered could change. The storage node arranges that
+//! this never happens to a correct write (key latches taken before the timestamp is fetched,
+//! and the leader's term carried in the command); this check makes it a refusal instead of
+//! silent corruption if it ever does.
+
+use crate::error::Result;
+use crate::key;
+use crate::reader::{MvccReader, Version};
+use crate::record::WriteRecord;
+use crate::view::{ColumnFamily, Mutation, MvccView};
+use cairn_types::{Revision, ShardId};
+
+/// Why a write's revision cannot be applied. Nothing of the command is applied; the client
+/// may retry it (it will get a new timestamp).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "revision {revision} is not above {newest}, the newest version of a key the write names"
+    )]
+    NotAboveNewest {
+        revision: Revision,
+        newest: Revision,
+    },
+    #[error("revision {revision} is not above the compaction point {compact_revision}")]
+    AtOrBelowCompaction {
+        revision: Revision,
+        compact_revision: Revision,
+    },
+    /// The timestamp was fetched under the leadership of one term and the entry was
+    /// appended in another: the latches that protected it were the old leader's, so readers
+    /// of the new leader may already have read past it.
+    #[error("timestamp fetched in term {fetched_in_term}, entry appended in term {entry_term}")]
+    LeadershipChanged {
+        fetched_in_term: u64,
+        entry_term: u64,
+    },
+}
+
+/// The apply-time rule for a timestamped entry: it must be appended in the term whose leader
+/// latched its keys and fetched its timestamp.
+pub fn leadership_refusal(fetched_in_term: u64, entry_term: u64) -> Option<Refusal> {
+    (fetched_in_term != entry_term).then_some(Refusal::LeadershipChanged {
+        fetched_in_term,
+        entry_term,
+    })
+}
+
+/// Builds the mutations of one command at one revision, reading the versions it replaces.
+pub struct VersionWriter<'v, V: MvccView> {
+    reader: MvccReader<'v, V>,
+    revision: Revision,
+    mutations: Vec<Mutation>,
+}
+
+impl<'v, V: MvccView> VersionWriter<'v, V> {
+    pub fn new(view: &'v V, shard: ShardId, revision: Revision) -> Self {
+        Self {
+            reader: MvccReader::new(view, shard),
+            revision,
+            mutations: Vec::new(),
+        }
+    }
+
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    pub fn reader(&self) -> &MvccReader<'v, V> {
+        &self.reader
+    }
+
+    /// Checks the command's revision against the keys it names and the compaction point;
+    /// `Some` means the whole command must be refused.
+    pub fn refusal<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        compact_revision: Revision,
+    ) -> Result<Option<Refusal>> {
+        if self.revision <= compact_revision {
+            return Ok(Some(Refusal::AtOrBelowCompaction {
+                revision: self.revision,
+                compact_revision,
+            }));
+        }
+        for key in keys {
+            if let Some((newest, _)) = self.reader.record_at(key, Revision::LATEST)? {
+                if newest >= self.revision {
+                    return Ok(Some(Refusal::NotAboveNewest {
+                        revision: self.revision,
+                        newest,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The key as the write finds it (its newest version).
+    pub fn current(&self, user_key: &[u8]) -> Result<Option<Version>> {
+        self.reader.get(user_key, Revision::LATEST, false)
+    }
+
+    /// Writes `value` as the key's new version: version 1 and `create_revision` = this
+    /// revision when the key does not exist, otherwise one more version of it.
+    pub fn put(&mut self, user_key: &[u8], value: Vec<u8>) -> Result<()> {
+        let record = match self.current(user_key)? {
+            Some(current) => WriteRecord::Put {
+                create_revision: current.create_revision,
+                version: current.version + 1,
+                value,
+            },
+            None => WriteRecord::Put {
+                create_revision: self.revision,
+                version: 1,
+                value,
+            },
+        };
+        self.push(user_key, record);
+        Ok(())
+    }
+
+    /// Deletes the key if it exists (a tombstone version); returns whether it existed.
+    pub fn delete(&mut self, user_key: &[u8]) -> Result<bool> {
+        if self.current(user_key)?.is_none() {
+            return Ok(false);
+        }
+        self.push(user_key, WriteRecord::Delete);
+        Ok(true)
+    }
+
+    fn push(&mut self, user_key: &[u8], record: WriteRecord) {
+        self.mutations.push(Mutation::Put {
+            cf: ColumnFamily::Write,
+            key: key::version_key(self.reader.shard(), user_key, self.revision),
+            value: record.encode(),
+        });
+    }
+
+    /// Whether anything was written.
+    pub fn changed(&self) -> bool {
+        !self.mutations.is_empty()
+    }
+
+    pub fn into_mutations(self) -> Vec<Mutation> {
+        self.mutations
+    }
+}

@@ -1,0 +1,258 @@
+//! A shard leader's writes at oracle timestamps and reads at a revision.
+//!
+//! **Write** ([`ShardReplica::write_op`]): latch the keys the write names, *then* fetch a
+//! timestamp, *then* propose the command carrying the timestamp and the term it was fetched
+//! in, and release the latch once the write is applied. The order matters (see
+//! [`crate::latches`]): a write latched after a read at `R` arrived fetches its timestamp
+//! after `R` was handed out, so above `R`.
+//!
+//! **Read at `R`** ([`ShardReplica::read_barrier_at`]): only the leader serves it. It confirms
+//! its leadership (lease or ReadIndex, so everything committed is applied), then waits for
+//! the writes in flight that may land at or below `R`. After that no write at or below `R`
+//! can appear on this shard: later writes fetch later timestamps, and a write latched by an
+//! earlier leader is either committed (and applied) already or will be refused at apply.
+//! The caller then reads, and checks the compaction point **after** reading
+//! ([`ShardReplica::check_compaction`]).
+
+use crate::command::{Command, CommandRevision, WriteId, WriteOp, WriteResult};
+use crate::kv::named_keys;
+use crate::latches::{LatchGuard, LatchKeys};
+use crate::replica::{ReplicaError, ShardReplica};
+use cairn_types::Revision;
+use openraft::async_runtime::WatchReceiver;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a node's writes take their timestamps: the timestamp oracle, through the node's
+/// batching client. Implemented by the storage node; tests may use a local counter.
+pub trait TimestampSource: Send + Sync + 'static {
+    /// One timestamp, handed out after this call began, within `timeout`.
+    fn timestamp(
+        &self,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Revision, String>> + Send + '_>>;
+
+    /// The highest timestamp this process has seen handed out (0 if none yet): every revision
+    /// up to it has been handed out by the oracle.
+    fn latest_known(&self) -> Revision;
+}
+
+impl ShardReplica {
+    fn not_leader_now(&self) -> ReplicaError {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics
+            .current_leader
+            .filter(|id| *id != self.context.node_id);
+        let leader_address = leader.and_then(|leader| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|node| node.address.clone())
+        });
+        ReplicaError::NotLeader {
+            shard: self.shard,
+            leader,
+            leader_address,
+        }
+    }
+
+    fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// Proposes a client write and waits until it is applied. With an oracle, the write's
+    /// revision is a timestamp fetched after its keys were latched; without one, the shard
+    /// counts.
+    pub async fn write_op(
+        &self,
+        write_id: Option<WriteId>,
+        op: WriteOp,
+        proposed_at_ms: u64,
+    ) -> Result<WriteResult, ReplicaError> {
+        let command = |revision| Command {
+            write_id,
+            proposed_at_ms,
+            op: op.clone(),
+            revision,
+            trace: None,
+        };
+        let Some(timestamps) = self.context.timestamps.clone() else {
+            return self.write(command(CommandRevision::Counted)).await;
+        };
+        if !self.raft.is_leader() {
+            return Err(self.not_leader_now());
+        }
+        let deadline = Instant::now() + self.context.propose_timeout;
+        let keys = match named_keys(&op) {
+            Some(keys) => LatchKeys::Keys(keys.into_iter().map(<[u8]>::to_vec).collect()),
+            None => LatchKeys::Shard,
+        };
+        let guard = self
+            .latches
+            .acquire(keys, self.context.propose_timeout)
+            .await
+            .map_err(|timeout| ReplicaError::Unavailable {
+                shard: self.shard,
+                reason: timeout.to_string(),
+            })?;
+        // The term is read after latching: the timestamp is fetched under this leadership.
+        let term = self.current_term();
+        if !self.raft.is_leader() {
+            return Err(self.not_leader_now());
+        }
+        let revision = timestamps
+            .timestamp(deadline.saturating_duration_since(Instant::now()))
+            .await
+            .map_err(|reason| ReplicaError::Unavailable {
+                shard: self.shard,
+                reason,
+            })?;
+        guard.set_revision(revision);
+        let result = self
+            .write(command(CommandRevision::Timestamp { revision, term }))
+            .await;
+        if matches!(result, Err(ReplicaError::OutcomeUnknown { .. })) {
+            // The entry may still be applied: readers at or above its timestamp must keep
+            // waiting for it until it is, or until it no longer can be.
+            self.settle_later(guard, term);
+        }
+        result
+    }
+
+    /// Holds `guard` until this replica has applied everything in its log now, or has left
+    /// the leadership of `term` (after which the entry is refused if it ever applies), for at
+    /// most one more propose timeout.
+    fn settle_later(&self, guard: LatchGuard, term: u64) {
+        let raft = self.raft.clone();
+        let shard = self.shard;
+        let bound = self.context.propose_timeout;
+        tokio::spawn(async move {
+            let mut metrics = raft.metrics();
+            let last_log = metrics.borrow_watched().last_log_index;
+            let settled = tokio::time::timeout(bound, async {
+                loop {
+                    {
+                        let now = metrics.borrow_watched();
+                        let applied = now.last_applied.as_ref().map(|log_id| log_id.index);
+                        if now.current_term != term || applied >= last_log {
+                            return;
+                        }
+                    }
+                    if metrics.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await;
+            if settled.is_err() {
+                tracing::warn!(%shard, term, "a write of unknown outcome stayed unapplied; reads at its revision stop waiting for it");
+            }
+            drop(guard);
+        });
+    }
+
+    /// Before a read at revision `at`: on the leader only, confirms leadership and waits for
+    /// the writes in flight that may land at or below `at`.
+    pub async fn read_barrier_at(&self, at: Revision) -> Result<(), ReplicaError> {
+        if !self.raft.is_leader() {
+            return Err(self.not_leader_now());
+        }
+        self.linearizable_barrier().await?;
+        self.latches
+            .wait_for_in_flight(at, self.context.read_index_timeout)
+            .await
+            .map_err(|timeout| ReplicaError::Unavailable {
+                shard: self.shard,
+                reason: format!("writes at or below {at} still in flight: {timeout}"),
+            })
+    }
+
+    /// Refuses a revision the cluster has not handed out yet: a read there could still
+    /// change. With an oracle, known when this process has seen a timestamp at least as high,
+    /// or else asks the oracle for a new one; without, the shard's own revision bounds it.
+    pub async fn check_not_future(
+        &self,
+        at: Revision,
+        applied_revision: impl FnOnce() -> Result<Revision, ReplicaError>,
+    ) -> Result<(), ReplicaError> {
+        let latest = match &self.context.timestamps {
+            None => applied_revision()?,
+            Some(timestamps) if at <= timestamps.latest_known() => return Ok(()),
+            Some(timestamps) => timestamps
+                .timestamp(self.context.read_index_timeout)
+                .await
+                .map_err(|reason| ReplicaError::Unavailable {
+                    shard: self.shard,
+                    reason,
+                })?,
+        };
+        if at > latest {
+            return Err(ReplicaError::FutureRevision {
+                shard: self.shard,
+                requested: at,
+                latest,
+            });
+        }
+        Ok(())
+    }
+
+    /// After reading at `at`: refuses the answer if the shard's compaction point is above
+    /// `at` now (the versions read may have been dropped while reading).
+    pub fn check_compaction(&self, at: Revision) -> Result<(), ReplicaError> {
+        let compact_revision = self.context.compaction_points.get(self.shard);
+        if at < compact_revision {
+            return Err(ReplicaError::Compacted {
+                shard: self.shard,
+                requested: at,
+                compact_revision,
+            });
+        }
+        Ok(())
+    }
+
+    /// The compaction point this replica has applied.
+    pub fn compact_revision(&self) -> Revision {
+        self.context.compaction_points.get(self.shard)
+    }
+
+    /// Proposes raising the shard's compaction point to `revision` (a no-op entry if it is
+    /// not higher when applied).
+    pub async fn propose_compaction(&self, revision: Revision) -> Result<(), ReplicaError> {
+        let command = Command {
+            write_id: None,
+            proposed_at_ms: 0,
+            op: WriteOp::Compact { revision },
+            revision: CommandRevision::Counted,
+            trace: None,
+        };
+        self.write(command).await.map(|_| ())
+    }
+}
+
+/// A [`TimestampSource`] that counts in memory, for tests of a single process.
+#[derive(Default)]
+pub struct LocalTimestamps {
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl TimestampSource for LocalTimestamps {
+    fn timestamp(
+        &self,
+        _timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Revision, String>> + Send + '_>> {
+        let next = self.last.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Box::pin(async move { Ok(Revision(next)) })
+    }
+
+    fn latest_known(&self) -> Revision {
+        Revision(self.last.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// For callers holding an `Arc`.
+pub fn local_timestamps() -> Arc<dyn TimestampSource> {
+    Arc::new(LocalTimestamps::default())
+}
