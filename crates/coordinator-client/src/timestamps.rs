@@ -292,6 +292,7 @@ impl Connection {
                 }
                 let mut request = tonic::Request::new(pb::GetTimestampsRequest { count });
                 request.set_timeout(timeout);
+                let attempt_started = Instant::now();
                 let answer =
                     tokio::time::timeout(timeout, GrpcClient::new(channel).get_timestamps(request))
                         .await;
@@ -317,6 +318,13 @@ impl Connection {
                                     queue.push(hint);
                                 }
                             }
+                        }
+                        // The request's own deadline may fire before ours: either way the
+                        // coordinator did not answer in time.
+                        if status.code() == tonic::Code::DeadlineExceeded
+                            || attempt_started.elapsed() >= timeout
+                        {
+                            self.suspect(&address);
                         }
                         last_error = format!("{address}: {}", status.message());
                     }
