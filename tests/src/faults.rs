@@ -33,7 +33,11 @@ impl Cluster {
     /// Asks a process to stop (SIGTERM) and waits up to `timeout` for it to exit. Returns how
     /// long it took, or `None` if it was still running at `timeout` (it is then killed with
     /// -9, so the test can go on). Start it again with `restart`.
-    pub async fn terminate(&mut self, id: impl Into<ProcessId>, timeout: Duration) -> Option<Duration> {
+    pub async fn terminate(
+        &mut self,
+        id: impl Into<ProcessId>,
+        timeout: Duration,
+    ) -> Option<Duration> {
         let id = id.into();
         self.signal(id, "-TERM");
         let started = Instant::now();

@@ -84,10 +84,7 @@ pub fn table(recovered: &proto::UnsafeRecoverShardResponse) -> String {
 }
 
 fn ids(ids: &[u64]) -> String {
-    ids.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ impl Client {
             "unsafe recover shard",
             RetryPolicy::NotIdempotent,
             |channel, remaining| {
-                let request = request(message.clone(), remaining);
+                let request = request(message, remaining);
                 async move { cluster(channel).unsafe_recover_shard(request).await }
             },
         )

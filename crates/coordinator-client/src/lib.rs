@@ -154,9 +154,8 @@ impl CoordinatorClient {
         &mut self,
         request: pb::UnsafeRecoverShardRequest,
     ) -> Result<pb::UnsafeRecoverShardResponse, tonic::Status> {
-        self.call("unsafe recover shard", |mut c| {
-            let request = request.clone();
-            async move { c.unsafe_recover_shard(request).await }
+        self.call("unsafe recover shard", |mut c| async move {
+            c.unsafe_recover_shard(request).await
         })
         .await
     }

@@ -244,9 +244,7 @@ pub fn losses(observed: &Observed, nodes: &[NodeView], shards: &[ShardView]) -> 
     let heard_from = observed.heard_from();
     shards
         .iter()
-        .filter_map(|shard| {
-            quorum_loss(shard, &observed.hosts_of(shard.id), &heard_from, &states)
-        })
+        .filter_map(|shard| quorum_loss(shard, &observed.hosts_of(shard.id), &heard_from, &states))
         .collect()
 }
 
@@ -292,7 +290,9 @@ mod tests {
     }
 
     fn states(list: &[(u64, NodeState)]) -> BTreeMap<NodeId, NodeState> {
-        list.iter().map(|(id, state)| (NodeId(*id), *state)).collect()
+        list.iter()
+            .map(|(id, state)| (NodeId(*id), *state))
+            .collect()
     }
 
     #[test]
@@ -300,11 +300,7 @@ mod tests {
         let view = shard(0, &[1, 2, 3]);
         let hosts = ids(&[1, 2, 3]);
         let heard = ids(&[1, 2, 3, 4]);
-        let one_down = states(&[
-            (1, NodeState::Up),
-            (2, NodeState::Down),
-            (3, NodeState::Up),
-        ]);
+        let one_down = states(&[(1, NodeState::Up), (2, NodeState::Down), (3, NodeState::Up)]);
         assert_eq!(quorum_loss(&view, &hosts, &heard, &one_down), None);
         let two_down = states(&[
             (1, NodeState::Up),
@@ -325,11 +321,7 @@ mod tests {
     fn a_voter_whose_node_lost_the_replica_does_not_survive() {
         // Finding 1 of issue 14: node 5 is up but deleted its replica of the shard.
         let view = shard(0, &[1, 3, 5]);
-        let up = states(&[
-            (1, NodeState::Up),
-            (3, NodeState::Down),
-            (5, NodeState::Up),
-        ]);
+        let up = states(&[(1, NodeState::Up), (3, NodeState::Down), (5, NodeState::Up)]);
         let loss = quorum_loss(&view, &ids(&[1]), &ids(&[1, 5]), &up).expect("a loss");
         assert_eq!(loss.surviving, ids(&[1]));
     }
@@ -424,7 +416,10 @@ mod tests {
         let start = Instant::now();
         let mut watch = QuorumWatch::new(Duration::ZERO);
         watch.update(vec![loss(0, &[1])], start);
-        assert!(watch.may_act(ShardId(1), start), "other shards are not held back");
+        assert!(
+            watch.may_act(ShardId(1), start),
+            "other shards are not held back"
+        );
         // Reconcile every 200 ms for two minutes: attempts at 1, 3, 7, 15, 31, 63, 123 s.
         let tick = Duration::from_millis(200);
         let mut attempts = Vec::new();

@@ -35,7 +35,10 @@ pub fn check_request(
     if request.shard_id >= u64::from(shard_count) {
         return Err(CoordinatorError::Invalid {
             field: "shard_id",
-            reason: format!("the cluster has shards 0 to {}", shard_count.saturating_sub(1)),
+            reason: format!(
+                "the cluster has shards 0 to {}",
+                shard_count.saturating_sub(1)
+            ),
         });
     }
     let Some(lost) = lost.iter().find(|lost| lost.loss.shard == shard) else {

@@ -32,7 +32,12 @@ pub async fn stop(coordinator: &Coordinator, replica: &ShardReplica, deadlines: 
     }
     coordinator.stop_serving();
     tracing::info!(leader = ?coordinator.leader_id(), "coordinator stopping: no longer serving; stopping its raft replica");
-    until_deadline("coordinator raft shutdown", deadlines.drain, replica.shutdown()).await;
+    until_deadline(
+        "coordinator raft shutdown",
+        deadlines.drain,
+        replica.shutdown(),
+    )
+    .await;
 }
 
 async fn hand_off(replica: &ShardReplica) {

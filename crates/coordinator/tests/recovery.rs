@@ -79,11 +79,19 @@ async fn unsafe_recovery_brings_back_a_shard_that_lost_two_of_three_replicas() {
         .await;
     wait_for("the survivor to apply the write", WAIT, || {
         let cluster = &cluster;
-        async move { cluster.local_get(survivor, shard, b"before").await.and_then(|response| response.kv) }
+        async move {
+            cluster
+                .local_get(survivor, shard, b"before")
+                .await
+                .and_then(|response| response.kv)
+        }
     })
     .await;
 
-    tracing::info!(?lost_nodes, "--- kill -9 two of the shard's three replicas, for good");
+    tracing::info!(
+        ?lost_nodes,
+        "--- kill -9 two of the shard's three replicas, for good"
+    );
     for node in lost_nodes {
         cluster.kill(node);
     }
@@ -125,9 +133,19 @@ async fn unsafe_recovery_brings_back_a_shard_that_lost_two_of_three_replicas() {
     let shard_arg = shard.0.to_string();
     let unconfirmed = cairnctl(
         &gateway,
-        &["unsafe", "recover-shard", &shard_arg, "--from-node", &survivor.0.to_string()],
+        &[
+            "unsafe",
+            "recover-shard",
+            &shard_arg,
+            "--from-node",
+            &survivor.0.to_string(),
+        ],
     );
-    assert_eq!(unconfirmed.code, 2, "the flag is required: {}", unconfirmed.stderr);
+    assert_eq!(
+        unconfirmed.code, 2,
+        "the flag is required: {}",
+        unconfirmed.stderr
+    );
     let wrong_node = cairnctl(
         &gateway,
         &[
@@ -160,7 +178,9 @@ async fn unsafe_recovery_brings_back_a_shard_that_lost_two_of_three_replicas() {
     );
     assert_eq!(recovered.code, 0, "{}", recovered.stderr);
     assert!(
-        recovered.stdout.contains(&format!("recovered from node {}", survivor.0))
+        recovered
+            .stdout
+            .contains(&format!("recovered from node {}", survivor.0))
             && recovered.stdout.contains("MAY BE LOST"),
         "{}",
         recovered.stdout
@@ -197,7 +217,10 @@ async fn unsafe_recovery_brings_back_a_shard_that_lost_two_of_three_replicas() {
                 if reported != voters {
                     return None;
                 }
-                cluster.local_get(*voter, shard, b"after").await.and_then(|response| response.kv)?;
+                cluster
+                    .local_get(*voter, shard, b"after")
+                    .await
+                    .and_then(|response| response.kv)?;
             }
             Some(())
         }

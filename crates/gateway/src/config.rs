@@ -83,7 +83,10 @@ impl GatewayConfig {
         if self.shutdown_grace_ms < cairn_telemetry::SHUTDOWN_GRACE_MS_MIN {
             return Err(bad(
                 "shutdown_grace_ms",
-                format!("must be at least {}", cairn_telemetry::SHUTDOWN_GRACE_MS_MIN),
+                format!(
+                    "must be at least {}",
+                    cairn_telemetry::SHUTDOWN_GRACE_MS_MIN
+                ),
             ));
         }
         check_socket_address("listen_address", &self.listen_address, false)?;

@@ -62,10 +62,8 @@ pub async fn run_with_listener(
     let message_bytes_max = REQUEST_BYTES_MAX_CEILING as usize;
     // From the stop signal the gateway drains its connections for most of
     // `shutdown_grace_ms`, then drops the ones still open and exits.
-    let stop = cairn_telemetry::Stopping::watch(
-        shutdown,
-        Duration::from_millis(config.shutdown_grace_ms),
-    );
+    let stop =
+        cairn_telemetry::Stopping::watch(shutdown, Duration::from_millis(config.shutdown_grace_ms));
     let drain_started = {
         let stop = stop.clone();
         async move {

@@ -3,9 +3,7 @@
 //! clients' operations stays linearizable, and no key's clients are stalled beyond a bound:
 //! least of all by the coordinator leader stopping (it stalled writes for 22 s before).
 
-use cairn_test_harness::{
-    longest_stall, ClusterSpec, ProcessId, Role, Scenario, SCENARIO_WAIT,
-};
+use cairn_test_harness::{longest_stall, ClusterSpec, ProcessId, Role, Scenario, SCENARIO_WAIT};
 use std::path::Path;
 use std::time::Duration;
 

@@ -173,13 +173,13 @@ impl LogStore {
                 self.shard
             ))
         })?;
-        let log_id = LogId::new(last.committed_leader_id().clone(), last.index() + 1);
+        let log_id = LogId::new(*last.committed_leader_id(), last.index() + 1);
         let membership = Membership::new(
             vec![BTreeSet::from([voter])],
             BTreeMap::from([(voter, node)]),
         )
         .map_err(|error| StorageError::Inconsistent(error.to_string()))?;
-        let entry = Entry::new_membership(log_id.clone(), membership);
+        let entry = Entry::new_membership(log_id, membership);
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db.put_cf_opt(

@@ -157,7 +157,10 @@ impl NodeConfig {
         if self.shutdown_grace_ms < cairn_telemetry::SHUTDOWN_GRACE_MS_MIN {
             return Err(bad(
                 "shutdown_grace_ms",
-                format!("must be at least {}", cairn_telemetry::SHUTDOWN_GRACE_MS_MIN),
+                format!(
+                    "must be at least {}",
+                    cairn_telemetry::SHUTDOWN_GRACE_MS_MIN
+                ),
             ));
         }
         match &self.coordinator {

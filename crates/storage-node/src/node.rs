@@ -219,10 +219,9 @@ impl Node {
     /// timeout (a rolling restart moves leaders instead of losing them).
     pub async fn hand_off_leadership(&self, deadline: std::time::Instant) {
         let replicas = self.replicas();
-        let targets = futures::future::join_all(
-            replicas.iter().map(|replica| replica.hand_off_leadership()),
-        )
-        .await;
+        let targets =
+            futures::future::join_all(replicas.iter().map(|replica| replica.hand_off_leadership()))
+                .await;
         let handed_off: Vec<_> = replicas
             .into_iter()
             .zip(targets)
@@ -231,15 +230,24 @@ impl Node {
         if handed_off.is_empty() {
             return;
         }
-        tracing::info!(shards = handed_off.len(), "handed off shard leadership; waiting for the new leaders");
+        tracing::info!(
+            shards = handed_off.len(),
+            "handed off shard leadership; waiting for the new leaders"
+        );
         while handed_off.iter().any(|(replica, _)| replica.is_leader())
             && std::time::Instant::now() < deadline
         {
             tokio::time::sleep(HAND_OFF_POLL).await;
         }
-        let kept = handed_off.iter().filter(|(replica, _)| replica.is_leader()).count();
+        let kept = handed_off
+            .iter()
+            .filter(|(replica, _)| replica.is_leader())
+            .count();
         if kept > 0 {
-            tracing::warn!(shards = kept, "some shards kept this node as leader; they elect a new one once it stops");
+            tracing::warn!(
+                shards = kept,
+                "some shards kept this node as leader; they elect a new one once it stops"
+            );
         }
     }
 

@@ -118,7 +118,10 @@ pub async fn run_with_listener(
         let (stop, node) = (stop.clone(), node.clone());
         async move {
             let deadlines = stop.stopped().await;
-            tracing::info!(grace_ms = grace.as_millis() as u64, "storage node stopping: handing off shard leadership");
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "storage node stopping: handing off shard leadership"
+            );
             cairn_telemetry::until_deadline(
                 "shard leadership hand-off",
                 deadlines.handoff,

@@ -117,7 +117,10 @@ pub async fn until_deadline(what: &str, deadline: Instant, step: impl Future<Out
     match tokio::time::timeout_at(deadline.into(), step).await {
         Ok(()) => true,
         Err(_) => {
-            tracing::warn!(what, "shutdown step ran out of time; skipping the rest of it");
+            tracing::warn!(
+                what,
+                "shutdown step ran out of time; skipping the rest of it"
+            );
             false
         }
     }
