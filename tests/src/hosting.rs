@@ -52,17 +52,29 @@ impl Cluster {
         for shard in &status.shards {
             let voters: BTreeSet<u64> = shard.voters.iter().copied().collect();
             if voters.len() != replication || shard.leader_node_id == 0 {
-                return Some(format!("shard {}: voters {voters:?}, leader {}", shard.shard_id, shard.leader_node_id));
+                return Some(format!(
+                    "shard {}: voters {voters:?}, leader {}",
+                    shard.shard_id, shard.leader_node_id
+                ));
             }
             if !shard.missing_voters.is_empty() {
-                return Some(format!("shard {}: missing {:?}", shard.shard_id, shard.missing_voters));
+                return Some(format!(
+                    "shard {}: missing {:?}",
+                    shard.shard_id, shard.missing_voters
+                ));
             }
             for voter in &voters {
                 let Some(process) = self.node_process(NodeId(*voter)) else {
-                    return Some(format!("shard {}: voter {voter} is no running node", shard.shard_id));
+                    return Some(format!(
+                        "shard {}: voter {voter} is no running node",
+                        shard.shard_id
+                    ));
                 };
                 if !process.is_awake() {
-                    return Some(format!("shard {}: voter {voter} is not awake", shard.shard_id));
+                    return Some(format!(
+                        "shard {}: voter {voter} is not awake",
+                        shard.shard_id
+                    ));
                 }
                 let mut admin = admin_client(&process.listen_address).await?;
                 let replica = admin

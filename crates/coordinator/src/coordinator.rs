@@ -526,7 +526,12 @@ impl Coordinator {
 
     /// The error of a failed admin call to `node`. A `WrongNode` refusal means `node` is gone
     /// from its address: it is remembered, and nothing is sent to it there again.
-    fn call_failed(&self, metadata: &Metadata, node: NodeId, status: tonic::Status) -> CoordinatorError {
+    fn call_failed(
+        &self,
+        metadata: &Metadata,
+        node: NodeId,
+        status: tonic::Status,
+    ) -> CoordinatorError {
         if let Some(wrong) = wrong_node_of(&status) {
             if let Some(record) = metadata.nodes.get(&node) {
                 tracing::warn!(
@@ -779,8 +784,10 @@ impl Coordinator {
             // created for a move looks stray for a moment. Only one that stays stray for a
             // grace period is deleted.
             let grace = self.stray_grace();
-            let keys: BTreeSet<(NodeId, ShardId)> =
-                stray.iter().map(|(node, shard, _)| (*node, *shard)).collect();
+            let keys: BTreeSet<(NodeId, ShardId)> = stray
+                .iter()
+                .map(|(node, shard, _)| (*node, *shard))
+                .collect();
             state.stray_since.retain(|key, _| keys.contains(key));
             stray
                 .into_iter()

@@ -5,7 +5,7 @@
 
 use crate::metadata::{Metadata, NodeRecord};
 use crate::placement::{NodeState, NodeView, ShardView};
-use crate::reconcile::{missing_voters, newest_committed, CommittedConfig};
+use crate::reconcile::{missing_for_long, missing_voters, newest_committed, CommittedConfig};
 use cairn_proto::coordinator::v1 as pb;
 use cairn_types::{NodeId, ShardId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -31,6 +31,8 @@ pub struct Observed {
     /// Each shard's newest committed configuration seen (D37): the map never goes back to an
     /// older one, nor forward to one only proposed.
     committed: HashMap<ShardId, CommittedConfig>,
+    /// Voters seen missing, per shard, and since when (`reconcile::missing_for_long`).
+    missing_since: HashMap<ShardId, BTreeMap<NodeId, Instant>>,
 }
 
 /// Liveness thresholds.
@@ -47,6 +49,7 @@ impl Observed {
             leader_since: now,
             back_since: HashMap::new(),
             committed: HashMap::new(),
+            missing_since: HashMap::new(),
         }
     }
 
@@ -193,7 +196,13 @@ impl Observed {
                     .collect(),
                 None => BTreeSet::new(),
             };
-            let missing = missing_voters(&voters, &heartbeating, &hosts);
+            // Missing for `suspect_after`: several heartbeats, longer than their lag.
+            let missing = missing_for_long(
+                &missing_voters(&voters, &heartbeating, &hosts),
+                self.missing_since.entry(shard).or_default(),
+                now,
+                liveness.suspect_after,
+            );
             views.push(ShardView {
                 id: shard,
                 voters,
@@ -422,10 +431,16 @@ mod tests {
         for ms in (0..=3_000).step_by(300) {
             observed.record(NodeId(1), beat(ms), liveness);
         }
-        assert_eq!(observed.node_state(&record(1), at(3_100), liveness), NodeState::Up);
+        assert_eq!(
+            observed.node_state(&record(1), at(3_100), liveness),
+            NodeState::Up
+        );
         // Paused for 2.5 s (longer than suspect_after, shorter than down_after): suspect,
         // never down, so nothing is replaced.
-        assert_eq!(observed.node_state(&record(1), at(5_400), liveness), NodeState::Suspect);
+        assert_eq!(
+            observed.node_state(&record(1), at(5_400), liveness),
+            NodeState::Suspect
+        );
         observed.record(NodeId(1), beat(5_500), liveness);
         assert_eq!(
             observed.node_state(&record(1), at(5_600), liveness),
@@ -433,7 +448,10 @@ mod tests {
             "back, but on probation"
         );
         // Paused again for 4 s, past down_after: down, its replicas are replaced.
-        assert_eq!(observed.node_state(&record(1), at(8_600), liveness), NodeState::Down);
+        assert_eq!(
+            observed.node_state(&record(1), at(8_600), liveness),
+            NodeState::Down
+        );
         observed.record(NodeId(1), beat(9_500), liveness);
         // Heartbeating steadily again: suspect (no replica or leader moved back to it) until
         // down_after has passed since it came back.
@@ -446,10 +464,16 @@ mod tests {
             );
         }
         observed.record(NodeId(1), beat(12_600), liveness);
-        assert_eq!(observed.node_state(&record(1), at(12_600), liveness), NodeState::Up);
+        assert_eq!(
+            observed.node_state(&record(1), at(12_600), liveness),
+            NodeState::Up
+        );
         // Short gaps (below suspect_after) start no probation.
         observed.record(NodeId(1), beat(13_600), liveness);
-        assert_eq!(observed.node_state(&record(1), at(13_700), liveness), NodeState::Up);
+        assert_eq!(
+            observed.node_state(&record(1), at(13_700), liveness),
+            NodeState::Up
+        );
     }
 
     #[test]
@@ -468,7 +492,14 @@ mod tests {
         let mut observed = Observed::new(now);
         observed.record(
             NodeId(1),
-            heartbeat(vec![report(0, pb::RaftRole::Leader, 3, &[1, 3, 5], &[], 100)]),
+            heartbeat(vec![report(
+                0,
+                pb::RaftRole::Leader,
+                3,
+                &[1, 3, 5],
+                &[],
+                100,
+            )]),
             liveness,
         );
         // Node 5 answers at the address of a dead node and holds nothing.
@@ -476,7 +507,34 @@ mod tests {
         let views = observed.shard_views(&Metadata::default(), 1, now, liveness);
         assert_eq!(views[0].voters, [1, 3, 5].map(NodeId).into());
         assert_eq!(views[0].hosts, [NodeId(1)].into());
-        assert_eq!(views[0].missing, [NodeId(5)].into(), "node 3 is silent, not missing");
+        assert!(
+            views[0].missing.is_empty(),
+            "one report may lag the replica"
+        );
         assert_eq!(views[0].epoch, 1);
+        let later = now + liveness.suspect_after;
+        let fresh = |replicas| NodeHeartbeat {
+            last_seen: later,
+            ..heartbeat(replicas)
+        };
+        observed.record(
+            NodeId(1),
+            fresh(vec![report(
+                0,
+                pb::RaftRole::Leader,
+                3,
+                &[1, 3, 5],
+                &[],
+                100,
+            )]),
+            liveness,
+        );
+        observed.record(NodeId(5), fresh(vec![]), liveness);
+        let views = observed.shard_views(&Metadata::default(), 1, later, liveness);
+        assert_eq!(
+            views[0].missing,
+            [NodeId(5)].into(),
+            "node 3 is silent, not missing"
+        );
     }
 }

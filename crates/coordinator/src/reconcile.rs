@@ -15,7 +15,8 @@
 use crate::placement::ShardView;
 use cairn_proto::coordinator::v1 as pb;
 use cairn_types::{NodeId, ShardId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 /// A shard's configuration that its Raft log has committed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,6 +73,26 @@ pub fn missing_voters(
         .collect()
 }
 
+/// The voters of `raw` (missing now) that have been missing for at least `grace`, keeping
+/// `since` (when each was first seen missing) up to date. Heartbeats lag: a voter's last
+/// heartbeat may predate the replica it hosts by now (a shard just created), so one report is
+/// not enough to call a voter missing.
+pub fn missing_for_long(
+    raw: &BTreeSet<NodeId>,
+    since: &mut BTreeMap<NodeId, Instant>,
+    now: Instant,
+    grace: Duration,
+) -> BTreeSet<NodeId> {
+    since.retain(|node, _| raw.contains(node));
+    raw.iter()
+        .copied()
+        .filter(|node| {
+            let first = *since.entry(*node).or_insert(now);
+            now.saturating_duration_since(first) >= grace
+        })
+        .collect()
+}
+
 /// Voters that report hosting their replica in a fresh heartbeat.
 pub fn present_voters(shard: &ShardView) -> BTreeSet<NodeId> {
     shard.voters.intersection(&shard.hosts).copied().collect()
@@ -115,7 +136,12 @@ mod tests {
         list.iter().copied().map(NodeId).collect()
     }
 
-    fn report(epoch: u64, committed_index: u64, voters: &[u64], learners: &[u64]) -> pb::ReplicaReport {
+    fn report(
+        epoch: u64,
+        committed_index: u64,
+        voters: &[u64],
+        learners: &[u64],
+    ) -> pb::ReplicaReport {
         pb::ReplicaReport {
             shard_id: 0,
             role: pb::RaftRole::Leader as i32,
@@ -142,7 +168,11 @@ mod tests {
                 learners: ids(&[5]),
             })
         );
-        assert_eq!(committed_config(&report(0, 0, &[], &[])), None, "not founded");
+        assert_eq!(
+            committed_config(&report(0, 0, &[], &[])),
+            None,
+            "not founded"
+        );
     }
 
     #[test]
@@ -190,6 +220,24 @@ mod tests {
         let heartbeating = ids(&[1, 5, 6]);
         let hosts = ids(&[1, 6]);
         assert_eq!(missing_voters(&voters, &heartbeating, &hosts), ids(&[5]));
+    }
+
+    #[test]
+    fn a_voter_is_missing_only_once_it_stayed_missing_for_the_grace_period() {
+        let start = Instant::now();
+        let grace = Duration::from_millis(1_500);
+        let mut since = BTreeMap::new();
+        let at = |ms| start + Duration::from_millis(ms);
+        // Node 2's last heartbeat predates the replica it was just given.
+        assert!(missing_for_long(&ids(&[2]), &mut since, at(0), grace).is_empty());
+        assert!(missing_for_long(&ids(&[2]), &mut since, at(1_000), grace).is_empty());
+        assert_eq!(
+            missing_for_long(&ids(&[2]), &mut since, at(1_500), grace),
+            ids(&[2])
+        );
+        // Once it reports the replica the clock starts again.
+        assert!(missing_for_long(&ids(&[]), &mut since, at(1_700), grace).is_empty());
+        assert!(missing_for_long(&ids(&[2]), &mut since, at(2_000), grace).is_empty());
     }
 
     #[test]

@@ -137,12 +137,7 @@ impl Router {
     /// The batch stream to `node`, started on first use. The stream names the node when it
     /// opens, so it is kept per node id and address.
     fn stream(&self, node: &NodeAt, cluster_id: &str) -> Result<NodeStream, Status> {
-        if let Some(stream) = self
-            .streams
-            .lock()
-            .expect("stream map poisoned")
-            .get(node)
-        {
+        if let Some(stream) = self.streams.lock().expect("stream map poisoned").get(node) {
             return Ok(stream.clone());
         }
         let client = self.client(node, cluster_id)?;
@@ -288,12 +283,10 @@ impl Router {
                 node = %node.address,
             );
             let address = node.address.clone();
-            let outcome = tokio::time::timeout(
-                remaining,
-                send(&node, &table.cluster_id, shard_target),
-            )
-                .instrument(span)
-                .await;
+            let outcome =
+                tokio::time::timeout(remaining, send(&node, &table.cluster_id, shard_target))
+                    .instrument(span)
+                    .await;
             let status = match outcome {
                 Ok(Ok(response)) => return Ok(response),
                 Ok(Err(status)) => status,

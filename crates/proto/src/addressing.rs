@@ -10,7 +10,7 @@
 
 use crate::kv::v1 as kv;
 use prost::Message;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
 /// The node id the call is meant for, in decimal.
@@ -38,7 +38,7 @@ impl Destination {
     /// Writes the destination into `metadata` (replacing what was there).
     pub fn stamp(&self, metadata: &mut MetadataMap) {
         if self.node_id != 0 {
-            let value: MetadataValue<_> = self
+            let value: MetadataValue<Ascii> = self
                 .node_id
                 .to_string()
                 .parse()
@@ -172,8 +172,14 @@ mod tests {
 
     #[test]
     fn a_call_for_this_node_of_this_cluster_is_served() {
-        assert_eq!(check(&stamped(Destination::new(5, "c-1")), 0, &me()), Ok(()));
-        assert_eq!(check(&stamped(Destination::new(5, "c-1")), 5, &me()), Ok(()));
+        assert_eq!(
+            check(&stamped(Destination::new(5, "c-1")), 0, &me()),
+            Ok(())
+        );
+        assert_eq!(
+            check(&stamped(Destination::new(5, "c-1")), 5, &me()),
+            Ok(())
+        );
     }
 
     #[test]

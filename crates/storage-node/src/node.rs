@@ -137,11 +137,8 @@ impl Node {
            + Sync
            + 'static {
         let identity = self.identity.clone();
-        move |request: tonic::Request<()>| match addressing::check(
-            request.metadata(),
-            0,
-            &identity,
-        ) {
+        move |request: tonic::Request<()>| match addressing::check(request.metadata(), 0, &identity)
+        {
             Ok(()) => Ok(request),
             Err(refused) => {
                 tracing::warn!(%refused, "refused a call meant for another node");

@@ -106,7 +106,10 @@ mod tests {
 
     #[test]
     fn a_replica_that_saw_its_own_removal_or_was_never_founded_may_go() {
-        assert_eq!(may_remove(ME, &own(15, &[NodeId(1), NodeId(3)], &[]), 0), Ok(()));
+        assert_eq!(
+            may_remove(ME, &own(15, &[NodeId(1), NodeId(3)], &[]), 0),
+            Ok(())
+        );
         assert_eq!(may_remove(ME, &own(0, &[], &[]), 0), Ok(()));
     }
 }
