@@ -183,7 +183,7 @@ mod tests {
             learners: ids(&[4]),
         };
         // The leader appended {1, 2, 4} (a FinishMove) but has not committed it yet.
-        let proposed = report(9, 8, &[1, 2, 4], &[]);
+        let proposed = report(9, 7, &[1, 2, 4], &[]);
         assert_eq!(
             newest_committed(Some(&before), [&proposed]),
             Some(before.clone())

@@ -1165,12 +1165,12 @@ async fn the_batch_stream_answers_every_item_as_its_unary_call_would() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_meant_for_another_node_are_refused_and_do_nothing() {
     use cairn_proto::addressing::{wrong_node_of, Destination};
-    let mut node = start_node(|_| {}).await;
-    let stamped = |destination: Destination, message| {
+    fn stamped<T>(destination: Destination, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         destination.stamp(request.metadata_mut());
         request
-    };
+    }
+    let mut node = start_node(|_| {}).await;
 
     let refused = node
         .admin
