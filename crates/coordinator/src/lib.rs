@@ -22,6 +22,7 @@ pub mod observed;
 pub mod oracle;
 pub mod placement;
 pub mod quorum;
+pub mod reconcile;
 pub mod recovery;
 pub mod server;
 pub mod service;
