@@ -130,7 +130,9 @@ async fn a_replica_installed_from_a_snapshot_answers_old_revision_reads() {
     let mut ids = WriteIds::new();
     let leader = cluster.wait_for_leader(SHARD, WAIT).await;
 
-    tracing::info!("--- rounds of overwrites and deletes; the revision after each round is a checkpoint");
+    tracing::info!(
+        "--- rounds of overwrites and deletes; the revision after each round is a checkpoint"
+    );
     let mut history = Vec::new();
     let mut checkpoints = Vec::new();
     for round in 0..ROUNDS {
@@ -200,7 +202,9 @@ async fn a_replica_installed_from_a_snapshot_answers_old_revision_reads() {
     })
     .await;
 
-    tracing::info!("--- a fourth node joins: the log before {purged} is gone, so a snapshot seeds it");
+    tracing::info!(
+        "--- a fourth node joins: the log before {purged} is gone, so a snapshot seeds it"
+    );
     let fourth = cluster.add_node().await;
     let mut admin4 = cluster.admin(fourth).await.expect("node 4 answers");
     admin4
