@@ -185,17 +185,35 @@ impl LatchGuard {
     }
 }
 
-impl Drop for LatchGuard {
-    fn drop(&mut self) {
+impl LatchGuard {
+    /// Lets other writers take the keys (or the shard) while this write stays in flight for
+    /// reads: for a write whose place in the log order is already fixed.
+    pub fn release_keys(&mut self) {
+        let keys = std::mem::replace(&mut self.keys, LatchKeys::Keys(Vec::new()));
         let mut state = self.latches.lock();
-        match &self.keys {
-            LatchKeys::Shard => state.shard_held = false,
+        state.release(&keys);
+        drop(state);
+        self.latches.changed.notify_waiters();
+    }
+}
+
+impl State {
+    fn release(&mut self, keys: &LatchKeys) {
+        match keys {
+            LatchKeys::Shard => self.shard_held = false,
             LatchKeys::Keys(keys) => {
                 for key in keys {
-                    state.held.remove(key);
+                    self.held.remove(key);
                 }
             }
         }
+    }
+}
+
+impl Drop for LatchGuard {
+    fn drop(&mut self) {
+        let mut state = self.latches.lock();
+        state.release(&self.keys);
         state.in_flight.remove(&self.id);
         drop(state);
         self.latches.changed.notify_waiters();
@@ -226,6 +244,42 @@ mod tests {
         };
         drop(a);
         waiter.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn released_keys_admit_the_next_writer_while_reads_still_wait_for_the_write() {
+        let latches = Arc::new(Latches::default());
+        let mut first = latches.acquire(keys(&["a"]), LONG).await.unwrap();
+        first.set_revision(Revision(5));
+        assert!(latches.acquire(keys(&["a"]), SHORT).await.is_err());
+        first.release_keys();
+        let second = latches.acquire(keys(&["a"]), SHORT).await.unwrap();
+        second.set_revision(Revision(9));
+        // Both writes are in flight for reads at or above their revisions.
+        assert_eq!(latches.in_flight(), 2);
+        assert!(latches
+            .wait_for_in_flight(Revision(5), SHORT)
+            .await
+            .is_err());
+        drop(first);
+        latches
+            .wait_for_in_flight(Revision(5), SHORT)
+            .await
+            .unwrap();
+        assert!(latches
+            .wait_for_in_flight(Revision(9), SHORT)
+            .await
+            .is_err());
+        drop(second);
+        latches
+            .wait_for_in_flight(Revision(9), SHORT)
+            .await
+            .unwrap();
+        // The shard latch is released the same way.
+        let mut shard = latches.acquire(LatchKeys::Shard, LONG).await.unwrap();
+        shard.release_keys();
+        let _after = latches.acquire(keys(&["b"]), SHORT).await.unwrap();
+        assert_eq!(latches.in_flight(), 2);
     }
 
     #[tokio::test]

@@ -90,7 +90,7 @@ impl ShardReplica {
             Some(keys) => LatchKeys::Keys(keys.into_iter().map(<[u8]>::to_vec).collect()),
             None => LatchKeys::Shard,
         };
-        let guard = self
+        let mut guard = self
             .latches
             .acquire(keys, self.context.propose_timeout)
             .await
@@ -111,9 +111,14 @@ impl ShardReplica {
                 reason,
             })?;
         guard.set_revision(revision);
-        let result = self
-            .write(command(CommandRevision::Timestamp { revision, term }))
-            .await;
+        let applied = self
+            .submit(command(CommandRevision::Timestamp { revision, term }))
+            .await?;
+        // The entry's place in the log is fixed, and a later write of these keys fetches a
+        // higher timestamp and lands after it: the keys are free for it now. Reads at or above
+        // this revision still wait for the entry (the guard stays in flight until it settles).
+        guard.release_keys();
+        let result = applied.await;
         if matches!(result, Err(ReplicaError::OutcomeUnknown { .. })) {
             // The entry may still be applied: readers at or above its timestamp must keep
             // waiting for it until it is, or until it no longer can be.
