@@ -21,9 +21,12 @@ pub mod metrics;
 pub mod observed;
 pub mod oracle;
 pub mod placement;
+pub mod quorum;
 pub mod reconcile;
+pub mod recovery;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod timestamp_allocator;
 
 pub use config::CoordinatorConfig;
