@@ -309,6 +309,14 @@ impl<'a> Planner<'a> {
             let Some(mv) = &shard.pending_move else {
                 continue;
             };
+            // A move is driven, and recorded as done, only from the shard's committed
+            // configuration (D37). Without one (a new coordinator leader that has not heard
+            // from the shard yet) `voters` are the shard's initial voters, what the coordinator
+            // once meant: a move to one of them would look complete. It waits.
+            if shard.epoch == 0 {
+                self.in_flight += 1;
+                continue;
+            }
             // During the joint configuration both the old and the new voter are in `voters`:
             // the move is complete only once the old one is gone.
             let replaced = mv.from.is_none_or(|from| !shard.voters.contains(&from));
@@ -640,6 +648,7 @@ mod tests {
             id: sid(id),
             voters: ids(voters),
             leader: leader.map(n),
+            epoch: 1,
             ..ShardView::default()
         }
     }
@@ -1258,6 +1267,10 @@ mod tests {
                 .iter_mut()
                 .find(|s| s.id == id)
                 .expect("action for unknown shard");
+            // Each membership change commits a configuration, with a newer epoch.
+            if !matches!(action, Action::TransferLeader { .. }) {
+                shard.epoch += 1;
+            }
             match action {
                 Action::CreateShard { nodes, .. } => {
                     shard.voters = nodes.iter().copied().collect();

@@ -324,6 +324,43 @@ mod tests {
         );
     }
 
+    /// A new coordinator leader that has not heard from a shard yet sees its initial voters
+    /// (epoch 0). The pending move {to: 3, from: 4} of a shard founded on {1, 2, 3} that
+    /// has since run on {1, 2, 4} must not look complete: that would drop the move from the
+    /// metadata and ask node 4, a voter, to delete its replica.
+    #[test]
+    fn a_move_is_not_recorded_as_done_from_the_initial_voters() {
+        let nodes = [up(1), up(2), up(3), up(4)];
+        let unknown = ShardView {
+            id: ShardId(0),
+            voters: ids(&[1, 2, 3]),
+            pending_move: Some(Move {
+                to: NodeId(3),
+                from: Some(NodeId(4)),
+            }),
+            epoch: 0,
+            ..ShardView::default()
+        };
+        assert_eq!(
+            plan(&nodes, std::slice::from_ref(&unknown), &placement_config()),
+            vec![]
+        );
+        // Once a committed configuration with 3 and without 4 is known, it is done.
+        let committed = ShardView {
+            epoch: 14,
+            leader: Some(NodeId(1)),
+            hosts: ids(&[1, 2, 3, 4]),
+            ..unknown
+        };
+        assert_eq!(
+            plan(&nodes, &[committed], &placement_config()),
+            vec![Action::CompleteMove {
+                shard: ShardId(0),
+                remove_from: Some(NodeId(4)),
+            }]
+        );
+    }
+
     #[test]
     fn strays_are_replicas_outside_the_committed_configuration() {
         let shard = ShardView {

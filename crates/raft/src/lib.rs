@@ -14,6 +14,7 @@ pub mod group_commit;
 pub mod keys;
 pub mod kv;
 pub mod latches;
+pub mod learner_removal;
 pub mod log_store;
 pub mod mvcc_store;
 pub mod network;

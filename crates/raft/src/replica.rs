@@ -7,6 +7,7 @@ use crate::error::StorageError;
 use crate::group_commit::GroupCommit;
 use crate::keys;
 use crate::latches::Latches;
+use crate::learner_removal;
 use crate::log_store::LogStore;
 use crate::mvcc_store::CompactionPoints;
 use crate::network::{
@@ -777,22 +778,38 @@ impl ShardReplica {
         Ok(epoch_of(Some(&response.log_id)))
     }
 
-    /// Drops `learners` from the shard's membership (voters stay as they are).
+    /// Drops `learners` from the shard's membership (voters stay as they are). Answers the
+    /// epoch of a committed configuration without them, or 0 if none is known; refuses to
+    /// drop a voter of the latest configuration (see [`learner_removal::decide`], D36).
     pub async fn remove_learners(&self, learners: BTreeSet<NodeId>) -> Result<u64, ReplicaError> {
-        let membership = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
-        let present: BTreeSet<NodeId> = membership
-            .membership()
-            .learner_ids()
-            .filter(|id| learners.contains(id))
-            .collect();
-        if present.is_empty() {
-            return Ok(self.epoch());
-        }
+        let decision = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let membership = metrics.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            let members: BTreeSet<NodeId> = membership.learner_ids().collect();
+            learner_removal::decide(
+                &learners,
+                &learner_removal::Effective {
+                    epoch: epoch_of(metrics.membership_config.log_id().as_ref()),
+                    voters: &voters,
+                    learners: &members,
+                    committed_index: metrics.local_committed.as_ref().map(|l| l.index),
+                },
+            )
+        };
+        let present = match decision {
+            Ok(learner_removal::LearnerRemoval::Remove(present)) => present,
+            Ok(learner_removal::LearnerRemoval::Absent { epoch }) => return Ok(epoch),
+            Err(learner_removal::IsVoter(voter)) => {
+                return Err(ReplicaError::Membership {
+                    shard: self.shard,
+                    reason: format!(
+                        "{voter} is a voter of the latest configuration, not a learner to drop"
+                    ),
+                })
+            }
+        };
         let response = self
             .raft
             .change_membership(ChangeMembers::RemoveNodes(present), false)
