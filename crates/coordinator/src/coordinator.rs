@@ -20,6 +20,8 @@ use tokio::sync::{watch, Mutex};
 use tonic::service::interceptor::InterceptedService;
 
 /// A node admin client whose calls name their destination (D35).
+/// How much longer than `admin_timeout_ms` the coordinator waits for a node's own deadline error.
+const ADMIN_ANSWER_MARGIN: Duration = Duration::from_secs(1);
 type AdminClient = NodeAdminClient<InterceptedService<tonic::transport::Channel, Destination>>;
 
 /// The leader's working state; reset whenever this coordinator (re)gains leadership.
@@ -585,6 +587,22 @@ impl Coordinator {
         CoordinatorError::Unavailable(format!("{node}: {status}"))
     }
 
+    /// Bounds an admin call on this side too: tonic sends `grpc-timeout` to the node but does
+    /// not enforce it, so a paused node would hold the reconcile round until HTTP/2
+    /// keep-alive gives up. The node's own deadline normally answers first (one second
+    /// earlier).
+    pub(crate) async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    ) -> std::result::Result<tonic::Response<T>, tonic::Status> {
+        let limit = Duration::from_millis(self.config.admin_timeout_ms) + ADMIN_ANSWER_MARGIN;
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(format!(
+                "the node did not answer within {limit:?}"
+            )))
+        })
+    }
+
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(Duration::from_millis(self.config.admin_timeout_ms));
@@ -619,12 +637,11 @@ impl Coordinator {
                     })
                     .await?;
                 for node in nodes {
-                    self.admin(metadata, *node)?
-                        .create_replica(
-                            self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
-                        )
-                        .await
-                        .map_err(failed(*node))?;
+                    self.bounded(self.admin(metadata, *node)?.create_replica(
+                        self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
+                    ))
+                    .await
+                    .map_err(failed(*node))?;
                 }
                 let members = nodes
                     .iter()
@@ -643,41 +660,43 @@ impl Coordinator {
                 let founder = *nodes
                     .first()
                     .ok_or_else(|| CoordinatorError::Internal("empty placement".into()))?;
-                self.admin(metadata, founder)?
-                    .initialize_shard(self.request(node_pb::InitializeShardRequest {
-                        shard_id: shard.0,
-                        members,
-                    }))
-                    .await
-                    .map_err(failed(founder))?;
+                self.bounded(
+                    self.admin(metadata, founder)?
+                        .initialize_shard(self.request(node_pb::InitializeShardRequest {
+                            shard_id: shard.0,
+                            members,
+                        })),
+                )
+                .await
+                .map_err(failed(founder))?;
             }
             Action::StartMove { shard, mv } => {
                 let leader = leader_of(*shard)?;
                 // Recorded only once the learner is in: a move recorded but never started
                 // would wait for a learner that is not coming. A learner added but not
                 // recorded (the coordinator died in between) is removed as a stray.
-                self.admin(metadata, mv.to)?
-                    .create_replica(
-                        self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
-                    )
-                    .await
-                    .map_err(failed(mv.to))?;
+                self.bounded(self.admin(metadata, mv.to)?.create_replica(
+                    self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
+                ))
+                .await
+                .map_err(failed(mv.to))?;
                 let address = metadata
                     .nodes
                     .get(&mv.to)
                     .map(|r| r.address.clone())
                     .unwrap_or_default();
-                self.admin(metadata, leader)?
-                    .add_learner(self.request(node_pb::AddLearnerRequest {
+                self.bounded(self.admin(metadata, leader)?.add_learner(self.request(
+                    node_pb::AddLearnerRequest {
                         shard_id: shard.0,
                         learner: Some(node_pb::ReplicaMember {
                             node_id: mv.to.0,
                             address,
                         }),
                         wait_caught_up: false,
-                    }))
-                    .await
-                    .map_err(failed(leader))?;
+                    },
+                )))
+                .await
+                .map_err(failed(leader))?;
                 self.metadata
                     .put_shard(&ShardRecord {
                         pending_move: Some(mv.clone()),
@@ -687,15 +706,17 @@ impl Coordinator {
             }
             Action::FinishMove { shard, voters } => {
                 let leader = leader_of(*shard)?;
-                self.admin(metadata, leader)?
-                    .change_membership(self.request(node_pb::ChangeMembershipRequest {
-                        shard_id: shard.0,
-                        voters: voters.iter().map(|n| n.0).collect(),
-                        retain_as_learners: false,
-                        remove_learners: vec![],
-                    }))
-                    .await
-                    .map_err(failed(leader))?;
+                self.bounded(
+                    self.admin(metadata, leader)?
+                        .change_membership(self.request(node_pb::ChangeMembershipRequest {
+                            shard_id: shard.0,
+                            voters: voters.iter().map(|n| n.0).collect(),
+                            retain_as_learners: false,
+                            remove_learners: vec![],
+                        })),
+                )
+                .await
+                .map_err(failed(leader))?;
             }
             Action::CompleteMove { shard, remove_from } => {
                 // The move is done by the shard's committed configuration (D37), whose epoch
@@ -727,13 +748,14 @@ impl Coordinator {
                     .await;
             }
             Action::TransferLeader { shard, from, to } => {
-                self.admin(metadata, *from)?
-                    .transfer_leader(self.request(node_pb::TransferLeaderRequest {
+                self.bounded(self.admin(metadata, *from)?.transfer_leader(self.request(
+                    node_pb::TransferLeaderRequest {
                         shard_id: shard.0,
                         to_node_id: to.0,
-                    }))
-                    .await
-                    .map_err(failed(*from))?;
+                    },
+                )))
+                .await
+                .map_err(failed(*from))?;
             }
         }
         Ok(())
@@ -759,7 +781,10 @@ impl Coordinator {
                     retain_as_learners: false,
                     remove_learners: vec![learner.0],
                 };
-                match admin.change_membership(self.request(request)).await {
+                match self
+                    .bounded(admin.change_membership(self.request(request)))
+                    .await
+                {
                     Ok(response) => excluded_at = response.into_inner().epoch,
                     Err(status) => {
                         let error = self.call_failed(metadata, leader, status);
@@ -789,7 +814,10 @@ impl Coordinator {
                     shard_id: shard.0,
                     excluded_at_epoch: excluded_at,
                 };
-                if let Err(status) = admin.remove_replica(self.request(request)).await {
+                if let Err(status) = self
+                    .bounded(admin.remove_replica(self.request(request)))
+                    .await
+                {
                     let error = self.call_failed(metadata, node, status);
                     tracing::warn!(%shard, %node, %error, "could not delete the replica; retrying later");
                 }

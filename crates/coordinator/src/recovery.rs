@@ -84,11 +84,13 @@ impl Coordinator {
         let metadata = self.metadata.read_all().await?;
         tracing::warn!(%shard, from = %from, ?previous_voters, "UNSAFE RECOVERY requested: forcing the shard onto one surviving replica");
         let answer = self
-            .admin(&metadata, from)?
-            .unsafe_recover_replica(self.request(node_pb::UnsafeRecoverReplicaRequest {
-                shard_id: shard.0,
-                node_id: from.0,
-            }))
+            .bounded(
+                self.admin(&metadata, from)?
+                    .unsafe_recover_replica(self.request(node_pb::UnsafeRecoverReplicaRequest {
+                        shard_id: shard.0,
+                        node_id: from.0,
+                    })),
+            )
             .await
             .map_err(|status| {
                 CoordinatorError::Unavailable(format!(
