@@ -87,6 +87,7 @@ class Cluster:
         self.addresses = {}
         self.pods = {}
         self.objects = []
+        self.pods_removed = {}
 
     def address_of(self, pod_name):
         if pod_name not in self.addresses:
@@ -117,6 +118,8 @@ class Cluster:
                 pods[pod_name] = pod
         for test_pod in by_kind(objects, "Pod"):
             pods[test_pod["metadata"]["name"]] = test_pod
+        # Pods the new rendering no longer has: Kubernetes would stop them.
+        self.pods_removed = {name: pod for name, pod in self.pods.items() if name not in pods and isinstance(pod, Pod)}
         self.pods = pods
         self._names()
 
@@ -256,7 +259,7 @@ class Cluster:
             time.sleep(0.5)
 
     def stop_all(self):
-        for pod in self.workload_pods():
+        for pod in self.workload_pods() + list(self.pods_removed.values()):
             if pod.alive():
                 pod.kill(signal.SIGTERM)
             elif pod.log:

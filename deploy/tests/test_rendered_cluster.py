@@ -12,6 +12,7 @@ Needs the debug binaries: CAIRN_BIN_DIR (scripts/test-deploy.sh sets it).
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -81,7 +82,7 @@ def wait_for(what, check, timeout):
         time.sleep(0.5)
 
 
-def test_the_rendered_pods_form_a_cluster_that_scales_out_and_keeps_node_ids(cluster):
+def test_the_rendered_pods_form_a_cluster_that_scales_out_and_in_and_keeps_node_ids(cluster):
     pods = COORDINATORS + NODES[:3] + [f"{RELEASE}-cairn-gateway-0"]
     assert sorted(cluster.workload_pods(), key=lambda p: p.name) and sorted(p.name for p in cluster.workload_pods()) == sorted(pods)
 
@@ -146,6 +147,25 @@ def test_the_rendered_pods_form_a_cluster_that_scales_out_and_keeps_node_ids(clu
     assert current[f"{victim.ip}:7101"]["node_id"] == node_ids[NODES[1]]
     assert (victim.folder / "mounts" / "data" / "node_id").read_text().strip() == str(node_ids[NODES[1]])
     wait_for("the restarted node is up", lambda: {m["address"]: m for m in members(cluster)}[f"{victim.ip}:7101"]["state"] == "up", 60)
+
+    # --- scale in the documented way: drain the highest ordinal with `cairnctl leave`, wait until
+    # the coordinator marks it left (every replica moved first, so no shard lost its quorum),
+    # then render with one replica fewer, which removes exactly that pod
+    must(cairnctl(cluster, "leave", str(joined["node_id"])))
+
+    def drained():
+        current = {member["address"]: member for member in members(cluster)}
+        status = json.loads(must(cairnctl(cluster, "--output", "json", "cluster", "status")))
+        member = current[new_address]
+        return member["state"] == "left" and member["replica_count"] == 0 and status["under_replicated_shards"] == 0
+
+    wait_for("the drained node is left", drained, 180)
+    cluster.load(render(VALUES))
+    assert NODES[3] not in cluster.pods
+    gone = [pod for pod in before if pod not in cluster.pods]
+    assert gone == [], gone
+    victim_of_scale_in = cluster.pods_removed.pop(NODES[3])
+    victim_of_scale_in.kill(signal.SIGTERM)
 
     # --- nothing acknowledged is lost
     for key, value in acknowledged.items():
