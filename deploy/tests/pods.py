@@ -195,21 +195,25 @@ class Cluster:
             else:
                 host.mkdir(parents=True, exist_ok=True)
             mounts[mount["mountPath"]] = host
+        def map_mounts(text):
+            # One pass, so a folder that was just substituted is not substituted again: a mount
+            # path counts where a path starts (after `=`, a quote, a space or line start).
+            if not mounts:
+                return text
+            alternatives = "|".join(re.escape(path) for path in sorted(mounts, key=len, reverse=True))
+            pattern = r'(^|[="\s])(' + alternatives + r')(?=["/\s]|$)'
+            return re.sub(pattern, lambda m: m.group(1) + str(mounts[m.group(2)]), text, flags=re.MULTILINE)
+
         for path in list(mounts):
             # A mounted config file names the other mounts (data_dir = "/data").
             if mounts[path].is_file():
-                text = mounts[path].read_text()
-                for other, host in mounts.items():
-                    text = re.sub(re.escape(other) + r'(?=["/]|$)', str(host), text)
-                mounts[path].write_text(text)
+                mounts[path].write_text(map_mounts(mounts[path].read_text()))
 
         def expand(argument):
             # $(VAR) from the container's env, $$ escapes, unknown names stay as written.
             argument = re.sub(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), argument)
             argument = argument.replace("$$(", "$(")
-            for path, host in mounts.items():
-                argument = re.sub(re.escape(path) + r'(?=/|$)', str(host), argument)
-            return self.rewrite(argument, own_ip)
+            return self.rewrite(map_mounts(argument), own_ip)
 
         (binary,) = container["command"]
         assert binary.startswith("/usr/local/bin/"), binary
