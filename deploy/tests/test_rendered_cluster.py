@@ -71,14 +71,18 @@ def members(cluster):
     return json.loads(must(cairnctl(cluster, "--output", "json", "cluster", "members")))["members"]
 
 
-def wait_for(what, check, timeout):
+def wait_for(what, check, timeout, cluster=None):
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+            state = ""
+            if cluster is not None:
+                state = must(cairnctl(cluster, "cluster", "members")) + must(cairnctl(cluster, "cluster", "shards"))
+                state += must(cairnctl(cluster, "cluster", "status"))
+            raise AssertionError(f"timed out after {timeout} s waiting until {what}\n{state}")
         time.sleep(0.5)
 
 
@@ -134,7 +138,7 @@ def test_the_rendered_pods_form_a_cluster_that_scales_out_and_in_and_keeps_node_
             return member
         return None
 
-    joined = wait_for("the new node holds shard replicas", rebalanced, 180)
+    joined = wait_for("the new node holds shard replicas", rebalanced, 180, cluster)
     assert joined["labels"].get("zone") == ZONES[0]
     assert joined["node_id"] not in node_ids.values()
 
@@ -159,7 +163,7 @@ def test_the_rendered_pods_form_a_cluster_that_scales_out_and_in_and_keeps_node_
         member = current[new_address]
         return member["state"] == "left" and member["replica_count"] == 0 and status["under_replicated_shards"] == 0
 
-    wait_for("the drained node is left", drained, 180)
+    wait_for("the drained node is left", drained, 180, cluster)
     cluster.load(render(VALUES))
     assert NODES[3] not in cluster.pods
     gone = [pod for pod in before if pod not in cluster.pods]

@@ -287,6 +287,36 @@ impl Cluster {
         new_id
     }
 
+    /// Replaces a storage node as an operator replaces a failed machine (or Kubernetes a pod
+    /// that lost its volume): `kill -9`, its data folder deleted, and a fresh node started at
+    /// the same address. Returns the new node's id once it answers.
+    pub async fn replace_node(&mut self, id: NodeId) -> NodeId {
+        self.kill(id);
+        let (slot, data_dir) = {
+            let process = self.process(id);
+            (process.slot, process.data_dir.clone())
+        };
+        match std::fs::remove_dir_all(&data_dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => panic!("cannot wipe {}: {error}", data_dir.display()),
+        }
+        tracing::info!(%id, data_dir = %data_dir.display(), "wiped the node's data folder");
+        self.process_in_mut(Role::Node, slot).node_id = None;
+        self.spawn(Role::Node, slot);
+        let new_id = self.learn_node_id(slot).await;
+        assert_ne!(new_id, id, "a wiped node came back under its old id");
+        new_id
+    }
+
+    /// The process of node `id`, if one runs under that id (a replaced node's old id names
+    /// none).
+    pub fn node_process(&self, id: NodeId) -> Option<&Process> {
+        self.processes
+            .iter()
+            .find(|p| p.id() == Some(ProcessId::Node(id)))
+    }
+
     pub fn process(&self, id: impl Into<ProcessId>) -> &Process {
         let id = id.into();
         self.processes

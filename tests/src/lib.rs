@@ -13,6 +13,7 @@
 
 mod cluster;
 mod faults;
+mod hosting;
 pub mod nemesis;
 pub mod network;
 mod observe;

@@ -173,6 +173,14 @@ impl Error {
                         detail.shard_id
                     ))
                 }
+                // Internal: a node refused a call meant for the node it replaced. A gateway
+                // retries elsewhere and passes it on only when its tries run out.
+                Kind::WrongNode(detail) => {
+                    return Error::Unavailable(format!(
+                        "node {} is gone from its address (node {} answers there); retry shortly",
+                        detail.intended_node_id, detail.node_id
+                    ))
+                }
             }
         }
         let message = one_line(status.message());

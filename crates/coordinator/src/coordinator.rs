@@ -6,6 +6,8 @@ use crate::error::{CoordinatorError, Result};
 use crate::metadata::{ClusterInfo, Metadata, MetadataStore, NodeRecord, ShardRecord};
 use crate::observed::{Liveness, NodeHeartbeat, Observed};
 use crate::placement::{self, Action, NodeState, PlacementConfig, ShardView};
+use crate::reconcile;
+use cairn_proto::addressing::{wrong_node_of, Destination};
 use cairn_proto::coordinator::v1 as pb;
 use cairn_proto::node::v1 as node_pb;
 use cairn_proto::node::v1::node_admin_client::NodeAdminClient;
@@ -15,6 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Mutex};
+use tonic::service::interceptor::InterceptedService;
+
+/// A node admin client whose calls name their destination (D35).
+type AdminClient = NodeAdminClient<InterceptedService<tonic::transport::Channel, Destination>>;
 
 /// The leader's working state; reset whenever this coordinator (re)gains leadership.
 struct LeaderState {
@@ -48,6 +54,9 @@ pub struct Coordinator {
     leader: Mutex<Option<LeaderState>>,
     map: watch::Sender<Option<pb::ShardMap>>,
     stats: std::sync::Mutex<ScheduleStats>,
+    /// Nodes another node answered for at their address (a `WrongNode` refusal, D35): no
+    /// admin call goes to that node at that address again until it heartbeats from it.
+    gone: std::sync::Mutex<BTreeMap<NodeId, String>>,
 }
 
 impl Coordinator {
@@ -73,6 +82,7 @@ impl Coordinator {
             leader: Mutex::new(None),
             map,
             stats: std::sync::Mutex::new(ScheduleStats::default()),
+            gone: std::sync::Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -198,14 +208,23 @@ impl Coordinator {
         let Some(state) = leader.as_mut() else {
             return Err(self.not_leader());
         };
+        let node = NodeId(request.node_id);
+        {
+            let mut gone = self.gone.lock().expect("gone lock poisoned");
+            if gone.get(&node) == Some(&request.address) {
+                tracing::info!(%node, address = %request.address, "node heartbeats from its address again");
+                gone.remove(&node);
+            }
+        }
         state.observed.record(
-            NodeId(request.node_id),
+            node,
             NodeHeartbeat {
                 last_seen: Instant::now(),
                 address: request.address,
                 replicas: request.replicas,
                 storage_engine: request.storage_engine,
             },
+            self.liveness(),
         );
         Ok(())
     }
@@ -356,7 +375,7 @@ impl Coordinator {
                     shard.learners.contains(&mv.to) || shard.voters.contains(&mv.to);
                 // A learner whose node lost the replica (deleted, or a wiped disk) never
                 // catches up either.
-                if in_membership && state.observed.hosts_of(shard.id).contains(&mv.to) {
+                if in_membership && shard.hosts.contains(&mv.to) {
                     state.missing_learners.remove(&shard.id);
                     continue;
                 }
@@ -377,15 +396,11 @@ impl Coordinator {
             moves_in_flight_max: self.config.moves_in_flight_max,
         };
         let states: BTreeMap<NodeId, NodeState> = nodes.iter().map(|n| (n.id, n.state)).collect();
+        // Counted over voters that really host their replica (D37), not the voter list.
         *self.stats.lock().expect("stats lock poisoned") = ScheduleStats {
             under_replicated_shards: shards
                 .iter()
-                .filter(|s| {
-                    s.voters.len() < config.replication_factor
-                        || s.voters
-                            .iter()
-                            .any(|v| states.get(v) != Some(&NodeState::Up))
-                })
+                .filter(|s| reconcile::under_replicated(s, config.replication_factor))
                 .count() as u32,
             moves_in_flight: shards.iter().filter(|s| s.pending_move.is_some()).count() as u32,
         };
@@ -437,6 +452,7 @@ impl Coordinator {
                 voters: shard.voters.iter().map(|n| n.0).collect(),
                 learners: shard.learners.iter().map(|n| n.0).collect(),
                 leader_node_id: shard.leader.map_or(0, |n| n.0),
+                missing_voters: shard.missing.iter().map(|n| n.0).collect(),
             })
             .collect();
         let node_infos: Vec<pb::NodeInfo> = nodes
@@ -481,20 +497,56 @@ impl Coordinator {
         self.map.send_replace(Some(map));
     }
 
-    fn admin(
-        &self,
-        metadata: &Metadata,
-        node: NodeId,
-    ) -> Result<NodeAdminClient<tonic::transport::Channel>> {
+    /// An admin client for `node` whose every call names `node` and the cluster (D35).
+    fn admin(&self, metadata: &Metadata, node: NodeId) -> Result<AdminClient> {
         let record = metadata
             .nodes
             .get(&node)
             .ok_or(CoordinatorError::UnknownNode(node.0))?;
+        if self.gone.lock().expect("gone lock poisoned").get(&node) == Some(&record.address) {
+            return Err(CoordinatorError::Unavailable(format!(
+                "{node} is gone from {}: another node answers there",
+                record.address
+            )));
+        }
         let channel = self
             .channels
             .channel(&record.address)
             .map_err(CoordinatorError::Unavailable)?;
-        Ok(NodeAdminClient::new(channel))
+        let cluster_id = metadata
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.cluster_id.clone())
+            .unwrap_or_default();
+        Ok(NodeAdminClient::with_interceptor(
+            channel,
+            Destination::new(node.0, cluster_id),
+        ))
+    }
+
+    /// The error of a failed admin call to `node`. A `WrongNode` refusal means `node` is gone
+    /// from its address: it is remembered, and nothing is sent to it there again.
+    fn call_failed(
+        &self,
+        metadata: &Metadata,
+        node: NodeId,
+        status: tonic::Status,
+    ) -> CoordinatorError {
+        if let Some(wrong) = wrong_node_of(&status) {
+            if let Some(record) = metadata.nodes.get(&node) {
+                tracing::warn!(
+                    %node,
+                    address = %record.address,
+                    answered_by = wrong.node_id,
+                    "another node answers at this node's address: no more commands go there for it"
+                );
+                self.gone
+                    .lock()
+                    .expect("gone lock poisoned")
+                    .insert(node, record.address.clone());
+            }
+        }
+        CoordinatorError::Unavailable(format!("{node}: {status}"))
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -509,7 +561,7 @@ impl Coordinator {
         metadata: &Metadata,
         shards: &[ShardView],
     ) -> Result<()> {
-        let status = |error: tonic::Status| CoordinatorError::Unavailable(error.to_string());
+        let failed = |node: NodeId| move |status| self.call_failed(metadata, node, status);
         let view = |shard: ShardId| shards.iter().find(|s| s.id == shard);
         let leader_of = |shard: ShardId| {
             view(shard)
@@ -536,7 +588,7 @@ impl Coordinator {
                             self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
                         )
                         .await
-                        .map_err(status)?;
+                        .map_err(failed(*node))?;
                 }
                 let members = nodes
                     .iter()
@@ -561,7 +613,7 @@ impl Coordinator {
                         members,
                     }))
                     .await
-                    .map_err(status)?;
+                    .map_err(failed(founder))?;
             }
             Action::StartMove { shard, mv } => {
                 let leader = leader_of(*shard)?;
@@ -573,7 +625,7 @@ impl Coordinator {
                         self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
                     )
                     .await
-                    .map_err(status)?;
+                    .map_err(failed(mv.to))?;
                 let address = metadata
                     .nodes
                     .get(&mv.to)
@@ -589,7 +641,7 @@ impl Coordinator {
                         wait_caught_up: false,
                     }))
                     .await
-                    .map_err(status)?;
+                    .map_err(failed(leader))?;
                 self.metadata
                     .put_shard(&ShardRecord {
                         pending_move: Some(mv.clone()),
@@ -607,11 +659,15 @@ impl Coordinator {
                         remove_learners: vec![],
                     }))
                     .await
-                    .map_err(status)?;
+                    .map_err(failed(leader))?;
             }
             Action::CompleteMove { shard, remove_from } => {
+                // The move is done by the shard's committed configuration (D37), whose epoch
+                // tells the old node its replica is no longer counted (D36).
                 if let Some(node) = remove_from {
-                    self.remove_replica(metadata, *shard, *node).await;
+                    let excluded_at = view(*shard).map_or(0, |s| s.epoch);
+                    self.remove_replica(metadata, *shard, *node, excluded_at)
+                        .await;
                 }
                 self.metadata
                     .put_shard(&ShardRecord {
@@ -641,7 +697,7 @@ impl Coordinator {
                         to_node_id: to.0,
                     }))
                     .await
-                    .map_err(status)?;
+                    .map_err(failed(*from))?;
             }
         }
         Ok(())
@@ -656,6 +712,9 @@ impl Coordinator {
         shard: ShardId,
         learner: NodeId,
     ) {
+        // The epoch of the committed configuration without the learner (0: none known, and
+        // the node keeps a replica it still counts as a member of).
+        let mut excluded_at = 0;
         if let Some(leader) = leader {
             if let Ok(mut admin) = self.admin(metadata, leader) {
                 let request = node_pb::ChangeMembershipRequest {
@@ -664,24 +723,38 @@ impl Coordinator {
                     retain_as_learners: false,
                     remove_learners: vec![learner.0],
                 };
-                if let Err(error) = admin.change_membership(self.request(request)).await {
-                    tracing::warn!(%shard, %learner, %error, "could not drop the learner");
-                    return;
+                match admin.change_membership(self.request(request)).await {
+                    Ok(response) => excluded_at = response.into_inner().epoch,
+                    Err(status) => {
+                        let error = self.call_failed(metadata, leader, status);
+                        tracing::warn!(%shard, %learner, %error, "could not drop the learner");
+                        return;
+                    }
                 }
             }
         }
-        self.remove_replica(metadata, shard, learner).await;
+        self.remove_replica(metadata, shard, learner, excluded_at)
+            .await;
     }
 
-    async fn remove_replica(&self, metadata: &Metadata, shard: ShardId, node: NodeId) {
+    /// Asks `node` to delete its replica of `shard`; `excluded_at` is the epoch of a committed
+    /// configuration without `node` (the node refuses while its own membership is newer and
+    /// still counts it, D36). Best effort: what fails is seen again next round.
+    async fn remove_replica(
+        &self,
+        metadata: &Metadata,
+        shard: ShardId,
+        node: NodeId,
+        excluded_at: u64,
+    ) {
         match self.admin(metadata, node) {
             Ok(mut admin) => {
-                if let Err(error) = admin
-                    .remove_replica(
-                        self.request(node_pb::RemoveReplicaRequest { shard_id: shard.0 }),
-                    )
-                    .await
-                {
+                let request = node_pb::RemoveReplicaRequest {
+                    shard_id: shard.0,
+                    excluded_at_epoch: excluded_at,
+                };
+                if let Err(status) = admin.remove_replica(self.request(request)).await {
+                    let error = self.call_failed(metadata, node, status);
                     tracing::warn!(%shard, %node, %error, "could not delete the replica; retrying later");
                 }
             }
@@ -700,50 +773,40 @@ impl Coordinator {
         states: &BTreeMap<NodeId, NodeState>,
     ) {
         let now = Instant::now();
-        let hosted: Vec<(NodeId, ShardId)> = {
+        let hosted: Vec<(NodeId, ShardId, u64)> = {
             let mut leader = self.leader.lock().await;
             let Some(state) = leader.as_mut() else { return };
-            let stray: Vec<(NodeId, ShardId)> = shards
-                .iter()
-                .filter(|shard| shard.leader.is_some())
-                .flat_map(|shard| {
-                    let members: BTreeSet<NodeId> = shard
-                        .voters
-                        .iter()
-                        .chain(&shard.learners)
-                        .copied()
-                        .collect();
-                    let moving_to = shard.pending_move.as_ref().map(|m| m.to);
-                    state
-                        .observed
-                        .hosts_of(shard.id)
-                        .into_iter()
-                        .filter(move |node| !members.contains(node) && Some(*node) != moving_to)
-                        .map(move |node| (node, shard.id))
-                })
-                .collect();
+            // The same views the planner used this round (D37): hosts from fresh heartbeats,
+            // members from the committed configuration, which the planner never adds a
+            // hosting node to.
+            let stray = reconcile::stray_replicas(shards);
             // The views are from the start of the round and heartbeats lag: a replica just
             // created for a move looks stray for a moment. Only one that stays stray for a
             // grace period is deleted.
             let grace = self.stray_grace();
-            let stray: BTreeSet<(NodeId, ShardId)> = stray.into_iter().collect();
-            state.stray_since.retain(|key, _| stray.contains(key));
+            let keys: BTreeSet<(NodeId, ShardId)> = stray
+                .iter()
+                .map(|(node, shard, _)| (*node, *shard))
+                .collect();
+            state.stray_since.retain(|key, _| keys.contains(key));
             stray
                 .into_iter()
-                .filter(|key| {
-                    now.saturating_duration_since(*state.stray_since.entry(*key).or_insert(now))
-                        > grace
+                .filter(|(node, shard, _)| {
+                    let since = *state.stray_since.entry((*node, *shard)).or_insert(now);
+                    now.saturating_duration_since(since) > grace
                 })
                 .collect()
         };
-        for (node, shard) in hosted {
-            // A left node that still runs may hold a replica its drain left behind.
-            if states.get(&node) == Some(&NodeState::Up)
-                || states.get(&node) == Some(&NodeState::Leaving)
-                || states.get(&node) == Some(&NodeState::Left)
-            {
-                tracing::info!(%shard, %node, "deleting a replica that is no longer a member");
-                self.remove_replica(metadata, shard, node).await;
+        for (node, shard, excluded_at) in hosted {
+            // Never to a node that may be dead (its address may serve another node by now);
+            // a left node that still runs may hold a replica its drain left behind.
+            if matches!(
+                states.get(&node),
+                Some(NodeState::Up | NodeState::Leaving | NodeState::Left)
+            ) {
+                tracing::info!(%shard, %node, excluded_at, "deleting a replica that is no longer a member");
+                self.remove_replica(metadata, shard, node, excluded_at)
+                    .await;
             }
         }
         for record in metadata.nodes.values().filter(|r| r.leaving && !r.left) {

@@ -22,6 +22,7 @@ pub mod observed;
 pub mod oracle;
 pub mod placement;
 pub mod pod_ordinal;
+pub mod reconcile;
 pub mod server;
 pub mod service;
 pub mod timestamp_allocator;

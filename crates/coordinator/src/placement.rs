@@ -54,6 +54,15 @@ pub struct ShardView {
     /// Learners whose applied index has reached the leader's commit index.
     pub caught_up: BTreeSet<NodeId>,
     pub pending_move: Option<Move>,
+    /// The epoch of the committed configuration `voters` and `learners` come from (0: none
+    /// known yet).
+    pub epoch: u64,
+    /// Nodes whose fresh heartbeat lists a replica of the shard, members or not. A node that
+    /// hosts a replica outside the membership (a stray, about to be deleted) is not a target.
+    pub hosts: BTreeSet<NodeId>,
+    /// Voters whose node heartbeats without a replica of the shard: replaced like voters on a
+    /// down node (`reconcile::missing_voters`).
+    pub missing: BTreeSet<NodeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -361,6 +370,10 @@ impl<'a> Planner<'a> {
             .voters
             .iter()
             .filter_map(|voter| {
+                // A voter that hosts nothing is a replica short, whatever its node's state.
+                if shard.missing.contains(voter) {
+                    return Some((RepairClass::BadNodeDown, *voter));
+                }
                 let class = match self.state(*voter) {
                     Some(NodeState::Up | NodeState::Suspect) => return None,
                     Some(NodeState::Leaving) => RepairClass::BadNodeLeaving,
@@ -551,10 +564,12 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Every node holding (or about to hold) a replica of `shard`: voters, learners and the target
-/// of its pending move.
+/// Every node holding (or about to hold) a replica of `shard`: voters, learners, nodes that
+/// report hosting one (a stray replica the sweep has yet to delete: adding that node back
+/// would race the deletion) and the target of its pending move.
 fn replica_nodes(shard: &ShardView) -> BTreeSet<NodeId> {
     let mut nodes: BTreeSet<NodeId> = shard.voters.union(&shard.learners).copied().collect();
+    nodes.extend(shard.hosts.iter().copied());
     if let Some(mv) = &shard.pending_move {
         nodes.insert(mv.to);
     }

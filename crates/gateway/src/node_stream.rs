@@ -559,7 +559,7 @@ mod tests {
             .connect_lazy();
         let client = cairn_proto::node::v1::shard_kv_client::ShardKvClient::with_interceptor(
             channel,
-            cairn_trace_context::InjectTraceContext,
+            crate::router::NodeCall::default(),
         );
         let stats = Arc::new(StreamStats::default());
         (NodeStream::start(address, client, stats.clone()), stats)
@@ -657,7 +657,7 @@ mod tests {
             .connect_lazy();
         let client = cairn_proto::node::v1::shard_kv_client::ShardKvClient::with_interceptor(
             channel,
-            cairn_trace_context::InjectTraceContext,
+            crate::router::NodeCall::default(),
         );
         let stream = NodeStream::start(address, client, Arc::default());
         let failed = stream.call(put(1), soon()).await.unwrap_err();

@@ -4,16 +4,16 @@
 //! write id, so a retry never applies a write twice. Attempts and time are bounded.
 
 use crate::node_stream::{NodeStream, StreamStats};
-use crate::routing::ShardMaps;
+use crate::routing::{NodeAt, ShardMaps};
+use cairn_proto::addressing::Destination;
 use cairn_proto::kv::v1::error_detail::Kind;
 use cairn_proto::node::v1 as node_pb;
 use cairn_proto::node::v1::batch_item_result::Result as ItemResult;
 use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
 use cairn_proto::node::v1::shard_op::Op;
-use cairn_trace_context::InjectTraceContext;
 use cairn_types::ShardId;
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +23,23 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
-/// A storage node's shard KV client; every call carries the caller's trace context.
-pub type NodeKvClient = ShardKvClient<InterceptedService<Channel, InjectTraceContext>>;
+/// A storage node's shard KV client; every call carries the caller's trace context and names
+/// the node it is meant for (D35).
+pub type NodeKvClient = ShardKvClient<InterceptedService<Channel, NodeCall>>;
+
+/// What every call to a node carries: the trace context, and its destination.
+#[derive(Clone, Debug, Default)]
+pub struct NodeCall {
+    pub destination: Destination,
+}
+
+impl tonic::service::Interceptor for NodeCall {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        cairn_trace_context::inject(request.metadata_mut());
+        self.destination.stamp(request.metadata_mut());
+        Ok(request)
+    }
+}
 use tonic::{Code, Status};
 
 /// Which replica a request needs.
@@ -46,8 +61,8 @@ pub struct RetryStats {
 pub struct Router {
     pub maps: ShardMaps,
     channels: Mutex<HashMap<String, Channel>>,
-    /// One batch stream per node, when `batch_node_requests` is on.
-    streams: Mutex<HashMap<String, NodeStream>>,
+    /// One batch stream per node (id and address), when `batch_node_requests` is on.
+    streams: Mutex<HashMap<NodeAt, NodeStream>>,
     batch_node_requests: bool,
     pub stream_stats: Arc<StreamStats>,
     request_timeout: Duration,
@@ -90,7 +105,9 @@ impl Router {
         self.request_timeout
     }
 
-    fn client(&self, address: &str) -> Result<NodeKvClient, Status> {
+    /// A client for `node`, naming it and the cluster `cluster_id` in every call.
+    fn client(&self, node: &NodeAt, cluster_id: &str) -> Result<NodeKvClient, Status> {
+        let address = node.address.as_str();
         let mut channels = self.channels.lock().expect("channel map poisoned");
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
@@ -109,29 +126,36 @@ impl Router {
         // A batch message may carry a request of the largest size plus its envelope.
         let message_bytes_max =
             (cairn_types::REQUEST_BYTES_MAX_CEILING + cairn_types::BATCH_ENVELOPE_BYTES) as usize;
-        Ok(ShardKvClient::with_interceptor(channel, InjectTraceContext)
+        let call = NodeCall {
+            destination: Destination::new(node.node_id, cluster_id),
+        };
+        Ok(ShardKvClient::with_interceptor(channel, call)
             .max_decoding_message_size(message_bytes_max)
             .max_encoding_message_size(message_bytes_max))
     }
 
-    /// The batch stream to the node at `address`, started on first use.
-    fn stream(&self, address: &str) -> Result<NodeStream, Status> {
-        if let Some(stream) = self
-            .streams
-            .lock()
-            .expect("stream map poisoned")
-            .get(address)
-        {
+    /// The batch stream to `node`, started on first use. The stream names the node when it
+    /// opens, so it is kept per node id and address.
+    fn stream(&self, node: &NodeAt, cluster_id: &str) -> Result<NodeStream, Status> {
+        if let Some(stream) = self.streams.lock().expect("stream map poisoned").get(node) {
             return Ok(stream.clone());
         }
-        let client = self.client(address)?;
+        let client = self.client(node, cluster_id)?;
         let mut streams = self.streams.lock().expect("stream map poisoned");
         Ok(streams
-            .entry(address.to_string())
+            .entry(node.clone())
             .or_insert_with(|| {
-                NodeStream::start(address.to_string(), client, self.stream_stats.clone())
+                NodeStream::start(node.address.clone(), client, self.stream_stats.clone())
             })
             .clone())
+    }
+
+    /// Forgets the stream to a node that is gone from its address.
+    fn drop_stream(&self, node: &NodeAt) {
+        self.streams
+            .lock()
+            .expect("stream map poisoned")
+            .remove(node);
     }
 
     /// Sends one op of a shard to the replica `target` names, with the router's retries (see
@@ -146,12 +170,14 @@ impl Router {
     where
         F: FnMut(node_pb::ShardTarget) -> Op,
     {
-        self.attempt_until_done(shard, target, deadline, |address, shard_target| {
+        self.attempt_until_done(shard, target, deadline, |node, cluster_id, shard_target| {
             let op = op(shard_target);
             let sent = if self.batch_node_requests {
-                self.stream(address).map(|stream| Sent::Batched(stream, op))
+                self.stream(node, cluster_id)
+                    .map(|stream| Sent::Batched(stream, op))
             } else {
-                self.client(address).map(|client| Sent::Unary(client, op))
+                self.client(node, cluster_id)
+                    .map(|client| Sent::Unary(client, op))
             };
             async move {
                 match sent? {
@@ -190,9 +216,9 @@ impl Router {
         F: FnMut(NodeKvClient, node_pb::ShardTarget) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        self.attempt_until_done(shard, target, deadline, |address, shard_target| {
+        self.attempt_until_done(shard, target, deadline, |node, cluster_id, shard_target| {
             let called = self
-                .client(address)
+                .client(node, cluster_id)
                 .map(|client| call(client, shard_target));
             async move { Ok(called?.await?.into_inner()) }
         })
@@ -200,7 +226,9 @@ impl Router {
     }
 
     /// The retry loop of [`Router::call`] and [`Router::call_op`]: `send` sends one try
-    /// to the node at the address it is given.
+    /// to the node it is given (naming it and the cluster). A node that refuses a call as
+    /// meant for another node (D35) is gone from that address: this request never goes
+    /// there again.
     async fn attempt_until_done<T, F, Fut>(
         &self,
         shard: ShardId,
@@ -209,10 +237,11 @@ impl Router {
         mut send: F,
     ) -> Result<T, Status>
     where
-        F: FnMut(&str, node_pb::ShardTarget) -> Fut,
+        F: FnMut(&NodeAt, &str, node_pb::ShardTarget) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let mut hint: Option<String> = None;
+        let mut hint: Option<NodeAt> = None;
+        let mut gone: HashSet<NodeAt> = HashSet::new();
         let mut last = Status::unavailable(format!("{shard}: no attempt made"));
         for attempt in 0..self.attempts_max {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -228,15 +257,15 @@ impl Router {
                 ));
             };
             let route = table.route(shard).cloned().unwrap_or_default();
-            let address = match (hint.take(), target) {
-                (Some(address), _) => Some(address),
-                (None, Target::Leader) => table.leader_address(shard).map(str::to_string),
+            let node = match (hint.take(), target) {
+                (Some(node), _) => Some(node),
+                (None, Target::Leader) => table.leader_node(shard),
                 (None, Target::AnyReplica) => {
                     let pick = self.spread.fetch_add(1, Ordering::Relaxed) as usize;
-                    table.replica_address(shard, pick).map(str::to_string)
+                    table.replica_node(shard, pick)
                 }
             };
-            let Some(address) = address else {
+            let Some(node) = node.filter(|node| !gone.contains(node)) else {
                 last = Status::unavailable(format!("{shard} has no known leader"));
                 self.stats.stale_map.fetch_add(1, Ordering::Relaxed);
                 self.maps.refresh().await;
@@ -251,11 +280,13 @@ impl Router {
                 "gateway.attempt",
                 shard = shard.0,
                 attempt,
-                node = %address,
+                node = %node.address,
             );
-            let outcome = tokio::time::timeout(remaining, send(&address, shard_target))
-                .instrument(span)
-                .await;
+            let address = node.address.clone();
+            let outcome =
+                tokio::time::timeout(remaining, send(&node, &table.cluster_id, shard_target))
+                    .instrument(span)
+                    .await;
             let status = match outcome {
                 Ok(Ok(response)) => return Ok(response),
                 Ok(Err(status)) => status,
@@ -269,11 +300,28 @@ impl Router {
                 .ok()
                 .and_then(|d| d.kind);
             match (status.code(), detail) {
+                (_, Some(Kind::WrongNode(wrong))) => {
+                    tracing::warn!(
+                        %shard,
+                        meant_for = node.node_id,
+                        answered_by = wrong.node_id,
+                        %address,
+                        "another node answers at this address; not sending there again"
+                    );
+                    self.stats.stale_map.fetch_add(1, Ordering::Relaxed);
+                    self.drop_stream(&node);
+                    gone.insert(node);
+                    self.maps.refresh().await;
+                    self.pause(attempt, remaining).await;
+                }
                 (_, Some(Kind::NotLeader(not_leader))) => {
                     self.stats.not_leader.fetch_add(1, Ordering::Relaxed);
                     if !not_leader.leader_address.is_empty() && not_leader.leader_address != address
                     {
-                        hint = Some(not_leader.leader_address);
+                        hint = Some(NodeAt {
+                            node_id: not_leader.leader_node_id,
+                            address: not_leader.leader_address,
+                        });
                     } else {
                         self.maps.refresh().await;
                         self.pause(attempt, remaining).await;

@@ -16,7 +16,15 @@ const WATCH_RETRY: Duration = Duration::from_millis(300);
 pub struct ShardRoute {
     pub epoch: u64,
     pub leader: Option<u64>,
+    /// Voters that host their replica (the map's missing voters left out).
     pub voters: Vec<u64>,
+}
+
+/// A node to send a call to: its id, which the call names (D35), and its address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeAt {
+    pub node_id: u64,
+    pub address: String,
 }
 
 /// One version of the shard map, indexed for routing.
@@ -24,6 +32,7 @@ pub struct ShardRoute {
 pub struct RoutingTable {
     pub version: u64,
     pub shard_count: u32,
+    pub cluster_id: String,
     shards: Vec<ShardRoute>,
     addresses: HashMap<u64, String>,
 }
@@ -36,7 +45,12 @@ impl RoutingTable {
                 *route = ShardRoute {
                     epoch: shard.epoch,
                     leader: (shard.leader_node_id != 0).then_some(shard.leader_node_id),
-                    voters: shard.voters.clone(),
+                    voters: shard
+                        .voters
+                        .iter()
+                        .copied()
+                        .filter(|voter| !shard.missing_voters.contains(voter))
+                        .collect(),
                 };
             }
         }
@@ -48,6 +62,7 @@ impl RoutingTable {
         Self {
             version: map.version,
             shard_count: map.shard_count,
+            cluster_id: map.cluster_id.clone(),
             shards,
             addresses,
         }
@@ -71,11 +86,32 @@ impl RoutingTable {
 
     /// The address of some voter of `shard` (for serializable reads), chosen by `pick`.
     pub fn replica_address(&self, shard: ShardId, pick: usize) -> Option<&str> {
+        self.address(self.replica(shard, pick)?)
+    }
+
+    fn replica(&self, shard: ShardId, pick: usize) -> Option<u64> {
         let voters = &self.route(shard)?.voters;
         if voters.is_empty() {
             return None;
         }
-        self.address(voters[pick % voters.len()])
+        Some(voters[pick % voters.len()])
+    }
+
+    fn node_at(&self, node_id: u64) -> Option<NodeAt> {
+        Some(NodeAt {
+            node_id,
+            address: self.address(node_id)?.to_string(),
+        })
+    }
+
+    /// The leader of `shard`, if the map knows one.
+    pub fn leader_node(&self, shard: ShardId) -> Option<NodeAt> {
+        self.node_at(self.route(shard)?.leader?)
+    }
+
+    /// Some voter of `shard` that hosts its replica, chosen by `pick`.
+    pub fn replica_node(&self, shard: ShardId, pick: usize) -> Option<NodeAt> {
+        self.node_at(self.replica(shard, pick)?)
     }
 }
 
@@ -181,9 +217,11 @@ mod tests {
                 pb::ShardInfo {
                     shard_id: 0,
                     epoch: 3,
-                    voters: vec![1, 2],
+                    voters: vec![1, 2, 3],
                     learners: vec![],
                     leader_node_id: 2,
+                    // Node 3 heartbeats without the replica: never a read target.
+                    missing_voters: vec![3],
                 },
                 pb::ShardInfo {
                     shard_id: 1,
@@ -191,6 +229,7 @@ mod tests {
                     voters: vec![1],
                     learners: vec![],
                     leader_node_id: 0,
+                    missing_voters: vec![],
                 },
             ],
             nodes: vec![
@@ -212,6 +251,15 @@ mod tests {
         assert_eq!(table.route(ShardId(1)).unwrap().epoch, 4);
         assert_eq!(table.replica_address(ShardId(0), 0), Some("a:1"));
         assert_eq!(table.replica_address(ShardId(0), 1), Some("b:2"));
+        assert_eq!(table.replica_address(ShardId(0), 2), Some("a:1"));
+        assert_eq!(
+            table.leader_node(ShardId(0)),
+            Some(NodeAt {
+                node_id: 2,
+                address: "b:2".into()
+            })
+        );
+        assert_eq!(table.cluster_id, "c");
         assert_eq!(
             table.shard_for_key(b"user/0"),
             cairn_types::sharding::shard_for_key(b"user/0", 2)

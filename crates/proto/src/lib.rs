@@ -3,6 +3,10 @@
 //! The `.proto` files in the top-level `proto/` folder are the contract; this crate only
 //! compiles them. Conversions to domain types live with the domain types' owners, so that
 //! validation happens once, on receive. This crate must not depend on any other Cairn crate.
+//! Besides the generated code it holds `addressing`, the metadata every call to a node's
+//! internal services carries, since that is part of the same contract.
+
+pub mod addressing;
 
 pub mod kv {
     pub mod v1 {

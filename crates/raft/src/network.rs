@@ -7,6 +7,7 @@
 
 use crate::state_machine::SnapshotFile;
 use crate::type_config::{NodeAddress, ShardRaftConfig, SnapshotMeta, Vote};
+use cairn_proto::addressing::Destination;
 use cairn_proto::raft::v1 as pb;
 use cairn_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use cairn_types::{NodeId, ShardId};
@@ -76,6 +77,8 @@ impl Default for TransportConfig {
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     config: TransportConfig,
+    /// The cluster every message names (empty: none, a static bootstrap).
+    cluster_id: Arc<str>,
 }
 
 impl PeerChannels {
@@ -83,7 +86,19 @@ impl PeerChannels {
         Self {
             channels: Arc::default(),
             config,
+            cluster_id: Arc::from(""),
         }
+    }
+
+    /// The same, naming `cluster_id` in every message (see `cairn_proto::addressing`).
+    pub fn for_cluster(mut self, cluster_id: &str) -> Self {
+        self.cluster_id = Arc::from(cluster_id);
+        self
+    }
+
+    /// The destination header values of a message to `node`.
+    pub fn destination(&self, node: NodeId) -> Destination {
+        Destination::new(node.0, &*self.cluster_id)
     }
 
     pub fn config(&self) -> &TransportConfig {
@@ -169,6 +184,9 @@ impl ShardNetwork {
             payload: encode_payload(request).into(),
         });
         envelope.set_timeout(ttl);
+        self.channels
+            .destination(self.target)
+            .stamp(envelope.metadata_mut());
         let reply = tokio::time::timeout(ttl, async {
             match call {
                 Call::Append => client.append_entries(envelope).await,
@@ -198,6 +216,15 @@ impl ShardNetwork {
 }
 
 fn status_to_rpc_error(target: NodeId, status: tonic::Status) -> RPCError<C> {
+    if let Some(wrong) = cairn_proto::addressing::wrong_node_of(&status) {
+        // Another node (or cluster) listens at the address `target` had: nothing sent there
+        // reaches `target` again. Unreachable backs off; the shard's membership must replace
+        // `target` (the coordinator sees it down).
+        return unreachable(format!(
+            "{target} is gone from its address: node-{} of cluster {:?} answers there",
+            wrong.node_id, wrong.cluster_id
+        ));
+    }
     match status.code() {
         // Not hosted there (yet), or the node is down: back off.
         tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
@@ -327,8 +354,12 @@ impl ShardNetwork {
                 Some((chunk, (file, None, last)))
             },
         );
+        let mut request = tonic::Request::new(chunks);
+        self.channels
+            .destination(self.target)
+            .stamp(request.metadata_mut());
         let reply = client
-            .install_snapshot(chunks)
+            .install_snapshot(request)
             .await
             .map_err(|status| match status_to_rpc_error(self.target, status) {
                 RPCError::Unreachable(e) => StreamingError::Unreachable(e),

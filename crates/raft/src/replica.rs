@@ -658,6 +658,10 @@ impl ShardReplica {
             payload: Default::default(),
         });
         request.set_timeout(timeout);
+        self.context
+            .channels
+            .destination(leader)
+            .stamp(request.metadata_mut());
         let reply = tokio::time::timeout(timeout, client.read_index(request))
             .await
             .map_err(|_| {

@@ -43,12 +43,13 @@ impl<D: ReplicaDirectory> RaftTransportService<D> {
     }
 
     fn replica(&self, shard: u64, to_node: u64) -> Result<Arc<ShardReplica>, Status> {
-        if to_node != self.directory.node_id().0 {
-            return Err(Status::failed_precondition(format!(
-                "raft message for node-{to_node} reached {}",
-                self.directory.node_id()
-            )));
-        }
+        // The node's server checks the destination headers (and the cluster) before this;
+        // the envelope names the node too, so a message is refused even without headers.
+        let me = cairn_proto::addressing::Identity {
+            node_id: self.directory.node_id().0,
+            cluster_id: String::new(),
+        };
+        cairn_proto::addressing::check(&tonic::metadata::MetadataMap::new(), to_node, &me)?;
         self.directory.replica(ShardId(shard)).ok_or_else(|| {
             Status::not_found(format!(
                 "shard-{shard} has no replica on {}",

@@ -166,9 +166,10 @@ impl NodeAdmin for AdminService {
         &self,
         request: Request<pb::RemoveReplicaRequest>,
     ) -> Result<Response<pb::RemoveReplicaResponse>, Status> {
+        let request = request.into_inner();
         let removed = self
             .node
-            .remove_replica(ShardId(request.into_inner().shard_id))
+            .remove_replica(ShardId(request.shard_id), request.excluded_at_epoch)
             .await?;
         Ok(Response::new(pb::RemoveReplicaResponse { removed }))
     }

@@ -66,9 +66,18 @@ pub fn engine_to_proto(engine: StorageEngine) -> pb::StorageEngine {
     }
 }
 
+/// Who the cluster says this node is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    pub node_id: u64,
+    pub cluster_id: String,
+}
+
 /// Reads the node id this node was given (or the configured one), joins the cluster with
-/// it (0: asks for a new one), and keeps the answer in `<data_dir>/node_id` (written to a
-/// temporary file, synced, renamed). Retries until `join_timeout_ms`.
+/// it (0: asks for a new one), and keeps the answer in `<data_dir>/node_id` and
+/// `<data_dir>/cluster_id` (each written to a temporary file, synced, renamed). Retries until
+/// `join_timeout_ms`. Data kept for one cluster is never served to another: a stored cluster
+/// id that differs from the coordinator's is an error.
 ///
 /// With the memory engine nothing is read or kept: the node's data does not survive it, so it
 /// always joins as a new node (D31).
@@ -78,7 +87,7 @@ pub async fn node_id_from_coordinator(
     advertise: &str,
     configured_id: u64,
     config: &CoordinatorClientConfig,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Joined> {
     let path = data_dir.join("node_id");
     let stored: u64 = match std::fs::read_to_string(&path) {
         _ if !engine.is_durable() => 0,
@@ -131,16 +140,42 @@ pub async fn node_id_from_coordinator(
             Err(status) => anyhow::bail!("cannot join the cluster: {}", status.message()),
         }
     };
-    if stored == 0 && engine.is_durable() {
-        std::fs::create_dir_all(data_dir)?;
-        let temporary = data_dir.join("node_id.tmp");
-        std::fs::write(&temporary, joined.node_id.to_string())?;
-        std::fs::File::open(&temporary)?.sync_all()?;
-        std::fs::rename(&temporary, &path)?;
-        std::fs::File::open(data_dir)?.sync_all()?;
+    if engine.is_durable() {
+        let cluster_path = data_dir.join("cluster_id");
+        match std::fs::read_to_string(&cluster_path) {
+            Ok(text) if !text.trim().is_empty() && text.trim() != joined.cluster_id => {
+                anyhow::bail!(
+                    "{} holds cluster {:?}, but the coordinators lead cluster {:?}: this data \
+                     belongs to another cluster",
+                    cluster_path.display(),
+                    text.trim(),
+                    joined.cluster_id
+                )
+            }
+            Ok(text) if !text.trim().is_empty() => {}
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
+            _ => write_synced(data_dir, "cluster_id", &joined.cluster_id)?,
+        }
+        if stored == 0 {
+            write_synced(data_dir, "node_id", &joined.node_id.to_string())?;
+        }
     }
     tracing::info!(node_id = joined.node_id, cluster_id = %joined.cluster_id, "joined the cluster");
-    Ok(joined.node_id)
+    Ok(Joined {
+        node_id: joined.node_id,
+        cluster_id: joined.cluster_id,
+    })
+}
+
+/// Writes `<data_dir>/<name>` crash-atomically: a temporary file, synced, renamed, the folder
+/// synced.
+fn write_synced(data_dir: &Path, name: &str, contents: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    let temporary = data_dir.join(format!("{name}.tmp"));
+    std::fs::write(&temporary, contents)?;
+    std::fs::File::open(&temporary)?.sync_all()?;
+    std::fs::rename(&temporary, data_dir.join(name))?;
+    std::fs::File::open(data_dir)?.sync_all()
 }
 
 fn role_of(role: Option<ServerRole>) -> pb::RaftRole {

@@ -37,6 +37,12 @@ pub enum NodeError {
     /// new timestamp).
     #[error("write refused at apply: {0}")]
     Refused(cairn_mvcc::Refusal),
+    /// RemoveReplica on a replica its shard may still count (D36).
+    #[error("{shard}: not removed: {still}")]
+    StillMember {
+        shard: ShardId,
+        still: crate::removal::StillMember,
+    },
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error("{0}")]
@@ -97,6 +103,7 @@ impl From<NodeError> for Status {
                 }),
             ),
             NodeError::AppliedResultNotRetained => Status::already_exists(message),
+            NodeError::StillMember { .. } => Status::failed_precondition(message),
             NodeError::WriteIdReused => with_detail(
                 Code::InvalidArgument,
                 message,

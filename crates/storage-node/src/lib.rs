@@ -13,6 +13,7 @@ pub mod error;
 pub mod kv_service;
 pub mod metrics;
 pub mod node;
+pub mod removal;
 pub mod server;
 pub mod timestamps;
 

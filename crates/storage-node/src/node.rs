@@ -2,8 +2,10 @@
 
 use crate::config::NodeConfig;
 use crate::error::{NodeError, Result};
+use crate::removal;
 use crate::timestamps::NodeTimestamps;
 use cairn_coordinator_client::TimestampClientConfig;
+use cairn_proto::addressing::{self, Identity};
 use cairn_raft::convert::RequestValidator;
 use cairn_raft::database::{open_storage, OpenStorage, StorageEngine};
 use cairn_raft::group_commit::{GroupCommit, GroupCommitLimits, GroupCommitStats};
@@ -18,6 +20,8 @@ use std::time::Duration;
 
 pub struct Node {
     pub config: NodeConfig,
+    /// This node's id and cluster id, which every call to it must match (D35).
+    identity: Identity,
     pub validator: RequestValidator,
     context: Arc<ReplicaContext>,
     replicas: RwLock<HashMap<ShardId, Arc<ShardReplica>>>,
@@ -35,7 +39,8 @@ impl Node {
     /// Opens the node's storage and every replica it hosted before. `config` has been
     /// validated by the caller, and its `node_id` is the node's id (with a coordinator, the
     /// one it was given at join, which the operator's configuration may leave at 0).
-    pub async fn open(config: NodeConfig) -> anyhow::Result<Arc<Self>> {
+    /// `cluster_id` is the cluster's id from the join (empty for a static bootstrap).
+    pub async fn open(config: NodeConfig, cluster_id: String) -> anyhow::Result<Arc<Self>> {
         assert!(config.node_id != 0, "a node opens under its id");
         let node_id = NodeId(config.node_id);
         let (engine, data_dir, rocksdb_config) = (
@@ -78,7 +83,7 @@ impl Node {
             node_id,
             db: db.clone(),
             snapshot_root: storage.snapshot_root.clone(),
-            channels: PeerChannels::new(config.transport.clone()),
+            channels: PeerChannels::new(config.transport.clone()).for_cluster(&cluster_id),
             group_commit,
             raft_config,
             session_limits: config.sessions.clone(),
@@ -92,6 +97,10 @@ impl Node {
                 .map(|source| source as Arc<dyn cairn_raft::versioned::TimestampSource>),
         });
         let node = Arc::new(Self {
+            identity: Identity {
+                node_id: node_id.0,
+                cluster_id,
+            },
             validator: RequestValidator::new(config.limits.clone()),
             config,
             context,
@@ -116,6 +125,28 @@ impl Node {
 
     pub fn node_id(&self) -> NodeId {
         self.context.node_id
+    }
+
+    /// The check every call to this node's internal services passes first: a call that names
+    /// another node or another cluster is refused with a `WrongNode` detail.
+    pub fn destination_check(
+        &self,
+    ) -> impl FnMut(tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status>
+           + Clone
+           + Send
+           + Sync
+           + 'static {
+        let identity = self.identity.clone();
+        move |request: tonic::Request<()>| match addressing::check(request.metadata(), 0, &identity)
+        {
+            Ok(()) => Ok(request),
+            Err(refused) => {
+                // Peers retry Raft messages to a replaced node every heartbeat until its
+                // shards are repaired: the senders log it once, here it would flood the log.
+                tracing::debug!(%refused, "refused a call meant for another node");
+                Err(refused.into())
+            }
+        }
     }
 
     pub fn storage_engine(&self) -> StorageEngine {
@@ -161,9 +192,28 @@ impl Node {
         Ok(true)
     }
 
-    /// Stops this node's replica of `shard` and deletes its data.
-    pub async fn remove_replica(&self, shard: ShardId) -> Result<bool> {
+    /// Stops this node's replica of `shard` and deletes its data, unless the shard may still
+    /// count it (see [`removal::may_remove`]; `excluded_at_epoch` is the epoch of a committed
+    /// configuration that excludes this node, 0 if the caller knows none).
+    pub async fn remove_replica(&self, shard: ShardId, excluded_at_epoch: u64) -> Result<bool> {
         let _guard = self.lifecycle.lock().await;
+        let Some(replica) = self.replica(shard) else {
+            return Ok(false);
+        };
+        let status = replica.status();
+        removal::may_remove(
+            self.node_id(),
+            &removal::OwnMembership {
+                epoch: status.epoch,
+                voters: &status.voters,
+                learners: &status.learners,
+            },
+            excluded_at_epoch,
+        )
+        .map_err(|still| {
+            tracing::warn!(%shard, %still, "refused to delete a replica its shard still counts");
+            NodeError::StillMember { shard, still }
+        })?;
         let Some(replica) = self
             .replicas
             .write()

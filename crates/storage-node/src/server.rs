@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 
 /// Pause between attempts to found a bootstrap shard whose peers are not up yet.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(500);
@@ -49,8 +50,10 @@ pub async fn run_with_listener(
              lost when it stops, and it rejoins as a new node; never use it for data that matters"
         );
     }
+    // A statically bootstrapped node belongs to no named cluster.
+    let mut cluster_id = String::new();
     if let Some(coordinator) = &config.coordinator {
-        let id = coordinator_client::node_id_from_coordinator(
+        let joined = coordinator_client::node_id_from_coordinator(
             &config.data_dir,
             config.storage.engine,
             &config.advertise(),
@@ -58,15 +61,17 @@ pub async fn run_with_listener(
             coordinator,
         )
         .await?;
-        if config.node_id != 0 && config.node_id != id {
+        if config.node_id != 0 && config.node_id != joined.node_id {
             anyhow::bail!(
-                "configured node_id {} but the coordinator knows this node as {id}",
-                config.node_id
+                "configured node_id {} but the coordinator knows this node as {}",
+                config.node_id,
+                joined.node_id
             );
         }
-        config.node_id = id;
+        config.node_id = joined.node_id;
+        cluster_id = joined.cluster_id;
     }
-    let node = Node::open(config).await?;
+    let node = Node::open(config, cluster_id).await?;
     let metrics = Arc::new(NodeMetrics::new());
     cairn_telemetry::register_info_gauge(
         &metrics.registry,
@@ -124,20 +129,27 @@ pub async fn run_with_listener(
         .tcp_nodelay(true)
         .layer(metrics.grpc.layer())
         .add_service(health_service)
-        .add_service(
+        // Every internal service first checks that the call is meant for this node of this
+        // cluster (D35): a reused address never makes a node act on its predecessor's calls.
+        .add_service(InterceptedService::new(
             ShardKvServer::new(KvService::new(node.clone(), batch))
                 .max_decoding_message_size(message_bytes_max)
                 .max_encoding_message_size(message_bytes_max),
-        )
-        .add_service(NodeAdminServer::new(AdminService::new(node.clone())))
-        .add_service(
+            node.destination_check(),
+        ))
+        .add_service(InterceptedService::new(
+            NodeAdminServer::new(AdminService::new(node.clone())),
+            node.destination_check(),
+        ))
+        .add_service(InterceptedService::new(
             RaftTransportServer::new(RaftTransportService::new(
                 node.clone(),
                 node.config.snapshot_receives_max,
             ))
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize),
-        )
+            node.destination_check(),
+        ))
         .serve_with_incoming_shutdown(
             // Replies must not wait for Nagle's algorithm: every request is latency-bound.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -233,6 +233,18 @@ async fn a_replica_added_after_the_log_was_purged_catches_up_by_snapshot() {
     } else {
         NodeId(3)
     };
+    tracing::info!("--- node 3 refuses to delete its replica while it is a voter (D36)");
+    let mut removed_admin = cluster.admin(replaced).await.expect("removed node admin");
+    let refused = removed_admin
+        .remove_replica(node::RemoveReplicaRequest {
+            shard_id: 0,
+            excluded_at_epoch: 0,
+        })
+        .await
+        .expect_err("a voter's replica is not deleted");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+    assert!(cluster.status(replaced, shard).await.is_some());
+
     let voters: Vec<u64> = (1..=4).filter(|id| *id != replaced.0).collect();
     let epoch = leader_admin
         .change_membership(node::ChangeMembershipRequest {
@@ -256,9 +268,12 @@ async fn a_replica_added_after_the_log_was_purged_catches_up_by_snapshot() {
             || status.role == node::ReplicaRole::Follower as i32,
         "the promoted replica is a voter: {status:?}"
     );
-    let mut removed_admin = cluster.admin(replaced).await.expect("removed node admin");
+    // The committed configuration at `epoch` excludes node 3, whatever its own log holds.
     removed_admin
-        .remove_replica(node::RemoveReplicaRequest { shard_id: 0 })
+        .remove_replica(node::RemoveReplicaRequest {
+            shard_id: 0,
+            excluded_at_epoch: epoch,
+        })
         .await
         .expect("remove replica");
     assert!(

@@ -1159,3 +1159,79 @@ async fn the_batch_stream_answers_every_item_as_its_unary_call_would() {
         .expect("the server task")
         .expect("the node stops cleanly");
 }
+
+/// A call stamped for another node (a replaced node's successor at its address) is refused
+/// on every service with a WrongNode detail, and does nothing (D35).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_meant_for_another_node_are_refused_and_do_nothing() {
+    use cairn_proto::addressing::{wrong_node_of, Destination};
+    fn stamped<T>(destination: Destination, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        destination.stamp(request.metadata_mut());
+        request
+    }
+    let mut node = start_node(|_| {}).await;
+
+    let refused = node
+        .admin
+        .remove_replica(stamped(
+            Destination::new(2, ""),
+            node::RemoveReplicaRequest {
+                shard_id: SHARD,
+                excluded_at_epoch: u64::MAX,
+            },
+        ))
+        .await
+        .expect_err("a RemoveReplica meant for node 2 is refused by node 1");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let wrong = wrong_node_of(&refused).expect("a WrongNode detail");
+    assert_eq!((wrong.intended_node_id, wrong.node_id), (2, 1));
+    let status = node
+        .admin
+        .shard_status(node::ShardStatusRequest {
+            shard_id: SHARD,
+            all: false,
+        })
+        .await
+        .expect("the replica is still there");
+    assert_eq!(status.into_inner().replicas.len(), 1);
+
+    let refused = node
+        .kv
+        .put(stamped(
+            Destination::new(7, ""),
+            node::ShardPutRequest {
+                target: target(SHARD),
+                request: Some(put_request("fenced", "no")),
+            },
+        ))
+        .await
+        .expect_err("a put meant for node 7 is refused");
+    assert!(wrong_node_of(&refused).is_some(), "{refused}");
+
+    tracing::info!("--- the same calls naming node 1 are served");
+    node.kv
+        .put(stamped(
+            Destination::new(1, ""),
+            node::ShardPutRequest {
+                target: target(SHARD),
+                request: Some(put_request("fenced", "yes")),
+            },
+        ))
+        .await
+        .expect("a put meant for node 1 is served");
+    let get = node
+        .kv
+        .get(node::ShardGetRequest {
+            target: target(SHARD),
+            request: Some(kv::GetRequest {
+                key: b"fenced".to_vec(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(get.kv.map(|kv| kv.value), Some(b"yes".to_vec()));
+    node.stop().await;
+}
