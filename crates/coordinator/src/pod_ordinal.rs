@@ -41,7 +41,14 @@ mod tests {
 
     #[test]
     fn a_name_without_an_ordinal_is_rejected_naming_the_field() {
-        for name in ["cairn-coordinator", "coordinator", "", "cairn-", "cairn-1a", "cairn--1"] {
+        for name in [
+            "cairn-coordinator",
+            "coordinator",
+            "",
+            "cairn-",
+            "cairn-1a",
+            "cairn--1",
+        ] {
             let error = member_id_from_ordinal(name).unwrap_err();
             assert_eq!(error.field, "member_id", "{name:?}");
         }
