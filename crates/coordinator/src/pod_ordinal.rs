@@ -47,7 +47,7 @@ mod tests {
             "",
             "cairn-",
             "cairn-1a",
-            "cairn--1",
+            "cairn-+1",
         ] {
             let error = member_id_from_ordinal(name).unwrap_err();
             assert_eq!(error.field, "member_id", "{name:?}");
