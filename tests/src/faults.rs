@@ -9,6 +9,10 @@ use cairn_proto::node::v1 as node;
 use cairn_types::{NodeId, ShardId};
 use std::net::IpAddr;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How often `terminate` checks whether the process exited.
+const TERMINATE_POLL: Duration = Duration::from_millis(10);
 
 impl Cluster {
     /// Stops a process with SIGSTOP: it holds its sockets and state but does nothing, like a
@@ -24,6 +28,36 @@ impl Cluster {
         let id = id.into();
         self.signal(id, "-CONT");
         self.process_mut(id).paused = false;
+    }
+
+    /// Asks a process to stop (SIGTERM) and waits up to `timeout` for it to exit. Returns how
+    /// long it took, or `None` if it was still running at `timeout` (it is then killed with
+    /// -9, so the test can go on). Start it again with `restart`.
+    pub async fn terminate(
+        &mut self,
+        id: impl Into<ProcessId>,
+        timeout: Duration,
+    ) -> Option<Duration> {
+        let id = id.into();
+        self.signal(id, "-TERM");
+        let started = Instant::now();
+        let process = self.process_mut(id);
+        process.paused = false;
+        let mut child = process.child.take().expect("the process runs");
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let took = started.elapsed();
+                tracing::info!(%id, ?took, %status, "process exited after SIGTERM");
+                return Some(took);
+            }
+            if started.elapsed() >= timeout {
+                tracing::warn!(%id, ?timeout, "process still running after SIGTERM; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            tokio::time::sleep(TERMINATE_POLL).await;
+        }
     }
 
     fn signal(&self, id: ProcessId, signal: &str) {

@@ -30,7 +30,7 @@ pub use nemesis::Nemesis;
 pub use network::{LinkFault, Network};
 pub use process::{sibling_binary, Process, ProcessId, Role};
 pub use requests::{error_detail, http_get, metric_value, shard_get, shard_target, WriteIds};
-pub use scenario::{Profile, Scenario, SCENARIO_WAIT};
+pub use scenario::{longest_stall, Profile, Scenario, SCENARIO_WAIT};
 pub use spec::ClusterSpec;
 
 use std::future::Future;

@@ -67,6 +67,29 @@ fn seed() -> u64 {
     }
 }
 
+/// The longest time in `[from, to]` (microseconds of the history's clock) during which some
+/// key saw no operation succeed: how long the clients of that key were stalled. Failed
+/// operations do not count as progress.
+pub fn longest_stall(history: &[cairn_linearizability::Operation], from: u64, to: u64) -> Duration {
+    let mut by_key: std::collections::BTreeMap<&str, Vec<u64>> = std::collections::BTreeMap::new();
+    for operation in history {
+        if let Some((at, _)) = &operation.returned {
+            by_key.entry(operation.key.as_str()).or_default().push(*at);
+        }
+    }
+    let mut longest = 0;
+    for times in by_key.values_mut() {
+        times.retain(|at| (from..=to).contains(at));
+        times.sort_unstable();
+        let mut previous = from;
+        for at in times.iter().copied().chain(std::iter::once(to)) {
+            longest = longest.max(at.saturating_sub(previous));
+            previous = at;
+        }
+    }
+    Duration::from_micros(longest)
+}
+
 /// A proxied cluster under a recorded workload.
 pub struct Scenario {
     pub name: &'static str,
@@ -189,9 +212,19 @@ impl Scenario {
         tokio::time::sleep(self.profile.calm).await;
     }
 
+    /// Microseconds on the history's clock: marks a window for `longest_stall`.
+    pub fn now_micros(&self) -> u64 {
+        self.clock.now()
+    }
+
     /// Heals, stops the clients, reads every key through every gateway, checks the history
     /// and compares the replicas. Returns the number of operations checked.
-    pub async fn finish(mut self) -> usize {
+    pub async fn finish(self) -> usize {
+        self.finish_with_history().await.0
+    }
+
+    /// Like `finish`, and returns the checked history too.
+    pub async fn finish_with_history(mut self) -> (usize, Vec<cairn_linearizability::Operation>) {
         tracing::info!("--- heal, and stop the clients");
         self.cluster.heal();
         self.cluster.wait_for_every_leader(SCENARIO_WAIT).await;
@@ -223,6 +256,6 @@ impl Scenario {
             keys_compared,
             "scenario passed"
         );
-        checked
+        (checked, history)
     }
 }

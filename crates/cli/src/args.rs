@@ -110,6 +110,26 @@ pub enum Command {
     Leave { node_id: u64 },
     /// Discard the history below REVISION: reads below it fail from then on.
     Compact { revision: u64 },
+    /// Operations that may lose acknowledged writes; read docs/operations.md first.
+    #[command(subcommand)]
+    Unsafe(UnsafeCommand),
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum UnsafeCommand {
+    /// Recover SHARD, which lost its quorum, from its surviving replica on --from-node: that
+    /// replica becomes the only voter and the shard is re-replicated from it. Writes the lost
+    /// replicas acknowledged after the survivor's last log entry are LOST; the output says
+    /// where the survivor was. Only for a shard that `cluster status` lists without quorum.
+    RecoverShard {
+        shard: u64,
+        /// The node whose replica survives (one of the surviving voters `cluster status` lists).
+        #[arg(long, value_name = "NODE_ID")]
+        from_node: u64,
+        /// Required: you accept that acknowledged writes may be lost.
+        #[arg(long = "yes-i-may-lose-acknowledged-writes", required = true)]
+        confirmed: bool,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq, Args)]

@@ -42,10 +42,12 @@
 pub mod args;
 pub mod exit;
 pub mod output;
+pub mod recovery;
 pub mod table;
 
 use args::{
-    Cli, ClusterCommand, Command, Expect, OutputFormat, ScanArgs, TxnCommand, SCAN_PAGE_KEYS,
+    Cli, ClusterCommand, Command, Expect, OutputFormat, ScanArgs, TxnCommand, UnsafeCommand,
+    SCAN_PAGE_KEYS,
 };
 use cairn_client::{
     Client, ClientConfig, Consistency, DeleteOptions, Error, Expectation, GetOptions, NodeId,
@@ -212,6 +214,13 @@ async fn execute(client: &Client, command: &Command) -> Result<Report, Error> {
         Command::Compact { revision } => Report::Compact {
             compact_revision: client.compact(*revision).await?,
         },
+        Command::Unsafe(UnsafeCommand::RecoverShard {
+            shard, from_node, ..
+        }) => Report::Recovered(
+            client
+                .unsafe_recover_shard(*shard, NodeId(*from_node))
+                .await?,
+        ),
         Command::Leave { node_id } => Report::Leave {
             node_id: *node_id,
             draining: client.leave(NodeId(*node_id)).await?,

@@ -55,6 +55,7 @@ pub enum Report {
         node_id: u64,
         draining: bool,
     },
+    Recovered(proto::UnsafeRecoverShardResponse),
 }
 
 impl Report {
@@ -129,6 +130,7 @@ impl Report {
                 "coordinator_storage_engine": status.coordinator_storage_engine,
                 "in_memory_nodes": status.in_memory_nodes,
                 "durable": is_durable(status),
+                "shards_without_quorum": crate::recovery::without_quorum_json(&status.shards_without_quorum),
             }),
             Report::Members(members) => json!({
                 "members": members.iter().map(|member| json!({
@@ -155,6 +157,7 @@ impl Report {
                 })).collect::<Vec<_>>(),
             }),
             Report::Join { node_id } => json!({ "node_id": node_id }),
+            Report::Recovered(recovered) => crate::recovery::json(recovered),
             Report::Leave { node_id, draining } => {
                 json!({ "node_id": node_id, "draining": draining })
             }
@@ -239,6 +242,10 @@ impl Report {
                         status.under_replicated_shards.to_string(),
                     ),
                     ("moves_in_flight", status.moves_in_flight.to_string()),
+                    (
+                        "shards_without_quorum",
+                        crate::recovery::without_quorum_cell(&status.shards_without_quorum),
+                    ),
                     ("shard_map_version", status.shard_map_version.to_string()),
                     (
                         "storage",
@@ -304,6 +311,7 @@ impl Report {
                 table(&["SHARD", "EPOCH", "LEADER", "VOTERS", "LEARNERS"], &rows)
             }
             Report::Join { node_id } => table(&["NODE_ID"], &[vec![node_id.to_string()]]),
+            Report::Recovered(recovered) => crate::recovery::table(recovered),
             Report::Leave { node_id, draining } => table(
                 &["NODE_ID", "DRAINING"],
                 &[vec![node_id.to_string(), draining.to_string()]],

@@ -73,6 +73,31 @@ impl Client {
         Ok(NodeId(response.node_id))
     }
 
+    /// Forces `shard`, which lost its quorum, onto the replica on `from`: that replica becomes
+    /// the shard's only voter and the shard is re-replicated from it. Writes the lost
+    /// replicas acknowledged after the survivor's last log entry are lost: the answer says
+    /// where the survivor was (docs/operations.md). Not retried.
+    pub async fn unsafe_recover_shard(
+        &self,
+        shard: u64,
+        from: NodeId,
+    ) -> Result<proto::UnsafeRecoverShardResponse> {
+        let message = proto::UnsafeRecoverShardRequest {
+            shard_id: shard,
+            from_node_id: from.get(),
+            accept_data_loss: true,
+        };
+        self.call(
+            "unsafe recover shard",
+            RetryPolicy::NotIdempotent,
+            |channel, remaining| {
+                let request = request(message, remaining);
+                async move { cluster(channel).unsafe_recover_shard(request).await }
+            },
+        )
+        .await
+    }
+
     /// Starts draining `node`: its replicas move elsewhere, then it is marked left.
     /// Returns whether the node is draining.
     pub async fn leave(&self, node: NodeId) -> Result<bool> {

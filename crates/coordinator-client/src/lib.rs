@@ -149,6 +149,17 @@ impl CoordinatorClient {
         .await
     }
 
+    /// Forces a shard without quorum onto one surviving replica (docs/operations.md).
+    pub async fn unsafe_recover_shard(
+        &mut self,
+        request: pb::UnsafeRecoverShardRequest,
+    ) -> Result<pb::UnsafeRecoverShardResponse, tonic::Status> {
+        self.call("unsafe recover shard", |mut c| async move {
+            c.unsafe_recover_shard(request).await
+        })
+        .await
+    }
+
     pub async fn shard_map(&mut self) -> Result<pb::ShardMap, tonic::Status> {
         self.call("shard map", |mut c| async move {
             c.get_shard_map(pb::GetShardMapRequest {}).await

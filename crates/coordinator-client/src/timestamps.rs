@@ -27,6 +27,12 @@ pub const WAITERS_QUEUED_MAX: usize = 16_384;
 pub const TIMESTAMPS_PER_REQUEST_MAX: u32 = 1 << 16;
 /// Pause before trying the coordinators again once every one refused.
 const ROUND_PAUSE: Duration = Duration::from_millis(50);
+/// Longest one `GetTimestamps` attempt may take, whatever `rpc_timeout` says: a healthy
+/// oracle answers in milliseconds, and every write of the process waits on the attempt.
+pub const ATTEMPT_TIMEOUT_MAX: Duration = Duration::from_millis(1_000);
+/// How long an address that did not answer in time is tried only after every other one
+/// (a hung, stopping or paused coordinator must not cost each request a full attempt).
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TimestampError {
@@ -86,6 +92,7 @@ impl TimestampClient {
             config,
             leader: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashMap::new()),
         });
         tokio::spawn(dispatch(waiting, connection, stats.clone()));
         Self { queue, stats }
@@ -213,6 +220,8 @@ struct Connection {
     config: TimestampClientConfig,
     leader: Mutex<Option<String>>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Addresses that did not answer in time, and when that happened.
+    suspects: Mutex<HashMap<String, Instant>>,
 }
 
 impl Connection {
@@ -231,7 +240,21 @@ impl Connection {
         Some(channel)
     }
 
-    /// The known leader first, then every configured address.
+    fn is_suspect(&self, address: &str) -> bool {
+        let mut suspects = self.suspects.lock().expect("suspects lock poisoned");
+        suspects.retain(|_, since| since.elapsed() < SUSPECT_FOR);
+        suspects.contains_key(address)
+    }
+
+    fn suspect(&self, address: &str) {
+        self.suspects
+            .lock()
+            .expect("suspects lock poisoned")
+            .insert(address.to_string(), Instant::now());
+    }
+
+    /// The order to try addresses in, last first (callers pop): the known leader, then
+    /// every configured address, then the ones that recently did not answer.
     async fn candidates(&self) -> Vec<String> {
         let mut out = Vec::new();
         for entry in &self.config.coordinators {
@@ -245,6 +268,8 @@ impl Connection {
             out.retain(|address| *address != leader);
             out.push(leader);
         }
+        // A stable sort: suspects move to the front (tried last), the rest keep their order.
+        out.sort_by_key(|address| !self.is_suspect(address));
         out
     }
 
@@ -260,12 +285,14 @@ impl Connection {
                 let timeout = self
                     .config
                     .rpc_timeout
+                    .min(ATTEMPT_TIMEOUT_MAX)
                     .min(deadline.saturating_duration_since(Instant::now()));
                 if timeout.is_zero() {
                     break;
                 }
                 let mut request = tonic::Request::new(pb::GetTimestampsRequest { count });
                 request.set_timeout(timeout);
+                let attempt_started = Instant::now();
                 let answer =
                     tokio::time::timeout(timeout, GrpcClient::new(channel).get_timestamps(request))
                         .await;
@@ -282,12 +309,29 @@ impl Connection {
                     Ok(Err(status)) => {
                         if let Some(hint) = crate::not_leader_hint(&status) {
                             if hint != address && !queue.contains(&hint) {
-                                queue.push(hint);
+                                // A hint naming an address that just did not answer is
+                                // likely stale (the followers have not elected yet): it
+                                // waits behind the others.
+                                if self.is_suspect(&hint) {
+                                    queue.insert(0, hint);
+                                } else {
+                                    queue.push(hint);
+                                }
                             }
+                        }
+                        // The request's own deadline may fire before ours: either way the
+                        // coordinator did not answer in time.
+                        if status.code() == tonic::Code::DeadlineExceeded
+                            || attempt_started.elapsed() >= timeout
+                        {
+                            self.suspect(&address);
                         }
                         last_error = format!("{address}: {}", status.message());
                     }
-                    Err(_) => last_error = format!("{address}: no answer within {timeout:?}"),
+                    Err(_) => {
+                        self.suspect(&address);
+                        last_error = format!("{address}: no answer within {timeout:?}");
+                    }
                 }
                 let mut leader = self.leader.lock().expect("leader lock poisoned");
                 if leader.as_deref() == Some(address.as_str()) {
@@ -298,5 +342,81 @@ impl Connection {
             tokio::time::sleep(pause).await;
         }
         Err(TimestampError::Unavailable(last_error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(leader: &str) -> Connection {
+        Connection {
+            config: TimestampClientConfig {
+                coordinators: vec![
+                    "127.0.0.1:1".into(),
+                    "127.0.0.1:2".into(),
+                    "127.0.0.1:3".into(),
+                ],
+                requests_in_flight_max: 1,
+                rpc_timeout: Duration::from_secs(5),
+                outbound_bind_ip: None,
+            },
+            leader: Mutex::new(Some(leader.into())),
+            channels: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_coordinator_that_did_not_answer_is_tried_last_even_when_it_led() {
+        let connection = connection("127.0.0.1:2");
+        // Callers pop: the last address is tried first.
+        let order = connection.candidates().await;
+        assert_eq!(order.last().map(String::as_str), Some("127.0.0.1:2"));
+        connection.suspect("127.0.0.1:2");
+        let order = connection.candidates().await;
+        assert_eq!(
+            order.first().map(String::as_str),
+            Some("127.0.0.1:2"),
+            "{order:?}"
+        );
+        assert_eq!(order.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_on_a_silent_coordinator_ends_within_the_attempt_bound() {
+        // Accepts connections and never answers: a hung coordinator.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = silent.local_addr().expect("address").to_string();
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                sockets.push(socket);
+            }
+        });
+        let connection = Connection {
+            config: TimestampClientConfig {
+                coordinators: vec![address.clone()],
+                requests_in_flight_max: 1,
+                rpc_timeout: Duration::from_secs(30),
+                outbound_bind_ip: None,
+            },
+            leader: Mutex::new(None),
+            channels: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashMap::new()),
+        };
+        let started = Instant::now();
+        let deadline = started + ATTEMPT_TIMEOUT_MAX * 3 / 2;
+        let answer = connection.request(1, deadline).await;
+        assert!(matches!(answer, Err(TimestampError::Unavailable(_))));
+        assert!(
+            started.elapsed() < ATTEMPT_TIMEOUT_MAX * 3,
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(connection.is_suspect(&address));
+        held.abort();
     }
 }

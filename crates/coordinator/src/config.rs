@@ -57,6 +57,9 @@ pub struct CoordinatorConfig {
     pub outbound_bind_ip: Option<std::net::IpAddr>,
     /// Automatic compaction of old revisions (`[auto_compaction]`); off by default, as etcd.
     pub auto_compaction: crate::compaction::AutoCompaction,
+    /// Longest the process takes to exit after SIGTERM, in milliseconds: it hands off what it
+    /// leads, drains its gRPC server and closes its storage within it (docs/operations.md).
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -84,6 +87,7 @@ impl Default for CoordinatorConfig {
             election_timeout_max_ms: 2_000,
             outbound_bind_ip: None,
             auto_compaction: Default::default(),
+            shutdown_grace_ms: cairn_telemetry::SHUTDOWN_GRACE_MS_DEFAULT,
         }
     }
 }
@@ -135,6 +139,15 @@ impl CoordinatorConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.log.validate()?;
         self.tracing.validate()?;
+        if self.shutdown_grace_ms < cairn_telemetry::SHUTDOWN_GRACE_MS_MIN {
+            return Err(bad(
+                "shutdown_grace_ms",
+                format!(
+                    "must be at least {}",
+                    cairn_telemetry::SHUTDOWN_GRACE_MS_MIN
+                ),
+            ));
+        }
         if self.member_id == 0 {
             return Err(bad("member_id", "must be at least 1"));
         }

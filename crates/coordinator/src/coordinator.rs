@@ -57,6 +57,10 @@ pub struct Coordinator {
     /// Nodes another node answered for at their address (a `WrongNode` refusal, D35): no
     /// admin call goes to that node at that address again until it heartbeats from it.
     gone: std::sync::Mutex<BTreeMap<NodeId, String>>,
+    /// Set once this coordinator stops: it answers as a follower from then on (D43).
+    stopping: std::sync::atomic::AtomicBool,
+    /// Shards without quorum (D40); kept by the leader's reconcile loop.
+    quorum: std::sync::Mutex<crate::quorum::QuorumWatch>,
 }
 
 impl Coordinator {
@@ -74,6 +78,8 @@ impl Coordinator {
             .into_iter()
             .collect();
         let (map, _) = watch::channel(None);
+        // A loss must last one suspicion period before it counts (D40).
+        let quorum_confirm_after = Duration::from_millis(config.suspect_after_ms);
         Ok(Arc::new(Self {
             config,
             members,
@@ -83,6 +89,8 @@ impl Coordinator {
             map,
             stats: std::sync::Mutex::new(ScheduleStats::default()),
             gone: std::sync::Mutex::new(BTreeMap::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            quorum: std::sync::Mutex::new(crate::quorum::QuorumWatch::new(quorum_confirm_after)),
         }))
     }
 
@@ -105,7 +113,7 @@ impl Coordinator {
 
     /// The error a follower answers with: where the leader is.
     pub fn not_leader(&self) -> CoordinatorError {
-        let leader = self.metadata.replica().status().leader.map(|id| id.0);
+        let leader = self.leader_id();
         CoordinatorError::NotLeader {
             leader_id: leader,
             leader_address: leader.and_then(|id| self.members.get(&id).cloned()),
@@ -114,7 +122,20 @@ impl Coordinator {
 
     /// Whether this coordinator's metadata replica leads the group.
     pub fn is_leader(&self) -> bool {
-        self.metadata.replica().is_leader()
+        !self.is_stopping() && self.metadata.replica().is_leader()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stops answering as the leader: every request gets NotLeader from now on (naming the
+    /// new leader, never this coordinator) and the shard-map watches end, so that nodes and
+    /// gateways move to the new leader instead of waiting on this one (D43).
+    pub fn stop_serving(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.map.send_replace(None);
     }
 
     /// The address of the coordinator leader, if known and not this one.
@@ -125,7 +146,9 @@ impl Coordinator {
     }
 
     pub fn leader_id(&self) -> Option<u64> {
-        self.metadata.replica().status().leader.map(|id| id.0)
+        let leader = self.metadata.replica().status().leader.map(|id| id.0);
+        // A stopping coordinator never names itself: whoever follows the hint would come back.
+        leader.filter(|id| !(self.is_stopping() && *id == self.config.member_id))
     }
 
     pub fn subscribe_map(&self) -> watch::Receiver<Option<pb::ShardMap>> {
@@ -134,6 +157,10 @@ impl Coordinator {
 
     pub fn current_map(&self) -> Option<pb::ShardMap> {
         self.map.borrow().clone()
+    }
+
+    pub(crate) fn quorum_watch(&self) -> std::sync::MutexGuard<'_, crate::quorum::QuorumWatch> {
+        self.quorum.lock().expect("quorum watch lock poisoned")
     }
 
     pub fn stats(&self) -> ScheduleStats {
@@ -149,13 +176,14 @@ impl Coordinator {
     }
 
     /// Takes (or keeps) leadership state; `None` if this coordinator is not the leader.
-    async fn leader_state(&self) -> Result<bool> {
+    pub(crate) async fn leader_state(&self) -> Result<bool> {
         let status = self.metadata.replica().status();
         let mut leader = self.leader.lock().await;
-        if !self.metadata.replica().is_leader() {
+        if !self.is_leader() {
             if leader.take().is_some() {
                 tracing::info!("lost coordinator leadership");
                 self.map.send_replace(None);
+                self.quorum_watch().clear();
             }
             return Ok(false);
         }
@@ -204,6 +232,9 @@ impl Coordinator {
     // ---- requests from storage nodes ----
 
     pub async fn heartbeat(&self, request: pb::HeartbeatRequest) -> Result<()> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
         let mut leader = self.leader.lock().await;
         let Some(state) = leader.as_mut() else {
             return Err(self.not_leader());
@@ -387,6 +418,8 @@ impl Coordinator {
                 }
             }
             self.publish(state, &metadata, &nodes, &shards);
+            let losses = crate::quorum::losses(&state.observed, &nodes, &shards);
+            self.note_quorum_losses(losses, now);
             (nodes, shards, state.cluster.clone())
         };
         let config = PlacementConfig {
@@ -417,7 +450,10 @@ impl Coordinator {
                 })
                 .await?;
         }
-        for action in placement::plan(&nodes, &shards, &config) {
+        let actions = placement::plan(&nodes, &shards, &config);
+        // Shards without quorum: their moves need a leader they do not have (D40).
+        let actions = self.quorum_watch().filter_actions(actions, now);
+        for action in actions {
             tracing::info!(?action, "placement");
             if let Err(error) = self.execute(&action, &metadata, &shards).await {
                 tracing::warn!(?action, %error, "placement action failed; it is planned again next round");
@@ -498,7 +534,7 @@ impl Coordinator {
     }
 
     /// An admin client for `node` whose every call names `node` and the cluster (D35).
-    fn admin(&self, metadata: &Metadata, node: NodeId) -> Result<AdminClient> {
+    pub(crate) fn admin(&self, metadata: &Metadata, node: NodeId) -> Result<AdminClient> {
         let record = metadata
             .nodes
             .get(&node)
@@ -549,7 +585,7 @@ impl Coordinator {
         CoordinatorError::Unavailable(format!("{node}: {status}"))
     }
 
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(Duration::from_millis(self.config.admin_timeout_ms));
         request

@@ -22,9 +22,12 @@ pub mod observed;
 pub mod oracle;
 pub mod placement;
 pub mod pod_ordinal;
+pub mod quorum;
 pub mod reconcile;
+pub mod recovery;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod timestamp_allocator;
 
 pub use config::CoordinatorConfig;

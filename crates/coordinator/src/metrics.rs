@@ -1,5 +1,5 @@
-//! The coordinator's Prometheus metrics: leadership, nodes by state, shards under-replicated,
-//! moves in flight and the shard map version (read at each scrape), plus per-RPC metrics.
+//! The coordinator's Prometheus metrics: leadership, nodes by state, shards under-replicated
+//! and without quorum, moves in flight and the shard map version (read at each scrape), plus per-RPC metrics.
 
 use crate::coordinator::Coordinator;
 use cairn_proto::coordinator::v1 as pb;
@@ -14,6 +14,7 @@ pub struct CoordinatorMetrics {
     under_replicated: IntGauge,
     moves_in_flight: IntGauge,
     map_version: IntGauge,
+    shards_without_quorum: IntGauge,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -57,6 +58,11 @@ impl CoordinatorMetrics {
                 "cairn_coordinator_shard_map_version",
                 "Version of the published shard map (leader only)",
             ),
+            shards_without_quorum: gauge(
+                &registry,
+                "cairn_coordinator_shards_without_quorum",
+                "Shards with fewer than a majority of their voters alive and hosting their replica: they accept no writes (leader only; docs/operations.md)",
+            ),
             nodes,
             grpc,
             registry,
@@ -69,6 +75,12 @@ impl CoordinatorMetrics {
         self.under_replicated
             .set(i64::from(stats.under_replicated_shards));
         self.moves_in_flight.set(i64::from(stats.moves_in_flight));
+        let without_quorum = if coordinator.is_leader() {
+            coordinator.shards_without_quorum().len()
+        } else {
+            0
+        };
+        self.shards_without_quorum.set(without_quorum as i64);
         self.nodes.reset();
         if let Some(map) = coordinator.current_map() {
             self.map_version.set(map.version as i64);

@@ -181,7 +181,23 @@ pub async fn run_with_listener(
         .set_serving::<CoordinatorServer<CoordinatorService>>()
         .await;
     tracing::info!(member = config.member_id, address = %config.listen_address, "coordinator serving");
-    let result = tonic::transport::Server::builder()
+    // From the stop signal: hand off leadership, stop serving and stop Raft, then drain the
+    // gRPC server, all within `shutdown_grace_ms` (crate::shutdown, D43).
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let stop = cairn_telemetry::Stopping::watch(shutdown, grace);
+    let drain_started = {
+        let (stop, coordinator, replica) = (stop.clone(), coordinator.clone(), replica.clone());
+        let (reconcile, auto_compaction) =
+            (reconcile.abort_handle(), auto_compaction.abort_handle());
+        async move {
+            let deadlines = stop.stopped().await;
+            reconcile.abort();
+            auto_compaction.abort();
+            crate::shutdown::stop(&coordinator, &replica, deadlines).await;
+            tracing::info!("coordinator stopping: draining connections");
+        }
+    };
+    let server = tonic::transport::Server::builder()
         .layer(metrics.grpc.layer())
         .add_service(health_service)
         .add_service(CoordinatorServer::new(CoordinatorService::new(
@@ -196,15 +212,21 @@ pub async fn run_with_listener(
         )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await;
+            drain_started,
+        );
+    let result = cairn_telemetry::serve_bounded(server, &stop, |d| d.drain)
+        .await
+        .unwrap_or(Ok(()));
     reconcile.abort();
     auto_compaction.abort();
     if let Some(endpoint) = metrics_endpoint {
         endpoint.abort();
     }
-    replica.shutdown().await;
+    let exit = stop
+        .deadlines()
+        .map_or_else(|| std::time::Instant::now() + grace / 5, |d| d.exit);
+    // Already stopped on the way here unless the server failed; stopping twice is harmless.
+    cairn_telemetry::until_deadline("coordinator raft shutdown", exit, replica.shutdown()).await;
     storage.remove_scratch();
     result.map_err(|error| anyhow::anyhow!("gRPC server failed: {error}"))
 }

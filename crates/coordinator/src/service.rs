@@ -194,6 +194,17 @@ impl CoordinatorApi for CoordinatorService {
                 StorageEngine::Disk => pb::StorageEngine::Disk,
                 StorageEngine::Memory => pb::StorageEngine::Memory,
             } as i32,
+            shards_without_quorum: self
+                .coordinator
+                .shards_without_quorum()
+                .into_iter()
+                .map(|lost| pb::ShardWithoutQuorum {
+                    shard_id: lost.loss.shard.0,
+                    voters: lost.loss.voters.iter().map(|n| n.0).collect(),
+                    surviving_voters: lost.loss.surviving.iter().map(|n| n.0).collect(),
+                    lost_for_ms: lost.since.elapsed().as_millis() as u64,
+                })
+                .collect(),
         }))
     }
 
@@ -212,6 +223,23 @@ impl CoordinatorApi for CoordinatorService {
             first: timestamps.start.0,
             count,
         }))
+    }
+
+    #[tracing::instrument(name = "coordinator.unsafe_recover_shard", skip_all)]
+    async fn unsafe_recover_shard(
+        &self,
+        request: Request<pb::UnsafeRecoverShardRequest>,
+    ) -> Result<Response<pb::UnsafeRecoverShardResponse>, Status> {
+        if let Some(mut leader) = self.leader_for(&request).await? {
+            return leader
+                .unsafe_recover_shard(forwarded(request.into_inner()))
+                .await;
+        }
+        Ok(Response::new(
+            self.coordinator
+                .unsafe_recover_shard(request.into_inner())
+                .await?,
+        ))
     }
 
     #[tracing::instrument(name = "coordinator.compact", skip_all)]

@@ -77,6 +77,16 @@ impl Cluster for ClusterService {
                 .iter()
                 .filter(|n| n.storage_engine == coordinator::StorageEngine::Memory as i32)
                 .count() as u32,
+            shards_without_quorum: status
+                .shards_without_quorum
+                .into_iter()
+                .map(|lost| pb::ShardWithoutQuorum {
+                    shard_id: lost.shard_id,
+                    voters: lost.voters,
+                    surviving_voters: lost.surviving_voters,
+                    lost_for_ms: lost.lost_for_ms,
+                })
+                .collect(),
         }))
     }
 
@@ -134,6 +144,34 @@ impl Cluster for ClusterService {
             .await?;
         Ok(Response::new(pb::JoinResponse {
             node_id: joined.node_id,
+        }))
+    }
+
+    async fn unsafe_recover_shard(
+        &self,
+        request: Request<pb::UnsafeRecoverShardRequest>,
+    ) -> Result<Response<pb::UnsafeRecoverShardResponse>, Status> {
+        let request = request.into_inner();
+        let answer = self
+            .client
+            .lock()
+            .await
+            .unsafe_recover_shard(coordinator::UnsafeRecoverShardRequest {
+                shard_id: request.shard_id,
+                from_node_id: request.from_node_id,
+                accept_data_loss: request.accept_data_loss,
+            })
+            .await?;
+        Ok(Response::new(pb::UnsafeRecoverShardResponse {
+            shard_id: answer.shard_id,
+            from_node_id: answer.from_node_id,
+            previous_voters: answer.previous_voters,
+            last_log_index: answer.last_log_index,
+            term: answer.term,
+            committed_index: answer.committed_index,
+            applied_index: answer.applied_index,
+            revision: answer.revision,
+            epoch: answer.epoch,
         }))
     }
 

@@ -44,6 +44,9 @@ pub struct GatewayConfig {
     /// Requests for snapshot revisions (of ranges) to the timestamp oracle outstanding at
     /// once; ranges that arrive meanwhile leave together in the next request.
     pub timestamp_requests_in_flight_max: usize,
+    /// Longest the process takes to exit after SIGTERM, in milliseconds: it hands off what it
+    /// leads, drains its gRPC server and closes its storage within it (docs/operations.md).
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -65,6 +68,7 @@ impl Default for GatewayConfig {
             worker_threads: 0,
             batch_node_requests: true,
             timestamp_requests_in_flight_max: 2,
+            shutdown_grace_ms: cairn_telemetry::SHUTDOWN_GRACE_MS_DEFAULT,
         }
     }
 }
@@ -76,6 +80,15 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.log.validate()?;
         self.tracing.validate()?;
+        if self.shutdown_grace_ms < cairn_telemetry::SHUTDOWN_GRACE_MS_MIN {
+            return Err(bad(
+                "shutdown_grace_ms",
+                format!(
+                    "must be at least {}",
+                    cairn_telemetry::SHUTDOWN_GRACE_MS_MIN
+                ),
+            ));
+        }
         check_socket_address("listen_address", &self.listen_address, false)?;
         check_socket_address("metrics_listen_address", &self.metrics_listen_address, true)?;
         if self.coordinators.is_empty() {

@@ -60,7 +60,18 @@ pub async fn run_with_listener(
     health.set_serving::<ClusterServer<ClusterService>>().await;
     tracing::info!(address = %config.listen_address, "gateway serving");
     let message_bytes_max = REQUEST_BYTES_MAX_CEILING as usize;
-    let result = tonic::transport::Server::builder()
+    // From the stop signal the gateway drains its connections for most of
+    // `shutdown_grace_ms`, then drops the ones still open and exits.
+    let stop =
+        cairn_telemetry::Stopping::watch(shutdown, Duration::from_millis(config.shutdown_grace_ms));
+    let drain_started = {
+        let stop = stop.clone();
+        async move {
+            stop.stopped().await;
+            tracing::info!("gateway stopping: draining connections");
+        }
+    };
+    let server = tonic::transport::Server::builder()
         .layer(metrics.grpc.layer())
         .add_service(health_service)
         .add_service(
@@ -85,9 +96,11 @@ pub async fn run_with_listener(
         )))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await;
+            drain_started,
+        );
+    let result = cairn_telemetry::serve_bounded(server, &stop, |d| d.drain)
+        .await
+        .unwrap_or(Ok(()));
     if let Some(endpoint) = metrics_endpoint {
         endpoint.abort();
     }

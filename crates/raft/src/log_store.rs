@@ -10,12 +10,13 @@ use crate::codec;
 use crate::error::StorageError;
 use crate::group_commit::GroupCommit;
 use crate::keys;
-use crate::type_config::{Entry, LogId, ShardRaftConfig, Vote};
-use cairn_types::ShardId;
+use crate::type_config::{Entry, LogId, NodeAddress, ShardRaftConfig, Vote};
+use cairn_types::{NodeId, ShardId};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::OptionalSend;
+use openraft::{Membership, OptionalSend};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -148,6 +149,46 @@ impl RaftLogReader<ShardRaftConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
         Ok(self.read_state(keys::TAG_VOTE)?)
+    }
+}
+
+impl LogStore {
+    /// Unsafe recovery (D41): appends, after the last entry, a membership entry that makes
+    /// `voter` (at `node`) the shard's only voter, and syncs it. Only while the shard's Raft
+    /// instance is stopped: openraft reads the effective membership from the log when it
+    /// starts, so the replica comes back as a group of one and elects itself. The entry keeps
+    /// the last entry's leader id, so the log stays ordered and no term exceeds the vote.
+    pub fn append_forced_membership(
+        &self,
+        voter: NodeId,
+        node: NodeAddress,
+    ) -> Result<LogId, StorageError> {
+        let last = match self.last_entry()? {
+            Some(entry) => Some(entry.log_id()),
+            None => self.read_state::<LogId>(keys::TAG_PURGED)?,
+        };
+        let last = last.ok_or_else(|| {
+            StorageError::Inconsistent(format!(
+                "{}: this replica has no log: there is nothing to recover from",
+                self.shard
+            ))
+        })?;
+        let log_id = LogId::new(*last.committed_leader_id(), last.index() + 1);
+        let membership = Membership::new(
+            vec![BTreeSet::from([voter])],
+            BTreeMap::from([(voter, node)]),
+        )
+        .map_err(|error| StorageError::Inconsistent(error.to_string()))?;
+        let entry = Entry::new_membership(log_id, membership);
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.put_cf_opt(
+            self.cf_log(),
+            keys::log_key(self.shard, log_id.index()),
+            codec::encode(&entry),
+            &options,
+        )?;
+        Ok(log_id)
     }
 }
 

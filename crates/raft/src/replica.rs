@@ -784,6 +784,92 @@ impl ShardReplica {
             .map_err(|fatal| self.fatal(fatal))
     }
 
+    /// Before this process stops: if this replica leads, asks the voter whose log matches the
+    /// most of the leader's to take over (openraft's leadership transfer: it stands for
+    /// election at once, without waiting for an election timeout). Returns the chosen voter;
+    /// `None` when this replica does not lead or leads alone.
+    pub async fn hand_off_leadership(&self) -> Option<NodeId> {
+        let target = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            if metrics.current_leader != Some(self.context.node_id) {
+                return None;
+            }
+            let replication = metrics.replication.as_ref()?;
+            metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .filter(|voter| *voter != self.context.node_id)
+                .max_by_key(|voter| {
+                    replication
+                        .get(voter)
+                        .and_then(|matched| matched.as_ref().map(|log_id| log_id.index))
+                        .unwrap_or(0)
+                })?
+        };
+        match self.transfer_leader(target).await {
+            Ok(()) => Some(target),
+            Err(error) => {
+                tracing::warn!(shard = %self.shard, %target, %error, "could not hand off leadership");
+                None
+            }
+        }
+    }
+
+    /// Unsafe recovery (D41): stops this replica's Raft instance and appends a membership
+    /// entry that makes this node the shard's only voter. The caller reopens the replica,
+    /// which then elects itself and commits whatever its log holds. Returns the replica's
+    /// status before (what the survivor had: writes after it may be lost) and the shard's
+    /// new epoch. Refused when this replica is not a voter (a learner may miss committed
+    /// entries that a voter has).
+    pub async fn force_single_voter(&self) -> Result<(ReplicaStatus, u64), ReplicaError> {
+        let before = self.status_with_data().await?;
+        let me = self.context.node_id;
+        if !before.voters.contains(&me) {
+            return Err(ReplicaError::Membership {
+                shard: self.shard,
+                reason: format!(
+                    "this replica is not a voter of its shard (voters {:?}): recover from a voter",
+                    before.voters
+                ),
+            });
+        }
+        let address = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&me)
+            .cloned()
+            .unwrap_or_default();
+        self.shutdown().await;
+        let log_store = LogStore::new(
+            self.context.db.clone(),
+            self.shard,
+            self.context.group_commit.clone(),
+        );
+        let shard = self.shard;
+        let log_id =
+            tokio::task::spawn_blocking(move || log_store.append_forced_membership(me, address))
+                .await
+                .map_err(|join| ReplicaError::Stopped {
+                    shard,
+                    reason: join.to_string(),
+                })?
+                .map_err(|source| ReplicaError::Storage { shard, source })?;
+        tracing::warn!(
+            %shard,
+            last_log_index = before.last_log_index,
+            applied_index = before.applied_index,
+            revision = before.revision.0,
+            forced_index = log_id.index(),
+            "UNSAFE RECOVERY: this replica is now the shard's only voter"
+        );
+        Ok((before, epoch_of(Some(&log_id))))
+    }
+
     /// Builds a snapshot now and waits for it; with `purge_log`, also purges the log up to it.
     pub async fn snapshot_now(
         &self,

@@ -202,6 +202,28 @@ impl NodeAdmin for AdminService {
         }))
     }
 
+    async fn unsafe_recover_replica(
+        &self,
+        request: Request<pb::UnsafeRecoverReplicaRequest>,
+    ) -> Result<Response<pb::UnsafeRecoverReplicaResponse>, Status> {
+        let request = request.into_inner();
+        if request.node_id != self.node.node_id().0 {
+            return Err(Status::failed_precondition(format!(
+                "this is node {}, not node {}: refusing a recovery meant for another node",
+                self.node.node_id().0,
+                request.node_id
+            )));
+        }
+        let (before, epoch) = self
+            .node
+            .unsafe_recover_replica(ShardId(request.shard_id))
+            .await?;
+        Ok(Response::new(pb::UnsafeRecoverReplicaResponse {
+            before: Some(to_proto(before)),
+            epoch,
+        }))
+    }
+
     async fn shard_status(
         &self,
         request: Request<pb::ShardStatusRequest>,

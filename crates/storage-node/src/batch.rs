@@ -32,8 +32,10 @@ pub const BATCH_ITEMS_MAX: usize = 1024;
 pub const ITEMS_IN_FLIGHT_MAX: usize = 4096;
 /// Longest an item may run (also the deadline of an item that names none).
 pub const ITEM_TIMEOUT_MAX: Duration = Duration::from_secs(60);
-/// Longest a stream waits for its running items when the node shuts down.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Longest a stream waits for its running items when the node shuts down: well inside the
+/// drain phase of the node's `shutdown_grace_ms` (D42), which starts after the leadership
+/// hand-off, so that the items end with an answer rather than a cut connection.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Responses that may wait for HTTP/2 to take them; items wait to send theirs beyond it.
 const RESPONSES_QUEUED_MAX: usize = 64;
 

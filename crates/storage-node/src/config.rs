@@ -56,6 +56,9 @@ pub struct NodeConfig {
     /// replica of every shard `0..shard_count`, and the member with the lowest id founds each
     /// shard's Raft group with all members as voters.
     pub bootstrap: Option<BootstrapConfig>,
+    /// Longest the process takes to exit after SIGTERM, in milliseconds: it hands off what it
+    /// leads, drains its gRPC server and closes its storage within it (docs/operations.md).
+    pub shutdown_grace_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +136,7 @@ impl Default for NodeConfig {
             group_commit_batch_max: 4_096,
             snapshot_receives_max: 2,
             bootstrap: None,
+            shutdown_grace_ms: cairn_telemetry::SHUTDOWN_GRACE_MS_DEFAULT,
         }
     }
 }
@@ -150,6 +154,15 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.log.validate()?;
         self.tracing.validate()?;
+        if self.shutdown_grace_ms < cairn_telemetry::SHUTDOWN_GRACE_MS_MIN {
+            return Err(bad(
+                "shutdown_grace_ms",
+                format!(
+                    "must be at least {}",
+                    cairn_telemetry::SHUTDOWN_GRACE_MS_MIN
+                ),
+            ));
+        }
         match &self.coordinator {
             None if self.node_id == 0 => {
                 return Err(bad(

@@ -35,6 +35,9 @@ pub struct Node {
     pub compaction_points: Arc<CompactionPoints>,
 }
 
+/// How often a stopping node checks whether its shards have new leaders.
+const HAND_OFF_POLL: Duration = Duration::from_millis(20);
+
 impl Node {
     /// Opens the node's storage and every replica it hosted before. `config` has been
     /// validated by the caller, and its `node_id` is the node's id (with a coordinator, the
@@ -192,6 +195,39 @@ impl Node {
         Ok(true)
     }
 
+    /// Unsafe recovery (D41): makes this node's replica of `shard` the shard's only voter
+    /// (it stops, gets a membership entry naming it alone, and is reopened). Returns its
+    /// status before the recovery and the shard's new epoch.
+    pub async fn unsafe_recover_replica(
+        &self,
+        shard: ShardId,
+    ) -> Result<(cairn_raft::replica::ReplicaStatus, u64)> {
+        let _guard = self.lifecycle.lock().await;
+        let replica = self.replica_or_error(shard)?;
+        let voters = replica.status().voters;
+        if !voters.contains(&self.node_id()) {
+            return Err(NodeError::from(cairn_raft::replica::ReplicaError::Membership {
+                shard,
+                reason: format!(
+                    "this replica is not a voter of its shard (voters {voters:?}): recover from a voter"
+                ),
+            }));
+        }
+        let forced = replica.force_single_voter().await;
+        if forced.is_err() {
+            // Whatever failed, the instance must be stopped before the replica is reopened.
+            replica.shutdown().await;
+        }
+        // Open it again, on the new membership when there is one.
+        let reopened = ShardReplica::open(self.context.clone(), shard).await?;
+        self.replicas
+            .write()
+            .expect("replica map poisoned")
+            .insert(shard, Arc::new(reopened));
+        tracing::info!(%shard, "replica reopened after an unsafe recovery");
+        Ok(forced?)
+    }
+
     /// Stops this node's replica of `shard` and deletes its data, unless the shard may still
     /// count it (see [`removal::may_remove`]; `excluded_at_epoch` is the epoch of a committed
     /// configuration that excludes this node, 0 if the caller knows none).
@@ -228,10 +264,48 @@ impl Node {
         Ok(true)
     }
 
-    pub async fn shutdown(&self) {
-        for replica in self.replicas() {
-            replica.shutdown().await;
+    /// Hands off the leadership of every shard this node leads and waits, until `deadline`,
+    /// for the new leaders to take over, so that a stopping node costs its shards no election
+    /// timeout (a rolling restart moves leaders instead of losing them).
+    pub async fn hand_off_leadership(&self, deadline: std::time::Instant) {
+        let replicas = self.replicas();
+        let targets =
+            futures::future::join_all(replicas.iter().map(|replica| replica.hand_off_leadership()))
+                .await;
+        let handed_off: Vec<_> = replicas
+            .into_iter()
+            .zip(targets)
+            .filter_map(|(replica, target)| target.map(|target| (replica, target)))
+            .collect();
+        if handed_off.is_empty() {
+            return;
         }
+        tracing::info!(
+            shards = handed_off.len(),
+            "handed off shard leadership; waiting for the new leaders"
+        );
+        while handed_off.iter().any(|(replica, _)| replica.is_leader())
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(HAND_OFF_POLL).await;
+        }
+        let kept = handed_off
+            .iter()
+            .filter(|(replica, _)| replica.is_leader())
+            .count();
+        if kept > 0 {
+            tracing::warn!(
+                shards = kept,
+                "some shards kept this node as leader; they elect a new one once it stops"
+            );
+        }
+    }
+
+    /// Stops every replica (all at once: the caller bounds the time) and removes the memory
+    /// engine's scratch folder.
+    pub async fn shutdown(&self) {
+        let replicas = self.replicas();
+        futures::future::join_all(replicas.iter().map(|replica| replica.shutdown())).await;
         self.storage
             .lock()
             .expect("storage lock poisoned")

@@ -113,11 +113,29 @@ pub async fn run_with_listener(
         .set_serving::<RaftTransportServer<RaftTransportService<Node>>>()
         .await;
 
-    // Batch streams must end for the server's graceful shutdown to finish: they watch this.
+    // From the stop signal the node has `shutdown_grace_ms` to exit: it hands off the
+    // leadership of its shards while still serving, then drains its gRPC server (batch
+    // streams must end for that: they watch `stopping`), then stops its replicas.
+    let grace = Duration::from_millis(node.config.shutdown_grace_ms);
+    let stop = cairn_telemetry::Stopping::watch(shutdown, grace);
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stopping_tx.send(true);
+    let shutdown = {
+        let (stop, node) = (stop.clone(), node.clone());
+        async move {
+            let deadlines = stop.stopped().await;
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "storage node stopping: handing off shard leadership"
+            );
+            cairn_telemetry::until_deadline(
+                "shard leadership hand-off",
+                deadlines.handoff,
+                node.hand_off_leadership(deadlines.handoff),
+            )
+            .await;
+            tracing::info!("storage node stopping: draining connections");
+            let _ = stopping_tx.send(true);
+        }
     };
     let batch = BatchContext {
         metrics: metrics.grpc.clone(),
@@ -125,7 +143,7 @@ pub async fn run_with_listener(
     };
     // One batch message may carry an item of the largest request size plus its envelope.
     let message_bytes_max = (REQUEST_BYTES_MAX_CEILING + BATCH_ENVELOPE_BYTES) as usize;
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(metrics.grpc.layer())
         .add_service(health_service)
@@ -154,8 +172,10 @@ pub async fn run_with_listener(
             // Replies must not wait for Nagle's algorithm: every request is latency-bound.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
-        )
-        .await;
+        );
+    let result = cairn_telemetry::serve_bounded(server, &stop, |d| d.drain)
+        .await
+        .unwrap_or(Ok(()));
     bootstrap.abort();
     if let Some(endpoint) = metrics_endpoint {
         endpoint.abort();
@@ -164,7 +184,10 @@ pub async fn run_with_listener(
         heartbeats.abort();
     }
     tracing::info!("storage node stopping: shutting down replicas");
-    node.shutdown().await;
+    let exit = stop
+        .deadlines()
+        .map_or_else(|| std::time::Instant::now() + grace / 5, |d| d.exit);
+    cairn_telemetry::until_deadline("replica shutdown", exit, node.shutdown()).await;
     result.map_err(|error| anyhow::anyhow!("gRPC server failed: {error}"))
 }
 

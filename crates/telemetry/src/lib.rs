@@ -10,6 +10,7 @@ mod grpc_metrics;
 mod http;
 mod layered_config;
 mod logging;
+pub mod shutdown;
 mod tracing_export;
 
 pub use config_check::{check_socket_address, config_error, ConfigError};
@@ -18,6 +19,10 @@ pub use http::{serve_http, start_http, HttpConfig, Readiness};
 pub use layered_config::{layered_config, unknown_file_keys};
 pub use logging::{init_logging, init_telemetry, LogConfig, LogFormat, Telemetry};
 pub use prometheus;
+pub use shutdown::{
+    serve_bounded, until_deadline, ShutdownDeadlines, Stopping, SHUTDOWN_GRACE_MS_DEFAULT,
+    SHUTDOWN_GRACE_MS_MIN,
+};
 pub use tracing_export::TracingConfig;
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM), so every binary shuts
