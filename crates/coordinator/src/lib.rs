@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod observed;
 pub mod oracle;
 pub mod placement;
+pub mod pod_ordinal;
 pub mod quorum;
 pub mod reconcile;
 pub mod recovery;

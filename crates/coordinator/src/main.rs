@@ -18,6 +18,10 @@ struct Flags {
     /// This coordinator's member id (>= 1).
     #[arg(long)]
     member_id: Option<u64>,
+    /// Take the member id from a StatefulSet pod's name: `<set>-N` is member N+1 (the Helm
+    /// chart passes `$(POD_NAME)`); conflicts with --member-id.
+    #[arg(long, conflicts_with = "member_id", value_name = "POD_NAME")]
+    member_id_from_ordinal: Option<String>,
     /// gRPC listen address, ip:port.
     #[arg(long)]
     listen_address: Option<String>,
@@ -54,6 +58,9 @@ fn load(flags: &Flags) -> anyhow::Result<CoordinatorConfig> {
     .map_err(|error| anyhow::anyhow!(error))?;
     if let Some(id) = flags.member_id {
         coordinator.member_id = id;
+    }
+    if let Some(name) = &flags.member_id_from_ordinal {
+        coordinator.member_id = cairn_coordinator::pod_ordinal::member_id_from_ordinal(name)?;
     }
     if let Some(address) = &flags.listen_address {
         coordinator.listen_address = address.clone();

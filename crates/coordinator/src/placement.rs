@@ -478,15 +478,7 @@ impl<'a> Planner<'a> {
         while self.budget_left() {
             let counts: Vec<(NodeId, usize)> =
                 up.iter().map(|n| (*n, self.replica_count(*n))).collect();
-            let (Some((source, most)), Some((target, least))) =
-                (most_loaded(&counts), least_loaded(&counts))
-            else {
-                return;
-            };
-            if most - least <= self.config.replica_tolerance {
-                return;
-            }
-            let Some(shard) = self.rebalance_candidate(source, target) else {
+            let Some((shard, source, target)) = self.rebalance_move(&counts) else {
                 return;
             };
             self.remove_replica(source);
@@ -499,6 +491,32 @@ impl<'a> Planner<'a> {
                 },
             );
         }
+    }
+
+    /// The move that narrows the spread: from the most loaded node that has a shard which can
+    /// go to a node loaded more than `replica_tolerance` below it, to the least loaded such
+    /// node. Trying only the single most and least loaded pair stalls for good when zones
+    /// forbid that pair: with nodes in zones c, a, b holding every shard and a new node in
+    /// zone a, only the zone-a node's replicas can move to it (a new StatefulSet pod on
+    /// Kubernetes lands in a zone already used).
+    fn rebalance_move(&self, counts: &[(NodeId, usize)]) -> Option<(ShardId, NodeId, NodeId)> {
+        let mut sources = counts.to_vec();
+        // The most loaded first, the lowest id among equals.
+        sources.sort_by_key(|(n, c)| (std::cmp::Reverse(*c), *n));
+        let mut targets = counts.to_vec();
+        targets.sort_by_key(|(n, c)| (*c, *n));
+        for (source, most) in &sources {
+            for (target, least) in &targets {
+                if most.saturating_sub(*least) <= self.config.replica_tolerance {
+                    // Targets come least loaded first: the rest are closer still.
+                    break;
+                }
+                if let Some(shard) = self.rebalance_candidate(*source, *target) {
+                    return Some((shard, *source, *target));
+                }
+            }
+        }
+        None
     }
 
     /// The lowest-id shard that can move a voter from `source` to `target` now without
@@ -582,22 +600,6 @@ fn replica_nodes(shard: &ShardView) -> BTreeSet<NodeId> {
         nodes.insert(mv.to);
     }
     nodes
-}
-
-/// The entry with the highest count, the lowest id among equals (`counts` ascending by id).
-fn most_loaded(counts: &[(NodeId, usize)]) -> Option<(NodeId, usize)> {
-    counts
-        .iter()
-        .copied()
-        .fold(None, |best, (n, c)| match best {
-            Some((_, best_count)) if best_count >= c => best,
-            _ => Some((n, c)),
-        })
-}
-
-/// The entry with the lowest count, the lowest id among equals (`counts` ascending by id).
-fn least_loaded(counts: &[(NodeId, usize)]) -> Option<(NodeId, usize)> {
-    counts.iter().copied().min_by_key(|(n, c)| (*c, *n))
 }
 
 #[cfg(test)]
@@ -1133,6 +1135,23 @@ mod tests {
         assert_eq!(
             plan(&nodes, &shards, &config(3, 2)),
             vec![start(1, 5, Some(2))]
+        );
+    }
+
+    #[test]
+    fn rebalance_moves_from_a_node_in_the_new_nodes_zone_when_the_most_loaded_cannot() {
+        // Three nodes in zones c, a, b hold every shard; a fourth joins in zone a. Node 1 (the
+        // most loaded, lowest id) can give nothing to node 4 without leaving a shard in two
+        // zones; node 2, in zone a, can.
+        let nodes = [zoned(1, "c"), zoned(2, "a"), zoned(3, "b"), zoned(4, "a")];
+        let shards = [
+            shard(0, &[1, 2, 3], Some(1)),
+            shard(1, &[1, 2, 3], Some(2)),
+            shard(2, &[1, 2, 3], Some(3)),
+        ];
+        assert_eq!(
+            plan(&nodes, &shards, &config(3, 1)),
+            vec![start(0, 4, Some(2))]
         );
     }
 

@@ -27,7 +27,7 @@ struct Flags {
     /// Coordinator addresses, comma separated host:port (DNS names allowed).
     #[arg(long, value_delimiter = ',')]
     coordinators: Option<Vec<String>>,
-    /// Node labels, comma separated key=value (e.g. zone=a).
+    /// Node labels, comma separated key=value (e.g. zone=a); an empty value sets no label.
     #[arg(long, value_delimiter = ',')]
     labels: Option<Vec<String>>,
     /// HTTP endpoint for /metrics, /livez and /readyz, ip:port.
@@ -75,6 +75,12 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
             let (key, value) = label.split_once('=').ok_or_else(|| {
                 anyhow::anyhow!("invalid configuration: labels: {label:?} is not key=value")
             })?;
+            // An empty value sets no label: the Helm chart passes `zone=$(ZONE)` from the pod's
+            // topology label, which is empty where Kubernetes does not copy it (D72), and an
+            // empty zone would put every node in one zone instead of none.
+            if value.trim().is_empty() {
+                continue;
+            }
             coordinator
                 .labels
                 .insert(key.trim().to_string(), value.trim().to_string());
