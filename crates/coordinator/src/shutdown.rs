@@ -13,10 +13,7 @@
 use crate::coordinator::Coordinator;
 use cairn_raft::replica::ShardReplica;
 use cairn_telemetry::{until_deadline, ShutdownDeadlines};
-use std::time::{Duration, Instant};
-
-/// How often a stopping leader checks whether its successor took over.
-const HAND_OFF_POLL: Duration = Duration::from_millis(20);
+use std::time::Instant;
 
 /// Runs the stop sequence up to the drain: hand-off, stop serving, stop Raft. Returns once
 /// the gRPC server may drain.
@@ -45,9 +42,7 @@ async fn hand_off(replica: &ShardReplica) {
         return;
     };
     let started = Instant::now();
-    while replica.is_leader() {
-        tokio::time::sleep(HAND_OFF_POLL).await;
-    }
+    replica.wait_until_not_leader().await;
     tracing::info!(
         %target,
         took_ms = started.elapsed().as_millis() as u64,

@@ -357,6 +357,17 @@ impl ShardReplica {
         self.raft.is_leader()
     }
 
+    /// Returns once this replica no longer leads (its handed-off leadership was taken over,
+    /// or lost), woken by Raft's own state changes. Callers bound the wait.
+    pub async fn wait_until_not_leader(&self) {
+        let mut metrics = self.raft.metrics();
+        while metrics.borrow_watched().state == ServerState::Leader {
+            if metrics.changed().await.is_err() {
+                return; // Raft stopped: it leads nothing any more
+            }
+        }
+    }
+
     pub fn raft(&self) -> &ShardRaft {
         &self.raft
     }

@@ -35,9 +35,6 @@ pub struct Node {
     pub compaction_points: Arc<CompactionPoints>,
 }
 
-/// How often a stopping node checks whether its shards have new leaders.
-const HAND_OFF_POLL: Duration = Duration::from_millis(20);
-
 impl Node {
     /// Opens the node's storage and every replica it hosted before. `config` has been
     /// validated by the caller, and its `node_id` is the node's id (with a coordinator, the
@@ -284,11 +281,12 @@ impl Node {
             shards = handed_off.len(),
             "handed off shard leadership; waiting for the new leaders"
         );
-        while handed_off.iter().any(|(replica, _)| replica.is_leader())
-            && std::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(HAND_OFF_POLL).await;
-        }
+        let taken_over = handed_off
+            .iter()
+            .map(|(replica, _)| replica.wait_until_not_leader());
+        // Past the deadline the shards that kept this node as leader are counted below.
+        let _ =
+            tokio::time::timeout_at(deadline.into(), futures::future::join_all(taken_over)).await;
         let kept = handed_off
             .iter()
             .filter(|(replica, _)| replica.is_leader())
