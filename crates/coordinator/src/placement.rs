@@ -104,6 +104,21 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The shard this action is about.
+    pub fn shard(&self) -> ShardId {
+        match self {
+            Action::CreateShard { shard, .. }
+            | Action::StartMove { shard, .. }
+            | Action::FinishMove { shard, .. }
+            | Action::CompleteMove { shard, .. }
+            | Action::AbortMove { shard, .. }
+            | Action::RemoveLearner { shard, .. }
+            | Action::TransferLeader { shard, .. } => *shard,
+        }
+    }
+}
+
 /// Everything the coordinator should do now, most urgent first. See the module doc.
 ///
 /// The actions come in rule order: shard creations, then the resolution of pending moves,
@@ -1273,15 +1288,7 @@ mod tests {
     /// voter when a majority of voters is up.
     fn apply(nodes: &[NodeView], shards: &mut [ShardView], actions: &[Action]) {
         for action in actions {
-            let id = match action {
-                Action::CreateShard { shard, .. }
-                | Action::StartMove { shard, .. }
-                | Action::FinishMove { shard, .. }
-                | Action::CompleteMove { shard, .. }
-                | Action::AbortMove { shard, .. }
-                | Action::RemoveLearner { shard, .. }
-                | Action::TransferLeader { shard, .. } => *shard,
-            };
+            let id = action.shard();
             let shard = shards
                 .iter_mut()
                 .find(|s| s.id == id)

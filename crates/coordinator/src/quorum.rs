@@ -86,19 +86,6 @@ pub fn retry_delay(attempt: u32) -> Duration {
         .map_or(RETRY_DELAY_MAX, |delay| delay.min(RETRY_DELAY_MAX))
 }
 
-/// The shard an action is about.
-pub fn action_shard(action: &Action) -> ShardId {
-    match action {
-        Action::CreateShard { shard, .. }
-        | Action::StartMove { shard, .. }
-        | Action::FinishMove { shard, .. }
-        | Action::CompleteMove { shard, .. }
-        | Action::AbortMove { shard, .. }
-        | Action::RemoveLearner { shard, .. }
-        | Action::TransferLeader { shard, .. } => *shard,
-    }
-}
-
 /// A shard known to be without quorum.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LostShard {
@@ -214,7 +201,7 @@ impl QuorumWatch {
         actions
             .into_iter()
             .filter(|action| {
-                let shard = action_shard(action);
+                let shard = action.shard();
                 *allowed
                     .entry(shard)
                     .or_insert_with(|| self.may_act(shard, now))
