@@ -1,35 +1,64 @@
-//! In-memory key latches of a shard leader, taken by a write **before** it fetches its
-//! timestamp and held until it is applied (or known never to apply).
+//! The writes in flight on a shard leader, and the key latches that put them into the log in
+//! timestamp order.
 //!
-//! They give two guarantees the oracle's timestamps alone do not:
+//! A timestamped write goes through four steps ([`crate::versioned`]):
 //!
-//! - **Per key, revisions rise in log order.** Two writes to one key never hold the latch at
-//!   once, so the second fetches its timestamp after the first was applied, and gets a higher
-//!   one. Without the latch, two concurrent writes could fetch `t1 < t2` and reach the log as
-//!   `t2, t1`, and the key's `mod_revision` would go backwards.
+//! 1. **Register** ([`Latches::register`]) before fetching its timestamp: from here on, reads
+//!    at a revision wait for it while its timestamp is unknown or at most theirs.
+//! 2. **Fetch** its timestamp from the oracle and record it ([`InFlight::set_revision`]).
+//! 3. **Latch** its keys ([`InFlight::latch`]): writers of one key are granted the latch in
+//!    timestamp order (a writer also waits for the writers of its keys still fetching theirs
+//!    whose floor is below its timestamp: they may get a lower one), and
+//!    each holds it only while its command is handed to Raft. A writer
+//!    whose timestamp is not above one already proposed for its keys (it arrived late)
+//!    fetches a new one while holding the latch ([`Latched::in_order`]), so it cannot be
+//!    overtaken again.
+//! 4. **Propose**, then release the latch ([`Latched::proposed`]); the registration stays until
+//!    the write is applied or known never to apply (the [`InFlight`] is dropped).
+//!
+//! This gives the two guarantees the oracle's timestamps alone do not:
+//!
+//! - **Per key, revisions rise in log order.** A write is proposed only with a timestamp above
+//!   every one proposed for its keys before it, so a key's `mod_revision` never goes
+//!   backwards (the state machine refuses such an entry anyway; the latch makes that rare).
 //! - **A read at revision `R` misses no write below `R`.** A write whose timestamp is below `R`
-//!   fetched it before `R` was handed out, so it registered here before the read arrived; the
-//!   read waits for every write registered when it arrives whose timestamp is unknown or at
-//!   most `R` ([`Latches::wait_for_in_flight`]). Writes registered later fetch later, above
-//!   `R`. Watch's resolved timestamps will rest on the same registry.
+//!   registered before it fetched, so before `R` was handed out and before the read arrived;
+//!   the read waits for every write registered when it arrives whose timestamp is unknown or
+//!   at most `R` ([`Latches::wait_for_in_flight`]). Writes registered later fetch later,
+//!   above `R`. Watch's resolved timestamps will rest on the same registry.
+//!
+//! Same-key writes overlap their oracle round trips (they all fetch at once and queue only for
+//! the short hand-off to Raft); before D64 each fetched only after the previous one was proposed.
 //!
 //! Latches are the leader's memory only. A write latched under one leadership and proposed
 //! under another is refused when applied (the command carries the term it fetched its
 //! timestamp in), so a new leader never has to know the old one's latches.
 
 use cairn_types::Revision;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// Proposed timestamps remembered per key before the first pruning pass.
+const PROPOSED_KEYS_PRUNE_MIN: usize = 4_096;
+
 /// What a write latches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LatchKeys {
-    /// The keys it reads or writes.
+    /// The keys it reads or writes (no duplicates; see [`LatchKeys::keys`]).
     Keys(Vec<Vec<u8>>),
     /// The whole shard (a transaction with a range reads keys it cannot name).
     Shard,
+}
+
+impl LatchKeys {
+    /// The latch of `keys`, each once.
+    pub fn keys(mut keys: Vec<Vec<u8>>) -> Self {
+        keys.sort_unstable();
+        keys.dedup();
+        Self::Keys(keys)
+    }
 }
 
 /// A latch or an in-flight wait did not finish within its time.
@@ -39,27 +68,208 @@ pub struct LatchTimeout {
     pub waited: Duration,
 }
 
+/// A waiting writer's place in the queue: lowest timestamp first, then first registered.
+type Place = (Revision, u64);
+
 #[derive(Default)]
 struct State {
+    next_id: u64,
+    /// Every registered write, with its timestamp once fetched (what reads wait for).
+    in_flight: BTreeMap<u64, Option<Revision>>,
+    /// Registered writes not yet handed to Raft, with the highest timestamp this process had
+    /// seen when each registered: every timestamp it fetches is above that floor.
+    unproposed: BTreeMap<u64, Revision>,
+    /// Registered writes still fetching their timestamp, by (floor, id), per key and
+    /// shard-wide. A writer whose timestamp is known waits for those whose floor is below it:
+    /// their timestamps may be lower, and they are at most one oracle round trip away.
+    fetching_by_key: HashMap<Vec<u8>, BTreeSet<Place>>,
+    fetching_shard_wide: BTreeSet<Place>,
+    fetching: BTreeSet<Place>,
     held: HashSet<Vec<u8>>,
     shard_held: bool,
-    /// Writers waiting for the whole shard: new key latches wait behind them.
-    shard_waiting: usize,
-    next_id: u64,
-    /// Every latched write, with its timestamp once fetched.
-    in_flight: BTreeMap<u64, Option<Revision>>,
+    /// Writers waiting for a latch, per key and for the whole shard.
+    waiting_by_key: HashMap<Vec<u8>, BTreeSet<Place>>,
+    waiting_for_shard: BTreeSet<Place>,
+    /// Every waiting writer (a shard-wide writer waits for all lower ones).
+    waiting: BTreeSet<Place>,
+    /// The highest timestamp proposed per key, kept while an unproposed write may still hold
+    /// a lower one (see [`State::prune`]).
+    proposed: HashMap<Vec<u8>, Revision>,
+    /// The highest timestamp proposed by any write, and by a shard-wide write.
+    proposed_high: Revision,
+    shard_proposed_high: Revision,
+    prune_at: usize,
 }
 
 impl State {
-    fn compatible(&self, keys: &LatchKeys) -> bool {
+    /// Whether the writer at `place` may take the latch on `keys` now.
+    fn may_take(&self, keys: &LatchKeys, place: Place) -> bool {
+        // A writer still fetching, with a floor at or above this timestamp, fetches above it.
+        let none_fetching_before = |fetching: Option<&BTreeSet<Place>>| {
+            fetching
+                .and_then(BTreeSet::first)
+                .is_none_or(|(floor, _)| *floor >= place.0)
+        };
         match keys {
-            LatchKeys::Shard => !self.shard_held && self.held.is_empty(),
+            LatchKeys::Shard => {
+                !self.shard_held
+                    && self.held.is_empty()
+                    && self.waiting.first() == Some(&place)
+                    && none_fetching_before(Some(&self.fetching))
+            }
             LatchKeys::Keys(keys) => {
                 !self.shard_held
-                    && self.shard_waiting == 0
-                    && keys.iter().all(|key| !self.held.contains(key))
+                    && self
+                        .waiting_for_shard
+                        .first()
+                        .is_none_or(|first| *first > place)
+                    && none_fetching_before(Some(&self.fetching_shard_wide))
+                    && keys.iter().all(|key| {
+                        !self.held.contains(key)
+                            && self
+                                .waiting_by_key
+                                .get(key)
+                                .and_then(BTreeSet::first)
+                                .is_none_or(|first| *first >= place)
+                            && none_fetching_before(self.fetching_by_key.get(key))
+                    })
             }
         }
+    }
+
+    fn start_fetching(&mut self, fetching: Place, keys: &LatchKeys) {
+        self.fetching.insert(fetching);
+        match keys {
+            LatchKeys::Shard => {
+                self.fetching_shard_wide.insert(fetching);
+            }
+            LatchKeys::Keys(keys) => {
+                for key in keys {
+                    self.fetching_by_key
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(fetching);
+                }
+            }
+        }
+    }
+
+    fn stop_fetching(&mut self, fetching: Place, keys: &LatchKeys) {
+        if !self.fetching.remove(&fetching) {
+            return;
+        }
+        match keys {
+            LatchKeys::Shard => {
+                self.fetching_shard_wide.remove(&fetching);
+            }
+            LatchKeys::Keys(keys) => {
+                for key in keys {
+                    if let Some(queue) = self.fetching_by_key.get_mut(key) {
+                        queue.remove(&fetching);
+                        if queue.is_empty() {
+                            self.fetching_by_key.remove(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, keys: &LatchKeys, place: Place) {
+        self.waiting.insert(place);
+        match keys {
+            LatchKeys::Shard => {
+                self.waiting_for_shard.insert(place);
+            }
+            LatchKeys::Keys(keys) => {
+                for key in keys {
+                    self.waiting_by_key
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(place);
+                }
+            }
+        }
+    }
+
+    fn dequeue(&mut self, keys: &LatchKeys, place: Place) {
+        self.waiting.remove(&place);
+        match keys {
+            LatchKeys::Shard => {
+                self.waiting_for_shard.remove(&place);
+            }
+            LatchKeys::Keys(keys) => {
+                for key in keys {
+                    if let Some(queue) = self.waiting_by_key.get_mut(key) {
+                        queue.remove(&place);
+                        if queue.is_empty() {
+                            self.waiting_by_key.remove(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, keys: &LatchKeys) {
+        match keys {
+            LatchKeys::Shard => self.shard_held = true,
+            LatchKeys::Keys(keys) => self.held.extend(keys.iter().cloned()),
+        }
+    }
+
+    fn release(&mut self, keys: &LatchKeys) {
+        match keys {
+            LatchKeys::Shard => self.shard_held = false,
+            LatchKeys::Keys(keys) => {
+                for key in keys {
+                    self.held.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Whether `revision` is above every timestamp proposed for `keys`.
+    fn in_order(&self, keys: &LatchKeys, revision: Revision) -> bool {
+        match keys {
+            LatchKeys::Shard => revision > self.proposed_high,
+            LatchKeys::Keys(keys) => {
+                revision > self.shard_proposed_high
+                    && keys.iter().all(|key| {
+                        self.proposed
+                            .get(key)
+                            .is_none_or(|proposed| revision > *proposed)
+                    })
+            }
+        }
+    }
+
+    fn record_proposed(&mut self, id: u64, keys: &LatchKeys, revision: Revision) {
+        self.unproposed.remove(&id);
+        self.proposed_high = self.proposed_high.max(revision);
+        match keys {
+            LatchKeys::Shard => self.shard_proposed_high = self.shard_proposed_high.max(revision),
+            LatchKeys::Keys(keys) => {
+                for key in keys {
+                    let proposed = self.proposed.entry(key.clone()).or_insert(revision);
+                    *proposed = (*proposed).max(revision);
+                }
+            }
+        }
+        if self.proposed.len() > self.prune_at.max(PROPOSED_KEYS_PRUNE_MIN) {
+            self.prune();
+        }
+    }
+
+    /// Forgets the proposed timestamps no unproposed write can be below: a write registered
+    /// with floor `f` fetches above `f`, so entries at or below every floor are dead. What is
+    /// left is the keys written within about one oracle round trip.
+    fn prune(&mut self) {
+        match self.unproposed.values().min().copied() {
+            None => self.proposed.clear(),
+            Some(floor) => self.proposed.retain(|_, proposed| *proposed > floor),
+        }
+        self.prune_at = self.proposed.len() * 2;
     }
 }
 
@@ -69,11 +279,20 @@ pub struct Latches {
     changed: Notify,
 }
 
-/// A held latch; released when dropped.
-pub struct LatchGuard {
+/// A registered write: reads at or above its timestamp (or any, while it is unknown) wait for
+/// it until this is dropped.
+pub struct InFlight {
     latches: Arc<Latches>,
     id: u64,
     keys: LatchKeys,
+    /// The highest timestamp the process had seen when the write registered.
+    floor: Revision,
+    revision: Option<Revision>,
+}
+
+/// A held key latch (or shard latch); released when dropped or when the write is proposed.
+pub struct Latched<'f> {
+    flight: &'f mut InFlight,
 }
 
 impl Latches {
@@ -81,55 +300,27 @@ impl Latches {
         self.state.lock().expect("latch state lock poisoned")
     }
 
-    /// Takes the latch on `keys`, waiting at most `timeout` for the writes holding them.
-    pub async fn acquire(
-        self: &Arc<Self>,
-        keys: LatchKeys,
-        timeout: Duration,
-    ) -> Result<LatchGuard, LatchTimeout> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut waiting_for_shard = false;
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            {
-                let mut state = self.lock();
-                if state.compatible(&keys) {
-                    if waiting_for_shard {
-                        state.shard_waiting -= 1;
-                    }
-                    match &keys {
-                        LatchKeys::Shard => state.shard_held = true,
-                        LatchKeys::Keys(keys) => state.held.extend(keys.iter().cloned()),
-                    }
-                    let id = state.next_id;
-                    state.next_id += 1;
-                    state.in_flight.insert(id, None);
-                    return Ok(LatchGuard {
-                        latches: self.clone(),
-                        id,
-                        keys,
-                    });
-                }
-                if keys == LatchKeys::Shard && !waiting_for_shard {
-                    waiting_for_shard = true;
-                    state.shard_waiting += 1;
-                }
-                // Registered before the state lock is released: no release is missed.
-                notified.as_mut().enable();
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                if waiting_for_shard {
-                    self.lock().shard_waiting -= 1;
-                    self.changed.notify_waiters();
-                }
-                return Err(LatchTimeout { waited: timeout });
-            }
+    /// Registers a write of `keys` about to fetch its timestamp. `floor` is the highest
+    /// timestamp this process has seen handed out, read before this call: the write's
+    /// timestamp will be above it.
+    pub fn register(self: &Arc<Self>, floor: Revision, keys: LatchKeys) -> InFlight {
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.in_flight.insert(id, None);
+        state.unproposed.insert(id, floor);
+        state.start_fetching((floor, id), &keys);
+        InFlight {
+            latches: self.clone(),
+            id,
+            keys,
+            floor,
+            revision: None,
         }
     }
 
-    /// Waits until every write latched now, whose timestamp is unknown or at most `at`, has
-    /// been released (applied, refused, or failed).
+    /// Waits until every write registered now, whose timestamp is unknown or at most `at`,
+    /// has settled (applied, refused, or failed).
     pub async fn wait_for_in_flight(
         &self,
         at: Revision,
@@ -167,149 +358,150 @@ impl Latches {
         }
     }
 
-    /// Writes latched now (for metrics).
+    /// Writes registered now (for metrics).
     pub fn in_flight(&self) -> usize {
         self.lock().in_flight.len()
     }
+
+    /// Keys whose proposed timestamp is still remembered (for tests of the bound).
+    pub fn remembered_keys(&self) -> usize {
+        self.lock().proposed.len()
+    }
 }
 
-impl LatchGuard {
-    /// Records the write's timestamp, so reads below it stop waiting for it.
-    pub fn set_revision(&self, revision: Revision) {
+impl InFlight {
+    /// Records the write's timestamp: reads below it stop waiting for it, and it queues for
+    /// its latches by it.
+    pub fn set_revision(&mut self, revision: Revision) {
         let mut state = self.latches.lock();
+        if self.revision.is_none() {
+            state.stop_fetching((self.floor, self.id), &self.keys);
+        }
+        self.revision = Some(revision);
         if let Some(slot) = state.in_flight.get_mut(&self.id) {
             *slot = Some(revision);
         }
         drop(state);
         self.latches.changed.notify_waiters();
     }
-}
 
-impl LatchGuard {
-    /// Lets other writers take the keys (or the shard) while this write stays in flight for
-    /// reads: for a write whose place in the log order is already fixed.
-    pub fn release_keys(&mut self) {
-        let keys = std::mem::replace(&mut self.keys, LatchKeys::Keys(Vec::new()));
-        let mut state = self.latches.lock();
-        state.release(&keys);
-        drop(state);
-        self.latches.changed.notify_waiters();
+    pub fn revision(&self) -> Option<Revision> {
+        self.revision
+    }
+
+    /// Takes the latch on the write's keys, waiting at most `timeout`. Writers of a key are
+    /// granted it in timestamp order, including those still fetching a timestamp that may
+    /// be lower. The timestamp must be set.
+    pub async fn latch(&mut self, timeout: Duration) -> Result<Latched<'_>, LatchTimeout> {
+        let revision = self
+            .revision
+            .expect("a write latches its keys after fetching its timestamp");
+        let place = (revision, self.id);
+        let keys = self.keys.clone();
+        let latches = self.latches.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        latches.lock().enqueue(&keys, place);
+        // Leaves the queue however this wait ends (granted, timed out, or the request dropped):
+        // a writer left in it would stall every later one.
+        let mut queued = Queued {
+            latches: &latches,
+            keys: &keys,
+            place,
+            active: true,
+        };
+        loop {
+            let notified = latches.changed.notified();
+            tokio::pin!(notified);
+            {
+                let mut state = latches.lock();
+                if state.may_take(&keys, place) {
+                    state.dequeue(&keys, place);
+                    state.take(&keys);
+                    queued.active = false;
+                    drop(state);
+                    // Lower writers left the queue: the next in line may now go.
+                    latches.changed.notify_waiters();
+                    break;
+                }
+                notified.as_mut().enable();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(LatchTimeout { waited: timeout });
+            }
+        }
+        drop(queued);
+        Ok(Latched { flight: self })
     }
 }
 
-impl State {
-    fn release(&mut self, keys: &LatchKeys) {
-        match keys {
-            LatchKeys::Shard => self.shard_held = false,
-            LatchKeys::Keys(keys) => {
-                for key in keys {
-                    self.held.remove(key);
-                }
-            }
+struct Queued<'a> {
+    latches: &'a Latches,
+    keys: &'a LatchKeys,
+    place: Place,
+    active: bool,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            self.latches.lock().dequeue(self.keys, self.place);
+            self.latches.changed.notify_waiters();
         }
     }
 }
 
-impl Drop for LatchGuard {
+impl Drop for InFlight {
     fn drop(&mut self) {
         let mut state = self.latches.lock();
-        state.release(&self.keys);
         state.in_flight.remove(&self.id);
+        state.unproposed.remove(&self.id);
+        state.stop_fetching((self.floor, self.id), &self.keys);
         drop(state);
         self.latches.changed.notify_waiters();
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn keys(names: &[&str]) -> LatchKeys {
-        LatchKeys::Keys(names.iter().map(|n| n.as_bytes().to_vec()).collect())
+impl Latched<'_> {
+    /// Whether the write's timestamp is above every one proposed for its keys. If not, the
+    /// write fetches a new timestamp while holding the latch ([`Latched::set_revision`]): no
+    /// write of these keys can be proposed meanwhile, so the new one is in order.
+    pub fn in_order(&self) -> bool {
+        let revision = self.flight.revision.expect("timestamp set before latching");
+        self.flight
+            .latches
+            .lock()
+            .in_order(&self.flight.keys, revision)
     }
 
-    const SHORT: Duration = Duration::from_millis(50);
-    const LONG: Duration = Duration::from_secs(5);
-
-    #[tokio::test]
-    async fn one_writer_per_key_and_the_shard_latch_excludes_all() {
-        let latches = Arc::new(Latches::default());
-        let a = latches.acquire(keys(&["a"]), LONG).await.unwrap();
-        let _b = latches.acquire(keys(&["b"]), LONG).await.unwrap();
-        assert!(latches.acquire(keys(&["a", "c"]), SHORT).await.is_err());
-        assert!(latches.acquire(LatchKeys::Shard, SHORT).await.is_err());
-        let waiter = {
-            let latches = latches.clone();
-            tokio::spawn(async move { latches.acquire(keys(&["a"]), LONG).await.map(|_| ()) })
-        };
-        drop(a);
-        waiter.await.unwrap().unwrap();
+    pub fn set_revision(&mut self, revision: Revision) {
+        self.flight.set_revision(revision);
     }
 
-    #[tokio::test]
-    async fn released_keys_admit_the_next_writer_while_reads_still_wait_for_the_write() {
-        let latches = Arc::new(Latches::default());
-        let mut first = latches.acquire(keys(&["a"]), LONG).await.unwrap();
-        first.set_revision(Revision(5));
-        assert!(latches.acquire(keys(&["a"]), SHORT).await.is_err());
-        first.release_keys();
-        let second = latches.acquire(keys(&["a"]), SHORT).await.unwrap();
-        second.set_revision(Revision(9));
-        // Both writes are in flight for reads at or above their revisions.
-        assert_eq!(latches.in_flight(), 2);
-        assert!(latches
-            .wait_for_in_flight(Revision(5), SHORT)
-            .await
-            .is_err());
-        drop(first);
-        latches
-            .wait_for_in_flight(Revision(5), SHORT)
-            .await
-            .unwrap();
-        assert!(latches
-            .wait_for_in_flight(Revision(9), SHORT)
-            .await
-            .is_err());
-        drop(second);
-        latches
-            .wait_for_in_flight(Revision(9), SHORT)
-            .await
-            .unwrap();
-        // The shard latch is released the same way.
-        let mut shard = latches.acquire(LatchKeys::Shard, LONG).await.unwrap();
-        shard.release_keys();
-        let _after = latches.acquire(keys(&["b"]), SHORT).await.unwrap();
-        assert_eq!(latches.in_flight(), 2);
+    /// The write's timestamp (the latest fetched).
+    pub fn revision(&self) -> Revision {
+        self.flight.revision.expect("timestamp set before latching")
     }
 
-    #[tokio::test]
-    async fn a_read_waits_for_writes_at_or_below_it_and_not_for_later_ones() {
-        let latches = Arc::new(Latches::default());
-        let below = latches.acquire(keys(&["a"]), LONG).await.unwrap();
-        let unknown = latches.acquire(keys(&["b"]), LONG).await.unwrap();
-        let above = latches.acquire(keys(&["c"]), LONG).await.unwrap();
-        below.set_revision(Revision(5));
-        above.set_revision(Revision(20));
-        // Waits for `below` (5 <= 10) and `unknown` (could still be below 10).
-        assert!(latches
-            .wait_for_in_flight(Revision(10), SHORT)
-            .await
-            .is_err());
-        drop(below);
-        assert!(latches
-            .wait_for_in_flight(Revision(10), SHORT)
-            .await
-            .is_err());
-        // Its timestamp turns out above the read: no longer waited for.
-        unknown.set_revision(Revision(15));
-        latches
-            .wait_for_in_flight(Revision(10), SHORT)
-            .await
-            .unwrap();
-        // A write latched after the read began is not waited for.
-        let later = latches.acquire(keys(&["d"]), LONG).await.unwrap();
-        drop(later);
-        drop(above);
-        assert_eq!(latches.in_flight(), 1);
+    /// The write was handed to Raft at its timestamp: remembers it for the keys' later writers
+    /// and lets them go. Reads still wait for the write until its [`InFlight`] is dropped.
+    pub fn proposed(self) {
+        let revision = self.flight.revision.expect("timestamp set before latching");
+        let mut state = self.flight.latches.lock();
+        state.record_proposed(self.flight.id, &self.flight.keys, revision);
+        drop(state);
+        // The latch itself is released by `Drop`.
     }
 }
+
+impl Drop for Latched<'_> {
+    fn drop(&mut self) {
+        let mut state = self.flight.latches.lock();
+        state.release(&self.flight.keys);
+        drop(state);
+        self.flight.latches.changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+#[path = "latches_tests.rs"]
+mod tests;

@@ -222,6 +222,9 @@ pub struct ReplicaCounters {
     pub proposals: AtomicU64,
     /// Of those, the ones that failed or whose outcome is unknown.
     pub proposals_failed: AtomicU64,
+    /// Timestamped writes that fetched a second timestamp because a higher one had been
+    /// proposed for their keys first (see [`crate::latches`]).
+    pub timestamp_refetches: AtomicU64,
     /// Snapshots this replica (as leader) sent to lagging members.
     pub snapshots_sent: AtomicU64,
     /// Snapshots this replica installed from its leader.

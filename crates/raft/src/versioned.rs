@@ -1,9 +1,10 @@
 //! A shard leader's writes at oracle timestamps and reads at a revision.
 //!
-//! **Write** ([`ShardReplica::write_op`]): latch the keys the write names, *then* fetch a
-//! timestamp, *then* propose the command carrying the timestamp and the term it was fetched
-//! in, and release the latch once the write is applied. The order matters (see
-//! [`crate::latches`]): a write latched after a read at `R` arrived fetches its timestamp
+//! **Write** ([`ShardReplica::write_op`]): register the write as in flight, *then* fetch a
+//! timestamp, *then* latch the keys the write names (granted in timestamp order), propose the
+//! command carrying the timestamp and the term it was fetched in, and release the latch as
+//! soon as the entry's place in the log is fixed. The order matters (see
+//! [`crate::latches`]): a write registered after a read at `R` arrived fetches its timestamp
 //! after `R` was handed out, so above `R`.
 //!
 //! **Read at `R`** ([`ShardReplica::read_barrier_at`]): only the leader serves it. It confirms
@@ -16,12 +17,13 @@
 
 use crate::command::{Command, CommandRevision, WriteId, WriteOp, WriteResult};
 use crate::kv::named_keys;
-use crate::latches::{LatchGuard, LatchKeys};
+use crate::latches::{InFlight, LatchKeys};
 use crate::replica::{ReplicaError, ShardReplica};
 use cairn_types::Revision;
 use openraft::async_runtime::WatchReceiver;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,51 +88,68 @@ impl ShardReplica {
             return Err(self.not_leader_now());
         }
         let deadline = Instant::now() + self.context.propose_timeout;
+        let remaining = || deadline.saturating_duration_since(Instant::now());
+        let unavailable = |reason: String| ReplicaError::Unavailable {
+            shard: self.shard,
+            reason,
+        };
         let keys = match named_keys(&op) {
-            Some(keys) => LatchKeys::Keys(keys.into_iter().map(<[u8]>::to_vec).collect()),
+            Some(keys) => LatchKeys::keys(keys.into_iter().map(<[u8]>::to_vec).collect()),
             None => LatchKeys::Shard,
         };
-        let mut guard = self
-            .latches
-            .acquire(keys, self.context.propose_timeout)
-            .await
-            .map_err(|timeout| ReplicaError::Unavailable {
-                shard: self.shard,
-                reason: timeout.to_string(),
-            })?;
-        // The term is read after latching: the timestamp is fetched under this leadership.
+        // Registered before the timestamp is fetched: a read at a revision handed out after
+        // this point waits for the write until its timestamp is known and above the read's.
+        let mut flight = self.latches.register(timestamps.latest_known(), keys);
+        // The term is read after registering: the timestamp is fetched under this leadership.
         let term = self.current_term();
         if !self.raft.is_leader() {
             return Err(self.not_leader_now());
         }
         let revision = timestamps
-            .timestamp(deadline.saturating_duration_since(Instant::now()))
+            .timestamp(remaining())
             .await
-            .map_err(|reason| ReplicaError::Unavailable {
-                shard: self.shard,
-                reason,
-            })?;
-        guard.set_revision(revision);
-        let applied = self
-            .submit(command(CommandRevision::Timestamp { revision, term }))
-            .await?;
-        // The entry's place in the log is fixed, and a later write of these keys fetches a
-        // higher timestamp and lands after it: the keys are free for it now. Reads at or above
-        // this revision still wait for the entry (the guard stays in flight until it settles).
-        guard.release_keys();
+            .map_err(unavailable)?;
+        flight.set_revision(revision);
+        let applied = {
+            let mut latched = flight
+                .latch(remaining())
+                .await
+                .map_err(|timeout| unavailable(timeout.to_string()))?;
+            if !latched.in_order() {
+                // A write of these keys at a higher timestamp was proposed first. No other
+                // can be while this one holds the latch, so one more timestamp is in order.
+                self.counters()
+                    .timestamp_refetches
+                    .fetch_add(1, Ordering::Relaxed);
+                let revision = timestamps
+                    .timestamp(remaining())
+                    .await
+                    .map_err(unavailable)?;
+                latched.set_revision(revision);
+            }
+            let revision = latched.revision();
+            let applied = self
+                .submit(command(CommandRevision::Timestamp { revision, term }))
+                .await?;
+            // The entry's place in the log is fixed: later writers of these keys may go.
+            // Reads at or above its revision still wait for it (`flight` stays registered
+            // until it settles).
+            latched.proposed();
+            applied
+        };
         let result = applied.await;
         if matches!(result, Err(ReplicaError::OutcomeUnknown { .. })) {
             // The entry may still be applied: readers at or above its timestamp must keep
             // waiting for it until it is, or until it no longer can be.
-            self.settle_later(guard, term);
+            self.settle_later(flight, term);
         }
         result
     }
 
-    /// Holds `guard` until this replica has applied everything in its log now, or has left
+    /// Keeps `flight` registered until this replica has applied everything in its log now, or has left
     /// the leadership of `term` (after which the entry is refused if it ever applies), for at
     /// most one more propose timeout.
-    fn settle_later(&self, guard: LatchGuard, term: u64) {
+    fn settle_later(&self, flight: InFlight, term: u64) {
         let raft = self.raft.clone();
         let shard = self.shard;
         let bound = self.context.propose_timeout;
@@ -155,7 +174,7 @@ impl ShardReplica {
             if settled.is_err() {
                 tracing::warn!(%shard, term, "a write of unknown outcome stayed unapplied; reads at its revision stop waiting for it");
             }
-            drop(guard);
+            drop(flight);
         });
     }
 

@@ -29,12 +29,13 @@ pub struct NodeMetrics {
     shard_epoch: IntGaugeVec,
     shard_proposals: IntCounterVec,
     shard_proposals_failed: IntCounterVec,
+    shard_timestamp_refetches: IntCounterVec,
     shard_elections: IntCounterVec,
     shard_snapshots_sent: IntCounterVec,
     shard_snapshots_installed: IntCounterVec,
     /// Per shard: the term and counter totals seen at the previous scrape (counters are
     /// advanced by the difference; a replica re-opened starts its totals again).
-    last_seen: Mutex<HashMap<u64, [u64; 5]>>,
+    last_seen: Mutex<HashMap<u64, [u64; 6]>>,
     pub fsync_duration: Histogram,
     fsyncs: IntCounter,
     fsynced_appends: IntCounter,
@@ -149,6 +150,12 @@ impl NodeMetrics {
                 &registry,
                 "cairn_shard_proposals_failed_total",
                 "Proposals that failed or whose outcome is unknown",
+                shard,
+            ),
+            shard_timestamp_refetches: counter_vec(
+                &registry,
+                "cairn_shard_timestamp_refetches_total",
+                "Writes that fetched a second timestamp because a higher one was proposed for their keys first",
                 shard,
             ),
             shard_elections: counter_vec(
@@ -285,6 +292,7 @@ impl NodeMetrics {
             for vec in [
                 &self.shard_proposals,
                 &self.shard_proposals_failed,
+                &self.shard_timestamp_refetches,
                 &self.shard_elections,
                 &self.shard_snapshots_sent,
                 &self.shard_snapshots_installed,
@@ -322,6 +330,7 @@ impl NodeMetrics {
                 status.term,
                 counters.proposals.load(Relaxed),
                 counters.proposals_failed.load(Relaxed),
+                counters.timestamp_refetches.load(Relaxed),
                 counters.snapshots_sent.load(Relaxed),
                 counters.snapshots_installed.load(Relaxed),
             ];
@@ -329,11 +338,12 @@ impl NodeMetrics {
             // before this node hosted the shard are not this replica's to count).
             let before = *last_seen
                 .entry(status.shard.0)
-                .or_insert([status.term, 0, 0, 0, 0]);
+                .or_insert([status.term, 0, 0, 0, 0, 0]);
             for (vec, (now, before)) in [
                 &self.shard_elections,
                 &self.shard_proposals,
                 &self.shard_proposals_failed,
+                &self.shard_timestamp_refetches,
                 &self.shard_snapshots_sent,
                 &self.shard_snapshots_installed,
             ]
