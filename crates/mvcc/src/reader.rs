@@ -103,6 +103,10 @@ impl<'v, V: MvccView> MvccReader<'v, V> {
         self.shard
     }
 
+    pub(crate) fn view(&self) -> &'v V {
+        self.view
+    }
+
     /// The newest record of `user_key` at or below `at`, with its revision, tombstones
     /// included and rollback markers skipped. One seek, plus a step per marker.
     pub fn record_at(
