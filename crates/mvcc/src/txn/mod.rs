@@ -117,6 +117,10 @@ pub enum TxnError {
         commit_ts: Revision,
         newest: Revision,
     },
+    /// A primary must be written (put or delete): its commit record is the transaction's
+    /// outcome, and a read lock commits to nothing.
+    #[error("the primary {} of the transaction started at {start_ts} is only read", key.escape_ascii())]
+    ReadOnlyPrimary { key: Vec<u8>, start_ts: Revision },
     /// Check-status was asked of a key whose lock names another primary.
     #[error("key {} is not the primary of the transaction started at {start_ts} (its primary is {})", key.escape_ascii(), primary.escape_ascii())]
     NotPrimary {

@@ -1,7 +1,7 @@
 //! Prewrite: the first phase. Puts the transaction's lock on one key, or says why not.
 
 use super::history::trace;
-use super::lock::{self, Lock};
+use super::lock::{self, Lock, LockOp};
 use super::{Applied, TxnError, TxnResult, TxnRules};
 use crate::key;
 use crate::view::{ColumnFamily, Mutation, MvccView};
@@ -9,6 +9,7 @@ use cairn_types::Revision;
 
 impl<V: MvccView> TxnRules<'_, V> {
     /// Locks `user_key` for the transaction `lock.start_ts`. Refused, in this order, when
+    /// - the key is the transaction's primary and only read (`ReadOnlyPrimary`);
     /// - `start_ts` is at or below the compaction point (`AtOrBelowCompaction`): the records
     ///   the checks below need may have been dropped, rollback markers first;
     /// - another transaction holds the key's lock (`KeyLocked`): resolve it and retry;
@@ -25,6 +26,12 @@ impl<V: MvccView> TxnRules<'_, V> {
         compact_revision: Revision,
     ) -> TxnResult<Applied<()>> {
         let start_ts = lock.start_ts;
+        if lock.op == LockOp::Read && lock.primary == user_key {
+            return Ok(Err(TxnError::ReadOnlyPrimary {
+                key: user_key.to_vec(),
+                start_ts,
+            }));
+        }
         if start_ts <= compact_revision {
             return Ok(Err(TxnError::AtOrBelowCompaction {
                 key: user_key.to_vec(),
