@@ -5,14 +5,16 @@
 //! (also late and repeated), commits of the primary and then of secondaries, aborts,
 //! check-status on the primary, lock resolution by others, one-phase writes (which, as the
 //! storage node must, stay off locked keys), reads at any revision already handed out, and
-//! time passing so locks expire. Every step's mutations are applied to one `MemoryView`.
+//! time passing so locks expire, and compaction (never past a lock, as the coordinator must
+//! ensure) with reads refused below its point. Every step's mutations are applied to one `MemoryView`.
 //!
 //! The model is the committed history only: when a transaction's primary decides "committed
 //! at `c`", all its writes enter the model at `c`. Checked along the way and at the end:
 //! - a read at `R` returns the model's value at `R` or reports a lock with `start_ts <= R`
 //!   (so never half a transaction), and gives the same answer again after everything else;
 //! - no write lands at or below a key's newest version, and no record is overwritten;
-//! - once the primary answers committed or rolled back, every later answer agrees;
+//! - once the primary answers committed or rolled back, every later answer agrees (or, once
+//!   compaction passed the transaction and none of its locks is left, "compacted");
 //! - after all locks are resolved: none remain, each transaction is all or nothing, and no
 //!   transaction committed while another write to one of its keys (read or written)
 //!   committed between its `start_ts` and its `commit_ts` (the conflict rule that makes
@@ -32,7 +34,6 @@ mod steps;
 
 const KEYS: [&[u8]; 4] = [b"a", b"a\x00", b"b", b"\xff"];
 const SHARDS: [ShardId; 2] = [ShardId(1), ShardId(2)];
-const NO_COMPACTION: Revision = Revision(0);
 
 fn shard_of(key: usize) -> ShardId {
     SHARDS[key % 2]
@@ -110,6 +111,8 @@ struct World {
     txns: Vec<TxnState>,
     /// Per key, the committed history by commit revision.
     model: BTreeMap<usize, BTreeMap<u64, Committed>>,
+    /// The compaction point: reads below it are refused, versions below it may be gone.
+    compact: u64,
     /// Reads answered with a value: (key, revision, answer).
     answered: Vec<(usize, u64, Option<Version>)>,
 }
@@ -194,7 +197,7 @@ impl World {
             Revision(start),
             self.now_ms,
             rollback_if_missing,
-            NO_COMPACTION,
+            Revision(self.compact),
         );
         let status = self.apply(answer);
         match &status {
@@ -204,6 +207,11 @@ impl World {
             Ok(TxnStatus::RolledBack) => self.decide(t, Decided::RolledBack),
             Ok(TxnStatus::Locked { .. }) => assert_eq!(self.txns[t].decided, None),
             Err(TxnError::TxnNotFound { .. }) => assert!(!rollback_if_missing),
+            Err(TxnError::StatusCompacted { .. }) => {
+                // Compaction never passes a lock, so nobody can need this answer any more.
+                assert!(start <= self.compact);
+                assert!(self.locks_of(start).is_empty());
+            }
             Err(other) => panic!("check-status of txn {t}: {other}"),
         }
         status
@@ -224,6 +232,7 @@ enum Step {
     Read,
     ReadRange,
     Tick,
+    Compact,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -248,6 +257,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         3 => Just(Step::Read),
         1 => Just(Step::ReadRange),
         3 => Just(Step::Tick),
+        1 => Just(Step::Compact),
     ]
 }
 

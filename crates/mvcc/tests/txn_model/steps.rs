@@ -2,6 +2,8 @@
 //! reader does, checked against the model as it goes.
 
 use super::*;
+use cairn_mvcc::compaction::{CompactionFilter, Decision};
+use cairn_mvcc::key::{self, VersionKey};
 use cairn_mvcc::{Lock, MvccReader, RangeBounds, RangeOptions, Resolution, VersionWriter};
 
 impl World {
@@ -45,7 +47,9 @@ impl World {
                     op: txn.lock_op(op),
                     write_id: Some(vec![t as u8]),
                 };
-                let answer = self.rules(key).prewrite(KEYS[key], lock, NO_COMPACTION);
+                let answer = self
+                    .rules(key)
+                    .prewrite(KEYS[key], lock, Revision(self.compact));
                 match self.apply(answer) {
                     Ok(()) => self.txns[t].prewrite_ok[op] = true,
                     Err(TxnError::AlreadyCommitted { .. }) => {
@@ -55,6 +59,7 @@ impl World {
                         assert!(!self.txns[t].primary_acked);
                     }
                     Err(TxnError::KeyLocked(_) | TxnError::WriteConflict { .. }) => {}
+                    Err(TxnError::AtOrBelowCompaction { .. }) => assert!(start <= self.compact),
                     Err(other) => panic!("prewrite: {other}"),
                 }
             }
@@ -83,6 +88,9 @@ impl World {
                         self.decide(t, Decided::Committed(commit));
                     }
                     Err(TxnError::RolledBack { .. }) => self.decide(t, Decided::RolledBack),
+                    // Its lock is gone (committed or rolled back) and compaction dropped the
+                    // record that said which: the outcome is unknown here, not changed.
+                    Err(TxnError::TxnNotFound { .. }) if start <= self.compact => {}
                     Err(other) => panic!("commit of a prewritten primary: {other}"),
                 }
             }
@@ -152,7 +160,10 @@ impl World {
                 }
                 let revision = self.timestamp();
                 let mut writer = VersionWriter::new(&self.view, shard_of(key), Revision(revision));
-                assert_eq!(writer.refusal([KEYS[key]], NO_COMPACTION).unwrap(), None);
+                assert_eq!(
+                    writer.refusal([KEYS[key]], Revision(self.compact)).unwrap(),
+                    None
+                );
                 let value = (!action.param.is_multiple_of(3)).then(|| vec![0xee, revision as u8]);
                 let changed = match &value {
                     Some(value) => {
@@ -184,12 +195,18 @@ impl World {
                 }
             }
             Step::Read => {
-                let at = self.clock.saturating_sub(action.param % 8);
+                let at = self
+                    .clock
+                    .saturating_sub(action.param % 8)
+                    .max(self.compact);
                 let key = action.op % KEYS.len();
                 self.read(key, at);
             }
             Step::ReadRange => {
-                let at = self.clock.saturating_sub(action.param % 8);
+                let at = self
+                    .clock
+                    .saturating_sub(action.param % 8)
+                    .max(self.compact);
                 let shard = SHARDS[action.op % 2];
                 let reader = MvccReader::new(&self.view, shard);
                 let all = RangeBounds {
@@ -220,6 +237,43 @@ impl World {
                 }
             }
             Step::Tick => self.now_ms += action.param % 10,
+            Step::Compact => self.compact(action.param),
+        }
+    }
+
+    /// Compacts both shards at a point below every lock (and never lower than before).
+    fn compact(&mut self, param: u64) {
+        let below_locks = self
+            .view
+            .entries(ColumnFamily::Lock)
+            .map(|(_, value)| Lock::decode(value).unwrap().start_ts.0 - 1)
+            .min()
+            .unwrap_or(self.clock);
+        let point = below_locks.saturating_sub(param % 4).max(self.compact);
+        self.compact = point;
+        let full = param & 4 == 0;
+        let mut filter = CompactionFilter::new(Revision(point), full);
+        let mut dropped = Vec::new();
+        let mut obsolete = Vec::new();
+        for (storage_key, value) in self.view.entries(ColumnFamily::Write) {
+            match filter.decide(storage_key, value) {
+                Decision::Keep => {}
+                Decision::Drop => dropped.push(storage_key.clone()),
+                Decision::KeepObsoleteTombstone => obsolete.push(storage_key.clone()),
+            }
+        }
+        self.view
+            .apply(dropped.into_iter().map(|key| Mutation::Delete {
+                cf: ColumnFamily::Write,
+                key,
+            }));
+        // The caller's clean-up of an obsolete tombstone: it and every older version.
+        for low in obsolete {
+            let prefix = VersionKey::parse(&low).unwrap().versions_prefix.to_vec();
+            let high = key::after_versions(&prefix);
+            self.view.retain(ColumnFamily::Write, |k, _| {
+                !(k.as_slice() >= low.as_slice() && k.as_slice() < high.as_slice())
+            });
         }
     }
 }
