@@ -12,6 +12,12 @@
 //! ([`Decision::KeepObsoleteTombstone`]) so the caller can remove it and every older version
 //! of that key with a range delete, outside the compaction. Not every version at or below
 //! `C`: a newer one the compaction did not see may be the one reads need.
+//!
+//! Transactions: `TxnPut` and `TxnDelete` are versions like `Put` and `Delete`. A `Rollback`
+//! marker at or below `C` is dropped and does not count as the version reads need: its only
+//! use is to refuse a late prewrite at its `start_ts`, and a prewrite at or below `C` is
+//! refused anyway. (Dropping commit records at or below `C` can lose a transaction's outcome:
+//! the compaction point must stay below every lock's `start_ts`, see `docs/mvcc.md`.)
 
 use crate::key::VersionKey;
 use crate::record::WriteRecord;
@@ -64,10 +70,14 @@ impl CompactionFilter {
         if self.met_at_or_below {
             return Decision::Drop;
         }
+        let record = WriteRecord::decode(value);
+        if matches!(record, Ok(WriteRecord::Rollback)) {
+            return Decision::Drop;
+        }
         self.met_at_or_below = true;
-        match WriteRecord::decode(value) {
-            Ok(WriteRecord::Delete) if self.full => Decision::Drop,
-            Ok(WriteRecord::Delete) => Decision::KeepObsoleteTombstone,
+        match record {
+            Ok(record) if record.is_delete() && self.full => Decision::Drop,
+            Ok(record) if record.is_delete() => Decision::KeepObsoleteTombstone,
             _ => Decision::Keep,
         }
     }

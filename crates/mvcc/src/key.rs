@@ -83,6 +83,24 @@ pub fn versions_prefix(shard: ShardId, user_key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The `lock` column family's key of `user_key`: `shard ++ mc(user_key)`, one lock per key.
+/// Like a versions prefix, so a shard's locks sort by key and stay one contiguous range.
+pub fn lock_key(shard: ShardId, user_key: &[u8]) -> Vec<u8> {
+    versions_prefix(shard, user_key)
+}
+
+/// The user key of a `lock` column family key.
+pub fn parse_lock_key(storage_key: &[u8]) -> Result<Vec<u8>> {
+    let Some(encoded) = storage_key.get(SHARD_PREFIX_BYTES..) else {
+        return Err(MvccError::corrupt("key", "lock key too short"));
+    };
+    let (user_key, used) = decode_user_key(encoded)?;
+    if used != encoded.len() {
+        return Err(MvccError::corrupt("key", "bytes after the encoded key"));
+    }
+    Ok(user_key)
+}
+
 /// The storage key of the version of `user_key` written at `revision`.
 pub fn version_key(shard: ShardId, user_key: &[u8], revision: Revision) -> Vec<u8> {
     let mut out = versions_prefix(shard, user_key);

@@ -6,8 +6,9 @@
 //! Everything here reads through a [`view::MvccView`] (a sorted key-value snapshot: RocksDB in
 //! the storage node, a `BTreeMap` in tests) and returns [`view::Mutation`]s for the caller to
 //! write atomically. This crate must not know about Raft, RocksDB, gRPC or clocks; the
-//! transaction rules of cross-shard commits (lock records, prewrite, commit, rollback) belong
-//! here too, beside the write records they extend.
+//! transaction rules of cross-shard commits (lock records, prewrite, commit, rollback,
+//! check-status, resolution, reads that meet locks) are here too ([`txn`]), beside the write
+//! records they extend.
 //!
 //! Layout, per shard (every storage key starts with the shard id, 8 bytes big-endian, so a
 //! shard stays one contiguous range of every column family):
@@ -15,7 +16,7 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `write` | shard, mc(user key), !revision | framed [`record::WriteRecord`] |
-//! | `lock`  | shard, mc(user key) | reserved for transaction locks (not written yet) |
+//! | `lock`  | shard, mc(user key) | framed [`txn::Lock`], one per key |
 //!
 //! `mc` is a memcomparable encoding ([`key::encode_user_key`]) so that all versions of one
 //! key are contiguous and keys sort as their bytes do; `!revision` is the bitwise complement,
@@ -27,11 +28,15 @@ pub mod error;
 pub mod key;
 pub mod reader;
 pub mod record;
+pub mod txn;
 pub mod view;
 pub mod writer;
 
 pub use error::{MvccError, Result};
 pub use reader::{MvccReader, RangeBounds, RangeOptions, RangePage, Version};
 pub use record::WriteRecord;
+pub use txn::{
+    Applied, Lock, LockInfo, LockKind, LockOp, Resolution, TxnError, TxnResult, TxnRules, TxnStatus,
+};
 pub use view::{ColumnFamily, Cursor, MemoryView, Mutation, MvccView};
 pub use writer::{leadership_refusal, Refusal, VersionWriter};

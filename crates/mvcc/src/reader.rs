@@ -1,6 +1,11 @@
 //! Which version a read at revision `R` sees: for each key, the newest version whose revision
 //! is at most `R`, unless that version is a tombstone. A read at [`Revision::LATEST`] sees
 //! the newest version, and costs one seek, as a plain key-value read would.
+//!
+//! Rollback markers ([`WriteRecord::Rollback`]) are not versions: a read steps over them to
+//! the next older record. They are rare (only aborted transactions write them), so the
+//! one-seek cost holds for almost every key. This reader does not look at locks; reads that
+//! must respect transaction locks go through [`crate::txn`]'s lock checks first.
 
 use crate::error::Result;
 use crate::key::{self, VersionKey};
@@ -73,7 +78,19 @@ fn to_version(
             mod_revision: revision,
             version,
         }),
-        WriteRecord::Delete => None,
+        WriteRecord::TxnPut {
+            create_revision,
+            version,
+            value,
+            ..
+        } => Some(Version {
+            key: user_key,
+            value: if keys_only { Vec::new() } else { value },
+            create_revision,
+            mod_revision: revision,
+            version,
+        }),
+        WriteRecord::Delete | WriteRecord::TxnDelete { .. } | WriteRecord::Rollback => None,
     }
 }
 
@@ -86,8 +103,12 @@ impl<'v, V: MvccView> MvccReader<'v, V> {
         self.shard
     }
 
+    pub(crate) fn view(&self) -> &'v V {
+        self.view
+    }
+
     /// The newest record of `user_key` at or below `at`, with its revision, tombstones
-    /// included. One seek.
+    /// included and rollback markers skipped. One seek, plus a step per marker.
     pub fn record_at(
         &self,
         user_key: &[u8],
@@ -100,12 +121,17 @@ impl<'v, V: MvccView> MvccReader<'v, V> {
             .view
             .cursor(ColumnFamily::Write, &start, &upper, true)?;
         cursor.seek(&start)?;
-        let Some((storage_key, value)) = cursor.current() else {
-            return Ok(None);
-        };
-        let parsed = VersionKey::parse(storage_key)?;
-        debug_assert_eq!(parsed.versions_prefix, prefix.as_slice());
-        Ok(Some((parsed.revision, WriteRecord::decode(value)?)))
+        // The cursor's bounds are this key's versions, so running out means no version.
+        while let Some((storage_key, value)) = cursor.current() {
+            let parsed = VersionKey::parse(storage_key)?;
+            debug_assert_eq!(parsed.versions_prefix, prefix.as_slice());
+            let record = WriteRecord::decode(value)?;
+            if !record.is_marker() {
+                return Ok(Some((parsed.revision, record)));
+            }
+            cursor.next()?;
+        }
+        Ok(None)
     }
 
     /// The key as a read at `at` sees it.
@@ -147,9 +173,23 @@ impl<'v, V: MvccView> MvccReader<'v, V> {
                     _ => continue,
                 }
             }
-            let (storage_key, value) = cursor.current().expect("on a version of the key");
-            let parsed = VersionKey::parse(storage_key)?;
-            let record = WriteRecord::decode(value)?;
+            // The first record at or below `at` that is not a marker, if the key has one.
+            let mut found = None;
+            while let Some((storage_key, value)) = cursor.current() {
+                if !is_version_of(storage_key, &prefix) {
+                    break;
+                }
+                let record = WriteRecord::decode(value)?;
+                if !record.is_marker() {
+                    found = Some((VersionKey::parse(storage_key)?.revision, record));
+                    break;
+                }
+                cursor.next()?;
+            }
+            let Some((revision, record)) = found else {
+                // Only markers at or below `at`: the cursor is on the next key already.
+                continue;
+            };
             if !record.is_delete() {
                 if options.count_only {
                     page.count += 1;
@@ -157,8 +197,11 @@ impl<'v, V: MvccView> MvccReader<'v, V> {
                     page.more = true;
                     break;
                 } else {
-                    let revision = parsed.revision;
-                    let user_key = parsed.user_key()?;
+                    let user_key = VersionKey {
+                        versions_prefix: &prefix,
+                        revision,
+                    }
+                    .user_key()?;
                     page.versions
                         .extend(to_version(user_key, revision, record, options.keys_only));
                 }

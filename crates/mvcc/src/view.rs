@@ -10,7 +10,7 @@ use std::ops::Bound;
 pub enum ColumnFamily {
     /// Versions of keys: `shard, mc(key), !revision` -> [`crate::WriteRecord`].
     Write,
-    /// Transaction locks, one per key: `shard, mc(key)`. Reserved; nothing writes it yet.
+    /// Transaction locks, one per key: `shard, mc(key)` -> [`crate::txn::Lock`].
     Lock,
 }
 
