@@ -4,15 +4,23 @@ Each pod gets its own loopback address (its network namespace), its own folder (
 the exact command, args and env of its container spec (`$(VAR)` expanded as Kubernetes does,
 `fieldRef`s answered from the pod's name, namespace and labels), and the ConfigMap files it mounts.
 The cluster DNS names the chart gives the pods (`<pod>.<headless service>.<namespace>.svc.<domain>`
-and `<service>.<namespace>.svc.<domain>`) are mapped to those loopback addresses, a Service's port
-to its target port, and `0.0.0.0` to the pod's own address: that is the only rewriting done, and it
-is what the cluster's DNS, Services and network namespaces do for real pods.
+and `<service>.<namespace>.svc.<domain>`) are mapped to those loopback addresses, and `0.0.0.0` to
+the pod's own address: that is the only rewriting done, and it is what the cluster's DNS and network
+namespaces do for real pods. A Service with a virtual address gets one of its own, served by a
+`ServiceProxy` that sends each new connection to a ready pod the Service selects, as kube-proxy does.
+Stopping a pod follows the kubelet: out of the Service's endpoints, SIGTERM, SIGKILL after the pod's
+`terminationGracePeriodSeconds`.
 """
 
+import itertools
 import os
 import re
+import selectors
 import signal
+import socket
+import socketserver
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +42,9 @@ class Pod:
         self.folder = Path(folder)
         self.process = None
         self.log = None
+        # Whether the pod is among its Services' endpoints: from its readiness probe passing
+        # (wait_ready) until its termination starts.
+        self.ready = False
 
     def port(self, name_or_number):
         if isinstance(name_or_number, int):
@@ -57,6 +68,7 @@ class Pod:
         return self.process is not None and self.process.poll() is None
 
     def kill(self, how=signal.SIGKILL):
+        self.ready = False
         if self.alive():
             self.process.send_signal(how)
             try:
@@ -68,11 +80,98 @@ class Pod:
             self.log.close()
             self.log = None
 
+    def terminate(self):
+        """The kubelet's termination: the pod leaves its Services' endpoints, gets SIGTERM, and
+        SIGKILL if it still runs after its terminationGracePeriodSeconds. Returns (exit code,
+        seconds from SIGTERM to exit, whether it had to be killed)."""
+        assert "lifecycle" not in self.container, f"{self.name}: a preStop hook is not emulated"
+        self.ready = False
+        grace = self.spec.get("terminationGracePeriodSeconds", 30)
+        started = time.monotonic()
+        killed = False
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            killed = True
+            self.process.kill()
+            self.process.wait(timeout=10)
+        if self.log:
+            self.log.close()
+            self.log = None
+        return self.process.returncode, time.monotonic() - started, killed
+
     def log_tail(self, lines=30):
         path = self.folder / "log"
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class ServiceProxy:
+    """A Service's virtual address, as kube-proxy serves it: every new connection goes to one of
+    the ready pods the Service selects (round robin), on the target port of the Service port it
+    came to; with no ready pod the connection is refused (closed). Connections already open stay
+    with their pod until either side closes them."""
+
+    def __init__(self, ip, ports, endpoints):
+        self.ip = ip
+        self.endpoints = endpoints  # () -> ready pods, called for each connection
+        self.turn = itertools.count()
+        self.servers = []
+        for port, target in ports.items():
+            server = socketserver.ThreadingTCPServer((ip, port), self._handler(target), bind_and_activate=False)
+            server.daemon_threads = True
+            server.allow_reuse_address = True
+            server.server_bind()
+            server.server_activate()
+            threading.Thread(target=server.serve_forever, name=f"service {ip}:{port}", daemon=True).start()
+            self.servers.append(server)
+
+    def _handler(self, target):
+        proxy = self
+
+        class Forward(socketserver.BaseRequestHandler):
+            def handle(self):
+                pods = proxy.endpoints()
+                if not pods:
+                    return
+                pod = pods[next(proxy.turn) % len(pods)]
+                try:
+                    upstream = socket.create_connection((pod.ip, pod.port(target)), timeout=5)
+                except OSError:
+                    return
+                with upstream:
+                    upstream.settimeout(None)
+                    pump(self.request, upstream)
+
+        return Forward
+
+    def close(self):
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+def pump(one, other):
+    """Copies bytes both ways until either side closes."""
+    selector = selectors.DefaultSelector()
+    selector.register(one, selectors.EVENT_READ, other)
+    selector.register(other, selectors.EVENT_READ, one)
+    try:
+        while True:
+            for key, _ in selector.select():
+                try:
+                    data = key.fileobj.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                key.data.sendall(data)
+    except OSError:
+        return
+    finally:
+        selector.close()
 
 
 class Cluster:
@@ -88,6 +187,7 @@ class Cluster:
         self.pods = {}
         self.objects = []
         self.pods_removed = {}
+        self.proxies = {}
 
     def address_of(self, pod_name):
         if pod_name not in self.addresses:
@@ -107,14 +207,11 @@ class Cluster:
                 names = [f"{name}-{index}" for index in range(item["spec"].get("replicas", 1))]
             else:
                 continue
-            template = item["spec"]["template"]
             for pod_name in names:
-                labels = dict(template["metadata"]["labels"], **self.pod_labels(pod_name))
-                (container,) = template["spec"]["containers"]
-                pod = Pod(pod_name, item, container, template["spec"], labels, self.address_of(pod_name), self.root / pod_name)
+                pod = self._pod(item, pod_name)
                 old = self.pods.get(pod_name)
                 if old is not None:
-                    pod.process, pod.log = old.process, old.log
+                    pod.process, pod.log, pod.ready = old.process, old.log, old.ready
                 pods[pod_name] = pod
         for test_pod in by_kind(objects, "Pod"):
             pods[test_pod["metadata"]["name"]] = test_pod
@@ -122,6 +219,28 @@ class Cluster:
         self.pods_removed = {name: pod for name, pod in self.pods.items() if name not in pods and isinstance(pod, Pod)}
         self.pods = pods
         self._names()
+
+    def _pod(self, workload, pod_name):
+        template = workload["spec"]["template"]
+        labels = dict(template["metadata"]["labels"], **self.pod_labels(pod_name))
+        (container,) = template["spec"]["containers"]
+        return Pod(pod_name, workload, container, template["spec"], labels, self.address_of(pod_name), self.root / pod_name)
+
+    def surge(self, old_name, new_name):
+        """A Deployment's rolling update with maxSurge 1 and maxUnavailable 0, for one pod: a
+        new pod from the Deployment's current template starts and becomes ready, then the old
+        one is terminated. Returns what `Pod.terminate` returns for the old pod."""
+        old = self.pods[old_name]
+        assert old.workload["kind"] == "Deployment", old_name
+        strategy = old.workload["spec"]["strategy"]["rollingUpdate"]
+        assert (strategy["maxSurge"], strategy["maxUnavailable"]) == (1, 0), strategy
+        self.pods[new_name] = self._pod(old.workload, new_name)
+        self.start(new_name)
+        self.wait_ready([new_name], timeout=120)
+        outcome = old.terminate()
+        del self.pods[old_name]
+        self.pods_removed[old_name] = old
+        return outcome
 
     def _names(self):
         """The cluster DNS names, each mapped to (address, {service port: pod port})."""
@@ -134,18 +253,29 @@ class Cluster:
             if service["spec"].get("clusterIP") == "None":
                 for pod in selected:
                     names[f"{pod.name}.{service_name}{suffix}"] = (pod.ip, None)
-            elif selected:
-                # A Service's virtual address stands for its pods; one pod stands for all here.
-                ports = {port["port"]: selected[0].port(port["targetPort"]) for port in service["spec"]["ports"]}
-                names[f"{service_name}{suffix}"] = (selected[0].ip, ports)
+            else:
+                if service_name not in self.proxies:
+                    ports = {port["port"]: port["targetPort"] for port in service["spec"]["ports"]}
+                    self.proxies[service_name] = ServiceProxy(
+                        self.address_of(f"service/{service_name}"), ports, self._endpoints(service["spec"]["selector"])
+                    )
+                # The proxy listens on the Service's own ports (kube-proxy maps them to target ports).
+                names[f"{service_name}{suffix}"] = (self.proxies[service_name].ip, {port["port"]: port["port"] for port in service["spec"]["ports"]})
         self.names = names
 
+    def _endpoints(self, selector):
+        """The Service's ready endpoints, looked up when a connection arrives."""
+        return lambda: [
+            pod for pod in self.workload_pods() if pod.ready and pod.alive() and all(pod.labels.get(k) == v for k, v in selector.items())
+        ]
+
     def workload_pods(self):
-        return [pod for pod in self.pods.values() if isinstance(pod, Pod)]
+        # A copy first: the Service proxies' threads call this while the test replaces pods.
+        return [pod for pod in list(self.pods.values()) if isinstance(pod, Pod)]
 
     def rewrite(self, text, own_ip=None):
-        """What the pod's network does to an address: DNS names to addresses, Service ports to
-        target ports, the wildcard address to the pod's own."""
+        """What the pod's network does to an address: DNS names to addresses (a Service's to its
+        proxy, which maps its ports to target ports), the wildcard address to the pod's own."""
         for name in sorted(self.names, key=len, reverse=True):
             ip, ports = self.names[name]
 
@@ -225,6 +355,7 @@ class Cluster:
     def start(self, pod_name):
         pod = self.pods[pod_name]
         assert not pod.alive(), f"{pod_name} is running"
+        pod.ready = False
         pod.folder.mkdir(parents=True, exist_ok=True)
         command, env = self.command_line(pod.name, pod.labels, pod.container, pod.folder, pod.ip)
         (pod.folder / "command").write_text(" ".join(command) + "\n")
@@ -256,6 +387,7 @@ class Cluster:
                 if not pod.alive():
                     raise AssertionError(f"{name} exited ({pod.process.returncode}):\n{pod.log_tail()}")
                 if pod.probe("startupProbe") and pod.probe("livenessProbe") and pod.probe("readinessProbe"):
+                    pod.ready = True
                     waiting.remove(name)
             if waiting and time.monotonic() > deadline:
                 tails = "\n".join(f"--- {n}\n{self.pods[n].log_tail()}" for n in waiting)
@@ -268,3 +400,5 @@ class Cluster:
                 pod.kill(signal.SIGTERM)
             elif pod.log:
                 pod.log.close()
+        for proxy in self.proxies.values():
+            proxy.close()
