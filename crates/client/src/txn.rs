@@ -89,7 +89,7 @@ impl From<Compare> for proto::Compare {
     }
 }
 
-/// One operation of a transaction branch. Reads see the state before the transaction.
+/// One operation of a transaction branch. Each sees the earlier operations of its branch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     Put {

@@ -26,6 +26,7 @@
 pub mod compaction;
 pub mod error;
 pub mod key;
+pub mod overlay;
 pub mod reader;
 pub mod record;
 pub mod txn;
@@ -33,6 +34,7 @@ pub mod view;
 pub mod writer;
 
 pub use error::{MvccError, Result};
+pub use overlay::Overlay;
 pub use reader::{MvccReader, RangeBounds, RangeOptions, RangePage, Version};
 pub use record::WriteRecord;
 pub use txn::{

@@ -148,6 +148,11 @@ impl<'v, V: MvccView> VersionWriter<'v, V> {
         !self.mutations.is_empty()
     }
 
+    /// The mutations so far, in order.
+    pub fn mutations(&self) -> &[Mutation] {
+        &self.mutations
+    }
+
     pub fn into_mutations(self) -> Vec<Mutation> {
         self.mutations
     }

@@ -89,9 +89,8 @@ pub enum TxnOp {
     Range(Range),
 }
 
-/// Comparisons, then `success` or `failure` ops, applied atomically at one revision. Reads
-/// inside see the state before the transaction (its newest versions); no key is written twice
-/// (validated).
+/// Comparisons, then `success` or `failure` ops, applied atomically at one revision. Each op
+/// sees the earlier ops of its branch (as in etcd); no key is written twice (validated).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Txn {
     pub compares: Vec<Compare>,

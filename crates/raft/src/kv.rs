@@ -8,7 +8,8 @@ use crate::command::*;
 use crate::error::{Result, StorageError};
 use crate::mvcc_store::{storage_error, RocksView};
 use cairn_mvcc::{
-    ColumnFamily, Mutation, MvccReader, RangeBounds, RangeOptions, Version, VersionWriter,
+    ColumnFamily, Mutation, MvccReader, MvccView, Overlay, RangeBounds, RangeOptions, Version,
+    VersionWriter,
 };
 use cairn_types::{Revision, ShardId};
 use rocksdb::{WriteBatch, DB};
@@ -59,11 +60,7 @@ impl<'a> KvView<'a> {
 
     /// The key as a read at revision `at` sees it.
     pub fn get_at(&self, key: &[u8], at: Revision, keys_only: bool) -> Result<Option<KeyValue>> {
-        let view = self.rocks();
-        Ok(MvccReader::new(&view, self.shard)
-            .get(key, at, keys_only)
-            .map_err(storage_error)?
-            .map(key_value))
+        get_at(&self.rocks(), self.shard, key, at, keys_only)
     }
 
     /// Keys in the range at their newest versions, reported at `revision`.
@@ -75,32 +72,54 @@ impl<'a> KvView<'a> {
     /// `range.limit` of them (or all of them, counted, with `count_only`); the result reports
     /// `reported` as its revision.
     pub fn range_at(&self, range: &Range, at: Revision, reported: Revision) -> Result<RangeResult> {
-        let view = self.rocks();
-        let bounds = RangeBounds {
-            start: range.start.clone(),
-            end: range.end.clone(),
-        };
-        let options = RangeOptions {
-            limit: range.limit,
-            keys_only: range.keys_only,
-            count_only: range.count_only,
-        };
-        let page = MvccReader::new(&view, self.shard)
-            .range(&bounds, at, options)
-            .map_err(storage_error)?;
-        let kvs: Vec<KeyValue> = page.versions.into_iter().map(key_value).collect();
-        Ok(RangeResult {
-            revision: reported,
-            continuation: if page.more {
-                kvs.last().map(|kv| kv.key.clone())
-            } else {
-                None
-            },
-            more: page.more,
-            count: page.count,
-            kvs,
-        })
+        range_at(&self.rocks(), self.shard, range, at, reported)
     }
+}
+
+fn get_at<V: MvccView>(
+    view: &V,
+    shard: ShardId,
+    key: &[u8],
+    at: Revision,
+    keys_only: bool,
+) -> Result<Option<KeyValue>> {
+    Ok(MvccReader::new(view, shard)
+        .get(key, at, keys_only)
+        .map_err(storage_error)?
+        .map(key_value))
+}
+
+fn range_at<V: MvccView>(
+    view: &V,
+    shard: ShardId,
+    range: &Range,
+    at: Revision,
+    reported: Revision,
+) -> Result<RangeResult> {
+    let bounds = RangeBounds {
+        start: range.start.clone(),
+        end: range.end.clone(),
+    };
+    let options = RangeOptions {
+        limit: range.limit,
+        keys_only: range.keys_only,
+        count_only: range.count_only,
+    };
+    let page = MvccReader::new(view, shard)
+        .range(&bounds, at, options)
+        .map_err(storage_error)?;
+    let kvs: Vec<KeyValue> = page.versions.into_iter().map(key_value).collect();
+    Ok(RangeResult {
+        revision: reported,
+        continuation: if page.more {
+            kvs.last().map(|kv| kv.key.clone())
+        } else {
+            None
+        },
+        more: page.more,
+        count: page.count,
+        kvs,
+    })
 }
 
 /// Every key an operation reads or writes, or `None` when it includes a range.
@@ -165,9 +184,13 @@ pub fn apply_write(
     at: WriteAt,
 ) -> Result<(WriteResult, bool)> {
     let view = RocksView::new(db, None);
+    // The command's own mutations laid over the database: reads inside a transaction see
+    // the earlier ops of that transaction.
+    let overlay = Overlay::new(&view);
     let mut writer = Writer {
-        inner: VersionWriter::new(&view, shard, at.revision),
-        unchanged: at.unchanged,
+        inner: VersionWriter::new(&overlay, shard, at.revision),
+        overlay: &overlay,
+        shard,
     };
     if let Some(refusal) = writer
         .inner
@@ -179,7 +202,7 @@ pub fn apply_write(
     let result = match op {
         WriteOp::Put(put) => WriteResult::Put(writer.put(put)?),
         WriteOp::Delete(delete) => WriteResult::Delete(writer.delete(delete)?),
-        WriteOp::Txn(txn) => WriteResult::Txn(writer.txn(txn, shard, db)?),
+        WriteOp::Txn(txn) => WriteResult::Txn(writer.txn(txn)?),
         WriteOp::Compact { .. } => {
             return Err(StorageError::Inconsistent(
                 "a compaction is not a key write".into(),
@@ -221,7 +244,10 @@ fn with_revision(result: WriteResult, revision: Revision) -> WriteResult {
                     TxnOpResult::Delete(delete) => {
                         TxnOpResult::Delete(DeleteResult { revision, ..delete })
                     }
-                    read => read,
+                    TxnOpResult::Get(get) => TxnOpResult::Get(GetResult { revision, ..get }),
+                    TxnOpResult::Range(range) => {
+                        TxnOpResult::Range(RangeResult { revision, ..range })
+                    }
                 })
                 .collect(),
             ..txn
@@ -231,8 +257,9 @@ fn with_revision(result: WriteResult, revision: Revision) -> WriteResult {
 }
 
 struct Writer<'v> {
-    inner: VersionWriter<'v, RocksView<'v>>,
-    unchanged: Revision,
+    inner: VersionWriter<'v, Overlay<'v, RocksView<'v>>>,
+    overlay: &'v Overlay<'v, RocksView<'v>>,
+    shard: ShardId,
 }
 
 impl Writer<'_> {
@@ -262,9 +289,11 @@ impl Writer<'_> {
                 prev_kv,
             });
         }
+        let before = self.inner.mutations().len();
         self.inner
             .put(&put.key, put.value.clone())
             .map_err(storage_error)?;
+        self.overlay.apply(&self.inner.mutations()[before..]);
         Ok(PutResult {
             revision: Revision(0),
             succeeded: true,
@@ -274,7 +303,9 @@ impl Writer<'_> {
 
     fn delete(&mut self, delete: &Delete) -> Result<DeleteResult> {
         let previous = self.current(&delete.key)?;
+        let before = self.inner.mutations().len();
         let deleted = self.inner.delete(&delete.key).map_err(storage_error)?;
+        self.overlay.apply(&self.inner.mutations()[before..]);
         Ok(DeleteResult {
             revision: Revision(0),
             deleted: u64::from(deleted),
@@ -282,7 +313,7 @@ impl Writer<'_> {
         })
     }
 
-    fn txn(&mut self, txn: &Txn, shard: ShardId, db: &DB) -> Result<TxnResult> {
+    fn txn(&mut self, txn: &Txn) -> Result<TxnResult> {
         let mut succeeded = true;
         for compare in &txn.compares {
             let current = self.current(&compare.key)?;
@@ -296,18 +327,30 @@ impl Writer<'_> {
         } else {
             &txn.failure
         };
-        // Reads see the state before the transaction: its own writes are only mutations yet.
-        let reads = KvView::new(db, shard);
+        // Reads see the earlier ops of the branch (the overlay), as in etcd; their revision
+        // is set with the writes' once the command's outcome is known (`with_revision`).
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             responses.push(match op {
                 TxnOp::Put(put) => TxnOpResult::Put(self.put(put)?),
                 TxnOp::Delete(delete) => TxnOpResult::Delete(self.delete(delete)?),
                 TxnOp::Get(get) => TxnOpResult::Get(GetResult {
-                    revision: self.unchanged,
-                    kv: reads.get(&get.key, get.keys_only)?,
+                    revision: Revision(0),
+                    kv: get_at(
+                        self.overlay,
+                        self.shard,
+                        &get.key,
+                        Revision::LATEST,
+                        get.keys_only,
+                    )?,
                 }),
-                TxnOp::Range(range) => TxnOpResult::Range(reads.range(range, self.unchanged)?),
+                TxnOp::Range(range) => TxnOpResult::Range(range_at(
+                    self.overlay,
+                    self.shard,
+                    range,
+                    Revision::LATEST,
+                    Revision(0),
+                )?),
             });
         }
         Ok(TxnResult {

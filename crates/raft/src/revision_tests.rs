@@ -185,3 +185,103 @@ async fn timestamped_writes_land_at_their_revisions_and_other_leaderships_are_re
         );
     }
 }
+
+fn txn_entry(index: u64, revision: u64, txn: crate::command::Txn) -> Entry {
+    let command = Command {
+        write_id: None,
+        proposed_at_ms: 1,
+        op: WriteOp::Txn(txn),
+        revision: CommandRevision::Timestamp {
+            revision: Revision(revision),
+            term: 1,
+        },
+        trace: None,
+    };
+    Entry::new_normal(log_id(1, index), command)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_inside_a_transaction_see_the_earlier_ops_of_their_branch() {
+    use crate::command::{Delete, Get, Range, Txn, TxnOp, TxnOpResult};
+    let dir = tempfile::tempdir().unwrap();
+    let (db, mut machine) = open(dir.path());
+    apply(&mut machine, stamped(1, 1, 1, 10, 1, "a", "old"));
+    apply(&mut machine, stamped(2, 1, 1, 20, 2, "b", "gone"));
+    let put = |key: &str, value: &str| {
+        TxnOp::Put(Put {
+            key: key.into(),
+            value: value.into(),
+            prev_kv: true,
+            condition: None,
+        })
+    };
+    let get = |key: &str| {
+        TxnOp::Get(Get {
+            key: key.into(),
+            keys_only: false,
+        })
+    };
+    let txn = Txn {
+        compares: Vec::new(),
+        success: vec![
+            get("a"),
+            put("a", "new"),
+            get("a"),
+            TxnOp::Delete(Delete {
+                key: "b".into(),
+                prev_kv: true,
+            }),
+            put("c", "created"),
+            TxnOp::Range(Range {
+                start: Vec::new(),
+                end: None,
+                limit: 10,
+                keys_only: false,
+                count_only: false,
+            }),
+        ],
+        failure: Vec::new(),
+    };
+    let WriteResult::Txn(result) = apply(&mut machine, txn_entry(3, 30, txn)) else {
+        panic!("a transaction result");
+    };
+    assert!(result.succeeded);
+    let value = |kv: &Option<crate::command::KeyValue>| {
+        kv.as_ref()
+            .map(|kv| String::from_utf8(kv.value.clone()).unwrap())
+    };
+    let [TxnOpResult::Get(before), TxnOpResult::Put(put_a), TxnOpResult::Get(after), TxnOpResult::Delete(delete_b), TxnOpResult::Put(_), TxnOpResult::Range(range)] =
+        &result.responses[..]
+    else {
+        panic!("six results: {:?}", result.responses);
+    };
+    assert_eq!(value(&before.kv).as_deref(), Some("old"), "before the put");
+    assert_eq!(value(&put_a.prev_kv).as_deref(), Some("old"));
+    assert_eq!(value(&after.kv).as_deref(), Some("new"), "after the put");
+    assert_eq!(after.kv.as_ref().unwrap().mod_revision, Revision(30));
+    assert_eq!(
+        after.revision,
+        Revision(30),
+        "reads report the transaction's revision"
+    );
+    assert_eq!(value(&delete_b.prev_kv).as_deref(), Some("gone"));
+    let seen: Vec<(String, String)> = range
+        .kvs
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8(kv.key.clone()).unwrap(),
+                String::from_utf8(kv.value.clone()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("a".into(), "new".into()), ("c".into(), "created".into())],
+        "the range sees the put, the delete and the created key"
+    );
+    // And the database holds exactly that after the batch was written.
+    assert_eq!(value_at(&db, "a", u64::MAX), Some(("new".into(), 30)));
+    assert_eq!(value_at(&db, "b", u64::MAX), None);
+    assert_eq!(value_at(&db, "b", 29), Some(("gone".into(), 20)));
+}

@@ -438,8 +438,8 @@ async fn transactions_are_atomic_and_choose_a_branch() {
         Some(kv::response_op::Response::Get(get)) => {
             assert_eq!(
                 get.kv.as_ref().unwrap().value,
-                b"10",
-                "reads see the state before the transaction"
+                b"7",
+                "a read sees the earlier ops of its transaction branch"
             )
         }
         other => panic!("unexpected {other:?}"),
