@@ -4,7 +4,6 @@
 use cairn_proto::kv::v1 as kv;
 use cairn_proto::node::v1 as node;
 use cairn_types::ShardId;
-use prost::Message;
 use std::time::Duration;
 
 /// How long `http_get` waits to connect, and then for the whole answer.
@@ -38,7 +37,7 @@ pub fn shard_get(
 
 /// Decodes the structured error detail of a status.
 pub fn error_detail(status: &tonic::Status) -> Option<kv::error_detail::Kind> {
-    kv::ErrorDetail::decode(status.details()).ok()?.kind
+    cairn_proto::status::detail_of(status)
 }
 
 /// A fresh write id generator for one simulated client.

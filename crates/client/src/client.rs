@@ -10,11 +10,11 @@ use crate::options::{
     CasOutcome, Consistency, DeleteOptions, Expectation, GetOptions, PutCondition, PutOptions,
     RangeOptions,
 };
-use crate::retry::{is_connection_failure, Backoff, RetryPolicy};
 use crate::txn::Txn;
 use crate::write_id::WriteIds;
 use cairn_proto::kv::v1 as proto;
 use cairn_proto::kv::v1::kv_client::KvClient;
+use cairn_proto::retry::{classify, never_sent, Backoff, Idempotency};
 use cairn_types::{ClientId, REQUEST_BYTES_MAX_CEILING};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -127,7 +127,7 @@ impl Client {
             condition: options.condition.map(Into::into),
             write_id: Some(write.id().into()),
         };
-        self.call("put", RetryPolicy::Idempotent, |channel, remaining| {
+        self.call("put", Idempotency::Idempotent, |channel, remaining| {
             let request = request(message.clone(), remaining);
             async move { kv(channel).put(request).await }
         })
@@ -151,7 +151,7 @@ impl Client {
             revision: options.revision,
         };
         let response = self
-            .call("get", RetryPolicy::Idempotent, |channel, remaining| {
+            .call("get", Idempotency::Idempotent, |channel, remaining| {
                 let request = request(message.clone(), remaining);
                 async move { kv(channel).get(request).await }
             })
@@ -175,7 +175,7 @@ impl Client {
             prev_kv: options.prev_kv,
             write_id: Some(write.id().into()),
         };
-        self.call("delete", RetryPolicy::Idempotent, |channel, remaining| {
+        self.call("delete", Idempotency::Idempotent, |channel, remaining| {
             let request = request(message.clone(), remaining);
             async move { kv(channel).delete(request).await }
         })
@@ -186,7 +186,7 @@ impl Client {
     /// next page, or use [`Client::scan`] to follow pages.
     pub async fn range(&self, options: RangeOptions) -> Result<proto::RangeResponse> {
         let message = proto::RangeRequest::from(options);
-        self.call("range", RetryPolicy::Idempotent, |channel, remaining| {
+        self.call("range", Idempotency::Idempotent, |channel, remaining| {
             let request = request(message.clone(), remaining);
             async move { kv(channel).range(request).await }
         })
@@ -247,7 +247,7 @@ impl Client {
     pub async fn compact(&self, revision: u64) -> Result<u64> {
         let message = proto::CompactRequest { revision };
         let response = self
-            .call("compact", RetryPolicy::Idempotent, |channel, remaining| {
+            .call("compact", Idempotency::Idempotent, |channel, remaining| {
                 let request = request(message, remaining);
                 async move { kv(channel).compact(request).await }
             })
@@ -322,22 +322,23 @@ impl Client {
         let write = self.inner.writes.begin();
         let mut message = txn.into_request();
         message.write_id = Some(write.id().into());
-        self.call("txn", RetryPolicy::Idempotent, |channel, remaining| {
+        self.call("txn", Idempotency::Idempotent, |channel, remaining| {
             let request = request(message.clone(), remaining);
             async move { kv(channel).txn(request).await }
         })
         .await
     }
 
-    /// Runs `attempt` against the gateways until it succeeds or the retry policy, the
-    /// attempt budget or the deadline says stop. `attempt` gets a channel and the time left.
+    /// Runs `attempt` against the gateways until it succeeds, fails in a way a call of its
+    /// `idempotency` may not repeat (`cairn_proto::retry::classify`), or runs out of attempts
+    /// or time. `attempt` gets a channel and the time left.
     ///
     /// The call runs in a `cairn.client` span (a child of the caller's span); requests built
     /// with [`request`] carry its trace context to the gateway.
     pub(crate) async fn call<T, F, Fut>(
         &self,
         what: &'static str,
-        policy: RetryPolicy,
+        idempotency: Idempotency,
         attempt: F,
     ) -> Result<T>
     where
@@ -350,7 +351,7 @@ impl Client {
             otel.kind = "client",
             rpc.method = what,
         );
-        self.call_with_retries(what, policy, attempt)
+        self.call_with_retries(what, idempotency, attempt)
             .instrument(span)
             .await
     }
@@ -358,7 +359,7 @@ impl Client {
     async fn call_with_retries<T, F, Fut>(
         &self,
         what: &'static str,
-        policy: RetryPolicy,
+        idempotency: Idempotency,
         mut attempt: F,
     ) -> Result<T>
     where
@@ -395,10 +396,10 @@ impl Client {
                     ))
                 }
             };
-            if !policy.should_retry(&status) {
+            if !classify(&status).allows(idempotency) {
                 return Err(Error::from_status(status));
             }
-            if is_connection_failure(&status) {
+            if never_sent(&status) {
                 connection_failures += 1;
             }
             tracing::debug!(
@@ -413,7 +414,7 @@ impl Client {
             index = (index + 1) % gateways.len();
             self.inner.preferred.store(index, Ordering::Relaxed);
             if attempt_number + 1 < config.retry_attempts_max {
-                let pause = backoff.pause(attempt_number as u32, &mut rand::rng());
+                let pause = backoff.pause(attempt_number as u32);
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(pause.min(remaining)).await;
             }

@@ -3,9 +3,9 @@
 
 use crate::client::{request, Client, MESSAGE_BYTES_MAX};
 use crate::error::Result;
-use crate::retry::RetryPolicy;
 use cairn_proto::kv::v1 as proto;
 use cairn_proto::kv::v1::cluster_client::ClusterClient;
+use cairn_proto::retry::Idempotency;
 use cairn_types::NodeId;
 use std::collections::HashMap;
 use tonic::transport::Channel;
@@ -15,7 +15,7 @@ impl Client {
     pub async fn status(&self) -> Result<proto::StatusResponse> {
         self.call(
             "cluster status",
-            RetryPolicy::Idempotent,
+            Idempotency::Idempotent,
             |channel, remaining| {
                 let request = request(proto::StatusRequest {}, remaining);
                 async move { cluster(channel).status(request).await }
@@ -29,7 +29,7 @@ impl Client {
         let response = self
             .call(
                 "cluster members",
-                RetryPolicy::Idempotent,
+                Idempotency::Idempotent,
                 |channel, remaining| {
                     let request = request(proto::MembersRequest {}, remaining);
                     async move { cluster(channel).members(request).await }
@@ -43,7 +43,7 @@ impl Client {
     pub async fn shards(&self) -> Result<proto::ShardsResponse> {
         self.call(
             "cluster shards",
-            RetryPolicy::Idempotent,
+            Idempotency::Idempotent,
             |channel, remaining| {
                 let request = request(proto::ShardsRequest {}, remaining);
                 async move { cluster(channel).shards(request).await }
@@ -53,8 +53,8 @@ impl Client {
     }
 
     /// Registers a storage node that will listen at `address`; start it with the returned
-    /// id. Joining allocates an id, so it is retried only when the gateway was unavailable,
-    /// never after an attempt whose outcome is unknown.
+    /// id. Retried like a read: the coordinator answers a repeated join of an address whose
+    /// node has not started yet with the id the first attempt allocated (D46).
     pub async fn join(
         &self,
         address: impl Into<String>,
@@ -65,7 +65,7 @@ impl Client {
             labels: labels.into_iter().collect::<HashMap<_, _>>(),
         };
         let response = self
-            .call("join", RetryPolicy::NotIdempotent, |channel, remaining| {
+            .call("join", Idempotency::Idempotent, |channel, remaining| {
                 let request = request(message.clone(), remaining);
                 async move { cluster(channel).join(request).await }
             })
@@ -89,7 +89,7 @@ impl Client {
         };
         self.call(
             "unsafe recover shard",
-            RetryPolicy::NotIdempotent,
+            Idempotency::NotIdempotent,
             |channel, remaining| {
                 let request = request(message, remaining);
                 async move { cluster(channel).unsafe_recover_shard(request).await }
@@ -102,7 +102,7 @@ impl Client {
     /// Returns whether the node is draining.
     pub async fn leave(&self, node: NodeId) -> Result<bool> {
         let response = self
-            .call("leave", RetryPolicy::Idempotent, |channel, remaining| {
+            .call("leave", Idempotency::Idempotent, |channel, remaining| {
                 let request = request(
                     proto::LeaveRequest {
                         node_id: node.get(),

@@ -4,8 +4,7 @@
 //! mapping acts on that and on the status code, never on the message text.
 
 use cairn_proto::kv::v1::error_detail::Kind;
-use cairn_proto::kv::v1::ErrorDetail;
-use prost::Message;
+use cairn_proto::status::detail_of;
 use tonic::Code;
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -113,7 +112,7 @@ impl Error {
 
     /// Maps a gateway's status to an error, using its `ErrorDetail` when it has one.
     pub fn from_status(status: tonic::Status) -> Error {
-        if let Some(kind) = error_detail(&status) {
+        if let Some(kind) = detail_of(&status) {
             match kind {
                 Kind::InvalidArgument(detail) => {
                     return Error::InvalidArgument {
@@ -160,6 +159,18 @@ impl Error {
                         detail.shard_id
                     ))
                 }
+                Kind::CoordinatorNotLeader(detail) => {
+                    return Error::Unavailable(if detail.leader_address.is_empty() {
+                        "the coordinators have no reachable leader right now (an election may \
+                         be running); retry shortly"
+                            .to_string()
+                    } else {
+                        format!(
+                            "the coordinator leader at {} could not be reached; retry shortly",
+                            detail.leader_address
+                        )
+                    })
+                }
                 Kind::StaleEpoch(detail) => {
                     return Error::Unavailable(format!(
                         "shard {} changed membership (epoch {}) while the request was routed; \
@@ -204,14 +215,6 @@ impl From<tonic::Status> for Error {
     }
 }
 
-/// The decoded `ErrorDetail` of a status, if it carries one.
-pub(crate) fn error_detail(status: &tonic::Status) -> Option<Kind> {
-    if status.details().is_empty() {
-        return None;
-    }
-    ErrorDetail::decode(status.details()).ok()?.kind
-}
-
 /// Status messages may span lines; errors are reported on one.
 pub(crate) fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -223,8 +226,7 @@ mod tests {
     use cairn_proto::kv::v1 as proto;
 
     fn status_with(code: Code, kind: Kind) -> tonic::Status {
-        let detail = ErrorDetail { kind: Some(kind) };
-        tonic::Status::with_details(code, "server message", detail.encode_to_vec().into())
+        cairn_proto::status::with_detail(code, "server message", kind)
     }
 
     #[test]
@@ -330,6 +332,23 @@ mod tests {
         assert!(matches!(
             Error::from_status(not_leader),
             Error::Unavailable(message) if message.contains("shard 5")
+        ));
+        let coordinator = |address: &str| {
+            status_with(
+                Code::FailedPrecondition,
+                Kind::CoordinatorNotLeader(proto::CoordinatorNotLeader {
+                    leader_id: 0,
+                    leader_address: address.into(),
+                }),
+            )
+        };
+        assert!(matches!(
+            Error::from_status(coordinator("")),
+            Error::Unavailable(message) if message.contains("coordinators have no reachable leader") && !message.contains("shard")
+        ));
+        assert!(matches!(
+            Error::from_status(coordinator("c2:7200")),
+            Error::Unavailable(message) if message.contains("c2:7200")
         ));
     }
 

@@ -58,7 +58,6 @@ mod cluster;
 mod config;
 mod error;
 mod options;
-mod retry;
 mod txn;
 mod write_id;
 

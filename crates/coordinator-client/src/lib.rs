@@ -3,8 +3,9 @@
 //! Coordinators are configured as a list of `host:port` entries; a host may be a DNS name
 //! resolving to several addresses (a Kubernetes headless service), resolved again on every
 //! attempt. A call goes to the last coordinator that answered, then to every other address;
-//! a NotLeader answer's hint is tried next. Attempts and per-call time are bounded. This crate
-//! depends on the protocol only, never on server crates.
+//! a not-leader answer's hint is tried next. Whether a failure is tried again is
+//! `cairn_proto::retry::classify`'s answer for the call's idempotency (D46). Attempts and
+//! per-call time are bounded. This crate depends on the protocol only, never on server crates.
 //!
 //! [`TimestampClient`] is the process's client of the timestamp oracle: one batching queue
 //! for every caller in the process.
@@ -17,16 +18,19 @@ pub use timestamps::{
 
 use cairn_proto::coordinator::v1 as pb;
 use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient as GrpcClient;
-use cairn_proto::kv::v1::error_detail::Kind;
-use prost::Message;
+use cairn_proto::retry::{classify, Backoff, Idempotency};
 use std::future::Future;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 /// Rounds over every known coordinator before one call gives up.
-const ROUNDS_MAX: usize = 12;
-/// Pause between rounds.
-const ROUND_PAUSE: Duration = Duration::from_millis(250);
+const ROUNDS_MAX: u32 = 12;
+/// Pause between rounds: jittered, so that the nodes and gateways that lost the leader
+/// together do not come back in step; about 3 s over all rounds.
+const ROUND_BACKOFF: Backoff = Backoff {
+    min: Duration::from_millis(100),
+    max: Duration::from_millis(400),
+};
 
 pub struct CoordinatorClient {
     addresses: Vec<String>,
@@ -73,14 +77,20 @@ impl CoordinatorClient {
         Some(GrpcClient::new(endpoint.connect_lazy()))
     }
 
-    /// Calls `call` on the coordinator leader, following hints and trying every address.
-    pub async fn call<T, F, Fut>(&mut self, what: &str, mut call: F) -> Result<T, tonic::Status>
+    /// Calls `call` on the coordinator leader, following hints and trying every address, as
+    /// long as a call of its `idempotency` may be repeated after the failures it meets.
+    pub async fn call<T, F, Fut>(
+        &mut self,
+        what: &str,
+        idempotency: Idempotency,
+        mut call: F,
+    ) -> Result<T, tonic::Status>
     where
         F: FnMut(GrpcClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut last_error = tonic::Status::unavailable("no coordinator address resolved");
-        for _ in 0..ROUNDS_MAX {
+        for round in 0..ROUNDS_MAX {
             let mut queue = self.candidates().await;
             while let Some(address) = queue.pop() {
                 let Some(client) = self.client(&address) else {
@@ -92,12 +102,14 @@ impl CoordinatorClient {
                         return Ok(response.into_inner());
                     }
                     Err(status) => {
-                        if let Some(hint) = not_leader_hint(&status) {
-                            if hint != address && !queue.contains(&hint) {
-                                queue.push(hint);
-                            }
-                        } else if !is_retryable(&status) {
+                        let verdict = classify(&status);
+                        if !verdict.allows(idempotency) {
                             return Err(status);
+                        }
+                        if let Some(hint) = verdict.cause.leader_address() {
+                            if hint != address && !queue.iter().any(|queued| queued == hint) {
+                                queue.push(hint.to_string());
+                            }
                         }
                         tracing::debug!(%address, %status, what, "coordinator call failed; trying the next");
                         if self.current.as_deref() == Some(address.as_str()) {
@@ -107,7 +119,9 @@ impl CoordinatorClient {
                     }
                 }
             }
-            tokio::time::sleep(ROUND_PAUSE).await;
+            if round + 1 < ROUNDS_MAX {
+                tokio::time::sleep(ROUND_BACKOFF.pause(round)).await;
+            }
         }
         Err(last_error)
     }
@@ -116,7 +130,7 @@ impl CoordinatorClient {
         &mut self,
         request: pb::JoinClusterRequest,
     ) -> Result<pb::JoinClusterResponse, tonic::Status> {
-        self.call("join", |mut c| {
+        self.call("join", Idempotency::Idempotent, |mut c| {
             let request = request.clone();
             async move { c.join_cluster(request).await }
         })
@@ -124,7 +138,7 @@ impl CoordinatorClient {
     }
 
     pub async fn leave(&mut self, node_id: u64) -> Result<pb::LeaveClusterResponse, tonic::Status> {
-        self.call("leave", |mut c| async move {
+        self.call("leave", Idempotency::Idempotent, |mut c| async move {
             c.leave_cluster(pb::LeaveClusterRequest { node_id }).await
         })
         .await
@@ -134,7 +148,7 @@ impl CoordinatorClient {
         &mut self,
         request: pb::HeartbeatRequest,
     ) -> Result<pb::HeartbeatResponse, tonic::Status> {
-        self.call("heartbeat", |mut c| {
+        self.call("heartbeat", Idempotency::Idempotent, |mut c| {
             let request = request.clone();
             async move { c.heartbeat(request).await }
         })
@@ -143,7 +157,7 @@ impl CoordinatorClient {
 
     /// Moves the cluster's compaction point up to `revision`.
     pub async fn compact(&mut self, revision: u64) -> Result<pb::CompactResponse, tonic::Status> {
-        self.call("compact", |mut c| async move {
+        self.call("compact", Idempotency::Idempotent, |mut c| async move {
             c.compact(pb::CompactRequest { revision }).await
         })
         .await
@@ -154,23 +168,27 @@ impl CoordinatorClient {
         &mut self,
         request: pb::UnsafeRecoverShardRequest,
     ) -> Result<pb::UnsafeRecoverShardResponse, tonic::Status> {
-        self.call("unsafe recover shard", |mut c| async move {
-            c.unsafe_recover_shard(request).await
-        })
+        self.call(
+            "unsafe recover shard",
+            Idempotency::NotIdempotent,
+            |mut c| async move { c.unsafe_recover_shard(request).await },
+        )
         .await
     }
 
     pub async fn shard_map(&mut self) -> Result<pb::ShardMap, tonic::Status> {
-        self.call("shard map", |mut c| async move {
+        self.call("shard map", Idempotency::Idempotent, |mut c| async move {
             c.get_shard_map(pb::GetShardMapRequest {}).await
         })
         .await
     }
 
     pub async fn cluster_status(&mut self) -> Result<pb::ClusterStatusResponse, tonic::Status> {
-        self.call("cluster status", |mut c| async move {
-            c.cluster_status(pb::ClusterStatusRequest {}).await
-        })
+        self.call(
+            "cluster status",
+            Idempotency::Idempotent,
+            |mut c| async move { c.cluster_status(pb::ClusterStatusRequest {}).await },
+        )
         .await
     }
 
@@ -179,33 +197,10 @@ impl CoordinatorClient {
         &mut self,
         after_version: u64,
     ) -> Result<tonic::Streaming<pb::ShardMap>, tonic::Status> {
-        self.call("watch", |mut c| async move {
+        self.call("watch", Idempotency::Idempotent, |mut c| async move {
             c.watch_shard_map(pb::WatchShardMapRequest { after_version })
                 .await
         })
         .await
     }
-}
-
-/// The leader address a NotLeader status names, if any.
-pub fn not_leader_hint(status: &tonic::Status) -> Option<String> {
-    match cairn_proto::kv::v1::ErrorDetail::decode(status.details())
-        .ok()?
-        .kind?
-    {
-        Kind::NotLeader(hint) if !hint.leader_address.is_empty() => Some(hint.leader_address),
-        _ => None,
-    }
-}
-
-fn is_retryable(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::FailedPrecondition
-            | tonic::Code::Unknown
-            | tonic::Code::Cancelled
-            | tonic::Code::Aborted
-    )
 }

@@ -307,7 +307,13 @@ impl Connection {
                         return Ok(response.first);
                     }
                     Ok(Err(status)) => {
-                        if let Some(hint) = crate::not_leader_hint(&status) {
+                        // Every failure is tried again until the deadline: asking for
+                        // timestamps twice only skips some. Only the leader hint is read.
+                        let hint = cairn_proto::retry::classify(&status)
+                            .cause
+                            .leader_address()
+                            .map(str::to_string);
+                        if let Some(hint) = hint {
                             if hint != address && !queue.contains(&hint) {
                                 // A hint naming an address that just did not answer is
                                 // likely stale (the followers have not elected yet): it

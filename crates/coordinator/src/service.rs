@@ -1,7 +1,7 @@
 //! The coordinator's gRPC service (`cairn.coordinator.v1.Coordinator`). Any member answers:
 //! a follower passes unary requests on to the leader (once). Heartbeats and the map watch
-//! are not passed on: a follower answers FAILED_PRECONDITION with a NotLeader detail naming
-//! the leader's address, which nodes and watchers follow.
+//! are not passed on: a follower answers FAILED_PRECONDITION with a CoordinatorNotLeader
+//! detail naming the leader's address, which nodes and watchers follow.
 
 use crate::compaction::Compaction;
 use crate::coordinator::Coordinator;

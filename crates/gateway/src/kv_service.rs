@@ -3,21 +3,23 @@
 //! ranges out over every shard at one snapshot revision from the timestamp oracle, merging
 //! pages in key order. `Compact` goes to the coordinator.
 
+use crate::error::{GatewayError, Result};
 use crate::router::{Router, Target};
+use crate::routing::RoutingTable;
 use crate::write_ids::{InFlight, WriteIds};
 use cairn_coordinator_client::{CoordinatorClient, TimestampClient};
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::kv_server::Kv;
 use cairn_proto::node::v1 as node_pb;
-use cairn_proto::node::v1::batch_item_result::Result as ItemResult;
-use cairn_proto::node::v1::shard_op::Op;
 use cairn_types::ShardId;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use prost::Message;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
+
+mod shard_request;
+use shard_request::ShardRequest;
 
 pub struct KvService {
     router: Arc<Router>,
@@ -62,56 +64,55 @@ impl KvService {
         Instant::now() + self.router.request_timeout()
     }
 
-    async fn shard_of(&self, key: &[u8]) -> Result<ShardId, Status> {
-        if key.is_empty() {
-            return Err(invalid("key", "must not be empty"));
+    /// The current routing table, waiting (up to the request timeout) for the first map.
+    async fn table(&self) -> Result<Arc<RoutingTable>> {
+        self.router
+            .maps
+            .table(self.router.request_timeout())
+            .await
+            .ok_or(GatewayError::NoShardMap)
+    }
+
+    /// The one shard every key of `request` lives in.
+    async fn shard_of<R: ShardRequest>(&self, request: &R) -> Result<ShardId> {
+        let keys = request.keys()?;
+        let table = self.table().await?;
+        let shards: BTreeSet<ShardId> = keys.iter().map(|key| table.shard_for_key(key)).collect();
+        match shards.len() {
+            0 => Err(GatewayError::invalid(
+                "txn",
+                "a transaction needs at least one key",
+            )),
+            1 => Ok(*shards.first().expect("one shard")),
+            _ => Err(GatewayError::CrossShardTxn {
+                shards: shards.into_iter().collect(),
+            }),
         }
-        let table = self
-            .router
-            .maps
-            .table(self.router.request_timeout())
-            .await
-            .ok_or_else(|| Status::unavailable("no shard map from the coordinators yet"))?;
-        Ok(table.shard_for_key(key))
     }
 
-    async fn shard_count(&self) -> Result<u32, Status> {
-        let table = self
+    /// The pipeline of every single-shard request (put, delete, get, txn): validate, find
+    /// its shard, give a write a write id, send it with the router's retries, and check that
+    /// the answer is of the request's kind.
+    async fn serve<R: ShardRequest>(&self, request: Request<R>) -> Result<Response<R::Response>> {
+        let mut request = request.into_inner();
+        let shard = self.shard_of(&request).await?;
+        tracing::Span::current().record("shard", shard.0);
+        let _in_flight = request
+            .write_id_mut()
+            .and_then(|write_id| self.assign_write_id(write_id));
+        let result = self
             .router
-            .maps
-            .table(self.router.request_timeout())
-            .await
-            .ok_or_else(|| Status::unavailable("no shard map from the coordinators yet"))?;
-        Ok(table.shard_count)
+            .call_op(shard, request.target(), self.deadline(), |target| {
+                request.clone().into_op(target)
+            })
+            .await?;
+        Ok(Response::new(R::response(result).map_err(|other| {
+            GatewayError::MismatchedResult {
+                op: R::NAME,
+                result: shard_request::kind_of(&other),
+            }
+        })?))
     }
-}
-
-fn invalid(field: &str, reason: &str) -> Status {
-    let detail = pb::ErrorDetail {
-        kind: Some(pb::error_detail::Kind::InvalidArgument(
-            pb::InvalidArgument {
-                field: field.into(),
-                reason: reason.into(),
-            },
-        )),
-    };
-    Status::with_details(
-        Code::InvalidArgument,
-        format!("invalid {field}: {reason}"),
-        detail.encode_to_vec().into(),
-    )
-}
-
-/// A node answered an op with the result of another kind: a bug, not a retriable error.
-fn mismatched(op: &str, result: &ItemResult) -> Status {
-    let kind = match result {
-        ItemResult::Put(_) => "put",
-        ItemResult::Get(_) => "get",
-        ItemResult::Delete(_) => "delete",
-        ItemResult::Txn(_) => "txn",
-        ItemResult::Error(_) => "error",
-    };
-    Status::internal(format!("the node answered a {op} with a {kind} result"))
 }
 
 /// Reads at a revision are served by the leader (only it knows the writes in flight).
@@ -123,21 +124,6 @@ fn target_for(consistency: i32, revision: u64) -> Target {
     }
 }
 
-/// Every key a transaction touches, or an error for an op that spans the key space.
-fn txn_keys(request: &pb::TxnRequest) -> Result<Vec<&[u8]>, Status> {
-    let mut keys: Vec<&[u8]> = request.compare.iter().map(|c| c.key.as_slice()).collect();
-    for op in request.success.iter().chain(&request.failure) {
-        match &op.request {
-            Some(pb::request_op::Request::Put(put)) => keys.push(&put.key),
-            Some(pb::request_op::Request::Get(get)) => keys.push(&get.key),
-            Some(pb::request_op::Request::Delete(delete)) => keys.push(&delete.key),
-            Some(pb::request_op::Request::Range(_)) => return Err(invalid("txn", "a range inside a transaction would span every shard; range outside the transaction")),
-            None => return Err(invalid("txn", "an op has no request set")),
-        }
-    }
-    Ok(keys)
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     #[tracing::instrument(name = "gateway.put", skip_all, fields(shard))]
@@ -145,23 +131,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let mut put = request.into_inner();
-        let shard = self.shard_of(&put.key).await?;
-        tracing::Span::current().record("shard", shard.0);
-        let _in_flight = self.assign_write_id(&mut put.write_id);
-        let result = self
-            .router
-            .call_op(shard, Target::Leader, self.deadline(), |target| {
-                Op::Put(node_pb::ShardPutRequest {
-                    target: Some(target),
-                    request: Some(put.clone()),
-                })
-            })
-            .await?;
-        match result {
-            ItemResult::Put(response) => Ok(Response::new(response)),
-            other => Err(mismatched("put", &other)),
-        }
+        Ok(self.serve(request).await?)
     }
 
     #[tracing::instrument(name = "gateway.delete", skip_all, fields(shard))]
@@ -169,23 +139,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let mut delete = request.into_inner();
-        let shard = self.shard_of(&delete.key).await?;
-        tracing::Span::current().record("shard", shard.0);
-        let _in_flight = self.assign_write_id(&mut delete.write_id);
-        let result = self
-            .router
-            .call_op(shard, Target::Leader, self.deadline(), |target| {
-                Op::Delete(node_pb::ShardDeleteRequest {
-                    target: Some(target),
-                    request: Some(delete.clone()),
-                })
-            })
-            .await?;
-        match result {
-            ItemResult::Delete(response) => Ok(Response::new(response)),
-            other => Err(mismatched("delete", &other)),
-        }
+        Ok(self.serve(request).await?)
     }
 
     #[tracing::instrument(name = "gateway.get", skip_all, fields(shard))]
@@ -193,27 +147,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let get = request.into_inner();
-        let shard = self.shard_of(&get.key).await?;
-        tracing::Span::current().record("shard", shard.0);
-        let result = self
-            .router
-            .call_op(
-                shard,
-                target_for(get.consistency, get.revision),
-                self.deadline(),
-                |target| {
-                    Op::Get(node_pb::ShardGetRequest {
-                        target: Some(target),
-                        request: Some(get.clone()),
-                    })
-                },
-            )
-            .await?;
-        match result {
-            ItemResult::Get(response) => Ok(Response::new(response)),
-            other => Err(mismatched("get", &other)),
-        }
+        Ok(self.serve(request).await?)
     }
 
     #[tracing::instrument(name = "gateway.txn", skip_all, fields(shard))]
@@ -221,46 +155,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let mut txn = request.into_inner();
-        let table = self
-            .router
-            .maps
-            .table(self.router.request_timeout())
-            .await
-            .ok_or_else(|| Status::unavailable("no shard map from the coordinators yet"))?;
-        let keys = txn_keys(&txn)?;
-        let shards: BTreeSet<ShardId> = keys.iter().map(|key| table.shard_for_key(key)).collect();
-        let shard = match shards.len() {
-            0 => return Err(invalid("txn", "a transaction needs at least one key")),
-            1 => *shards.first().expect("one shard"),
-            _ => {
-                let detail = pb::ErrorDetail {
-                    kind: Some(pb::error_detail::Kind::CrossShardTxn(pb::CrossShardTxn {
-                        shard_ids: shards.iter().map(|s| s.0).collect(),
-                    })),
-                };
-                return Err(Status::with_details(
-                    Code::InvalidArgument,
-                    format!("the transaction's keys live in {} shards; transactions must stay within one shard", shards.len()),
-                    detail.encode_to_vec().into(),
-                ));
-            }
-        };
-        tracing::Span::current().record("shard", shard.0);
-        let _in_flight = self.assign_write_id(&mut txn.write_id);
-        let result = self
-            .router
-            .call_op(shard, Target::Leader, self.deadline(), |target| {
-                Op::Txn(node_pb::ShardTxnRequest {
-                    target: Some(target),
-                    request: Some(txn.clone()),
-                })
-            })
-            .await?;
-        match result {
-            ItemResult::Txn(response) => Ok(Response::new(response)),
-            other => Err(mismatched("txn", &other)),
-        }
+        Ok(self.serve(request).await?)
     }
 
     #[tracing::instrument(name = "gateway.range", skip_all, fields(shards))]
@@ -270,27 +165,18 @@ impl Kv for KvService {
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let mut range = request.into_inner();
         if range.limit > self.range_keys_max {
-            let detail = pb::ErrorDetail {
-                kind: Some(pb::error_detail::Kind::LimitExceeded(pb::LimitExceeded {
-                    limit: "range_keys_max".into(),
-                    max: self.range_keys_max,
-                    actual: range.limit,
-                })),
-            };
-            return Err(Status::with_details(
-                Code::InvalidArgument,
-                format!(
-                    "range_keys_max exceeded: {} > {}",
-                    range.limit, self.range_keys_max
-                ),
-                detail.encode_to_vec().into(),
-            ));
+            return Err(GatewayError::LimitExceeded {
+                limit: "range_keys_max",
+                max: self.range_keys_max,
+                actual: range.limit,
+            }
+            .into());
         }
         if range.limit == 0 {
             range.limit = self.range_keys_max;
         }
         let limit = range.limit as usize;
-        let shard_count = self.shard_count().await?;
+        let shard_count = self.table().await?.shard_count;
         tracing::Span::current().record("shards", shard_count);
         let deadline = self.deadline();
         // A linearizable range reads every shard at one snapshot revision taken now: it sees
@@ -301,7 +187,7 @@ impl Kv for KvService {
                 .timestamps
                 .timestamp(self.router.request_timeout())
                 .await
-                .map_err(|error| Status::unavailable(error.to_string()))?;
+                .map_err(GatewayError::from)?;
             range.revision = revision.0;
         }
         let target = target_for(range.consistency, range.revision);
@@ -324,7 +210,8 @@ impl Kv for KvService {
             })
             .buffer_unordered(self.range_fanout_max)
             .try_collect()
-            .await?;
+            .await
+            .map_err(Status::from)?;
         let mut merged = merge_pages(pages, limit, range.count_only);
         if range.revision != 0 {
             merged.revision = range.revision;
@@ -339,7 +226,7 @@ impl Kv for KvService {
     ) -> Result<Response<pb::CompactResponse>, Status> {
         let revision = request.into_inner().revision;
         if revision == 0 {
-            return Err(invalid("revision", "must be at least 1"));
+            return Err(GatewayError::invalid("revision", "must be at least 1").into());
         }
         let answer = self.coordinator.lock().await.compact(revision).await?;
         Ok(Response::new(pb::CompactResponse {
@@ -440,16 +327,5 @@ mod tests {
             },
         ];
         assert_eq!(merge_pages(pages, 10, true).count, 7);
-    }
-
-    #[test]
-    fn ranges_inside_transactions_are_refused() {
-        let txn = pb::TxnRequest {
-            success: vec![pb::RequestOp {
-                request: Some(pb::request_op::Request::Range(pb::RangeRequest::default())),
-            }],
-            ..Default::default()
-        };
-        assert_eq!(txn_keys(&txn).unwrap_err().code(), Code::InvalidArgument);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod cluster_service;
 pub mod config;
+pub mod error;
 pub mod kv_service;
 pub mod metrics;
 pub mod node_stream;

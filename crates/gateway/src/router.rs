@@ -3,16 +3,16 @@
 //! unavailable node or unknown outcome it backs off and tries again. Writes always carry a
 //! write id, so a retry never applies a write twice. Attempts and time are bounded.
 
+use crate::error::GatewayError;
 use crate::node_stream::{NodeStream, StreamStats};
 use crate::routing::{NodeAt, ShardMaps};
 use cairn_proto::addressing::Destination;
-use cairn_proto::kv::v1::error_detail::Kind;
 use cairn_proto::node::v1 as node_pb;
 use cairn_proto::node::v1::batch_item_result::Result as ItemResult;
 use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
 use cairn_proto::node::v1::shard_op::Op;
+use cairn_proto::retry::{classify, Backoff, Cause, Idempotency};
 use cairn_types::ShardId;
-use prost::Message;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::IpAddr;
@@ -40,7 +40,7 @@ impl tonic::service::Interceptor for NodeCall {
         Ok(request)
     }
 }
-use tonic::{Code, Status};
+use tonic::Status;
 
 /// Which replica a request needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,8 +67,7 @@ pub struct Router {
     pub stream_stats: Arc<StreamStats>,
     request_timeout: Duration,
     attempts_max: u32,
-    backoff_min: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
     pub stats: RetryStats,
     spread: AtomicU64,
     /// Source IP of connections to nodes (unset: the kernel chooses).
@@ -93,8 +92,7 @@ impl Router {
             stream_stats: Arc::default(),
             request_timeout,
             attempts_max,
-            backoff_min,
-            backoff_max,
+            backoff: Backoff::new(backoff_min, backoff_max),
             stats: RetryStats::default(),
             spread: AtomicU64::new(0),
             outbound_bind_ip,
@@ -166,7 +164,7 @@ impl Router {
         target: Target,
         deadline: Instant,
         mut op: F,
-    ) -> Result<ItemResult, Status>
+    ) -> Result<ItemResult, GatewayError>
     where
         F: FnMut(node_pb::ShardTarget) -> Op,
     {
@@ -192,15 +190,15 @@ impl Router {
     /// Waits before the next attempt; after the last one there is nothing to wait for.
     async fn pause(&self, attempt: u32, remaining: Duration) {
         if attempt + 1 < self.attempts_max {
-            tokio::time::sleep(self.backoff(attempt).min(remaining)).await;
+            tokio::time::sleep(self.backoff.pause(attempt).min(remaining)).await;
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let doubled = self.backoff_min.saturating_mul(1u32 << attempt.min(16));
-        let capped = doubled.min(self.backoff_max);
-        // Jitter (50-100% of the step) keeps many gateways from retrying in step.
-        capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    /// Refreshes the shard map in the background: the next attempt routes by whatever map is
+    /// current then.
+    fn refresh_in_background(&self) {
+        let maps = self.maps.clone();
+        tokio::spawn(async move { maps.refresh().await });
     }
 
     /// Calls `call` on the replica of `shard` that `target` names until it succeeds, fails
@@ -211,7 +209,7 @@ impl Router {
         target: Target,
         deadline: Instant,
         mut call: F,
-    ) -> Result<T, Status>
+    ) -> Result<T, GatewayError>
     where
         F: FnMut(NodeKvClient, node_pb::ShardTarget) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -226,16 +224,17 @@ impl Router {
     }
 
     /// The retry loop of [`Router::call`] and [`Router::call_op`]: `send` sends one try
-    /// to the node it is given (naming it and the cluster). A node that refuses a call as
-    /// meant for another node (D35) is gone from that address: this request never goes
-    /// there again.
+    /// to the node it is given (naming it and the cluster). What each failure means is
+    /// `cairn_proto::retry::classify`'s answer (D46); every request the router sends may be
+    /// repeated (reads, and writes with their write id). A node that refuses a call as meant
+    /// for another node (D35) is gone from that address: this request never goes there again.
     async fn attempt_until_done<T, F, Fut>(
         &self,
         shard: ShardId,
         target: Target,
         deadline: Instant,
         mut send: F,
-    ) -> Result<T, Status>
+    ) -> Result<T, GatewayError>
     where
         F: FnMut(&NodeAt, &str, node_pb::ShardTarget) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -246,15 +245,13 @@ impl Router {
         for attempt in 0..self.attempts_max {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Status::deadline_exceeded(format!(
-                    "{shard}: request timed out; last error: {}",
-                    last.message()
-                )));
+                return Err(GatewayError::TimedOut {
+                    shard,
+                    last: last.message().to_string(),
+                });
             }
             let Some(table) = self.maps.table(remaining).await else {
-                return Err(Status::unavailable(
-                    "no shard map from the coordinators yet",
-                ));
+                return Err(GatewayError::NoShardMap);
             };
             let route = table.route(shard).cloned().unwrap_or_default();
             let node = match (hint.take(), target) {
@@ -290,21 +287,20 @@ impl Router {
             let status = match outcome {
                 Ok(Ok(response)) => return Ok(response),
                 Ok(Err(status)) => status,
-                Err(_) => {
-                    return Err(Status::deadline_exceeded(format!(
-                        "{shard}: request timed out at {address}"
-                    )))
-                }
+                Err(_) => return Err(GatewayError::TimedOutAt { shard, address }),
             };
-            let detail = cairn_proto::kv::v1::ErrorDetail::decode(status.details())
-                .ok()
-                .and_then(|d| d.kind);
-            match (status.code(), detail) {
-                (_, Some(Kind::WrongNode(wrong))) => {
+            let verdict = classify(&status);
+            if !verdict.allows(Idempotency::Idempotent) {
+                return Err(status.into());
+            }
+            match verdict.cause {
+                Cause::NodeGone => {
+                    let answered_by = cairn_proto::addressing::wrong_node_of(&status)
+                        .map_or(0, |wrong| wrong.node_id);
                     tracing::warn!(
                         %shard,
                         meant_for = node.node_id,
-                        answered_by = wrong.node_id,
+                        answered_by,
                         %address,
                         "another node answers at this address; not sending there again"
                     );
@@ -314,53 +310,50 @@ impl Router {
                     self.maps.refresh().await;
                     self.pause(attempt, remaining).await;
                 }
-                (_, Some(Kind::NotLeader(not_leader))) => {
+                Cause::ShardNotLeader { leader } => {
                     self.stats.not_leader.fetch_add(1, Ordering::Relaxed);
-                    if !not_leader.leader_address.is_empty() && not_leader.leader_address != address
-                    {
-                        hint = Some(NodeAt {
-                            node_id: not_leader.leader_node_id,
-                            address: not_leader.leader_address,
-                        });
-                    } else {
-                        self.maps.refresh().await;
-                        self.pause(attempt, remaining).await;
+                    match leader {
+                        Some(leader) if leader.address != address => {
+                            hint = Some(NodeAt {
+                                node_id: leader.node_id,
+                                address: leader.address,
+                            });
+                        }
+                        _ => {
+                            self.maps.refresh().await;
+                            self.pause(attempt, remaining).await;
+                        }
                     }
                     if target == Target::Leader {
                         // The map's leader is stale; let the watch catch up in the background.
-                        let maps = self.maps.clone();
-                        tokio::spawn(async move { maps.refresh().await });
+                        self.refresh_in_background();
                     }
                 }
-                (_, Some(Kind::StaleEpoch(_))) | (Code::NotFound, Some(Kind::UnknownShard(_))) => {
+                Cause::StaleMap => {
                     self.stats.stale_map.fetch_add(1, Ordering::Relaxed);
                     self.maps.refresh().await;
                     self.pause(attempt, remaining).await;
                 }
-                (
-                    Code::Unavailable
-                    | Code::DeadlineExceeded
-                    | Code::Cancelled
-                    | Code::Unknown
-                    | Code::Aborted,
-                    _,
-                ) => {
-                    // Node down, election, or a write whose outcome is unknown: the write id
-                    // makes trying again safe. The map may already name a new leader.
+                // Node down, election, or a write whose outcome is unknown: the write id
+                // makes trying again safe. The map may already name a new leader. (A node
+                // never answers CoordinatorNotLeader, and Refused was returned above.)
+                Cause::Unavailable
+                | Cause::NotSent
+                | Cause::OutcomeUnknown
+                | Cause::CoordinatorNotLeader { .. }
+                | Cause::Refused => {
                     self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
-                    let maps = self.maps.clone();
-                    tokio::spawn(async move { maps.refresh().await });
+                    self.refresh_in_background();
                     self.pause(attempt, remaining).await;
                 }
-                _ => return Err(status),
             }
             last = status;
         }
-        Err(Status::unavailable(format!(
-            "{shard}: gave up after {} attempts; last error: {}",
-            self.attempts_max,
-            last.message()
-        )))
+        Err(GatewayError::GaveUp {
+            shard,
+            attempts: self.attempts_max,
+            last: last.message().to_string(),
+        })
     }
 }
 

@@ -50,7 +50,7 @@ pub async fn run_with_listener(
                 .maps
                 .current()
                 .map(|_| ())
-                .ok_or_else(|| "no shard map yet".to_string())
+                .ok_or_else(|| crate::error::GatewayError::NoShardMap.to_string())
         }),
         Arc::new(move || scrape_metrics.refresh(&scraped)),
     )

@@ -9,7 +9,6 @@
 //! A call that names no destination is served: tools and tests talk to a node by address.
 
 use crate::kv::v1 as kv;
-use prost::Message;
 use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
@@ -90,18 +89,16 @@ impl std::fmt::Display for WrongNode {
 
 impl From<WrongNode> for Status {
     fn from(wrong: WrongNode) -> Status {
-        let detail = kv::ErrorDetail {
-            kind: Some(kv::error_detail::Kind::WrongNode(kv::WrongNode {
-                intended_node_id: wrong.intended_node_id,
-                intended_cluster_id: wrong.intended_cluster_id.clone(),
-                node_id: wrong.node_id,
-                cluster_id: wrong.cluster_id.clone(),
-            })),
-        };
-        Status::with_details(
+        let message = wrong.to_string();
+        crate::status::with_detail(
             Code::FailedPrecondition,
-            wrong.to_string(),
-            detail.encode_to_vec().into(),
+            message,
+            kv::error_detail::Kind::WrongNode(kv::WrongNode {
+                intended_node_id: wrong.intended_node_id,
+                intended_cluster_id: wrong.intended_cluster_id,
+                node_id: wrong.node_id,
+                cluster_id: wrong.cluster_id,
+            }),
         )
     }
 }
@@ -147,7 +144,7 @@ pub fn check(metadata: &MetadataMap, body_node_id: u64, me: &Identity) -> Result
 
 /// The refusal in `status`, if it is one.
 pub fn wrong_node_of(status: &Status) -> Option<kv::WrongNode> {
-    match kv::ErrorDetail::decode(status.details()).ok()?.kind? {
+    match crate::status::detail_of(status)? {
         kv::error_detail::Kind::WrongNode(wrong) => Some(wrong),
         _ => None,
     }

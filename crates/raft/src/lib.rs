@@ -19,6 +19,7 @@ pub mod log_store;
 pub mod mvcc_store;
 pub mod network;
 pub mod replica;
+pub mod replica_status;
 #[cfg(test)]
 mod revision_tests;
 pub mod sessions;

@@ -215,22 +215,32 @@ impl ShardNetwork {
     }
 }
 
+/// What a failed Raft message means for openraft, by the shared classification (D46): a peer
+/// that cannot serve it now (down, not hosting the shard yet, gone from its address) is
+/// `Unreachable`, which openraft backs off from; any other failure is a `Network` error.
 fn status_to_rpc_error(target: NodeId, status: tonic::Status) -> RPCError<C> {
-    if let Some(wrong) = cairn_proto::addressing::wrong_node_of(&status) {
-        // Another node (or cluster) listens at the address `target` had: nothing sent there
-        // reaches `target` again. Unreachable backs off; the shard's membership must replace
-        // `target` (the coordinator sees it down).
-        return unreachable(format!(
-            "{target} is gone from its address: node-{} of cluster {:?} answers there",
-            wrong.node_id, wrong.cluster_id
-        ));
-    }
-    match status.code() {
-        // Not hosted there (yet), or the node is down: back off.
-        tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
+    use cairn_proto::retry::{classify, Cause};
+    match classify(&status).cause {
+        Cause::NodeGone => {
+            // Another node (or cluster) listens at the address `target` had: nothing sent
+            // there reaches `target` again. Unreachable backs off; the shard's membership must
+            // replace `target` (the coordinator sees it down).
+            let wrong = cairn_proto::addressing::wrong_node_of(&status).unwrap_or_default();
+            unreachable(format!(
+                "{target} is gone from its address: node-{} of cluster {:?} answers there",
+                wrong.node_id, wrong.cluster_id
+            ))
+        }
+        Cause::StaleMap
+        | Cause::Unavailable
+        | Cause::NotSent
+        | Cause::ShardNotLeader { .. }
+        | Cause::CoordinatorNotLeader { .. } => {
             unreachable(format!("{target}: {}", status.message()))
         }
-        _ => RPCError::Network(NetworkError::from_string(format!("{target}: {status}"))),
+        Cause::OutcomeUnknown | Cause::Refused => {
+            RPCError::Network(NetworkError::from_string(format!("{target}: {status}")))
+        }
     }
 }
 

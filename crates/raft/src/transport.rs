@@ -51,10 +51,17 @@ impl<D: ReplicaDirectory> RaftTransportService<D> {
         };
         cairn_proto::addressing::check(&tonic::metadata::MetadataMap::new(), to_node, &me)?;
         self.directory.replica(ShardId(shard)).ok_or_else(|| {
-            Status::not_found(format!(
-                "shard-{shard} has no replica on {}",
-                self.directory.node_id()
-            ))
+            // Not hosted here (yet): the sender backs off (see network.rs).
+            cairn_proto::status::with_detail(
+                tonic::Code::NotFound,
+                format!(
+                    "shard-{shard} has no replica on {}",
+                    self.directory.node_id()
+                ),
+                cairn_proto::kv::v1::error_detail::Kind::UnknownShard(
+                    cairn_proto::kv::v1::UnknownShard { shard_id: shard },
+                ),
+            )
         })
     }
 

@@ -213,7 +213,7 @@ async fn dispatch<H: ItemHandler>(handler: &H, op: Option<Op>) -> Result<ItemRes
         Some(Op::Txn(request)) => {
             ItemResult::Txn(handler.txn(Request::new(request)).await?.into_inner())
         }
-        None => return Err(Status::invalid_argument("a batch item has no op set")),
+        None => return Err(crate::error::NodeError::missing("op").into()),
     })
 }
 

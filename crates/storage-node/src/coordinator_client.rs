@@ -124,12 +124,10 @@ pub async fn node_id_from_coordinator(
         match client.join(request.clone()).await {
             Ok(joined) => break joined,
             // A refused join (bad address, an id the cluster does not know, a node that
-            // left) will not succeed by asking again.
+            // left) will not succeed by asking again. Joining is idempotent (D46).
             Err(status)
-                if matches!(
-                    status.code(),
-                    tonic::Code::InvalidArgument | tonic::Code::NotFound
-                ) =>
+                if !cairn_proto::retry::classify(&status)
+                    .allows(cairn_proto::retry::Idempotency::Idempotent) =>
             {
                 anyhow::bail!("the cluster refused this node: {}", status.message())
             }

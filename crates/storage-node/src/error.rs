@@ -1,12 +1,14 @@
 //! The storage node's errors, and the one place they become gRPC statuses. Every status
-//! carries a structured `cairn.kv.v1.ErrorDetail` in its details so clients act on fields,
-//! never on message strings.
+//! carries a structured `cairn.kv.v1.ErrorDetail` in its details where clients can act on
+//! fields, never on message strings. A replica's own errors map by the shared
+//! `From<ReplicaError> for Status` (cairn-raft), so they read the same at every service.
 
 use cairn_proto::kv::v1 as pb;
+use cairn_proto::kv::v1::error_detail::Kind;
+use cairn_proto::status::with_detail;
 use cairn_raft::convert::InvalidRequest;
 use cairn_raft::replica::ReplicaError;
 use cairn_types::{Sequence, ShardId};
-use prost::Message;
 use tonic::{Code, Status};
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
@@ -49,14 +51,18 @@ pub enum NodeError {
     Internal(String),
 }
 
-fn with_detail(code: Code, message: String, kind: pb::error_detail::Kind) -> Status {
-    let detail = pb::ErrorDetail { kind: Some(kind) };
-    Status::with_details(code, message, detail.encode_to_vec().into())
+impl NodeError {
+    /// A request that lacks a field it must have (a protobuf message field left unset).
+    pub fn missing(field: &'static str) -> Self {
+        NodeError::InvalidRequest(InvalidRequest::Field {
+            field,
+            reason: "must be set".into(),
+        })
+    }
 }
 
 impl From<NodeError> for Status {
     fn from(error: NodeError) -> Status {
-        use pb::error_detail::Kind;
         let message = error.to_string();
         match error {
             NodeError::UnknownShard(shard) => with_detail(
@@ -112,61 +118,91 @@ impl From<NodeError> for Status {
                     reason: "reused".into(),
                 }),
             ),
-            NodeError::Replica(ReplicaError::NotLeader {
-                shard,
-                leader,
-                leader_address,
-            }) => with_detail(
-                Code::FailedPrecondition,
-                message,
-                Kind::NotLeader(pb::NotLeader {
-                    shard_id: shard.0,
-                    leader_node_id: leader.map_or(0, |id| id.0),
-                    leader_address: leader_address.unwrap_or_default(),
-                }),
-            ),
-            NodeError::Replica(ReplicaError::Unavailable { .. }) => Status::unavailable(message),
-            // The write may or may not have applied: the caller retries with the same write id.
-            NodeError::Replica(ReplicaError::OutcomeUnknown { .. }) => {
-                Status::deadline_exceeded(message)
-            }
-            NodeError::Replica(ReplicaError::Membership { .. }) => {
-                Status::failed_precondition(message)
-            }
-            NodeError::Replica(ReplicaError::Stopped { .. }) | NodeError::Refused(_) => {
-                Status::unavailable(message)
-            }
-            NodeError::Replica(ReplicaError::Compacted {
-                requested,
-                compact_revision,
-                ..
-            }) => with_detail(
-                Code::OutOfRange,
-                message,
-                Kind::Compacted(pb::Compacted {
-                    requested_revision: requested.0,
-                    compact_revision: compact_revision.0,
-                }),
-            ),
-            NodeError::Replica(ReplicaError::FutureRevision {
-                requested, latest, ..
-            }) => with_detail(
-                Code::OutOfRange,
-                message,
-                Kind::FutureRevision(pb::FutureRevision {
-                    requested_revision: requested.0,
-                    latest_revision: latest.0,
-                }),
-            ),
-            NodeError::Replica(ReplicaError::Storage { .. }) | NodeError::Internal(_) => {
-                tracing::error!(error = %message, "request failed on a storage error");
+            NodeError::Refused(_) => Status::unavailable(message),
+            NodeError::Replica(replica) => replica.into(),
+            NodeError::Internal(_) => {
+                tracing::error!(error = %message, "request failed on an internal error");
                 Status::internal(message)
             }
         }
     }
 }
 
-/// Decodes the structured detail of a status, for clients and tests.
-pub fn error_detail(status: &Status) -> Option<pb::error_detail::Kind> {
-    pb::ErrorDetail::decode(status.details()).ok()?.kind
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::status::detail_of;
+
+    #[test]
+    fn node_errors_map_to_their_code_and_detail() {
+        let shard = ShardId(2);
+        let cases: Vec<(NodeError, Code, Option<Kind>)> = vec![
+            (
+                NodeError::UnknownShard(shard),
+                Code::NotFound,
+                Some(Kind::UnknownShard(pb::UnknownShard { shard_id: 2 })),
+            ),
+            (
+                NodeError::StaleEpoch {
+                    shard,
+                    requested: 3,
+                    current: 5,
+                },
+                Code::FailedPrecondition,
+                Some(Kind::StaleEpoch(pb::StaleEpoch {
+                    shard_id: 2,
+                    current_epoch: 5,
+                })),
+            ),
+            (
+                NodeError::missing("request"),
+                Code::InvalidArgument,
+                Some(Kind::InvalidArgument(pb::InvalidArgument {
+                    field: "request".into(),
+                    reason: "must be set".into(),
+                })),
+            ),
+            (
+                NodeError::WriteWindowExceeded {
+                    client_id: 1,
+                    sequence: Sequence(2),
+                    oldest_remembered: Sequence(3),
+                },
+                Code::FailedPrecondition,
+                Some(Kind::WriteWindowExceeded(pb::WriteWindowExceeded {
+                    client_id: 1,
+                    sequence: 2,
+                    oldest_remembered: 3,
+                })),
+            ),
+            (
+                NodeError::AppliedResultNotRetained,
+                Code::AlreadyExists,
+                None,
+            ),
+            (
+                NodeError::WriteIdReused,
+                Code::InvalidArgument,
+                Some(Kind::InvalidArgument(pb::InvalidArgument {
+                    field: "write_id".into(),
+                    reason: "reused".into(),
+                })),
+            ),
+            (
+                NodeError::Replica(ReplicaError::Stopped {
+                    shard,
+                    reason: "r".into(),
+                }),
+                Code::Unavailable,
+                None,
+            ),
+            (NodeError::Internal("x".into()), Code::Internal, None),
+        ];
+        for (error, code, detail) in cases {
+            let described = format!("{error:?}");
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{described}");
+            assert_eq!(detail_of(&status), detail, "{described}");
+        }
+    }
 }

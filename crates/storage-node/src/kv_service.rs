@@ -3,6 +3,7 @@
 use crate::batch::{BatchContext, BatchStream};
 use crate::error::{NodeError, Result};
 use crate::node::Node;
+use crate::shard_call::{ShardCall, WriteRequest};
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::node::v1 as node_pb;
 use cairn_proto::node::v1::shard_kv_server::ShardKv;
@@ -28,39 +29,47 @@ impl KvService {
         Self { node, batch }
     }
 
-    /// Finds the replica and checks the request's size and routing epoch.
-    fn target<M: Message>(
-        &self,
-        target: Option<&node_pb::ShardTarget>,
-        message: &M,
-    ) -> Result<Arc<ShardReplica>> {
+    /// Where every shard request arrives: checks its size, converts it (both parts must be
+    /// set), finds the replica and checks the routing epoch.
+    fn arrive<M, R>(&self, message: M) -> Result<(Arc<ShardReplica>, R)>
+    where
+        M: Message + TryInto<ShardCall<R>, Error = NodeError>,
+    {
         self.node
             .validator
             .limits
             .check_request_bytes(message.encoded_len())
             .map_err(|limit| NodeError::InvalidRequest(limit.into()))?;
-        let target = target.ok_or(NodeError::InvalidRequest(
-            cairn_raft::convert::InvalidRequest::Field {
-                field: "target",
-                reason: "must be set".into(),
-            },
-        ))?;
-        let shard = ShardId(target.shard_id);
+        let call: ShardCall<R> = message.try_into()?;
+        let shard = call.shard;
+        tracing::Span::current().record("shard", shard.0);
         let replica = self
             .node
             .replica(shard)
             .ok_or(NodeError::UnknownShard(shard))?;
-        if target.epoch != 0 {
+        if call.epoch != 0 {
             let current = replica.epoch();
-            if target.epoch < current {
+            if call.epoch < current {
                 return Err(NodeError::StaleEpoch {
                     shard,
-                    requested: target.epoch,
+                    requested: call.epoch,
                     current,
                 });
             }
         }
-        Ok(replica)
+        Ok((replica, call.request))
+    }
+
+    /// The pipeline of every write (put, delete, txn): arrive, become a command, be applied,
+    /// and answer with the result of the request's kind.
+    async fn serve_write<M, R>(&self, message: M) -> Result<R::Response>
+    where
+        M: Message + TryInto<ShardCall<R>, Error = NodeError>,
+        R: WriteRequest,
+    {
+        let (replica, request) = self.arrive::<M, R>(message)?;
+        let (write_id, op) = request.command(&self.node.validator)?;
+        R::answer(self.write(&replica, write_id, op).await?).ok_or(NodeError::WriteIdReused)
     }
 
     async fn write(
@@ -151,19 +160,10 @@ impl ShardKv for KvService {
         &self,
         request: Request<node_pb::ShardPutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let request = request.into_inner();
-        let replica = self.target(request.target.as_ref(), &request)?;
-        tracing::Span::current().record("shard", replica.shard().0);
-        let put = request.request.unwrap_or_default();
-        let (write_id, op) = self
-            .node
-            .validator
-            .put_command(&put)
-            .map_err(NodeError::from)?;
-        match self.write(&replica, write_id, op).await? {
-            WriteResult::Put(result) => Ok(Response::new(result.into())),
-            _ => Err(NodeError::WriteIdReused.into()),
-        }
+        Ok(Response::new(
+            self.serve_write::<_, pb::PutRequest>(request.into_inner())
+                .await?,
+        ))
     }
 
     #[tracing::instrument(name = "node.delete", skip_all, fields(shard))]
@@ -171,19 +171,10 @@ impl ShardKv for KvService {
         &self,
         request: Request<node_pb::ShardDeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let request = request.into_inner();
-        let replica = self.target(request.target.as_ref(), &request)?;
-        tracing::Span::current().record("shard", replica.shard().0);
-        let delete = request.request.unwrap_or_default();
-        let (write_id, op) = self
-            .node
-            .validator
-            .delete_command(&delete)
-            .map_err(NodeError::from)?;
-        match self.write(&replica, write_id, op).await? {
-            WriteResult::Delete(result) => Ok(Response::new(result.into())),
-            _ => Err(NodeError::WriteIdReused.into()),
-        }
+        Ok(Response::new(
+            self.serve_write::<_, pb::DeleteRequest>(request.into_inner())
+                .await?,
+        ))
     }
 
     #[tracing::instrument(name = "node.txn", skip_all, fields(shard))]
@@ -191,15 +182,10 @@ impl ShardKv for KvService {
         &self,
         request: Request<node_pb::ShardTxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let request = request.into_inner();
-        let replica = self.target(request.target.as_ref(), &request)?;
-        tracing::Span::current().record("shard", replica.shard().0);
-        let txn = request.request.unwrap_or_default();
-        let (write_id, op) = self.node.validator.txn(&txn).map_err(NodeError::from)?;
-        match self.write(&replica, write_id, op).await? {
-            WriteResult::Txn(result) => Ok(Response::new(result.into())),
-            _ => Err(NodeError::WriteIdReused.into()),
-        }
+        Ok(Response::new(
+            self.serve_write::<_, pb::TxnRequest>(request.into_inner())
+                .await?,
+        ))
     }
 
     #[tracing::instrument(name = "node.get", skip_all, fields(shard))]
@@ -207,11 +193,8 @@ impl ShardKv for KvService {
         &self,
         request: Request<node_pb::ShardGetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let request = request.into_inner();
-        let replica = self.target(request.target.as_ref(), &request)?;
+        let (replica, get_request): (_, pb::GetRequest) = self.arrive(request.into_inner())?;
         let shard = replica.shard();
-        tracing::Span::current().record("shard", shard.0);
-        let get_request = request.request.unwrap_or_default();
         let get = self
             .node
             .validator
@@ -246,11 +229,8 @@ impl ShardKv for KvService {
         &self,
         request: Request<node_pb::ShardRangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let request = request.into_inner();
-        let replica = self.target(request.target.as_ref(), &request)?;
+        let (replica, range_request): (_, pb::RangeRequest) = self.arrive(request.into_inner())?;
         let shard = replica.shard();
-        tracing::Span::current().record("shard", shard.0);
-        let range_request = request.request.unwrap_or_default();
         let range = self
             .node
             .validator

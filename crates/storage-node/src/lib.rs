@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod node;
 pub mod removal;
 pub mod server;
+pub mod shard_call;
 pub mod timestamps;
 
 pub use config::NodeConfig;

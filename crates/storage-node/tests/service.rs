@@ -817,6 +817,20 @@ async fn bad_input_gets_a_named_error_and_changes_nothing() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    tracing::info!("--- a missing body is named, not read as an empty key");
+    let status = node
+        .kv
+        .put(node::ShardPutRequest {
+            target: target(SHARD),
+            request: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        matches!(error_detail(&status), Some(Kind::InvalidArgument(f)) if f.field == "request"),
+        "{status:?}"
+    );
 
     tracing::info!("--- an unknown shard is its own error");
     let status = node

@@ -1,0 +1,216 @@
+//! What the gateway's single-shard requests (put, delete, get, txn) differ in: which keys pick
+//! their shard, which replica serves them, whether they carry a write id, and how they travel
+//! to a node. The pipeline they share is `KvService::serve`.
+
+use super::target_for;
+use crate::error::{GatewayError, Result};
+use crate::router::Target;
+use cairn_proto::kv::v1 as pb;
+use cairn_proto::node::v1 as node_pb;
+use cairn_proto::node::v1::batch_item_result::Result as ItemResult;
+use cairn_proto::node::v1::shard_op::Op;
+
+pub(super) trait ShardRequest: Clone + Send + Sync + 'static {
+    type Response: Send;
+    /// The request's name in errors.
+    const NAME: &'static str;
+    /// The keys that pick the request's shard; refuses a request no shard can serve.
+    fn keys(&self) -> Result<Vec<&[u8]>>;
+    /// Which replica serves it.
+    fn target(&self) -> Target;
+    /// The write id of a write; `None` for a read.
+    fn write_id_mut(&mut self) -> Option<&mut Option<pb::WriteId>>;
+    /// The request as one op for the shard `target` names.
+    fn into_op(self, target: node_pb::ShardTarget) -> Op;
+    /// The answer, or the result back when it is of another kind.
+    fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult>;
+}
+
+/// A single key: it must not be empty.
+fn key(key: &[u8]) -> Result<Vec<&[u8]>> {
+    if key.is_empty() {
+        return Err(GatewayError::invalid("key", "must not be empty"));
+    }
+    Ok(vec![key])
+}
+
+/// The kind of a node's result, for an error that names it.
+pub(super) fn kind_of(result: &ItemResult) -> &'static str {
+    match result {
+        ItemResult::Put(_) => "put",
+        ItemResult::Get(_) => "get",
+        ItemResult::Delete(_) => "delete",
+        ItemResult::Txn(_) => "txn",
+        ItemResult::Error(_) => "error",
+    }
+}
+
+impl ShardRequest for pb::PutRequest {
+    type Response = pb::PutResponse;
+    const NAME: &'static str = "put";
+    fn keys(&self) -> Result<Vec<&[u8]>> {
+        key(&self.key)
+    }
+    fn target(&self) -> Target {
+        Target::Leader
+    }
+    fn write_id_mut(&mut self) -> Option<&mut Option<pb::WriteId>> {
+        Some(&mut self.write_id)
+    }
+    fn into_op(self, target: node_pb::ShardTarget) -> Op {
+        Op::Put(node_pb::ShardPutRequest {
+            target: Some(target),
+            request: Some(self),
+        })
+    }
+    fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult> {
+        match result {
+            ItemResult::Put(response) => Ok(response),
+            other => Err(other),
+        }
+    }
+}
+
+impl ShardRequest for pb::DeleteRequest {
+    type Response = pb::DeleteResponse;
+    const NAME: &'static str = "delete";
+    fn keys(&self) -> Result<Vec<&[u8]>> {
+        key(&self.key)
+    }
+    fn target(&self) -> Target {
+        Target::Leader
+    }
+    fn write_id_mut(&mut self) -> Option<&mut Option<pb::WriteId>> {
+        Some(&mut self.write_id)
+    }
+    fn into_op(self, target: node_pb::ShardTarget) -> Op {
+        Op::Delete(node_pb::ShardDeleteRequest {
+            target: Some(target),
+            request: Some(self),
+        })
+    }
+    fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult> {
+        match result {
+            ItemResult::Delete(response) => Ok(response),
+            other => Err(other),
+        }
+    }
+}
+
+impl ShardRequest for pb::GetRequest {
+    type Response = pb::GetResponse;
+    const NAME: &'static str = "get";
+    fn keys(&self) -> Result<Vec<&[u8]>> {
+        key(&self.key)
+    }
+    fn target(&self) -> Target {
+        target_for(self.consistency, self.revision)
+    }
+    fn write_id_mut(&mut self) -> Option<&mut Option<pb::WriteId>> {
+        None
+    }
+    fn into_op(self, target: node_pb::ShardTarget) -> Op {
+        Op::Get(node_pb::ShardGetRequest {
+            target: Some(target),
+            request: Some(self),
+        })
+    }
+    fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult> {
+        match result {
+            ItemResult::Get(response) => Ok(response),
+            other => Err(other),
+        }
+    }
+}
+
+impl ShardRequest for pb::TxnRequest {
+    type Response = pb::TxnResponse;
+    const NAME: &'static str = "txn";
+    /// Every key the transaction touches; a range op would span every shard.
+    fn keys(&self) -> Result<Vec<&[u8]>> {
+        let mut keys: Vec<&[u8]> = self.compare.iter().map(|c| c.key.as_slice()).collect();
+        for op in self.success.iter().chain(&self.failure) {
+            match &op.request {
+                Some(pb::request_op::Request::Put(put)) => keys.push(&put.key),
+                Some(pb::request_op::Request::Get(get)) => keys.push(&get.key),
+                Some(pb::request_op::Request::Delete(delete)) => keys.push(&delete.key),
+                Some(pb::request_op::Request::Range(_)) => {
+                    return Err(GatewayError::invalid(
+                        "txn",
+                        "a range inside a transaction would span every shard; range outside \
+                         the transaction",
+                    ))
+                }
+                None => return Err(GatewayError::invalid("txn", "an op has no request set")),
+            }
+        }
+        Ok(keys)
+    }
+    fn target(&self) -> Target {
+        Target::Leader
+    }
+    fn write_id_mut(&mut self) -> Option<&mut Option<pb::WriteId>> {
+        Some(&mut self.write_id)
+    }
+    fn into_op(self, target: node_pb::ShardTarget) -> Op {
+        Op::Txn(node_pb::ShardTxnRequest {
+            target: Some(target),
+            request: Some(self),
+        })
+    }
+    fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult> {
+        match result {
+            ItemResult::Txn(response) => Ok(response),
+            other => Err(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_inside_transactions_are_refused() {
+        let txn = pb::TxnRequest {
+            success: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::Range(pb::RangeRequest::default())),
+            }],
+            ..Default::default()
+        };
+        let refused = txn.keys().unwrap_err();
+        assert!(
+            matches!(refused, GatewayError::InvalidArgument { field: "txn", .. }),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_key_is_refused_before_routing() {
+        let put = pb::PutRequest::default();
+        assert!(matches!(
+            put.keys(),
+            Err(GatewayError::InvalidArgument { field: "key", .. })
+        ));
+        let get = pb::GetRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(get.keys().unwrap(), vec![b"k".as_slice()]);
+    }
+
+    #[test]
+    fn writes_carry_write_ids_and_reads_do_not() {
+        assert!(pb::PutRequest::default().write_id_mut().is_some());
+        assert!(pb::DeleteRequest::default().write_id_mut().is_some());
+        assert!(pb::TxnRequest::default().write_id_mut().is_some());
+        assert!(pb::GetRequest::default().write_id_mut().is_none());
+    }
+
+    #[test]
+    fn an_answer_of_another_kind_is_given_back() {
+        let other = ItemResult::Get(pb::GetResponse::default());
+        let back = <pb::PutRequest as ShardRequest>::response(other).unwrap_err();
+        assert_eq!(kind_of(&back), "get");
+    }
+}
