@@ -194,8 +194,15 @@ async fn mutual_tls_admits_the_cluster_ca_and_the_allowed_role_only() {
     let distrustful = ClientTls::new(other_ca, None, Duration::from_secs(1)).unwrap();
     assert!(check(&distrustful, &address).await.is_err());
 
+    // A plaintext client's bytes are not a TLS hello: the server closes the connection.
     let refused = check(&ClientTls::plaintext(), &address).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown
+        ),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
