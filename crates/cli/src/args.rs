@@ -62,11 +62,24 @@ pub struct Cli {
     pub cacert: Option<PathBuf>,
 
     /// PEM client certificate, for gateways that ask for one (with --key).
-    #[arg(long, global = true, env = "CAIRN_CERT", value_name = "FILE")]
+    // The ids differ from the field names: `key` is also `put`'s positional argument.
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        global = true,
+        env = "CAIRN_CERT",
+        value_name = "FILE"
+    )]
     pub cert: Option<PathBuf>,
 
     /// PEM private key of --cert.
-    #[arg(long, global = true, env = "CAIRN_KEY", value_name = "FILE")]
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        env = "CAIRN_KEY",
+        value_name = "FILE"
+    )]
     pub key: Option<PathBuf>,
 
     #[command(subcommand)]
