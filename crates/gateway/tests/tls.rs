@@ -13,7 +13,10 @@ use cairn_proto::node::v1::node_admin_client::NodeAdminClient;
 use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
 use cairn_proto::raft::v1 as raft;
 use cairn_proto::raft::v1::raft_transport_client::RaftTransportClient;
-use cairn_test_harness::{foreign_certificates, shard_get, wait_for, Cluster, ClusterSpec};
+use cairn_test_harness::nemesis::Kill;
+use cairn_test_harness::{
+    foreign_certificates, shard_get, wait_for, Cluster, ClusterSpec, Scenario,
+};
 use cairn_tls::{ClientTls, Role};
 use std::path::Path;
 use std::time::Duration;
@@ -336,4 +339,23 @@ async fn bad_tls_files_fail_start_up_naming_the_file() {
             named.display()
         );
     }
+}
+
+/// The leader-kill nemesis of `nemesis.rs` with mutual TLS everywhere: restarted nodes rejoin
+/// their groups over TLS, and the history stays linearizable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_stay_linearizable_when_leaders_are_killed_with_tls_on() {
+    let spec = ClusterSpec::new(Path::new(GATEWAY))
+        .coordinators(1)
+        .nodes(3)
+        .gateways(2)
+        .shards(3)
+        .fast_failure_detection()
+        .tls();
+    let mut scenario = Scenario::start("leader-kill-tls", spec).await;
+    for round in 0..scenario.profile.rounds {
+        let victim = scenario.leader_of_key(scenario.key(round)).await;
+        scenario.strike(Kill(victim.into())).await;
+    }
+    scenario.finish().await;
 }
