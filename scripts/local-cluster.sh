@@ -5,15 +5,20 @@
 #
 #   --memory   a throwaway cluster: every process keeps its data in memory (storage.engine =
 #              memory), nothing is written to disk but logs, and nothing survives Ctrl-C.
+#   --tls      mutual TLS everywhere: a throw-away CA and certificates per role are made in
+#              $DATA/tls (cairnctl dev certs, once) and every process uses them; the gateway
+#              asks clients for a certificate. Prints the cairnctl flags to use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENGINE=disk
+TLS=0
 for argument in "$@"; do
     case "$argument" in
         --memory) ENGINE=memory ;;
+        --tls) TLS=1 ;;
         -h | --help)
-            sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -39,19 +44,39 @@ stop() {
 trap stop INT TERM
 
 mkdir -p "$DATA"
-"$BIN/cairn-coordinator" --member-id 1 --listen-address 127.0.0.1:7001 --data-dir "$DATA/coordinator" \
+CTL_FLAGS=""
+if [ "$TLS" = 1 ]; then
+    CERTS="$DATA/tls"
+    if [ ! -f "$CERTS/ca.pem" ]; then
+        "$BIN/cairnctl" dev certs --out "$CERTS" --hosts 127.0.0.1,localhost >/dev/null
+    fi
+    CTL_FLAGS="--cacert $CERTS/ca.pem --cert $CERTS/client.pem --key $CERTS/client-key.pem "
+fi
+# The [tls] section of a process of role $1, as environment (CAIRN_TLS__*), in TLS_ENV. `env`
+# execs the binary, so "$!" stays the process's own pid.
+tls_env() {
+    TLS_ENV=()
+    if [ "$TLS" = 1 ]; then
+        TLS_ENV=(CAIRN_TLS__CERT_FILE="$CERTS/$1.pem" CAIRN_TLS__KEY_FILE="$CERTS/$1-key.pem"
+            CAIRN_TLS__CA_FILE="$CERTS/ca.pem" CAIRN_PUBLIC_TLS__CLIENT_AUTH=required)
+    fi
+}
+tls_env coordinator
+env "${TLS_ENV[@]}" "$BIN/cairn-coordinator" --member-id 1 --listen-address 127.0.0.1:7001 --data-dir "$DATA/coordinator" \
     --storage-engine "$ENGINE" \
     --shard-count "$SHARDS" --replication-factor 3 --metrics-listen-address 127.0.0.1:9001 \
     >>"$DATA/coordinator.log" 2>&1 &
 pids+=("$!")
 for id in 1 2 3; do
-    "$BIN/cairn-node" --listen-address "127.0.0.1:710$id" --data-dir "$DATA/node-$id" \
+    tls_env node
+    env "${TLS_ENV[@]}" "$BIN/cairn-node" --listen-address "127.0.0.1:710$id" --data-dir "$DATA/node-$id" \
         --storage-engine "$ENGINE" \
         --coordinators 127.0.0.1:7001 --labels "zone=local-$id" \
         --metrics-listen-address "127.0.0.1:910$id" >>"$DATA/node-$id.log" 2>&1 &
     pids+=("$!")
 done
-"$BIN/cairn-gateway" --listen-address 127.0.0.1:7000 --coordinators 127.0.0.1:7001 \
+tls_env gateway
+env "${TLS_ENV[@]}" "$BIN/cairn-gateway" --listen-address 127.0.0.1:7000 --coordinators 127.0.0.1:7001 \
     --metrics-listen-address 127.0.0.1:9000 >>"$DATA/gateway.log" 2>&1 &
 pids+=("$!")
 # Ready once the gateway has a shard map from the coordinator (its /readyz).
@@ -71,6 +96,9 @@ if [ "$ENGINE" = memory ]; then
 else
     where="data in $DATA, logs in $DATA/*.log"
 fi
+if [ "$TLS" = 1 ]; then
+    where="$where; mutual TLS, certificates in $CERTS"
+fi
 cat <<INFO
 Cairn is running ($SHARDS shards, 3 replicas each; $where):
   gateway      127.0.0.1:7000   <- clients and cairnctl connect here
@@ -79,12 +107,12 @@ Cairn is running ($SHARDS shards, 3 replicas each; $where):
   metrics and health (/metrics, /livez, /readyz): gateway http://127.0.0.1:9000,
                coordinator :9001, nodes :9101-9103
 Try (in another terminal):
-  $BIN/cairnctl put greeting hello
-  $BIN/cairnctl get greeting
-  $BIN/cairnctl scan --prefix gr
-  $BIN/cairnctl txn put-if-absent lock me
-  $BIN/cairnctl cluster status
-  $BIN/cairnctl --output json cluster members
+  $BIN/cairnctl $CTL_FLAGSput greeting hello
+  $BIN/cairnctl $CTL_FLAGSget greeting
+  $BIN/cairnctl $CTL_FLAGSscan --prefix gr
+  $BIN/cairnctl $CTL_FLAGStxn put-if-absent lock me
+  $BIN/cairnctl $CTL_FLAGScluster status
+  $BIN/cairnctl $CTL_FLAGS--output json cluster members
 Press Ctrl-C to stop.
 INFO
 wait

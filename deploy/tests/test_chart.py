@@ -27,6 +27,8 @@ COMBINATIONS = {
     "defaults": {},
     "one-coordinator": {"coordinator": {"replicas": 1}},
     "tls": {"tls": {"enabled": True, "internalSecretName": "cairn-internal-tls", "clientSecretName": "cairn-client-tls"}},
+    "tls-per-role": {"tls": {"enabled": True, "nodeSecretName": "node-tls", "coordinatorSecretName": "coordinator-tls", "gatewaySecretName": "gateway-tls", "requireClientCertificates": True}},
+    "cert-manager": {"tls": {"enabled": True, "certManager": {"enabled": True, "issuerRef": {"name": "cairn-ca", "kind": "ClusterIssuer"}, "gatewayDnsNames": ["cairn.example.com"]}}},
     "load-balancer": {"gateway": {"service": {"type": "LoadBalancer", "nodePort": 30700, "loadBalancerSourceRanges": ["10.0.0.0/8"], "externalTrafficPolicy": "Local"}}},
     "node-port": {"gateway": {"service": {"type": "NodePort"}}},
     "autoscaling": {"gateway": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 9}}},
@@ -54,6 +56,7 @@ REJECTED = {
     "bad port": ({"gateway": {"ports": {"grpc": 70000}}}, "grpc"),
     "fewer nodes than replicas": ({"node": {"replicas": 2}}, "node.replicas (2) must be at least cluster.replicationFactor (3)"),
     "tls without a secret": ({"tls": {"enabled": True}}, "tls.internalSecretName"),
+    "cert-manager without an issuer": ({"tls": {"enabled": True, "certManager": {"enabled": True}}}, "issuerRef.name"),
     "autoscaling upside down": ({"gateway": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}}, "minReplicas"),
     "node port on ClusterIP": ({"gateway": {"service": {"nodePort": 30001}}}, "nodePort"),
     "data_dir overridden": ({"node": {"config": {"data_dir": "/elsewhere"}}}, "data_dir"),
@@ -101,7 +104,8 @@ def test_rendered_objects_validate_against_kubernetes_schemas(helm, combination,
     # file given to the validator so that no "Couldn't find schema" can hide another problem.
     import yaml
 
-    kept = [item for item in objects if item["kind"] != "ServiceMonitor"]
+    # So is cert-manager's Certificate (test_cert_manager_certificates_carry_roles_and_names).
+    kept = [item for item in objects if item["kind"] not in ("ServiceMonitor", "Certificate")]
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "rendered.yaml"
         path.write_text(yaml.safe_dump_all(kept))
@@ -389,3 +393,52 @@ def test_notes_tell_how_to_reach_the_gateway_and_run_cairnctl():
     assert "cairnctl --endpoints=" in notes
     assert "port-forward service/demo-cairn-gateway" in notes
     assert "cairnctl leave" in notes
+
+
+def test_each_role_reads_its_own_certificate_and_the_gateway_asks_clients_for_one():
+    objects = render(COMBINATIONS["tls-per-role"])
+    for role, kind in [("node", "StatefulSet"), ("coordinator", "StatefulSet"), ("gateway", "Deployment")]:
+        spec = named(objects, kind, f"{RELEASE}-cairn-{role}")["spec"]["template"]["spec"]
+        assert {v["name"]: v for v in spec["volumes"]}["tls-internal"]["secret"]["secretName"] == f"{role}-tls"
+        tls = toml_of(objects, role)["tls"]
+        assert tls == {
+            "cert_file": "/etc/cairn/tls/internal/tls.crt",
+            "key_file": "/etc/cairn/tls/internal/tls.key",
+            "ca_file": "/etc/cairn/tls/internal/ca.crt",
+        }
+    assert toml_of(objects, "gateway")["public_tls"] == {"client_auth": "required"}
+    assert "public_tls" not in toml_of(objects, "node")
+    # A separate client certificate is the public port's own, with its CA for client certificates.
+    public = toml_of(render(COMBINATIONS["tls"]), "gateway")["public_tls"]
+    assert public == {
+        "cert_file": "/etc/cairn/tls/client/tls.crt",
+        "key_file": "/etc/cairn/tls/client/tls.key",
+        "client_ca_file": "/etc/cairn/tls/client/ca.crt",
+        "client_auth": "none",
+    }
+    assert "tls" not in toml_of(render({}), "node")
+
+
+def test_cert_manager_certificates_carry_roles_and_names():
+    objects = render(COMBINATIONS["cert-manager"])
+    certificates = {c["metadata"]["name"]: c for c in by_kind(objects, "Certificate")}
+    assert sorted(certificates) == [f"{RELEASE}-cairn-{role}" for role in ("coordinator", "gateway", "node")]
+    for role in ("node", "coordinator", "gateway"):
+        certificate = certificates[f"{RELEASE}-cairn-{role}"]
+        assert certificate["apiVersion"] == "cert-manager.io/v1"
+        spec = certificate["spec"]
+        assert spec["uris"] == [f"spiffe://cairn/role/{role}"]
+        assert {"server auth", "client auth"} <= set(spec["usages"])
+        assert spec["issuerRef"]["name"] == "cairn-ca" and spec["issuerRef"]["kind"] == "ClusterIssuer"
+        kind = "Deployment" if role == "gateway" else "StatefulSet"
+        pod = named(objects, kind, f"{RELEASE}-cairn-{role}")["spec"]["template"]["spec"]
+        assert {v["name"]: v for v in pod["volumes"]}["tls-internal"]["secret"]["secretName"] == spec["secretName"]
+    # Every coordinator address the processes dial matches the coordinators' wildcard name.
+    wildcard = certificates[f"{RELEASE}-cairn-coordinator"]["spec"]["dnsNames"][0]
+    for address in toml_of(objects, "node")["coordinator"]["addresses"]:
+        host = address.rsplit(":", 1)[0]
+        assert host.split(".", 1)[1] == wildcard.split(".", 1)[1], (host, wildcard)
+    gateway_names = certificates[f"{RELEASE}-cairn-gateway"]["spec"]["dnsNames"]
+    assert f"{RELEASE}-cairn-gateway.{NAMESPACE}.svc.cluster.local" in gateway_names
+    assert "cairn.example.com" in gateway_names
+    assert not by_kind(render(COMBINATIONS["tls"]), "Certificate")

@@ -4,6 +4,7 @@
 
 use crate::network::Network;
 use crate::process::{address_of, free_base_port, ip_of, Process, ProcessId, Role, SLOTS_MAX};
+use crate::tls::ClusterCertificates;
 use crate::{init_logging, wait_for, ClusterSpec};
 use cairn_proto::node::v1 as node;
 use cairn_types::NodeId;
@@ -26,6 +27,8 @@ pub struct Cluster {
     pub(crate) processes: Vec<Process>,
     /// The proxies in front of the nodes, in a cluster started with network faults.
     pub(crate) network: Option<Arc<Network>>,
+    /// The certificates of a cluster started with TLS.
+    tls: Option<ClusterCertificates>,
 }
 
 impl Cluster {
@@ -37,6 +40,7 @@ impl Cluster {
             .collect();
         let mut cluster = Cluster {
             network: spec.network_faults.then(Network::new),
+            tls: None,
             root: tempfile::Builder::new()
                 .prefix("cairn-cluster-")
                 .tempdir()
@@ -46,6 +50,9 @@ impl Cluster {
             processes: Vec::new(),
             spec,
         };
+        if cluster.spec.tls {
+            cluster.tls = Some(ClusterCertificates::write(&cluster.root.path().join("tls")));
+        }
         let members: Vec<String> = cluster
             .coordinator_addresses
             .iter()
@@ -82,6 +89,32 @@ impl Cluster {
         let node = self.next_slot(Role::Node);
         self.spawn_node(node, 0);
         self.learn_node_id(node).await
+    }
+
+    /// The certificates of a cluster started with `ClusterSpec::tls`.
+    pub fn certificates(&self) -> Option<&ClusterCertificates> {
+        self.tls.as_ref()
+    }
+
+    /// How the harness connects to the processes: with its own certificate in a TLS
+    /// cluster, plaintext otherwise.
+    pub fn client_tls(&self) -> cairn_tls::ClientTls {
+        self.tls.as_ref().map_or_else(
+            cairn_tls::ClientTls::plaintext,
+            ClusterCertificates::harness,
+        )
+    }
+
+    /// Starts one more storage node with `extra_env` on top of the spec's settings, and
+    /// returns without waiting for it to join (for a node that must not get in).
+    pub fn start_node_unchecked(&mut self, extra_env: &[(&str, &str)]) -> &Process {
+        let slot = self.next_slot(Role::Node);
+        let args = vec![format!(
+            "--coordinators={}",
+            self.coordinator_addresses.join(",")
+        )];
+        self.add_process(Role::Node, slot, args, extra_env);
+        self.process_in(Role::Node, slot)
     }
 
     /// Starts one more gateway, with the spec's gateway settings and `extra_env`; returns its
@@ -132,13 +165,14 @@ impl Cluster {
             .listen_address
             .clone();
         let name = Process::name(Role::Node, node_slot);
+        let tls = self.client_tls();
         let id = wait_for(
             &format!("{name} to answer with its node id"),
             NODE_START_TIMEOUT,
             || {
-                let listen_address = listen_address.clone();
+                let (listen_address, tls) = (listen_address.clone(), tls.clone());
                 async move {
-                    let mut admin = crate::observe::admin_client(&listen_address).await?;
+                    let mut admin = crate::observe::admin_client(&tls, &listen_address).await?;
                     let response = admin
                         .shard_status(node::ShardStatusRequest {
                             shard_id: 0,
@@ -180,6 +214,12 @@ impl Cluster {
         let address = address_of(role, slot, self.base_port);
         let mut listen_address = address.clone();
         let mut env = self.spec.env_for(role);
+        if let Some(tls) = &self.tls {
+            // The test's own settings (in `env` and `extra`) come later and win.
+            let mut with_tls = tls.env_for(role);
+            with_tls.append(&mut env);
+            env = with_tls;
+        }
         env.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
         if let Some(network) = &self.network {
             let ip = ip_of(role, slot).to_string();

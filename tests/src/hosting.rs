@@ -76,7 +76,7 @@ impl Cluster {
                         shard.shard_id
                     ));
                 }
-                let mut admin = admin_client(&process.listen_address).await?;
+                let mut admin = admin_client(&self.client_tls(), &process.listen_address).await?;
                 let replica = admin
                     .shard_status(node::ShardStatusRequest {
                         shard_id: shard.shard_id,

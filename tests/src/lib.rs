@@ -23,6 +23,7 @@ mod replicas;
 mod requests;
 mod scenario;
 mod spec;
+mod tls;
 pub mod workload;
 
 pub use cluster::Cluster;
@@ -32,6 +33,7 @@ pub use process::{sibling_binary, Process, ProcessId, Role};
 pub use requests::{error_detail, http_get, metric_value, shard_get, shard_target, WriteIds};
 pub use scenario::{longest_stall, Profile, Scenario, SCENARIO_WAIT};
 pub use spec::ClusterSpec;
+pub use tls::{foreign_certificates, ClusterCertificates};
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -15,6 +15,7 @@ use cairn_proto::kv::v1::kv_client::KvClient;
 use cairn_proto::node::v1 as node;
 use cairn_proto::node::v1::node_admin_client::NodeAdminClient;
 use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
+use cairn_tls::ClientTls;
 use cairn_types::{NodeId, ShardId};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -29,19 +30,21 @@ const GATEWAY_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keys per page of `local_scan`.
 const SCAN_PAGE_KEYS: u64 = 1000;
 
-async fn connect(address: &str, call_timeout: Duration) -> Option<Channel> {
-    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+/// A channel to `address`, through `tls` (the harness's certificate in a TLS cluster).
+async fn connect(tls: &ClientTls, address: &str, call_timeout: Duration) -> Option<Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .ok()?
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(call_timeout)
-        .connect()
-        .await
-        .ok()
+        .timeout(call_timeout);
+    tls.connect(endpoint, None).await.ok()
 }
 
-pub(crate) async fn admin_client(address: &str) -> Option<NodeAdminClient<Channel>> {
+pub(crate) async fn admin_client(
+    tls: &ClientTls,
+    address: &str,
+) -> Option<NodeAdminClient<Channel>> {
     Some(NodeAdminClient::new(
-        connect(address, NODE_CALL_TIMEOUT).await?,
+        connect(tls, address, NODE_CALL_TIMEOUT).await?,
     ))
 }
 
@@ -49,7 +52,7 @@ impl Cluster {
     async fn coordinator_client(&self, member: u64) -> Option<CoordinatorClient<Channel>> {
         let address = &self.coordinator(member).address;
         Some(CoordinatorClient::new(
-            connect(address, COORDINATOR_CALL_TIMEOUT).await?,
+            connect(&self.client_tls(), address, COORDINATOR_CALL_TIMEOUT).await?,
         ))
     }
 
@@ -130,10 +133,11 @@ impl Cluster {
         timeout: Duration,
     ) -> (KvClient<Channel>, ClusterClient<Channel>) {
         let address = self.gateway(number).address.clone();
+        let tls = self.client_tls();
         let channel = wait_for(
             &format!("gateway {number} to accept connections"),
             timeout,
-            || connect(&address, GATEWAY_CALL_TIMEOUT),
+            || connect(&tls, &address, GATEWAY_CALL_TIMEOUT),
         )
         .await;
         (KvClient::new(channel.clone()), ClusterClient::new(channel))
@@ -142,12 +146,12 @@ impl Cluster {
     pub async fn kv(&self, id: NodeId) -> Option<ShardKvClient<Channel>> {
         let address = &self.node(id).listen_address;
         Some(ShardKvClient::new(
-            connect(address, NODE_CALL_TIMEOUT).await?,
+            connect(&self.client_tls(), address, NODE_CALL_TIMEOUT).await?,
         ))
     }
 
     pub async fn admin(&self, id: NodeId) -> Option<NodeAdminClient<Channel>> {
-        admin_client(&self.node(id).listen_address).await
+        admin_client(&self.client_tls(), &self.node(id).listen_address).await
     }
 
     /// Node `id`'s view of its replica of `shard`, if the node answers.

@@ -34,6 +34,7 @@ pub struct ClusterSpec {
     pub(crate) shard_count: u32,
     pub(crate) replication_factor: u32,
     pub(crate) network_faults: bool,
+    pub(crate) tls: bool,
     env: Vec<(Option<Role>, String, String)>,
 }
 
@@ -51,6 +52,7 @@ impl ClusterSpec {
             shard_count: 4,
             replication_factor: 3,
             network_faults: false,
+            tls: false,
             env: Vec::new(),
         }
     }
@@ -103,6 +105,14 @@ impl ClusterSpec {
     /// its own loopback IP (`outbound_bind_ip`), so a proxy knows each connection's link.
     pub fn network_faults(mut self) -> Self {
         self.network_faults = true;
+        self
+    }
+
+    /// Mutual TLS everywhere: a CA and a certificate per role are written into the cluster's
+    /// folder, every process gets its `[tls]` settings, and the harness's own calls present a
+    /// certificate of roles coordinator and gateway (see `Cluster::tls_files`).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 

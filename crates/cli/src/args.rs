@@ -1,6 +1,7 @@
 //! The command line, as clap types. Parsing only: nothing here talks to a cluster.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Rows `scan` prints when `--limit` is not given.
@@ -25,8 +26,13 @@ EXIT CODES:
   3  key not found (get)
   4  condition failed: cas / put-if-absent did not write
 
+TLS:
+  --cacert FILE turns TLS on (an https:// endpoint needs it); --cert and --key present a
+  client certificate to gateways that ask for one. See docs/security.md.
+
 ENVIRONMENT:
-  CAIRN_ENDPOINTS  default for --endpoints (comma-separated host:port)";
+  CAIRN_ENDPOINTS  default for --endpoints (comma-separated host:port)
+  CAIRN_CACERT, CAIRN_CERT, CAIRN_KEY  defaults for --cacert, --cert, --key";
 
 /// Command-line client for a Cairn cluster.
 #[derive(Debug, Parser)]
@@ -49,6 +55,32 @@ pub struct Cli {
     /// Time allowed for the whole request, retries included (e.g. 500ms, 5s, 1m).
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// PEM certificate of the CA that signed the gateways' certificates: TLS is on when set
+    /// (https:// endpoints need it).
+    #[arg(long, global = true, env = "CAIRN_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// PEM client certificate, for gateways that ask for one (with --key).
+    // The ids differ from the field names: `key` is also `put`'s positional argument.
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        global = true,
+        env = "CAIRN_CERT",
+        value_name = "FILE"
+    )]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of --cert.
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        env = "CAIRN_KEY",
+        value_name = "FILE"
+    )]
+    pub key: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -113,6 +145,24 @@ pub enum Command {
     /// Operations that may lose acknowledged writes; read docs/operations.md first.
     #[command(subcommand)]
     Unsafe(UnsafeCommand),
+    /// Tools for local development (not for production).
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum DevCommand {
+    /// Write a throw-away CA and a certificate per role (node, coordinator, gateway) plus a
+    /// client certificate into --out, for a local TLS cluster. The CA key is written too:
+    /// never use these in production.
+    Certs {
+        /// Folder to write the PEM files into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Host names and IP addresses the certificates are valid for.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+        hosts: Vec<String>,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq, Subcommand)]

@@ -46,12 +46,12 @@ pub mod recovery;
 pub mod table;
 
 use args::{
-    Cli, ClusterCommand, Command, Expect, OutputFormat, ScanArgs, TxnCommand, UnsafeCommand,
-    SCAN_PAGE_KEYS,
+    Cli, ClusterCommand, Command, DevCommand, Expect, OutputFormat, ScanArgs, TxnCommand,
+    UnsafeCommand, SCAN_PAGE_KEYS,
 };
 use cairn_client::{
     Client, ClientConfig, Consistency, DeleteOptions, Error, Expectation, GetOptions, NodeId,
-    PutOptions, RangeOptions,
+    PutOptions, RangeOptions, TlsConfig,
 };
 use clap::Parser;
 use output::{bytes_cell, Report};
@@ -75,10 +75,21 @@ pub async fn run(args: Vec<String>, out: &mut impl Write, err: &mut impl Write) 
             return error.exit_code();
         }
     };
+    if let Command::Dev(DevCommand::Certs { out: dir, hosts }) = &cli.command {
+        return dev_certs(dir, hosts, out, err);
+    }
+    let tls = match tls_config(&cli) {
+        Ok(tls) => tls,
+        Err(message) => {
+            let _ = writeln!(err, "error: {message}");
+            return exit::USAGE;
+        }
+    };
     let config = ClientConfig {
         endpoints: cli.endpoints.clone(),
         request_timeout: cli.timeout,
         connect_timeout: cli.timeout.min(CONNECT_TIMEOUT_MAX),
+        tls,
         ..ClientConfig::default()
     };
     let result = match Client::connect(config).await {
@@ -112,6 +123,58 @@ pub async fn run(args: Vec<String>, out: &mut impl Write, err: &mut impl Write) 
             code
         }
         None => exit::SUCCESS,
+    }
+}
+
+/// The SDK's TLS settings from --cacert, --cert and --key.
+fn tls_config(cli: &Cli) -> Result<Option<TlsConfig>, String> {
+    let identity = match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => return Err("--cert and --key go together".to_string()),
+    };
+    match &cli.cacert {
+        Some(ca_file) => Ok(Some(TlsConfig {
+            ca_file: ca_file.clone(),
+            identity,
+        })),
+        None if identity.is_some() => {
+            Err("--cert needs --cacert (the CA that signed the gateway's certificate)".into())
+        }
+        None => Ok(None),
+    }
+}
+
+/// `cairnctl dev certs`: a CA and certificates for a local TLS cluster.
+fn dev_certs(
+    dir: &std::path::Path,
+    hosts: &[String],
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> i32 {
+    let written = cairn_tls::dev_certs::DevCa::new("Cairn development CA")
+        .map_err(std::io::Error::other)
+        .and_then(|ca| ca.write_cluster(dir, hosts));
+    match written {
+        Ok(files) => {
+            for file in files {
+                let _ = writeln!(out, "{}", file.display());
+            }
+            let _ = writeln!(
+                out,
+                "cairnctl flags: --cacert {0}/ca.pem --cert {0}/client.pem --key {0}/client-key.pem",
+                dir.display()
+            );
+            exit::SUCCESS
+        }
+        Err(error) => {
+            let _ = writeln!(
+                err,
+                "error: cannot write certificates to {}: {error}",
+                dir.display()
+            );
+            exit::REQUEST_FAILED
+        }
     }
 }
 
@@ -225,6 +288,7 @@ async fn execute(client: &Client, command: &Command) -> Result<Report, Error> {
             node_id: *node_id,
             draining: client.leave(NodeId(*node_id)).await?,
         },
+        Command::Dev(_) => unreachable!("dev commands run before a client is made"),
     };
     Ok(report)
 }

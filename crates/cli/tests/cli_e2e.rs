@@ -169,3 +169,129 @@ async fn cairnctl_commands_print_results_and_exit_with_meaningful_codes() {
     );
     assert!(String::from_utf8_lossy(&down.stderr).starts_with("error: "));
 }
+
+fn cairnctl_with(args: &[&str]) -> Outcome {
+    let output = Command::new(CAIRNCTL)
+        .args(["--timeout", "10s"])
+        .args(args)
+        .env_remove("CAIRN_CACERT")
+        .env_remove("CAIRN_CERT")
+        .env_remove("CAIRN_KEY")
+        .output()
+        .expect("run cairnctl");
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairnctl_speaks_tls_with_a_client_certificate() {
+    let cluster = ClusterSpec::new(Path::new(CAIRNCTL))
+        .nodes(3)
+        .shards(2)
+        .gateways(1)
+        .gateway_env(&[("CAIRN_PUBLIC_TLS__CLIENT_AUTH", "required")])
+        .tls()
+        .start()
+        .await;
+    let certificates = cluster.certificates().expect("a TLS cluster");
+    let (cert, key) = certificates.issue("alice", &[]);
+    let (ca, cert, key) = (
+        certificates.ca_file().display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let endpoint = format!("https://{}", cluster.gateway(1).address);
+    let tls = [
+        "--endpoints",
+        endpoint.as_str(),
+        "--cacert",
+        ca.as_str(),
+        "--cert",
+        cert.as_str(),
+        "--key",
+        key.as_str(),
+    ];
+    tracing::info!("--- put and get over TLS with a client certificate");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let args: Vec<&str> = tls.iter().copied().chain(["put", "tls", "on"]).collect();
+        let put = cairnctl_with(&args);
+        if put.code == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TLS cluster takes no writes through cairnctl: {}",
+            put.stderr
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let args: Vec<&str> = tls.iter().copied().chain(["get", "tls"]).collect();
+    let got = cairnctl_with(&args);
+    assert_eq!(got.code, 0, "{}", got.stderr);
+    assert!(got.stdout.contains("on"), "{}", got.stdout);
+
+    tracing::info!("--- without a client certificate, or without TLS, the gateway refuses");
+    let anonymous = cairnctl_with(&["--endpoints", &endpoint, "--cacert", &ca, "get", "tls"]);
+    assert_eq!(
+        anonymous.code, 1,
+        "{} {}",
+        anonymous.stdout, anonymous.stderr
+    );
+    let plain_address = cluster.gateway(1).address.clone();
+    let plaintext = cairnctl_with(&["--endpoints", &plain_address, "get", "tls"]);
+    assert_eq!(
+        plaintext.code, 1,
+        "{} {}",
+        plaintext.stdout, plaintext.stderr
+    );
+
+    tracing::info!("--- usage errors: https:// without a CA, --cert without --key");
+    let no_ca = cairnctl_with(&["--endpoints", &endpoint, "get", "tls"]);
+    assert_eq!(no_ca.code, 2, "{}", no_ca.stderr);
+    assert!(no_ca.stderr.contains("https://"), "{}", no_ca.stderr);
+    let half = cairnctl_with(&[
+        "--endpoints",
+        &endpoint,
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert,
+        "get",
+        "tls",
+    ]);
+    assert_eq!(half.code, 2, "{}", half.stderr);
+    let missing = cairnctl_with(&[
+        "--endpoints",
+        &endpoint,
+        "--cacert",
+        "/nonexistent/ca.pem",
+        "get",
+        "tls",
+    ]);
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("/nonexistent/ca.pem"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn cairnctl_dev_certs_writes_a_ca_and_one_certificate_per_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let written = cairnctl_with(&["dev", "certs", "--out", &out.display().to_string()]);
+    assert_eq!(written.code, 0, "{}", written.stderr);
+    for name in ["ca", "node", "coordinator", "gateway", "client"] {
+        assert!(out.join(format!("{name}.pem")).exists(), "{name}.pem");
+        assert!(
+            out.join(format!("{name}-key.pem")).exists(),
+            "{name}-key.pem"
+        );
+    }
+    assert!(written.stdout.contains("--cacert"), "{}", written.stdout);
+}

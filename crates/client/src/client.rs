@@ -68,16 +68,29 @@ impl Client {
     /// down.
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         config.validate()?;
+        let tls = match &config.tls {
+            None => cairn_tls::ClientTls::plaintext(),
+            Some(tls) => tls.client()?,
+        };
         let gateways = config
             .endpoints
             .iter()
             .map(|address| {
+                if address.trim().starts_with("https://") && !tls.is_enabled() {
+                    return Err(Error::InvalidArgument {
+                        field: "endpoints".into(),
+                        reason: format!(
+                            "{address:?} is https:// but no TLS is configured (set tls: the CA \
+                             file that signed the gateway's certificate)"
+                        ),
+                    });
+                }
                 let endpoint = endpoint(address)?
                     .connect_timeout(config.connect_timeout)
                     .tcp_nodelay(true);
                 Ok(Gateway {
                     address: address.clone(),
-                    channel: endpoint.connect_lazy(),
+                    channel: tls.connect_lazy(endpoint, None),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -467,8 +480,9 @@ impl Client {
     }
 }
 
-/// Parses `host:port` (or `http://host:port`) into an endpoint; a missing port is an error
-/// rather than a silent port 80.
+/// Parses `host:port` (or `http://host:port`, or `https://host:port` when TLS is
+/// configured) into an endpoint; a missing port is an error rather than a silent port 80.
+/// The endpoint keeps the `http` scheme: TLS is the connector's business (cairn-tls).
 fn endpoint(address: &str) -> Result<Endpoint> {
     let invalid = |reason: String| Error::InvalidArgument {
         field: "endpoints".into(),
@@ -477,9 +491,11 @@ fn endpoint(address: &str) -> Result<Endpoint> {
     let trimmed = address.trim();
     let with_scheme = if trimmed.starts_with("http://") {
         trimmed.to_string()
+    } else if let Some(rest) = trimmed.strip_prefix("https://") {
+        format!("http://{rest}")
     } else if trimmed.contains("://") {
         return Err(invalid(format!(
-            "{address:?}: only plain http:// gateways are supported"
+            "{address:?}: only http:// and https:// gateways are supported"
         )));
     } else {
         format!("http://{trimmed}")

@@ -4,6 +4,7 @@
 //! are reported back in `Error::LimitExceeded`.
 
 use crate::Error;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The most attempts one request may be configured to make; beyond this a retry loop hides
@@ -30,6 +31,31 @@ pub struct ClientConfig {
     pub retry_backoff_min: Duration,
     /// Longest pause between two attempts. Default 1 s.
     pub retry_backoff_max: Duration,
+    /// TLS to the gateways; `None` (the default) is plaintext.
+    pub tls: Option<TlsConfig>,
+}
+
+/// How the SDK speaks TLS to the gateways (docs/security.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate(s) of the CA that signed the gateways' certificates.
+    pub ca_file: PathBuf,
+    /// A client certificate and its key (PEM), for gateways that ask for one
+    /// (`public_tls.client_auth`); its common name is the user.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsConfig {
+    /// Reads and checks the files; the error names a bad one.
+    pub(crate) fn client(&self) -> Result<cairn_tls::ClientTls, Error> {
+        cairn_tls::ClientTls::new(
+            self.ca_file.clone(),
+            self.identity.clone(),
+            // A client's files are re-read for new connections at most this often.
+            Duration::from_secs(5),
+        )
+        .map_err(|error| invalid("tls", &error.to_string()))
+    }
 }
 
 impl Default for ClientConfig {
@@ -41,6 +67,7 @@ impl Default for ClientConfig {
             retry_attempts_max: 8,
             retry_backoff_min: Duration::from_millis(20),
             retry_backoff_max: Duration::from_secs(1),
+            tls: None,
         }
     }
 }

@@ -66,7 +66,7 @@ pub use cairn_proto::kv::v1 as proto;
 
 pub use cairn_types::{ClientId, NodeId, Sequence};
 pub use client::{Client, ScanResult};
-pub use config::{ClientConfig, RETRY_ATTEMPTS_MAX_CEILING};
+pub use config::{ClientConfig, TlsConfig, RETRY_ATTEMPTS_MAX_CEILING};
 pub use error::{Error, Result};
 pub use options::{
     CasOutcome, Consistency, DeleteOptions, Expectation, GetOptions, PutCondition, PutOptions,

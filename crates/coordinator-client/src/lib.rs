@@ -37,6 +37,7 @@ pub struct CoordinatorClient {
     rpc_timeout: Duration,
     /// The coordinator that answered last (the leader, as far as we know).
     current: Option<String>,
+    tls: cairn_tls::ClientTls,
 }
 
 impl CoordinatorClient {
@@ -45,7 +46,14 @@ impl CoordinatorClient {
             addresses,
             rpc_timeout,
             current: None,
+            tls: cairn_tls::ClientTls::plaintext(),
         }
+    }
+
+    /// The same, connecting through `tls` (TLS with this process's certificate).
+    pub fn with_tls(mut self, tls: cairn_tls::ClientTls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Every address the configured entries resolve to now, the last good one first.
@@ -74,7 +82,7 @@ impl CoordinatorClient {
             .connect_timeout(self.rpc_timeout)
             .timeout(self.rpc_timeout)
             .tcp_nodelay(true);
-        Some(GrpcClient::new(endpoint.connect_lazy()))
+        Some(GrpcClient::new(self.tls.connect_lazy(endpoint, None)))
     }
 
     /// Calls `call` on the coordinator leader, following hints and trying every address, as

@@ -54,6 +54,8 @@ pub struct TimestampClientConfig {
     pub rpc_timeout: Duration,
     /// Local IP outgoing connections are bound to, if set.
     pub outbound_bind_ip: Option<std::net::IpAddr>,
+    /// Plaintext, or TLS with this process's certificate.
+    pub tls: cairn_tls::ClientTls,
 }
 
 struct Waiter {
@@ -233,9 +235,11 @@ impl Connection {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .ok()?
             .connect_timeout(self.config.rpc_timeout)
-            .tcp_nodelay(true)
-            .local_address(self.config.outbound_bind_ip);
-        let channel = endpoint.connect_lazy();
+            .tcp_nodelay(true);
+        let channel = self
+            .config
+            .tls
+            .connect_lazy(endpoint, self.config.outbound_bind_ip);
         channels.insert(address.to_string(), channel.clone());
         Some(channel)
     }
@@ -366,6 +370,7 @@ mod tests {
                 requests_in_flight_max: 1,
                 rpc_timeout: Duration::from_secs(5),
                 outbound_bind_ip: None,
+                tls: cairn_tls::ClientTls::plaintext(),
             },
             leader: Mutex::new(Some(leader.into())),
             channels: Mutex::new(HashMap::new()),
@@ -408,6 +413,7 @@ mod tests {
                 requests_in_flight_max: 1,
                 rpc_timeout: Duration::from_secs(30),
                 outbound_bind_ip: None,
+                tls: cairn_tls::ClientTls::plaintext(),
             },
             leader: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),

@@ -60,6 +60,9 @@ pub struct CoordinatorConfig {
     /// Longest the process takes to exit after SIGTERM, in milliseconds: it hands off what it
     /// leads, drains its gRPC server and closes its storage within it (docs/operations.md).
     pub shutdown_grace_ms: u64,
+    /// Transport security (docs/security.md): the certificate this coordinator serves and
+    /// presents to the other coordinators and the nodes; off unless `tls.cert_file` is set.
+    pub tls: cairn_tls::TlsConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -88,6 +91,7 @@ impl Default for CoordinatorConfig {
             outbound_bind_ip: None,
             auto_compaction: Default::default(),
             shutdown_grace_ms: cairn_telemetry::SHUTDOWN_GRACE_MS_DEFAULT,
+            tls: cairn_tls::TlsConfig::default(),
         }
     }
 }
@@ -139,6 +143,9 @@ impl CoordinatorConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.log.validate()?;
         self.tracing.validate()?;
+        self.tls
+            .validate()
+            .map_err(|problem| bad(&problem.field, problem.reason))?;
         if self.shutdown_grace_ms < cairn_telemetry::SHUTDOWN_GRACE_MS_MIN {
             return Err(bad(
                 "shutdown_grace_ms",

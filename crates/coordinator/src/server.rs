@@ -43,6 +43,21 @@ impl ReplicaDirectory for MetadataDirectory {
     }
 }
 
+/// Who may call what on a coordinator when TLS is on (D82): nodes, gateways and the other
+/// coordinators its service; only coordinators its Raft group.
+fn role_policy() -> cairn_tls::RolePolicy {
+    use cairn_proto::coordinator::v1::coordinator_server;
+    use cairn_proto::raft::v1::raft_transport_server;
+    use cairn_tls::Role;
+    cairn_tls::RolePolicy::new()
+        .allow_anyone("grpc.health.v1.Health")
+        .allow(
+            coordinator_server::SERVICE_NAME,
+            &[Role::Node, Role::Gateway, Role::Coordinator],
+        )
+        .allow(raft_transport_server::SERVICE_NAME, &[Role::Coordinator])
+}
+
 pub async fn run(
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -57,6 +72,9 @@ pub async fn run_with_listener(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    // Bad TLS files fail start-up here, naming the file, before anything else happens.
+    let server_tls = config.tls.server()?;
+    let client_tls = config.tls.client()?;
     let member = NodeId(config.member_id);
     let engine = config.storage.engine;
     if !engine.is_durable() {
@@ -88,7 +106,7 @@ pub async fn run_with_listener(
         },
         Arc::new(GroupCommitStats::default()),
     );
-    let channels = PeerChannels::new(config.transport());
+    let channels = PeerChannels::new(config.transport()).with_tls(client_tls.clone());
     let raft_config = config
         .raft_timing()
         .to_openraft(config.transport().snapshot_transfer_timeout_ms)
@@ -199,21 +217,19 @@ pub async fn run_with_listener(
     };
     let server = tonic::transport::Server::builder()
         .layer(metrics.grpc.layer())
+        .layer(cairn_tls::RoleLayer::new(
+            server_tls.as_ref().map(|_| role_policy()),
+        ))
         .add_service(health_service)
-        .add_service(CoordinatorServer::new(CoordinatorService::new(
-            coordinator,
-            oracle,
-            compaction,
-        )))
+        .add_service(CoordinatorServer::new(
+            CoordinatorService::new(coordinator, oracle, compaction).with_tls(client_tls),
+        ))
         .add_service(
             RaftTransportServer::new(RaftTransportService::new(directory, 2))
                 .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize)
                 .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize),
         )
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            drain_started,
-        );
+        .serve_with_incoming_shutdown(cairn_tls::incoming(listener, server_tls), drain_started);
     let result = cairn_telemetry::serve_bounded(server, &stop, |d| d.drain)
         .await
         .unwrap_or(Ok(()));

@@ -27,6 +27,8 @@ pub struct CoordinatorService {
     coordinator: Arc<Coordinator>,
     oracle: Arc<TimestampOracle>,
     compaction: Arc<Compaction>,
+    /// How a follower reaches the leader to pass a request on.
+    tls: cairn_tls::ClientTls,
 }
 
 impl CoordinatorService {
@@ -39,7 +41,14 @@ impl CoordinatorService {
             coordinator,
             oracle,
             compaction,
+            tls: cairn_tls::ClientTls::plaintext(),
         }
+    }
+
+    /// The same, passing requests on to the leader through `tls`.
+    pub fn with_tls(mut self, tls: cairn_tls::ClientTls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// On a follower, a client for the leader to pass the request on to (any member answers);
@@ -62,7 +71,9 @@ impl CoordinatorService {
             .map_err(|e| Status::internal(format!("leader address {address}: {e}")))?
             .connect_timeout(FORWARD_TIMEOUT)
             .timeout(FORWARD_TIMEOUT);
-        Ok(Some(CoordinatorClient::new(endpoint.connect_lazy())))
+        Ok(Some(CoordinatorClient::new(
+            self.tls.connect_lazy(endpoint, None),
+        )))
     }
 }
 

@@ -14,9 +14,9 @@ pub struct ClusterService {
 }
 
 impl ClusterService {
-    pub fn new(coordinators: Vec<String>, timeout: Duration) -> Self {
+    pub fn new(coordinators: Vec<String>, timeout: Duration, tls: cairn_tls::ClientTls) -> Self {
         Self {
-            client: Mutex::new(CoordinatorClient::new(coordinators, timeout)),
+            client: Mutex::new(CoordinatorClient::new(coordinators, timeout).with_tls(tls)),
         }
     }
 }

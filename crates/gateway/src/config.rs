@@ -47,6 +47,12 @@ pub struct GatewayConfig {
     /// Longest the process takes to exit after SIGTERM, in milliseconds: it hands off what it
     /// leads, drains its gRPC server and closes its storage within it (docs/operations.md).
     pub shutdown_grace_ms: u64,
+    /// Transport security (docs/security.md): the certificate this gateway presents to the
+    /// coordinators and nodes (mutual TLS), and by default serves to clients; off unless
+    /// `tls.cert_file` is set.
+    pub tls: cairn_tls::TlsConfig,
+    /// The public port's own certificate and client-certificate policy (`[public_tls]`).
+    pub public_tls: cairn_tls::PublicTlsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -69,6 +75,8 @@ impl Default for GatewayConfig {
             batch_node_requests: true,
             timestamp_requests_in_flight_max: 2,
             shutdown_grace_ms: cairn_telemetry::SHUTDOWN_GRACE_MS_DEFAULT,
+            tls: cairn_tls::TlsConfig::default(),
+            public_tls: cairn_tls::PublicTlsConfig::default(),
         }
     }
 }
@@ -80,6 +88,10 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.log.validate()?;
         self.tracing.validate()?;
+        self.tls
+            .validate()
+            .and_then(|()| self.public_tls.validate(&self.tls))
+            .map_err(|problem| bad(&problem.field, problem.reason))?;
         if self.shutdown_grace_ms < cairn_telemetry::SHUTDOWN_GRACE_MS_MIN {
             return Err(bad(
                 "shutdown_grace_ms",

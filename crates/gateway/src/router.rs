@@ -114,9 +114,8 @@ impl Router {
                     .map_err(|e| Status::internal(format!("bad node address {address:?}: {e}")))?
                     .connect_timeout(Duration::from_secs(2))
                     .tcp_nodelay(true)
-                    .local_address(self.outbound_bind_ip)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .connect_lazy();
+                    .http2_keep_alive_interval(Duration::from_secs(10));
+                let channel = self.maps.tls.connect_lazy(channel, self.outbound_bind_ip);
                 channels.insert(address.to_string(), channel.clone());
                 channel
             }

@@ -122,17 +122,24 @@ pub struct ShardMaps {
     sender: Arc<watch::Sender<Option<Arc<RoutingTable>>>>,
     coordinators: Vec<String>,
     coordinator_timeout: Duration,
+    /// How the gateway reaches coordinators and nodes: plaintext or mutual TLS.
+    pub tls: cairn_tls::ClientTls,
 }
 
 impl ShardMaps {
     /// Starts the watch task.
-    pub fn start(coordinators: Vec<String>, coordinator_timeout: Duration) -> Self {
+    pub fn start(
+        coordinators: Vec<String>,
+        coordinator_timeout: Duration,
+        tls: cairn_tls::ClientTls,
+    ) -> Self {
         let (sender, receiver) = watch::channel(None);
         let maps = Self {
             receiver,
             sender: Arc::new(sender),
             coordinators,
             coordinator_timeout,
+            tls,
         };
         tokio::spawn(maps.clone().watch_forever());
         maps
@@ -153,7 +160,8 @@ impl ShardMaps {
 
     async fn watch_forever(self) {
         let mut client =
-            CoordinatorClient::new(self.coordinators.clone(), self.coordinator_timeout);
+            CoordinatorClient::new(self.coordinators.clone(), self.coordinator_timeout)
+                .with_tls(self.tls.clone());
         loop {
             let after = self.current().map_or(0, |table| table.version);
             match client.watch_shard_map(after).await {
@@ -180,7 +188,8 @@ impl ShardMaps {
     /// Fetches the map now (after a stale-epoch or not-leader answer), best effort.
     pub async fn refresh(&self) {
         let mut client =
-            CoordinatorClient::new(self.coordinators.clone(), self.coordinator_timeout);
+            CoordinatorClient::new(self.coordinators.clone(), self.coordinator_timeout)
+                .with_tls(self.tls.clone());
         match tokio::time::timeout(self.coordinator_timeout, client.shard_map()).await {
             Ok(Ok(map)) => self.offer(&map),
             Ok(Err(status)) => tracing::debug!(%status, "shard map refresh failed"),

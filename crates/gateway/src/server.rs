@@ -28,8 +28,15 @@ pub async fn run_with_listener(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    // Bad TLS files fail start-up here, naming the file, before anything else happens.
+    let public_tls = config.public_tls.server(&config.tls)?;
+    let client_tls = config.tls.client()?;
     let coordinator_timeout = Duration::from_millis(config.coordinator_timeout_ms);
-    let maps = ShardMaps::start(config.coordinators.clone(), coordinator_timeout);
+    let maps = ShardMaps::start(
+        config.coordinators.clone(),
+        coordinator_timeout,
+        client_tls.clone(),
+    );
     let router = Router::new(
         maps,
         Duration::from_millis(config.request_timeout_ms),
@@ -84,8 +91,10 @@ pub async fn run_with_listener(
                     requests_in_flight_max: config.timestamp_requests_in_flight_max,
                     rpc_timeout: coordinator_timeout,
                     outbound_bind_ip: None,
+                    tls: client_tls.clone(),
                 }),
-                CoordinatorClient::new(config.coordinators.clone(), coordinator_timeout),
+                CoordinatorClient::new(config.coordinators.clone(), coordinator_timeout)
+                    .with_tls(client_tls.clone()),
             ))
             .max_decoding_message_size(message_bytes_max)
             .max_encoding_message_size(message_bytes_max),
@@ -93,11 +102,12 @@ pub async fn run_with_listener(
         .add_service(ClusterServer::new(ClusterService::new(
             config.coordinators.clone(),
             coordinator_timeout,
+            client_tls,
         )))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            drain_started,
-        );
+        // The public port: TLS when configured, with the client-certificate policy of
+        // `public_tls.client_auth`; any verified client may call (roles are for Cairn's own
+        // processes). The peer's identity rides in each request for authentication (D84).
+        .serve_with_incoming_shutdown(cairn_tls::incoming(listener, public_tls), drain_started);
     let result = cairn_telemetry::serve_bounded(server, &stop, |d| d.drain)
         .await
         .unwrap_or(Ok(()));

@@ -79,6 +79,8 @@ pub struct PeerChannels {
     config: TransportConfig,
     /// The cluster every message names (empty: none, a static bootstrap).
     cluster_id: Arc<str>,
+    /// Plaintext, or mutual TLS with this process's certificate.
+    tls: cairn_tls::ClientTls,
 }
 
 impl PeerChannels {
@@ -87,7 +89,14 @@ impl PeerChannels {
             channels: Arc::default(),
             config,
             cluster_id: Arc::from(""),
+            tls: cairn_tls::ClientTls::plaintext(),
         }
+    }
+
+    /// The same, connecting to peers through `tls`.
+    pub fn with_tls(mut self, tls: cairn_tls::ClientTls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The same, naming `cluster_id` in every message (see `cairn_proto::addressing`).
@@ -114,10 +123,11 @@ impl PeerChannels {
             .map_err(|error| format!("bad peer address {address:?}: {error}"))?
             .connect_timeout(Duration::from_millis(self.config.connect_timeout_ms))
             .tcp_nodelay(true)
-            .local_address(self.config.outbound_bind_ip)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        let channel = endpoint.connect_lazy();
+        let channel = self
+            .tls
+            .connect_lazy(endpoint, self.config.outbound_bind_ip);
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)
     }

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     /// Longest the process takes to exit after SIGTERM, in milliseconds: it hands off what it
     /// leads, drains its gRPC server and closes its storage within it (docs/operations.md).
     pub shutdown_grace_ms: u64,
+    /// Transport security (docs/security.md): the certificate this node serves and presents
+    /// to the coordinators and its peers; off unless `tls.cert_file` is set.
+    pub tls: cairn_tls::TlsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +140,7 @@ impl Default for NodeConfig {
             snapshot_receives_max: 2,
             bootstrap: None,
             shutdown_grace_ms: cairn_telemetry::SHUTDOWN_GRACE_MS_DEFAULT,
+            tls: cairn_tls::TlsConfig::default(),
         }
     }
 }
@@ -154,6 +158,9 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.log.validate()?;
         self.tracing.validate()?;
+        self.tls
+            .validate()
+            .map_err(|problem| bad(&problem.field, problem.reason))?;
         if self.shutdown_grace_ms < cairn_telemetry::SHUTDOWN_GRACE_MS_MIN {
             return Err(bad(
                 "shutdown_grace_ms",

@@ -50,11 +50,12 @@ impl Default for CoordinatorClientConfig {
 }
 
 impl CoordinatorClientConfig {
-    fn client(&self) -> CoordinatorClient {
+    fn client(&self, tls: &cairn_tls::ClientTls) -> CoordinatorClient {
         CoordinatorClient::new(
             self.addresses.clone(),
             Duration::from_millis(self.rpc_timeout_ms),
         )
+        .with_tls(tls.clone())
     }
 }
 
@@ -87,6 +88,7 @@ pub async fn node_id_from_coordinator(
     advertise: &str,
     configured_id: u64,
     config: &CoordinatorClientConfig,
+    tls: &cairn_tls::ClientTls,
 ) -> anyhow::Result<Joined> {
     let path = data_dir.join("node_id");
     let stored: u64 = match std::fs::read_to_string(&path) {
@@ -118,7 +120,7 @@ pub async fn node_id_from_coordinator(
         node_id: known,
         storage_engine: engine_to_proto(engine) as i32,
     };
-    let mut client = config.client();
+    let mut client = config.client(tls);
     let deadline = Instant::now() + Duration::from_millis(config.join_timeout_ms);
     let joined = loop {
         match client.join(request.clone()).await {
@@ -188,7 +190,7 @@ fn role_of(role: Option<ServerRole>) -> pb::RaftRole {
 
 /// Heartbeats until the task is aborted.
 pub async fn heartbeat_loop(node: Arc<Node>, advertise: String, config: CoordinatorClientConfig) {
-    let mut client = config.client();
+    let mut client = config.client(&node.client_tls);
     let compacting = Arc::new(AtomicBool::new(false));
     let mut ticker = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

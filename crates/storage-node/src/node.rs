@@ -33,6 +33,8 @@ pub struct Node {
     /// The oracle's client, under a coordinator.
     pub timestamps: Option<Arc<NodeTimestamps>>,
     pub compaction_points: Arc<CompactionPoints>,
+    /// How this node connects to the coordinators and its peers (plaintext or mutual TLS).
+    pub client_tls: cairn_tls::ClientTls,
 }
 
 impl Node {
@@ -43,6 +45,7 @@ impl Node {
     pub async fn open(config: NodeConfig, cluster_id: String) -> anyhow::Result<Arc<Self>> {
         assert!(config.node_id != 0, "a node opens under its id");
         let node_id = NodeId(config.node_id);
+        let client_tls = config.tls.client()?;
         let (engine, data_dir, rocksdb_config) = (
             config.storage.engine,
             config.data_dir.clone(),
@@ -63,6 +66,7 @@ impl Node {
                 requests_in_flight_max: coordinator.timestamp_requests_in_flight_max,
                 rpc_timeout: Duration::from_millis(coordinator.rpc_timeout_ms),
                 outbound_bind_ip: None,
+                tls: client_tls.clone(),
             }))
         });
         let stats = Arc::new(GroupCommitStats::default());
@@ -83,7 +87,9 @@ impl Node {
             node_id,
             db: db.clone(),
             snapshot_root: storage.snapshot_root.clone(),
-            channels: PeerChannels::new(config.transport.clone()).for_cluster(&cluster_id),
+            channels: PeerChannels::new(config.transport.clone())
+                .for_cluster(&cluster_id)
+                .with_tls(client_tls.clone()),
             group_commit,
             raft_config,
             session_limits: config.sessions.clone(),
@@ -110,6 +116,7 @@ impl Node {
             storage: std::sync::Mutex::new(storage),
             timestamps,
             compaction_points,
+            client_tls,
         });
         let shards = hosted_shards(&db)?;
         tracing::info!(%node_id, replicas = shards.len(), "opening hosted replicas");

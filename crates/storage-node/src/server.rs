@@ -44,6 +44,9 @@ pub async fn run_with_listener(
 ) -> anyhow::Result<()> {
     let mut config = config;
     config.validate()?;
+    // Bad TLS files fail start-up here, naming the file, before anything else happens.
+    let server_tls = config.tls.server()?;
+    let client_tls = config.tls.client()?;
     if !config.storage.engine.is_durable() {
         tracing::warn!(
             "storage.engine = memory: this node keeps its data in RAM only. Everything it holds is \
@@ -59,6 +62,7 @@ pub async fn run_with_listener(
             &config.advertise(),
             config.node_id,
             coordinator,
+            &client_tls,
         )
         .await?;
         if config.node_id != 0 && config.node_id != joined.node_id {
@@ -146,6 +150,9 @@ pub async fn run_with_listener(
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(metrics.grpc.layer())
+        .layer(cairn_tls::RoleLayer::new(
+            server_tls.as_ref().map(|_| role_policy()),
+        ))
         .add_service(health_service)
         // Every internal service first checks that the call is meant for this node of this
         // cluster (D35): a reused address never makes a node act on its predecessor's calls.
@@ -168,11 +175,7 @@ pub async fn run_with_listener(
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize),
             node.destination_check(),
         ))
-        .serve_with_incoming_shutdown(
-            // Replies must not wait for Nagle's algorithm: every request is latency-bound.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        );
+        .serve_with_incoming_shutdown(cairn_tls::incoming(listener, server_tls), shutdown);
     let result = cairn_telemetry::serve_bounded(server, &stop, |d| d.drain)
         .await
         .unwrap_or(Ok(()));
@@ -189,6 +192,19 @@ pub async fn run_with_listener(
         .map_or_else(|| std::time::Instant::now() + grace / 5, |d| d.exit);
     cairn_telemetry::until_deadline("replica shutdown", exit, node.shutdown()).await;
     result.map_err(|error| anyhow::anyhow!("gRPC server failed: {error}"))
+}
+
+/// Who may call what on a node when TLS is on (D82): the gateways its data, the
+/// coordinators its administration, other nodes its Raft groups.
+fn role_policy() -> cairn_tls::RolePolicy {
+    use cairn_proto::node::v1::{node_admin_server, shard_kv_server};
+    use cairn_proto::raft::v1::raft_transport_server;
+    use cairn_tls::Role;
+    cairn_tls::RolePolicy::new()
+        .allow_anyone("grpc.health.v1.Health")
+        .allow(shard_kv_server::SERVICE_NAME, &[Role::Gateway])
+        .allow(node_admin_server::SERVICE_NAME, &[Role::Coordinator])
+        .allow(raft_transport_server::SERVICE_NAME, &[Role::Node])
 }
 
 /// Static bootstrap: host a replica of every shard, and found each group from the member with

@@ -130,6 +130,7 @@ A TOML value: strings quoted (JSON escapes are TOML escapes), whole numbers with
 {{- $_ := set $config "members" $members }}
 {{- $_ := set $config "shard_count" .Values.cluster.shardCount }}
 {{- $_ := set $config "replication_factor" .Values.cluster.replicationFactor }}
+{{- $config = mergeOverwrite $config (include "cairn.tlsConfig" (dict "root" . "role" "coordinator") | fromJson) }}
 {{- include "cairn.toml" (mergeOverwrite $config (deepCopy .Values.coordinator.config)) }}
 {{- end }}
 
@@ -139,6 +140,7 @@ A TOML value: strings quoted (JSON escapes are TOML escapes), whole numbers with
 {{- $_ := set $config "metrics_listen_address" (printf "0.0.0.0:%d" (int .Values.node.ports.metrics)) }}
 {{- $_ := set $config "data_dir" "/data" }}
 {{- $_ := set $config "coordinator" (dict "addresses" (include "cairn.coordinatorAddresses" . | fromJsonArray)) }}
+{{- $config = mergeOverwrite $config (include "cairn.tlsConfig" (dict "root" . "role" "node") | fromJson) }}
 {{- include "cairn.toml" (mergeOverwrite $config (deepCopy .Values.node.config)) }}
 {{- end }}
 
@@ -147,6 +149,7 @@ A TOML value: strings quoted (JSON escapes are TOML escapes), whole numbers with
 {{- $_ := set $config "listen_address" (printf "0.0.0.0:%d" (int .Values.gateway.ports.grpc)) }}
 {{- $_ := set $config "metrics_listen_address" (printf "0.0.0.0:%d" (int .Values.gateway.ports.metrics)) }}
 {{- $_ := set $config "coordinators" (include "cairn.coordinatorAddresses" . | fromJsonArray) }}
+{{- $config = mergeOverwrite $config (include "cairn.tlsConfig" (dict "root" . "role" "gateway") | fromJson) }}
 {{- include "cairn.toml" (mergeOverwrite $config (deepCopy .Values.gateway.config)) }}
 {{- end }}
 
@@ -158,8 +161,15 @@ A TOML value: strings quoted (JSON escapes are TOML escapes), whole numbers with
 {{- if and .Values.gateway.autoscaling.enabled (gt (int .Values.gateway.autoscaling.minReplicas) (int .Values.gateway.autoscaling.maxReplicas)) }}
 {{- fail "gateway.autoscaling.minReplicas must not exceed gateway.autoscaling.maxReplicas" }}
 {{- end }}
-{{- if and .Values.tls.enabled (not .Values.tls.internalSecretName) }}
-{{- fail "tls.enabled needs tls.internalSecretName (a kubernetes.io/tls Secret with ca.crt)" }}
+{{- if and .Values.tls.enabled (not .Values.tls.certManager.enabled) }}
+{{- range $role := list "node" "coordinator" "gateway" }}
+{{- if not (include "cairn.tlsSecretName" (dict "root" $ "role" $role)) }}
+{{- fail (printf "tls.enabled needs a Secret for the %s role: tls.%sSecretName or tls.internalSecretName (kubernetes.io/tls with ca.crt), or tls.certManager.enabled" $role $role) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.tls.enabled .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name" }}
 {{- end }}
 {{- if and .Values.gateway.service.nodePort (eq .Values.gateway.service.type "ClusterIP") }}
 {{- fail "gateway.service.nodePort needs gateway.service.type NodePort or LoadBalancer" }}
@@ -240,19 +250,51 @@ readinessProbe:
   valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
 {{- end }}
 
+{{/* The Secret with a role's certificate: (dict "root" $ "role" "node"). */}}
+{{- define "cairn.tlsSecretName" -}}
+{{- $tls := .root.Values.tls }}
+{{- if $tls.certManager.enabled }}
+{{- printf "%s-tls" (include "cairn.roleName" (dict "root" .root "role" .role)) }}
+{{- else }}
+{{- default $tls.internalSecretName (get $tls (printf "%sSecretName" .role)) }}
+{{- end }}
+{{- end }}
+
+{{/* A role's [tls] table (and the gateway's [public_tls]), merged into its configuration. */}}
+{{- define "cairn.tlsConfig" -}}
+{{- $tls := .root.Values.tls }}
+{{- $config := dict }}
+{{- if $tls.enabled }}
+{{- $internal := printf "%s/internal" $tls.mountPath }}
+{{- $_ := set $config "tls" (dict "cert_file" (printf "%s/tls.crt" $internal) "key_file" (printf "%s/tls.key" $internal) "ca_file" (printf "%s/ca.crt" $internal)) }}
+{{- if eq .role "gateway" }}
+{{- $public := dict "client_auth" (ternary "required" "none" $tls.requireClientCertificates) }}
+{{- if $tls.clientSecretName }}
+{{- $client := printf "%s/client" $tls.mountPath }}
+{{- $_ := set $public "cert_file" (printf "%s/tls.crt" $client) }}
+{{- $_ := set $public "key_file" (printf "%s/tls.key" $client) }}
+{{- $_ := set $public "client_ca_file" (printf "%s/ca.crt" $client) }}
+{{- end }}
+{{- $_ := set $config "public_tls" $public }}
+{{- end }}
+{{- end }}
+{{- toJson $config }}
+{{- end }}
+
+{{/* Mounts and volumes of a role's TLS Secret: (dict "root" $ "role" "node"). */}}
 {{- define "cairn.tlsVolumeMounts" -}}
-{{- if .Values.tls.enabled }}
+{{- if .root.Values.tls.enabled }}
 - name: tls-internal
-  mountPath: {{ printf "%s/internal" .Values.tls.mountPath }}
+  mountPath: {{ printf "%s/internal" .root.Values.tls.mountPath }}
   readOnly: true
 {{- end }}
 {{- end }}
 
 {{- define "cairn.tlsVolumes" -}}
-{{- if .Values.tls.enabled }}
+{{- if .root.Values.tls.enabled }}
 - name: tls-internal
   secret:
-    secretName: {{ .Values.tls.internalSecretName }}
+    secretName: {{ include "cairn.tlsSecretName" . }}
     defaultMode: 0440
 {{- end }}
 {{- end }}
