@@ -11,13 +11,15 @@
 //!   when a chosen voter is gone (down, left, unknown) and enough nodes are up, the shard
 //!   is planned afresh as if uncreated, on other nodes. Replicas created for the first
 //!   choice are uninitialized; once the shard is founded they are strays and are deleted.
+//!   While a voter is only suspect it waits; with every voter up it is re-driven.
 //! - **Redrive** — the same voters again: create the replicas that are missing on the voters
 //!   that are up, and send InitializeShard to one of them. Initializing founds the group with
 //!   one fixed membership entry at the start of the log, identical whichever voter it is
 //!   sent to, so initializing a second voter of a group that already exists on a first one
 //!   (which may be down) cannot fork it; a replica already initialized answers that it was.
 //!   It needs a majority of the voters up, to elect a leader; the planner then replaces the
-//!   voters that are gone like any voter on a down node.
+//!   voters that are gone like any voter on a down node. A never initialized shard is
+//!   re-driven on a majority only when a voter is gone and no other node can replace it.
 //! - **Wait** — otherwise. With InitializeShard sent, the group may exist on voters that
 //!   are down, so it is never founded on other nodes (that would fork it): a shard that lost
 //!   the majority of its voters is a quorum loss (D40), for the operator.
@@ -54,9 +56,6 @@ pub fn resume(
         .iter()
         .any(|voter| matches!(state(voter), None | Some(NodeState::Down | NodeState::Left)));
     let up_nodes = states.values().filter(|s| **s == NodeState::Up).count();
-    if !founding.initialize_sent && gone && up_nodes >= replication_factor.max(1) {
-        return Resume::Replan;
-    }
     let mut create_on: Vec<NodeId> = founding
         .voters
         .iter()
@@ -65,12 +64,29 @@ pub fn resume(
         .collect();
     create_on.sort();
     create_on.dedup();
-    match create_on.first() {
-        Some(founder) if create_on.len() * 2 > founding.voters.len() => Resume::Redrive {
-            founder: *founder,
-            create_on,
-        },
-        _ => Resume::Wait,
+    let Some(founder) = create_on.first().copied() else {
+        return match !founding.initialize_sent && gone && up_nodes >= replication_factor {
+            true => Resume::Replan,
+            false => Resume::Wait,
+        };
+    };
+    if !founding.initialize_sent {
+        // Nothing to fork: found it complete, on the same voters or on others.
+        if create_on.len() == founding.voters.len() {
+            return Resume::Redrive { create_on, founder };
+        }
+        if gone && up_nodes >= replication_factor {
+            return Resume::Replan;
+        }
+        // A voter only suspect may be back in a moment; one gone for good with no node to
+        // take its place is replaced after the founding, like any voter on a down node.
+        if !gone {
+            return Resume::Wait;
+        }
+    }
+    match create_on.len() * 2 > founding.voters.len() {
+        true => Resume::Redrive { create_on, founder },
+        false => Resume::Wait,
     }
 }
 
@@ -255,15 +271,24 @@ mod tests {
     }
 
     #[test]
-    fn a_creation_waits_while_voters_are_only_suspect_and_no_majority_is_up() {
+    fn a_creation_waits_while_a_voter_is_only_suspect() {
         let suspect = states(&[(1, Suspect), (2, Suspect), (3, Up), (4, Up)]);
-        assert_eq!(
-            resume(&founding(&[1, 2, 3], false), &suspect, 3),
-            Resume::Wait
-        );
-        let one_suspect = states(&[(1, Suspect), (2, Up), (3, Up)]);
+        for sent in [false, true] {
+            assert_eq!(
+                resume(&founding(&[1, 2, 3], sent), &suspect, 3),
+                Resume::Wait
+            );
+        }
+        // Never initialized: it is founded complete, or planned afresh once the voter is
+        // gone for good.
+        let one_suspect = states(&[(1, Suspect), (2, Up), (3, Up), (4, Up)]);
         assert_eq!(
             resume(&founding(&[1, 2, 3], false), &one_suspect, 3),
+            Resume::Wait
+        );
+        // Maybe initialized: the majority that is up elects a leader now.
+        assert_eq!(
+            resume(&founding(&[1, 2, 3], true), &one_suspect, 3),
             Resume::Redrive {
                 create_on: vec![n(2), n(3)],
                 founder: n(2)
