@@ -366,6 +366,13 @@ impl Coordinator {
                 &states,
                 state.cluster.replication_factor as usize,
             );
+            // One attempt per grace period: an attempt blocks the round until its calls
+            // answer or time out.
+            for shard in &stalled {
+                if resumptions.resumes(*shard) {
+                    state.unfounded_since.insert(*shard, now);
+                }
+            }
             self.publish(state, &metadata, &nodes, &shards);
             let mut losses = crate::quorum::losses(&state.observed, &nodes, &shards);
             losses.retain(|loss| {
@@ -414,13 +421,16 @@ impl Coordinator {
         // A creation planned afresh is shown to the planner as uncreated.
         let planned: Vec<ShardView> = shards
             .iter()
-            .map(|shard| match resumptions.replan.contains(&shard.id) {
-                true => ShardView {
-                    voters: BTreeSet::new(),
-                    missing: BTreeSet::new(),
-                    ..shard.clone()
-                },
-                false => shard.clone(),
+            .map(|shard| {
+                if resumptions.replan.contains(&shard.id) {
+                    ShardView {
+                        voters: BTreeSet::new(),
+                        missing: BTreeSet::new(),
+                        ..shard.clone()
+                    }
+                } else {
+                    shard.clone()
+                }
             })
             .collect();
         let actions: Vec<Action> = resumptions

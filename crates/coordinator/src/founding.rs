@@ -65,9 +65,10 @@ pub fn resume(
     create_on.sort();
     create_on.dedup();
     let Some(founder) = create_on.first().copied() else {
-        return match !founding.initialize_sent && gone && up_nodes >= replication_factor {
-            true => Resume::Replan,
-            false => Resume::Wait,
+        return if !founding.initialize_sent && gone && up_nodes >= replication_factor {
+            Resume::Replan
+        } else {
+            Resume::Wait
         };
     };
     if !founding.initialize_sent {
@@ -84,9 +85,10 @@ pub fn resume(
             return Resume::Wait;
         }
     }
-    match create_on.len() * 2 > founding.voters.len() {
-        true => Resume::Redrive { create_on, founder },
-        false => Resume::Wait,
+    if create_on.len() * 2 > founding.voters.len() {
+        Resume::Redrive { create_on, founder }
+    } else {
+        Resume::Wait
     }
 }
 
