@@ -197,7 +197,7 @@ impl Cluster {
         id
     }
 
-    fn next_slot(&self, role: Role) -> u8 {
+    pub(crate) fn next_slot(&self, role: Role) -> u8 {
         let slot = self
             .processes
             .iter()

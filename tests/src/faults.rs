@@ -95,6 +95,13 @@ impl Cluster {
             .set(self.ip(from), self.ip(ProcessId::Node(to)), fault);
     }
 
+    /// Sets the fault of the traffic from process `from` to the node that `add_node` starts
+    /// next, before that node exists: its admin traffic can be held from its first moment.
+    pub fn set_link_to_next_node(&self, from: ProcessId, fault: LinkFault) {
+        let next = ip_of(crate::Role::Node, self.next_slot(crate::Role::Node));
+        self.network().set(self.ip(from), next, fault);
+    }
+
     /// Cuts every link between `side` and `other`, both ways (for the proxied directions:
     /// those that end at a node).
     pub fn partition(&self, side: &[ProcessId], other: &[ProcessId]) {

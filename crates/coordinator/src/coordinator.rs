@@ -3,6 +3,7 @@
 
 use crate::config::CoordinatorConfig;
 use crate::error::{CoordinatorError, Result};
+use crate::founding;
 use crate::metadata::{ClusterInfo, Metadata, MetadataStore, NodeRecord, ShardRecord};
 use crate::observed::{Liveness, NodeHeartbeat, Observed};
 use crate::placement::{self, Action, NodeState, PlacementConfig, ShardView};
@@ -39,6 +40,8 @@ struct LeaderState {
     missing_learners: BTreeMap<ShardId, Instant>,
     /// Replicas hosted by a node that is not a member of their shard, and since when.
     stray_since: BTreeMap<(NodeId, ShardId), Instant>,
+    /// Shards being created that no replica reported founded yet, and since when (D51).
+    unfounded_since: BTreeMap<ShardId, Instant>,
 }
 
 /// Counters for ClusterStatus and operators.
@@ -98,6 +101,12 @@ impl Coordinator {
 
     /// How long a replica may look like it belongs to no shard before it is deleted.
     fn stray_grace(&self) -> Duration {
+        Duration::from_millis(self.config.suspect_after_ms * 2)
+    }
+
+    /// How long a shard's creation may go unreported before it is resumed (D51): longer
+    /// than heartbeats lag a creation that went well.
+    fn founding_grace(&self) -> Duration {
         Duration::from_millis(self.config.suspect_after_ms * 2)
     }
 
@@ -227,6 +236,7 @@ impl Coordinator {
             last_map_body: None,
             missing_learners: BTreeMap::new(),
             stray_since: BTreeMap::new(),
+            unfounded_since: BTreeMap::new(),
         });
         Ok(true)
     }
@@ -260,86 +270,6 @@ impl Coordinator {
             self.liveness(),
         );
         Ok(())
-    }
-
-    pub async fn join(&self, request: pb::JoinClusterRequest) -> Result<pb::JoinClusterResponse> {
-        if request.address.is_empty() {
-            return Err(CoordinatorError::Invalid {
-                field: "address",
-                reason: "must be set".into(),
-            });
-        }
-        if !self.leader_state().await? {
-            return Err(self.not_leader());
-        }
-        let cluster = self.cluster().await?;
-        let metadata = self.metadata.read_all().await?;
-        let heartbeating = self.heartbeating_nodes().await;
-        let labels: BTreeMap<String, String> = request
-            .labels
-            .into_iter()
-            .map(|l| (l.key, l.value))
-            .collect();
-        let existing = if request.node_id != 0 {
-            Some(
-                metadata
-                    .nodes
-                    .get(&NodeId(request.node_id))
-                    .ok_or(CoordinatorError::UnknownNode(request.node_id))?,
-            )
-        } else {
-            // A retried join (its answer lost) finds the record it created. A node that has
-            // heartbeated under that id is a different incarnation (its disk was wiped, or a
-            // new machine took the address): it gets a new id, and the old one goes down and
-            // has its replicas replaced.
-            metadata
-                .nodes
-                .values()
-                .find(|n| n.address == request.address && !n.left && !heartbeating.contains(&n.id))
-        };
-        let record = match existing {
-            Some(record) if record.left => {
-                return Err(CoordinatorError::Invalid {
-                    field: "node_id",
-                    reason: "this node left the cluster".into(),
-                })
-            }
-            Some(record) => NodeRecord {
-                address: request.address,
-                labels,
-                ..record.clone()
-            },
-            None => {
-                let id = self.metadata.allocate_node_id().await?;
-                NodeRecord {
-                    id,
-                    address: request.address,
-                    labels,
-                    leaving: false,
-                    left: false,
-                }
-            }
-        };
-        if metadata.nodes.get(&record.id) != Some(&record) {
-            self.metadata.put_node(&record).await?;
-        }
-        let engine = engine_name(request.storage_engine);
-        tracing::info!(node = %record.id, address = %record.address, storage_engine = engine, "node joined");
-        if engine == "memory" {
-            tracing::warn!(node = %record.id, address = %record.address, "node keeps its data in memory: it loses everything when it stops and comes back as a new node");
-        }
-        Ok(pb::JoinClusterResponse {
-            node_id: record.id.0,
-            cluster_id: cluster.cluster_id,
-        })
-    }
-
-    async fn heartbeating_nodes(&self) -> BTreeSet<NodeId> {
-        let leader = self.leader.lock().await;
-        leader
-            .as_ref()
-            .map(|state| state.observed.heard_from())
-            .unwrap_or_default()
     }
 
     pub async fn leave(&self, node_id: u64) -> Result<()> {
@@ -385,7 +315,7 @@ impl Coordinator {
         let metadata = self.metadata.read_all().await?;
         let now = Instant::now();
         let mut stale_moves = Vec::new();
-        let (nodes, shards, cluster) = {
+        let (nodes, shards, cluster, founded, resumptions) = {
             let mut leader = self.leader.lock().await;
             let Some(state) = leader.as_mut() else {
                 return Ok(());
@@ -419,11 +349,47 @@ impl Coordinator {
                     shard.pending_move = None;
                 }
             }
+            // Creations interrupted by a death (D51): resumed after a grace period.
+            let founded = founding::founded(&shards, &metadata.founding);
+            let stalled = founding::stalled(
+                &shards,
+                &metadata.founding,
+                &mut state.unfounded_since,
+                now,
+                self.founding_grace(),
+            );
+            let states: BTreeMap<NodeId, NodeState> =
+                nodes.iter().map(|n| (n.id, n.state)).collect();
+            let resumptions = founding::plan(
+                &stalled,
+                &metadata.founding,
+                &states,
+                state.cluster.replication_factor as usize,
+            );
+            // One attempt per grace period: an attempt blocks the round until its calls
+            // answer or time out.
+            for shard in &stalled {
+                if resumptions.resumes(*shard) {
+                    state.unfounded_since.insert(*shard, now);
+                }
+            }
             self.publish(state, &metadata, &nodes, &shards);
-            let losses = crate::quorum::losses(&state.observed, &nodes, &shards);
+            let mut losses = crate::quorum::losses(&state.observed, &nodes, &shards);
+            losses.retain(|loss| {
+                !founding::hides_quorum_loss(
+                    metadata.founding.get(&loss.shard),
+                    resumptions.resumes(loss.shard),
+                )
+            });
             self.note_quorum_losses(losses, now);
-            (nodes, shards, state.cluster.clone())
+            (nodes, shards, state.cluster.clone(), founded, resumptions)
         };
+        // Before anything else is done to them: a founded shard must never again be taken
+        // for one being created.
+        for shard in founded {
+            self.metadata.delete_founding(shard).await?;
+            tracing::info!(%shard, "shard founded");
+        }
         let config = PlacementConfig {
             replication_factor: cluster.replication_factor as usize,
             replica_tolerance: self.config.replica_tolerance,
@@ -452,7 +418,26 @@ impl Coordinator {
                 })
                 .await?;
         }
-        let actions = placement::plan(&nodes, &shards, &config);
+        // A creation planned afresh is shown to the planner as uncreated.
+        let planned: Vec<ShardView> = shards
+            .iter()
+            .map(|shard| {
+                if resumptions.replan.contains(&shard.id) {
+                    ShardView {
+                        voters: BTreeSet::new(),
+                        missing: BTreeSet::new(),
+                        ..shard.clone()
+                    }
+                } else {
+                    shard.clone()
+                }
+            })
+            .collect();
+        let actions: Vec<Action> = resumptions
+            .actions
+            .into_iter()
+            .chain(placement::plan(&nodes, &planned, &config))
+            .collect();
         // Shards without quorum: their moves need a leader they do not have (D40).
         let actions = self.quorum_watch().filter_actions(actions, now);
         for action in actions {
@@ -564,7 +549,7 @@ impl Coordinator {
 
     /// The error of a failed admin call to `node`. A `WrongNode` refusal means `node` is gone
     /// from its address: it is remembered, and nothing is sent to it there again.
-    fn call_failed(
+    pub(crate) fn call_failed(
         &self,
         metadata: &Metadata,
         node: NodeId,
@@ -630,45 +615,16 @@ impl Coordinator {
         };
         match action {
             Action::CreateShard { shard, nodes } => {
-                self.metadata
-                    .put_shard(&ShardRecord {
-                        initial_voters: nodes.clone(),
-                        ..record_of(*shard)
-                    })
+                self.create_shard(metadata, *shard, nodes).await?;
+            }
+            Action::ResumeShard {
+                shard,
+                voters,
+                create_on,
+                founder,
+            } => {
+                self.resume_shard(metadata, *shard, voters, create_on, *founder)
                     .await?;
-                for node in nodes {
-                    self.bounded(self.admin(metadata, *node)?.create_replica(
-                        self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
-                    ))
-                    .await
-                    .map_err(failed(*node))?;
-                }
-                let members = nodes
-                    .iter()
-                    .map(|node| {
-                        let address = metadata
-                            .nodes
-                            .get(node)
-                            .map(|r| r.address.clone())
-                            .unwrap_or_default();
-                        node_pb::ReplicaMember {
-                            node_id: node.0,
-                            address,
-                        }
-                    })
-                    .collect();
-                let founder = *nodes
-                    .first()
-                    .ok_or_else(|| CoordinatorError::Internal("empty placement".into()))?;
-                self.bounded(
-                    self.admin(metadata, founder)?
-                        .initialize_shard(self.request(node_pb::InitializeShardRequest {
-                            shard_id: shard.0,
-                            members,
-                        })),
-                )
-                .await
-                .map_err(failed(founder))?;
             }
             Action::StartMove { shard, mv } => {
                 let leader = leader_of(*shard)?;

@@ -15,7 +15,10 @@
 pub mod compaction;
 pub mod config;
 pub mod coordinator;
+pub mod creation;
 pub mod error;
+pub mod founding;
+pub mod join;
 pub mod metadata;
 pub mod metrics;
 pub mod observed;

@@ -8,6 +8,8 @@
 //! | `ids/node`         | last node id allocated (u64) |
 //! | `nodes/<id:020>`   | `NodeRecord`   |
 //! | `shards/<id:010>`  | `ShardRecord`  |
+//! | `founding/<id:010>` | `Founding`: the shard's creation is under way (D51) |
+//! | `joins/<token>`    | the node id given to the join that sent this join token (D50) |
 //! | `leadership`       | term of the last leadership that began (u64); its revision is that leadership's map generation |
 //! | `tso/window`       | the timestamp oracle's persisted window: physical ms (since the cluster's creation) below which timestamps may have been handed out (u64) |
 //! | `compaction`       | the cluster's compaction point (a revision, u64) |
@@ -15,7 +17,7 @@
 use crate::error::{CoordinatorError, Result};
 use crate::placement::Move;
 use cairn_raft::codec;
-use cairn_raft::command::{Command, Put, PutCondition, Range, WriteOp, WriteResult};
+use cairn_raft::command::{Command, Delete, Put, PutCondition, Range, WriteOp, WriteResult};
 use cairn_raft::kv::KvView;
 use cairn_raft::replica::ShardReplica;
 use cairn_types::{NodeId, ShardId};
@@ -57,12 +59,27 @@ pub struct ShardRecord {
     pub pending_move: Option<Move>,
 }
 
+/// A shard's creation under way (D51): written before its initial voters are recorded and
+/// removed once a replica reports the group's committed configuration. Kept apart from
+/// `ShardRecord` so that records written by older coordinators still decode, and so that a
+/// shard created by one (no `Founding`) is never taken for one that was never initialized.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Founding {
+    /// The voters chosen for the shard (its `initial_voters`).
+    pub voters: Vec<NodeId>,
+    /// Whether InitializeShard may have been sent: from then on the group may exist on any
+    /// of `voters`, and only these voters may ever found it.
+    pub initialize_sent: bool,
+}
+
 /// Everything the metadata holds, read at one point.
 #[derive(Clone, Debug, Default)]
 pub struct Metadata {
     pub cluster: Option<ClusterInfo>,
     pub nodes: BTreeMap<NodeId, NodeRecord>,
     pub shards: BTreeMap<ShardId, ShardRecord>,
+    /// Shards whose creation is under way.
+    pub founding: BTreeMap<ShardId, Founding>,
 }
 
 pub fn node_key(id: NodeId) -> Vec<u8> {
@@ -71,6 +88,15 @@ pub fn node_key(id: NodeId) -> Vec<u8> {
 
 pub fn shard_key(id: ShardId) -> Vec<u8> {
     format!("shards/{:010}", id.0).into_bytes()
+}
+
+pub fn founding_key(id: ShardId) -> Vec<u8> {
+    format!("founding/{:010}", id.0).into_bytes()
+}
+
+/// The key of a join token; the token was checked by `join::JoinKind::of`.
+pub fn join_token_key(token: &str) -> Vec<u8> {
+    format!("joins/{token}").into_bytes()
 }
 
 const CLUSTER_KEY: &[u8] = b"cluster";
@@ -206,10 +232,12 @@ impl MetadataStore {
         };
         let nodes: Vec<NodeRecord> = self.scan(b"nodes/")?;
         let shards: Vec<ShardRecord> = self.scan(b"shards/")?;
+        let founding: Vec<(ShardId, Founding)> = self.scan(b"founding/")?;
         Ok(Metadata {
             cluster,
             nodes: nodes.into_iter().map(|n| (n.id, n)).collect(),
             shards: shards.into_iter().map(|s| (s.id, s)).collect(),
+            founding: founding.into_iter().collect(),
         })
     }
 
@@ -315,5 +343,40 @@ impl MetadataStore {
 
     pub async fn put_shard(&self, record: &ShardRecord) -> Result<()> {
         self.put(&shard_key(record.id), record).await
+    }
+
+    pub async fn put_founding(&self, shard: ShardId, founding: &Founding) -> Result<()> {
+        self.put(&founding_key(shard), &(shard, founding.clone()))
+            .await
+    }
+
+    /// Forgets a shard's creation: its group exists and reports its own configuration.
+    pub async fn delete_founding(&self, shard: ShardId) -> Result<()> {
+        let delete = Delete {
+            key: founding_key(shard),
+            prev_kv: false,
+        };
+        self.write(WriteOp::Delete(delete)).await?;
+        Ok(())
+    }
+
+    /// The node id given to the join that sent `token`, if any. Linearizable.
+    pub async fn join_token(&self, token: &str) -> Result<Option<NodeId>> {
+        Ok(self
+            .get::<NodeId>(&join_token_key(token))
+            .await?
+            .map(|(id, _)| id))
+    }
+
+    /// Gives `token` the node id `id` unless another attempt of the same join got there
+    /// first; returns the id the token holds now (a concurrent retry of one join gets one
+    /// id, and the other allocated id is never used).
+    pub async fn claim_join_token(&self, token: &str, id: NodeId) -> Result<NodeId> {
+        if self.compare_and_put(&join_token_key(token), 0, &id).await? {
+            return Ok(id);
+        }
+        self.join_token(token)
+            .await?
+            .ok_or_else(|| CoordinatorError::Internal("a claimed join token vanished".into()))
     }
 }

@@ -80,6 +80,15 @@ pub struct PlacementConfig {
 pub enum Action {
     /// Create a replica on each of `nodes` and found the shard's group with them as voters.
     CreateShard { shard: ShardId, nodes: Vec<NodeId> },
+    /// Carry on with an interrupted creation (`founding`, D51): create a replica on each of
+    /// `create_on` (the voters that are up) and found the group with `voters`, the ones the
+    /// shard was created with, from `founder`.
+    ResumeShard {
+        shard: ShardId,
+        voters: Vec<NodeId>,
+        create_on: Vec<NodeId>,
+        founder: NodeId,
+    },
     /// Begin a move: create a replica on `mv.to`, add it as a learner, record the move.
     StartMove { shard: ShardId, mv: Move },
     /// The learner caught up: make `voters` the shard's voter set (one joint-consensus change).
@@ -109,6 +118,7 @@ impl Action {
     pub fn shard(&self) -> ShardId {
         match self {
             Action::CreateShard { shard, .. }
+            | Action::ResumeShard { shard, .. }
             | Action::StartMove { shard, .. }
             | Action::FinishMove { shard, .. }
             | Action::CompleteMove { shard, .. }
@@ -1298,7 +1308,7 @@ mod tests {
                 shard.epoch += 1;
             }
             match action {
-                Action::CreateShard { nodes, .. } => {
+                Action::CreateShard { nodes, .. } | Action::ResumeShard { voters: nodes, .. } => {
                     shard.voters = nodes.iter().copied().collect();
                     shard.leader = nodes.first().copied();
                 }

@@ -83,6 +83,11 @@ impl Coordinator {
             .unwrap_or_default();
         let metadata = self.metadata.read_all().await?;
         tracing::warn!(%shard, from = %from, ?previous_voters, "UNSAFE RECOVERY requested: forcing the shard onto one surviving replica");
+        // The recovered membership is no longer the one the shard was created with: its
+        // creation must never be resumed with those voters (D51).
+        if metadata.founding.contains_key(&shard) {
+            self.metadata.delete_founding(shard).await?;
+        }
         let answer = self
             .bounded(
                 self.admin(&metadata, from)?

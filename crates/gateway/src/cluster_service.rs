@@ -140,6 +140,9 @@ impl Cluster for ClusterService {
                     .collect(),
                 node_id: 0,
                 storage_engine: coordinator::StorageEngine::Unknown as i32,
+                // One registration: the coordinator client's retries of it get one id (D50).
+                join_token: format!("{:032x}", rand::random::<u128>()),
+                cluster_id: String::new(),
             })
             .await?;
         Ok(Response::new(pb::JoinResponse {

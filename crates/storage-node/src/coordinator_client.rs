@@ -107,6 +107,21 @@ pub async fn node_id_from_coordinator(
         );
     }
     let known = if stored != 0 { stored } else { configured_id };
+    let cluster_path = data_dir.join("cluster_id");
+    let stored_cluster = match std::fs::read_to_string(&cluster_path) {
+        _ if !engine.is_durable() => String::new(),
+        Ok(text) => text.trim().to_string(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => return Err(error.into()),
+    };
+    // Drawn once for this start-up and sent with every attempt: a retry whose first attempt
+    // was given an id (its answer lost) gets that id, and nothing else does (D50). A node
+    // with an id needs none.
+    let join_token = if known == 0 {
+        format!("{:032x}", rand::random::<u128>())
+    } else {
+        String::new()
+    };
     let request = pb::JoinClusterRequest {
         address: advertise.to_string(),
         labels: config
@@ -119,6 +134,9 @@ pub async fn node_id_from_coordinator(
             .collect(),
         node_id: known,
         storage_engine: engine_to_proto(engine) as i32,
+        join_token,
+        // The coordinators refuse data of another cluster before they change anything.
+        cluster_id: stored_cluster.clone(),
     };
     let mut client = config.client(tls);
     let deadline = Instant::now() + Duration::from_millis(config.join_timeout_ms);
@@ -141,20 +159,18 @@ pub async fn node_id_from_coordinator(
         }
     };
     if engine.is_durable() {
-        let cluster_path = data_dir.join("cluster_id");
-        match std::fs::read_to_string(&cluster_path) {
-            Ok(text) if !text.trim().is_empty() && text.trim() != joined.cluster_id => {
-                anyhow::bail!(
-                    "{} holds cluster {:?}, but the coordinators lead cluster {:?}: this data \
-                     belongs to another cluster",
-                    cluster_path.display(),
-                    text.trim(),
-                    joined.cluster_id
-                )
-            }
-            Ok(text) if !text.trim().is_empty() => {}
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
-            _ => write_synced(data_dir, "cluster_id", &joined.cluster_id)?,
+        // Checked here too: a coordinator older than D50 does not check it.
+        if !stored_cluster.is_empty() && stored_cluster != joined.cluster_id {
+            anyhow::bail!(
+                "{} holds cluster {:?}, but the coordinators lead cluster {:?}: this data \
+                 belongs to another cluster",
+                cluster_path.display(),
+                stored_cluster,
+                joined.cluster_id
+            )
+        }
+        if stored_cluster.is_empty() {
+            write_synced(data_dir, "cluster_id", &joined.cluster_id)?;
         }
         if stored == 0 {
             write_synced(data_dir, "node_id", &joined.node_id.to_string())?;
