@@ -534,12 +534,22 @@ mod tests {
         assert!(endpoint("127.0.0.1:7000").is_ok());
         assert!(endpoint("gateway.cairn.svc:7000").is_ok());
         assert!(endpoint("http://[::1]:7000").is_ok());
-        for bad in ["127.0.0.1", "https://g:7000", "not an address", ":7000", ""] {
+        // https:// is an endpoint; whether TLS is configured for it is `connect`'s check.
+        assert!(endpoint("https://g:7000").is_ok());
+        for bad in ["127.0.0.1", "ftp://g:7000", "not an address", ":7000", ""] {
             assert!(
                 matches!(endpoint(bad), Err(Error::InvalidArgument { ref field, .. }) if field == "endpoints"),
                 "{bad:?} was accepted"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_https_endpoint_needs_tls_configured() {
+        let refused = Client::connect(ClientConfig::new(["https://127.0.0.1:7000"])).await;
+        assert!(
+            matches!(refused, Err(Error::InvalidArgument { ref field, .. }) if field == "endpoints")
+        );
     }
 
     #[tokio::test]
