@@ -459,6 +459,11 @@ impl ShardReplica {
     }
 
     pub(crate) fn not_leader(&self, forward: &ForwardToLeader<C>) -> ReplicaError {
+        if forward.leader_id.is_none() {
+            // Raft's answer names no leader while its vote is not yet committed, though the
+            // replica may already have heard from one: the best hint is what it knows.
+            return self.not_leader_now();
+        }
         ReplicaError::NotLeader {
             shard: self.shard,
             leader: forward.leader_id,
@@ -466,6 +471,26 @@ impl ShardReplica {
                 .leader_node
                 .as_ref()
                 .map(|node| node.address.clone()),
+        }
+    }
+
+    /// "Not the leader", naming the leader this replica last heard from, if any.
+    pub(crate) fn not_leader_now(&self) -> ReplicaError {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics
+            .current_leader
+            .filter(|id| *id != self.context.node_id);
+        let leader_address = leader.and_then(|leader| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|node| node.address.clone())
+        });
+        ReplicaError::NotLeader {
+            shard: self.shard,
+            leader,
+            leader_address,
         }
     }
 

@@ -42,25 +42,6 @@ pub trait TimestampSource: Send + Sync + 'static {
 }
 
 impl ShardReplica {
-    fn not_leader_now(&self) -> ReplicaError {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let leader = metrics
-            .current_leader
-            .filter(|id| *id != self.context.node_id);
-        let leader_address = leader.and_then(|leader| {
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&leader)
-                .map(|node| node.address.clone())
-        });
-        ReplicaError::NotLeader {
-            shard: self.shard,
-            leader,
-            leader_address,
-        }
-    }
-
     fn current_term(&self) -> u64 {
         self.raft.metrics().borrow_watched().current_term
     }
