@@ -11,7 +11,7 @@ deploy_log="$(mktemp)"
 trap 'rm -f "$log" "$deploy_log"' EXIT
 # Cluster tests start several node processes each; two tests at a time suit a 2-core machine.
 set +e
-cargo test --workspace --all-targets --locked -- --test-threads="${CAIRN_TEST_THREADS:-2}" 2>&1 | tee "$log"
+cargo test --workspace --all-targets --locked --no-fail-fast -- --test-threads="${CAIRN_TEST_THREADS:-2}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The chart, the rendered pods and the compose cluster (docs/kubernetes.md); CAIRN_SKIP_DEPLOY=1
 # leaves them out.

@@ -288,10 +288,17 @@ async fn writes_to_a_follower_name_the_leader() {
     let leader = cluster.wait_for_leader(ShardId(0), WAIT).await;
     let follower = *cluster.node_ids().iter().find(|id| **id != leader).unwrap();
     // A follower learns of a new leader from its first message, which may come after the
-    // leader reports itself: only then can it name the leader.
-    wait_for("the follower to know the leader", WAIT, || async {
+    // leader reports itself, and of the leader's address from the membership entry in the
+    // log, which may come after that (Raft records the leader's vote before appending the
+    // entries of the same message): only then can it name both.
+    let leader_log = cluster
+        .status(leader, ShardId(0))
+        .await
+        .expect("the leader reports its replica")
+        .last_log_index;
+    wait_for("the follower to know the leader and its log", WAIT, || async {
         let status = cluster.status(follower, ShardId(0)).await?;
-        (status.leader_node_id == leader.0).then_some(())
+        (status.leader_node_id == leader.0 && status.last_log_index >= leader_log).then_some(())
     })
     .await;
     let mut client = cluster.kv(follower).await.expect("follower answers");
