@@ -60,7 +60,7 @@ pub struct MvccReader<'v, V: MvccView> {
     shard: ShardId,
 }
 
-fn to_version(
+pub(crate) fn to_version(
     user_key: Vec<u8>,
     revision: Revision,
     record: WriteRecord,

@@ -92,6 +92,10 @@ struct State {
     waiting_for_shard: BTreeSet<Place>,
     /// Every waiting writer (a shard-wide writer waits for all lower ones).
     waiting: BTreeSet<Place>,
+    /// How to wake each writer that found its latch taken, and what it waits for. A change
+    /// wakes only the writers it may let go ([`State::wake_ready`]), never every waiting
+    /// task: under a hot key that was most of the latches' cost.
+    wakers: HashMap<Place, (LatchKeys, Arc<Notify>)>,
     /// The highest timestamp proposed per key, kept while an unproposed write may still hold
     /// a lower one (see [`State::prune`]).
     proposed: HashMap<Vec<u8>, Revision>,
@@ -194,6 +198,7 @@ impl State {
 
     fn dequeue(&mut self, keys: &LatchKeys, place: Place) {
         self.waiting.remove(&place);
+        self.wakers.remove(&place);
         match keys {
             LatchKeys::Shard => {
                 self.waiting_for_shard.remove(&place);
@@ -224,6 +229,33 @@ impl State {
             LatchKeys::Keys(keys) => {
                 for key in keys {
                     self.held.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Wakes the waiting writers a change to `changed` may have let go: per key, the first in
+    /// its queue (a later one cannot go before it), and the first shard-wide writer; after a
+    /// shard-wide change, every waiting writer. Each is woken only if it may take its latch
+    /// now; it checks again under the lock, so a wake that turns out early costs one check.
+    fn wake_ready(&self, changed: &LatchKeys) {
+        let wake = |place: &Place| {
+            if let Some((keys, waker)) = self.wakers.get(place) {
+                if self.may_take(keys, *place) {
+                    waker.notify_one();
+                }
+            }
+        };
+        match changed {
+            LatchKeys::Shard => self.wakers.keys().for_each(wake),
+            LatchKeys::Keys(keys) => {
+                for key in keys {
+                    if let Some(first) = self.waiting_by_key.get(key).and_then(BTreeSet::first) {
+                        wake(first);
+                    }
+                }
+                if let Some(first) = self.waiting_for_shard.first() {
+                    wake(first);
                 }
             }
         }
@@ -276,7 +308,9 @@ impl State {
 #[derive(Default)]
 pub struct Latches {
     state: Mutex<State>,
-    changed: Notify,
+    /// Wakes reads waiting for writes in flight when a write's timestamp becomes known or
+    /// the write settles (latch waiters are woken one by one, see [`State::wake_ready`]).
+    flights_changed: Notify,
 }
 
 /// A registered write: reads at or above its timestamp (or any, while it is unknown) wait for
@@ -337,7 +371,7 @@ impl Latches {
                 .collect()
         };
         loop {
-            let notified = self.changed.notified();
+            let notified = self.flights_changed.notified();
             tokio::pin!(notified);
             {
                 let state = self.lock();
@@ -381,8 +415,9 @@ impl InFlight {
         if let Some(slot) = state.in_flight.get_mut(&self.id) {
             *slot = Some(revision);
         }
+        state.wake_ready(&self.keys);
         drop(state);
-        self.latches.changed.notify_waiters();
+        self.latches.flights_changed.notify_waiters();
     }
 
     pub fn revision(&self) -> Option<Revision> {
@@ -409,22 +444,27 @@ impl InFlight {
             place,
             active: true,
         };
+        // Created when the latch is first found taken; a wake between the check and the
+        // wait is kept as the `Notify`'s permit, so none is lost.
+        let mut waker: Option<Arc<Notify>> = None;
         loop {
-            let notified = latches.changed.notified();
-            tokio::pin!(notified);
             {
                 let mut state = latches.lock();
                 if state.may_take(&keys, place) {
                     state.dequeue(&keys, place);
                     state.take(&keys);
                     queued.active = false;
-                    drop(state);
-                    // Lower writers left the queue: the next in line may now go.
-                    latches.changed.notify_waiters();
+                    // This writer left the queue of its keys: the next in line may go.
+                    state.wake_ready(&keys);
                     break;
                 }
-                notified.as_mut().enable();
+                if waker.is_none() {
+                    let notify = Arc::new(Notify::new());
+                    state.wakers.insert(place, (keys.clone(), notify.clone()));
+                    waker = Some(notify);
+                }
             }
+            let notified = waker.as_ref().expect("set above").notified();
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(LatchTimeout { waited: timeout });
             }
@@ -444,8 +484,9 @@ struct Queued<'a> {
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         if self.active {
-            self.latches.lock().dequeue(self.keys, self.place);
-            self.latches.changed.notify_waiters();
+            let mut state = self.latches.lock();
+            state.dequeue(self.keys, self.place);
+            state.wake_ready(self.keys);
         }
     }
 }
@@ -456,8 +497,9 @@ impl Drop for InFlight {
         state.in_flight.remove(&self.id);
         state.unproposed.remove(&self.id);
         state.stop_fetching((self.floor, self.id), &self.keys);
+        state.wake_ready(&self.keys);
         drop(state);
-        self.latches.changed.notify_waiters();
+        self.latches.flights_changed.notify_waiters();
     }
 }
 
@@ -497,8 +539,7 @@ impl Drop for Latched<'_> {
     fn drop(&mut self) {
         let mut state = self.flight.latches.lock();
         state.release(&self.flight.keys);
-        drop(state);
-        self.flight.latches.changed.notify_waiters();
+        state.wake_ready(&self.flight.keys);
     }
 }
 

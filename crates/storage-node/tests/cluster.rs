@@ -296,10 +296,14 @@ async fn writes_to_a_follower_name_the_leader() {
         .await
         .expect("the leader reports its replica")
         .last_log_index;
-    wait_for("the follower to know the leader and its log", WAIT, || async {
-        let status = cluster.status(follower, ShardId(0)).await?;
-        (status.leader_node_id == leader.0 && status.last_log_index >= leader_log).then_some(())
-    })
+    wait_for(
+        "the follower to know the leader and its log",
+        WAIT,
+        || async {
+            let status = cluster.status(follower, ShardId(0)).await?;
+            (status.leader_node_id == leader.0 && status.last_log_index >= leader_log).then_some(())
+        },
+    )
     .await;
     let mut client = cluster.kv(follower).await.expect("follower answers");
     let request = node::ShardPutRequest {
