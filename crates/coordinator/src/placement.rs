@@ -50,8 +50,9 @@ pub struct NodeView {
 }
 
 /// A replica move in progress: `to` was added as a learner to replace the voter `from`
-/// (`None`: the shard is growing back to full replication).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// (`None`: the shard is growing back to full replication). Stored as a
+/// `persisted::MoveV1`, never as itself (D52).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Move {
     pub to: NodeId,
     pub from: Option<NodeId>,
