@@ -152,7 +152,10 @@ mod tests {
         // In the membership, but its node lost the replica: it never catches up either.
         let lost = [moving(&[4], &[1, 2, 3])];
         assert!(stale_moves(&lost, &mut since, at(6), grace).is_empty());
-        assert_eq!(stale_moves(&lost, &mut since, at(13), grace), vec![ShardId(0)]);
+        assert_eq!(
+            stale_moves(&lost, &mut since, at(13), grace),
+            vec![ShardId(0)]
+        );
         // No move pending: nothing to remember.
         let settled = [ShardView {
             pending_move: None,
@@ -186,10 +189,7 @@ mod tests {
         assert!(strays_to_delete(&shards, &node_states, &mut since, at(6), grace).is_empty());
         assert_eq!(
             strays_to_delete(&shards, &node_states, &mut since, at(7), grace),
-            vec![
-                (NodeId(5), ShardId(0), 7),
-                (NodeId(8), ShardId(0), 7)
-            ],
+            vec![(NodeId(5), ShardId(0), 7), (NodeId(8), ShardId(0), 7)],
             "never on a node that may be dead"
         );
         // Node 5's replica joined the membership, then shows up stray again: a new clock.

@@ -350,8 +350,11 @@ impl MetadataStore {
     }
 
     pub async fn put_shard(&self, record: &ShardRecord) -> Result<()> {
-        self.put_encoded(&shard_key(record.id), persisted::encode_shard_record(record))
-            .await
+        self.put_encoded(
+            &shard_key(record.id),
+            persisted::encode_shard_record(record),
+        )
+        .await
     }
 
     pub async fn put_founding(&self, shard: ShardId, founding: &Founding) -> Result<()> {

@@ -501,14 +501,7 @@ mod tests {
         let mut observed = Observed::new(now);
         observed.record(
             NodeId(1),
-            heartbeat(vec![report(
-                0,
-                ServerRole::Leader,
-                3,
-                &[1, 3, 5],
-                &[],
-                100,
-            )]),
+            heartbeat(vec![report(0, ServerRole::Leader, 3, &[1, 3, 5], &[], 100)]),
             liveness,
         );
         // Node 5 answers at the address of a dead node and holds nothing.
@@ -528,14 +521,7 @@ mod tests {
         };
         observed.record(
             NodeId(1),
-            fresh(vec![report(
-                0,
-                ServerRole::Leader,
-                3,
-                &[1, 3, 5],
-                &[],
-                100,
-            )]),
+            fresh(vec![report(0, ServerRole::Leader, 3, &[1, 3, 5], &[], 100)]),
             liveness,
         );
         observed.record(NodeId(5), fresh(vec![]), liveness);

@@ -137,12 +137,7 @@ mod tests {
         list.iter().copied().map(NodeId).collect()
     }
 
-    fn report(
-        epoch: u64,
-        committed_index: u64,
-        voters: &[u64],
-        learners: &[u64],
-    ) -> ReplicaReport {
+    fn report(epoch: u64, committed_index: u64, voters: &[u64], learners: &[u64]) -> ReplicaReport {
         ReplicaReport {
             shard: ShardId(0),
             role: Some(ServerRole::Leader),

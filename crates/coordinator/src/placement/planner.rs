@@ -52,7 +52,11 @@ pub(super) struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    pub(super) fn new(nodes: &'a [NodeView], shards: &'a [ShardView], config: &'a PlacementConfig) -> Self {
+    pub(super) fn new(
+        nodes: &'a [NodeView],
+        shards: &'a [ShardView],
+        config: &'a PlacementConfig,
+    ) -> Self {
         let nodes: BTreeMap<NodeId, &NodeView> = nodes.iter().map(|n| (n.id, n)).collect();
         let mut sorted: Vec<&ShardView> = shards.iter().collect();
         sorted.sort_by_key(|s| s.id);
