@@ -144,6 +144,25 @@ impl Resumptions {
     pub fn resumes(&self, shard: ShardId) -> bool {
         self.replan.contains(&shard) || self.actions.iter().any(|a| a.shard() == shard)
     }
+
+    /// The views the planner is to see this round: a shard planned afresh shows as
+    /// uncreated (no voters, none missing), every other shard as it is.
+    pub fn views_to_plan(&self, shards: &[ShardView]) -> Vec<ShardView> {
+        shards
+            .iter()
+            .map(|shard| {
+                if self.replan.contains(&shard.id) {
+                    ShardView {
+                        voters: BTreeSet::new(),
+                        missing: BTreeSet::new(),
+                        ..shard.clone()
+                    }
+                } else {
+                    shard.clone()
+                }
+            })
+            .collect()
+    }
 }
 
 /// Decides every stalled creation.
@@ -381,7 +400,11 @@ mod tests {
                 state: *state,
             })
             .collect();
-        let shards = [view(1, &[], 0)];
+        let shards = resumptions.views_to_plan(&[ShardView {
+            missing: [n(4)].into(),
+            ..view(1, &[1, 2, 4], 0)
+        }]);
+        assert_eq!(shards, [view(1, &[], 0)]);
         let config = PlacementConfig {
             replication_factor: 3,
             replica_tolerance: 1,

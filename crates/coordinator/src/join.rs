@@ -10,10 +10,12 @@
 //!
 //! A node whose data belongs to another cluster is refused before anything is written.
 
-use crate::coordinator::{engine_name, Coordinator};
+use crate::coordinator::Coordinator;
 use crate::error::{CoordinatorError, Result};
+use crate::heartbeat::{storage_engine_from_proto, storage_engine_name};
 use crate::metadata::NodeRecord;
 use cairn_proto::coordinator::v1 as pb;
+use cairn_raft::database::StorageEngine;
 use cairn_types::NodeId;
 use std::collections::BTreeMap;
 
@@ -87,6 +89,7 @@ impl Coordinator {
         // Checked before anything is read or written: a node of another cluster must not
         // rewrite the address of the record that has its id here.
         let kind = JoinKind::of(&request, &cluster.cluster_id)?;
+        let engine = storage_engine_from_proto(request.storage_engine());
         let metadata = self.metadata.read_all().await?;
         let labels: BTreeMap<String, String> = request
             .labels
@@ -137,9 +140,8 @@ impl Coordinator {
         if existing != Some(&record) {
             self.metadata.put_node(&record).await?;
         }
-        let engine = engine_name(request.storage_engine);
-        tracing::info!(node = %record.id, address = %record.address, storage_engine = engine, "node joined");
-        if engine == "memory" {
+        tracing::info!(node = %record.id, address = %record.address, storage_engine = storage_engine_name(engine), "node joined");
+        if engine == Some(StorageEngine::Memory) {
             tracing::warn!(node = %record.id, address = %record.address, "node keeps its data in memory: it loses everything when it stops and comes back as a new node");
         }
         Ok(pb::JoinClusterResponse {

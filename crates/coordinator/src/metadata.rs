@@ -7,7 +7,7 @@
 //! | `cluster`          | `ClusterInfo`  |
 //! | `ids/node`         | last node id allocated (u64) |
 //! | `nodes/<id:020>`   | `NodeRecord`   |
-//! | `shards/<id:010>`  | `ShardRecord`  |
+//! | `shards/<id:010>`  | `ShardRecord`, stored versioned (`persisted`, D52) |
 //! | `founding/<id:010>` | `Founding`: the shard's creation is under way (D51) |
 //! | `joins/<token>`    | the node id given to the join that sent this join token (D50) |
 //! | `leadership`       | term of the last leadership that began (u64); its revision is that leadership's map generation |
@@ -15,6 +15,7 @@
 //! | `compaction`       | the cluster's compaction point (a revision, u64) |
 
 use crate::error::{CoordinatorError, Result};
+use crate::persisted;
 use crate::placement::Move;
 use cairn_raft::codec;
 use cairn_raft::command::{Command, Delete, Put, PutCondition, Range, WriteOp, WriteResult};
@@ -50,7 +51,9 @@ pub struct NodeRecord {
     pub left: bool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A shard's record as the coordinator works with it; stored as a versioned
+/// `persisted::ShardRecordV1` (D52).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardRecord {
     pub id: ShardId,
     /// The voters the shard was created with (until heartbeats report its membership).
@@ -172,9 +175,13 @@ impl MetadataStore {
     }
 
     async fn put<T: Serialize>(&self, key: &[u8], value: &T) -> Result<()> {
+        self.put_encoded(key, codec::encode(value)).await
+    }
+
+    async fn put_encoded(&self, key: &[u8], value: Vec<u8>) -> Result<()> {
         let put = Put {
             key: key.to_vec(),
-            value: codec::encode(value),
+            value,
             prev_kv: false,
             condition: None,
         };
@@ -195,6 +202,13 @@ impl MetadataStore {
     }
 
     fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
+        self.scan_with(prefix, |bytes| {
+            codec::decode(bytes).map_err(|e| CoordinatorError::Internal(format!("metadata {e}")))
+        })
+    }
+
+    /// Every value under `prefix`, decoded by `decode`.
+    fn scan_with<T>(&self, prefix: &[u8], decode: impl Fn(&[u8]) -> Result<T>) -> Result<Vec<T>> {
         let range = Range {
             start: prefix.to_vec(),
             end: cairn_raft::command::prefix_end(prefix),
@@ -206,14 +220,7 @@ impl MetadataStore {
         let result = view
             .range(&range, cairn_types::Revision(0))
             .map_err(CoordinatorError::storage)?;
-        result
-            .kvs
-            .iter()
-            .map(|kv| {
-                codec::decode(&kv.value)
-                    .map_err(|e| CoordinatorError::Internal(format!("metadata {e}")))
-            })
-            .collect()
+        result.kvs.iter().map(|kv| decode(&kv.value)).collect()
     }
 
     /// Reads everything, linearizably.
@@ -231,7 +238,8 @@ impl MetadataStore {
             None => None,
         };
         let nodes: Vec<NodeRecord> = self.scan(b"nodes/")?;
-        let shards: Vec<ShardRecord> = self.scan(b"shards/")?;
+        let shards: Vec<ShardRecord> =
+            self.scan_with(b"shards/", persisted::decode_shard_record)?;
         let founding: Vec<(ShardId, Founding)> = self.scan(b"founding/")?;
         Ok(Metadata {
             cluster,
@@ -342,7 +350,11 @@ impl MetadataStore {
     }
 
     pub async fn put_shard(&self, record: &ShardRecord) -> Result<()> {
-        self.put(&shard_key(record.id), record).await
+        self.put_encoded(
+            &shard_key(record.id),
+            persisted::encode_shard_record(record),
+        )
+        .await
     }
 
     pub async fn put_founding(&self, shard: ShardId, founding: &Founding) -> Result<()> {

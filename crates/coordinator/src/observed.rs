@@ -3,21 +3,36 @@
 //! leader only; a new leader starts empty and gives every node `down_after_ms` to report
 //! before calling it down.
 
+use crate::heartbeat::{Heartbeat, ReplicaReport};
+use crate::liveness::Liveness;
 use crate::metadata::{Metadata, NodeRecord};
 use crate::placement::{NodeState, NodeView, ShardView};
 use crate::reconcile::{missing_for_long, missing_voters, newest_committed, CommittedConfig};
-use cairn_proto::coordinator::v1 as pb;
+use cairn_raft::database::StorageEngine;
 use cairn_types::{NodeId, ShardId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+/// A node's last heartbeat and when it arrived.
 #[derive(Clone, Debug)]
 pub struct NodeHeartbeat {
     pub last_seen: Instant,
     pub address: String,
-    pub replicas: Vec<pb::ReplicaReport>,
-    /// The node's `storage.engine` (`pb::StorageEngine` as sent).
-    pub storage_engine: i32,
+    pub replicas: Vec<ReplicaReport>,
+    /// The node's `storage.engine` (`None`: not reported).
+    pub storage_engine: Option<StorageEngine>,
+}
+
+impl NodeHeartbeat {
+    /// `heartbeat`, arrived at `last_seen`.
+    pub fn new(heartbeat: Heartbeat, last_seen: Instant) -> Self {
+        NodeHeartbeat {
+            last_seen,
+            address: heartbeat.address,
+            replicas: heartbeat.replicas,
+            storage_engine: heartbeat.storage_engine,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -33,13 +48,6 @@ pub struct Observed {
     committed: HashMap<ShardId, CommittedConfig>,
     /// Voters seen missing, per shard, and since when (`reconcile::missing_for_long`).
     missing_since: HashMap<ShardId, BTreeMap<NodeId, Instant>>,
-}
-
-/// Liveness thresholds.
-#[derive(Clone, Copy, Debug)]
-pub struct Liveness {
-    pub suspect_after: Duration,
-    pub down_after: Duration,
 }
 
 impl Observed {
@@ -137,7 +145,7 @@ impl Observed {
         now: Instant,
         liveness: Liveness,
     ) -> Vec<ShardView> {
-        let mut reports: BTreeMap<ShardId, Vec<(NodeId, &pb::ReplicaReport)>> = BTreeMap::new();
+        let mut reports: BTreeMap<ShardId, Vec<(NodeId, &ReplicaReport)>> = BTreeMap::new();
         let fresh: Vec<(NodeId, &NodeHeartbeat)> = self
             .heartbeats
             .iter()
@@ -148,7 +156,7 @@ impl Observed {
         for (node, heartbeat) in &fresh {
             for report in &heartbeat.replicas {
                 reports
-                    .entry(ShardId(report.shard_id))
+                    .entry(report.shard)
                     .or_default()
                     .push((*node, report));
             }
@@ -160,7 +168,7 @@ impl Observed {
             let shard_reports = reports.get(&shard).map(Vec::as_slice).unwrap_or_default();
             let leader_report = shard_reports
                 .iter()
-                .filter(|(_, r)| r.role == pb::RaftRole::Leader as i32)
+                .filter(|(_, r)| r.is_leader())
                 .max_by_key(|(_, r)| r.term);
             let hosts: BTreeSet<NodeId> = shard_reports.iter().map(|(node, _)| *node).collect();
             // The leader's report last: among equal epochs it wins.
@@ -196,12 +204,11 @@ impl Observed {
                     .collect(),
                 None => BTreeSet::new(),
             };
-            // Missing for `suspect_after`: several heartbeats, longer than their lag.
             let missing = missing_for_long(
                 &missing_voters(&voters, &heartbeating, &hosts),
                 self.missing_since.entry(shard).or_default(),
                 now,
-                liveness.suspect_after,
+                liveness.grace_periods().missing_voter,
             );
             views.push(ShardView {
                 id: shard,
@@ -222,7 +229,7 @@ impl Observed {
     pub fn hosts_of(&self, shard: ShardId) -> BTreeSet<NodeId> {
         self.heartbeats
             .iter()
-            .filter(|(_, h)| h.replicas.iter().any(|r| r.shard_id == shard.0))
+            .filter(|(_, h)| h.replicas.iter().any(|r| r.shard == shard))
             .map(|(node, _)| *node)
             .collect()
     }
@@ -231,7 +238,7 @@ impl Observed {
     pub fn epoch_of(&self, shard: ShardId, leader: Option<NodeId>) -> u64 {
         leader
             .and_then(|leader| self.heartbeats.get(&leader))
-            .and_then(|h| h.replicas.iter().find(|r| r.shard_id == shard.0))
+            .and_then(|h| h.replicas.iter().find(|r| r.shard == shard))
             .map_or(0, |r| r.epoch)
     }
 }
@@ -240,25 +247,27 @@ impl Observed {
 mod tests {
     use super::*;
     use crate::metadata::ShardRecord;
+    use cairn_raft::replica::ServerRole;
+    use std::time::Duration;
 
     fn report(
         shard: u64,
-        role: pb::RaftRole,
+        role: ServerRole,
         term: u64,
         voters: &[u64],
         learners: &[u64],
         applied: u64,
-    ) -> pb::ReplicaReport {
-        pb::ReplicaReport {
-            shard_id: shard,
-            role: role as i32,
+    ) -> ReplicaReport {
+        ReplicaReport {
+            shard: ShardId(shard),
+            role: Some(role),
             term,
-            leader_node_id: 0,
+            leader: None,
             committed_index: applied,
             applied_index: applied,
             epoch: 1,
-            voters: voters.to_vec(),
-            learners: learners.to_vec(),
+            voters: voters.iter().copied().map(NodeId).collect(),
+            learners: learners.iter().copied().map(NodeId).collect(),
             approximate_size_bytes: 0,
         }
     }
@@ -299,7 +308,7 @@ mod tests {
                 last_seen: start + Duration::from_secs(10),
                 address: "a1".into(),
                 replicas: vec![],
-                storage_engine: 0,
+                storage_engine: None,
             },
             liveness,
         );
@@ -334,13 +343,13 @@ mod tests {
             last_seen: now,
             address: String::new(),
             replicas,
-            storage_engine: 0,
+            storage_engine: None,
         };
         observed.record(
             NodeId(1),
             heartbeat(vec![report(
                 0,
-                pb::RaftRole::Leader,
+                ServerRole::Leader,
                 3,
                 &[1, 2, 3],
                 &[4, 5],
@@ -350,14 +359,14 @@ mod tests {
         );
         observed.record(
             NodeId(2),
-            heartbeat(vec![report(0, pb::RaftRole::Follower, 3, &[1, 2], &[], 90)]),
+            heartbeat(vec![report(0, ServerRole::Follower, 3, &[1, 2], &[], 90)]),
             liveness,
         );
         observed.record(
             NodeId(4),
             heartbeat(vec![report(
                 0,
-                pb::RaftRole::Learner,
+                ServerRole::Learner,
                 3,
                 &[1, 2, 3],
                 &[4, 5],
@@ -369,7 +378,7 @@ mod tests {
             NodeId(5),
             heartbeat(vec![report(
                 0,
-                pb::RaftRole::Learner,
+                ServerRole::Learner,
                 3,
                 &[1, 2, 3],
                 &[4, 5],
@@ -425,7 +434,7 @@ mod tests {
             last_seen: at(ms),
             address: "a1".into(),
             replicas: vec![],
-            storage_engine: 0,
+            storage_engine: None,
         };
         let mut observed = Observed::new(start);
         for ms in (0..=3_000).step_by(300) {
@@ -487,19 +496,12 @@ mod tests {
             last_seen: now,
             address: String::new(),
             replicas,
-            storage_engine: 0,
+            storage_engine: None,
         };
         let mut observed = Observed::new(now);
         observed.record(
             NodeId(1),
-            heartbeat(vec![report(
-                0,
-                pb::RaftRole::Leader,
-                3,
-                &[1, 3, 5],
-                &[],
-                100,
-            )]),
+            heartbeat(vec![report(0, ServerRole::Leader, 3, &[1, 3, 5], &[], 100)]),
             liveness,
         );
         // Node 5 answers at the address of a dead node and holds nothing.
@@ -519,14 +521,7 @@ mod tests {
         };
         observed.record(
             NodeId(1),
-            fresh(vec![report(
-                0,
-                pb::RaftRole::Leader,
-                3,
-                &[1, 3, 5],
-                &[],
-                100,
-            )]),
+            fresh(vec![report(0, ServerRole::Leader, 3, &[1, 3, 5], &[], 100)]),
             liveness,
         );
         observed.record(NodeId(5), fresh(vec![]), liveness);

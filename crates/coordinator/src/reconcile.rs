@@ -12,8 +12,8 @@
 //!   and a shard with fewer present voters (voters that report hosting their replica) than
 //!   the replication factor is under-replicated, whatever the voter list says.
 
+use crate::heartbeat::ReplicaReport;
 use crate::placement::ShardView;
-use cairn_proto::coordinator::v1 as pb;
 use cairn_types::{NodeId, ShardId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -30,15 +30,15 @@ pub struct CommittedConfig {
 /// The configuration in `report` if the reporting replica knows it to be committed: its own
 /// commit index has reached the configuration's log index. `None` for a replica whose group
 /// was never founded (epoch 0, no voters) or whose configuration is still being proposed.
-pub fn committed_config(report: &pb::ReplicaReport) -> Option<CommittedConfig> {
+pub fn committed_config(report: &ReplicaReport) -> Option<CommittedConfig> {
     if report.epoch == 0 || report.voters.is_empty() {
         return None;
     }
     let log_index = report.epoch - 1;
     (report.committed_index >= log_index).then(|| CommittedConfig {
         epoch: report.epoch,
-        voters: report.voters.iter().copied().map(NodeId).collect(),
-        learners: report.learners.iter().copied().map(NodeId).collect(),
+        voters: report.voters.clone(),
+        learners: report.learners.clone(),
     })
 }
 
@@ -49,7 +49,7 @@ pub fn committed_config(report: &pb::ReplicaReport) -> Option<CommittedConfig> {
 /// put the leader's last).
 pub fn newest_committed<'a>(
     remembered: Option<&CommittedConfig>,
-    reports: impl IntoIterator<Item = &'a pb::ReplicaReport>,
+    reports: impl IntoIterator<Item = &'a ReplicaReport>,
 ) -> Option<CommittedConfig> {
     remembered
         .cloned()
@@ -131,27 +131,23 @@ pub fn stray_replicas(shards: &[ShardView]) -> Vec<(NodeId, ShardId, u64)> {
 mod tests {
     use super::*;
     use crate::placement::{plan, Action, Move, NodeState, NodeView, PlacementConfig};
+    use cairn_raft::replica::ServerRole;
 
     fn ids(list: &[u64]) -> BTreeSet<NodeId> {
         list.iter().copied().map(NodeId).collect()
     }
 
-    fn report(
-        epoch: u64,
-        committed_index: u64,
-        voters: &[u64],
-        learners: &[u64],
-    ) -> pb::ReplicaReport {
-        pb::ReplicaReport {
-            shard_id: 0,
-            role: pb::RaftRole::Leader as i32,
+    fn report(epoch: u64, committed_index: u64, voters: &[u64], learners: &[u64]) -> ReplicaReport {
+        ReplicaReport {
+            shard: ShardId(0),
+            role: Some(ServerRole::Leader),
             term: 2,
-            leader_node_id: 1,
+            leader: Some(NodeId(1)),
             committed_index,
             applied_index: committed_index,
             epoch,
-            voters: voters.to_vec(),
-            learners: learners.to_vec(),
+            voters: ids(voters),
+            learners: ids(learners),
             approximate_size_bytes: 0,
         }
     }

@@ -5,6 +5,7 @@
 
 use crate::compaction::Compaction;
 use crate::coordinator::Coordinator;
+use crate::heartbeat::Heartbeat;
 use crate::oracle::TimestampOracle;
 use cairn_proto::coordinator::v1 as pb;
 use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient;
@@ -119,7 +120,8 @@ impl CoordinatorApi for CoordinatorService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        self.coordinator.heartbeat(request.into_inner()).await?;
+        let heartbeat = Heartbeat::try_from(request.into_inner())?;
+        self.coordinator.heartbeat(heartbeat).await?;
         Ok(Response::new(pb::HeartbeatResponse {
             compact_revision: self.compaction.point().await?.0,
         }))
