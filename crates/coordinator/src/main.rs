@@ -92,6 +92,9 @@ async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     let coordinator = load(&flags)?;
     if flags.check_config {
+        for setting in coordinator.deprecated_raft_settings() {
+            eprintln!("warning: {setting}");
+        }
         println!("{coordinator:#?}");
         println!("configuration OK");
         return Ok(());
