@@ -235,9 +235,12 @@ mod tests {
     /// Each rule, broken alone, names its field and the rule.
     #[test]
     fn every_rule_names_its_field() {
-        let cases: Vec<(fn(&mut RaftConfig), &str, RaftRule)> = vec![
+        let cases: Vec<(RaftConfig, &str, RaftRule)> = vec![
             (
-                |c| c.heartbeat_interval_ms = 9,
+                RaftConfig {
+                    heartbeat_interval_ms: 9,
+                    ..RaftConfig::default()
+                },
                 "raft.heartbeat_interval_ms",
                 RaftRule::Within {
                     min: 10,
@@ -245,7 +248,10 @@ mod tests {
                 },
             ),
             (
-                |c| c.heartbeat_interval_ms = 10_001,
+                RaftConfig {
+                    heartbeat_interval_ms: 10_001,
+                    ..RaftConfig::default()
+                },
                 "raft.heartbeat_interval_ms",
                 RaftRule::Within {
                     min: 10,
@@ -253,7 +259,10 @@ mod tests {
                 },
             ),
             (
-                |c| c.election_timeout_min_ms = 749,
+                RaftConfig {
+                    election_timeout_min_ms: 749,
+                    ..RaftConfig::default()
+                },
                 "raft.election_timeout_min_ms",
                 RaftRule::AtLeastTimes {
                     times: 3,
@@ -261,26 +270,33 @@ mod tests {
                 },
             ),
             (
-                |c| c.election_timeout_max_ms = 1_000,
+                RaftConfig {
+                    election_timeout_max_ms: 1_000,
+                    ..RaftConfig::default()
+                },
                 "raft.election_timeout_max_ms",
                 RaftRule::Above {
                     of: "raft.election_timeout_min_ms",
                 },
             ),
             (
-                |c| c.snapshot_logs_since_last = 0,
+                RaftConfig {
+                    snapshot_logs_since_last: 0,
+                    ..RaftConfig::default()
+                },
                 "raft.snapshot_logs_since_last",
                 RaftRule::AtLeast { min: 1 },
             ),
             (
-                |c| c.append_entries_max = 0,
+                RaftConfig {
+                    append_entries_max: 0,
+                    ..RaftConfig::default()
+                },
                 "raft.append_entries_max",
                 RaftRule::AtLeast { min: 1 },
             ),
         ];
-        for (breaks, field, rule) in cases {
-            let mut config = RaftConfig::default();
-            breaks(&mut config);
+        for (config, field, rule) in cases {
             let error = config.validate().unwrap_err();
             assert_eq!(error, RaftConfigError { field, rule });
             assert_eq!(
@@ -289,9 +305,11 @@ mod tests {
                 "openraft is never given a configuration that breaks a rule"
             );
         }
-        let mut config = RaftConfig::default();
-        config.election_timeout_min_ms = 750;
-        config.validate().unwrap();
+        let at_bound = RaftConfig {
+            election_timeout_min_ms: 750,
+            ..RaftConfig::default()
+        };
+        at_bound.validate().unwrap();
     }
 
     #[test]
@@ -309,8 +327,10 @@ mod tests {
 
     #[test]
     fn messages_read_as_the_configuration_reference_states_the_rules() {
-        let mut config = RaftConfig::default();
-        config.election_timeout_min_ms = 100;
+        let config = RaftConfig {
+            election_timeout_min_ms: 100,
+            ..RaftConfig::default()
+        };
         assert_eq!(
             config.validate().unwrap_err().to_string(),
             "invalid configuration: raft.election_timeout_min_ms: must be at least 3 × raft.heartbeat_interval_ms"
