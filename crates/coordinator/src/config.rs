@@ -1,9 +1,14 @@
 //! The coordinator's configuration: defaults < TOML file < `CAIRN_*` environment < flags,
 //! validated at start with errors that name the field.
+//!
+//! The coordinator group's Raft settings are the `[raft]` section the storage node has too
+//! ([`RaftConfig`], D53). Until 0.2 the flat names they had before (`heartbeat_interval_ms`,
+//! `election_timeout_min_ms`, `election_timeout_max_ms`) are still read, over `[raft]`, and
+//! each one set is logged as deprecated when the coordinator starts.
 
 use cairn_raft::database::{StorageConfig, StorageEngine};
 use cairn_raft::network::TransportConfig;
-use cairn_raft::replica::RaftTiming;
+use cairn_raft::raft_config::RaftConfig;
 use cairn_telemetry::{LogConfig, TracingConfig};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -48,10 +53,15 @@ pub struct CoordinatorConfig {
     pub leader_tolerance: usize,
     /// Longest one call to a storage node's admin service may take, in milliseconds.
     pub admin_timeout_ms: u64,
-    /// Raft timing of the coordinator group.
-    pub heartbeat_interval_ms: u64,
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
+    /// Raft timing, log compaction and read confirmation of the coordinator group (`[raft]`,
+    /// shared with the storage node).
+    pub raft: RaftConfig,
+    /// Deprecated: `raft.heartbeat_interval_ms`, in milliseconds. Read until 0.2.
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Deprecated: `raft.election_timeout_min_ms`, in milliseconds. Read until 0.2.
+    pub election_timeout_min_ms: Option<u64>,
+    /// Deprecated: `raft.election_timeout_max_ms`, in milliseconds. Read until 0.2.
+    pub election_timeout_max_ms: Option<u64>,
     /// Local IP that outgoing connections (to the other coordinators and to storage nodes)
     /// are bound to (the source address); unset lets the kernel choose.
     pub outbound_bind_ip: Option<std::net::IpAddr>,
@@ -85,14 +95,38 @@ impl Default for CoordinatorConfig {
             replica_tolerance: 1,
             leader_tolerance: 1,
             admin_timeout_ms: 10_000,
-            heartbeat_interval_ms: 250,
-            election_timeout_min_ms: 1_000,
-            election_timeout_max_ms: 2_000,
+            raft: RaftConfig::default(),
+            heartbeat_interval_ms: None,
+            election_timeout_min_ms: None,
+            election_timeout_max_ms: None,
             outbound_bind_ip: None,
             auto_compaction: Default::default(),
             shutdown_grace_ms: cairn_telemetry::SHUTDOWN_GRACE_MS_DEFAULT,
             tls: cairn_tls::TlsConfig::default(),
         }
+    }
+}
+
+/// A setting still read under a name that is going away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeprecatedSetting {
+    /// The old name, as in the file (`CAIRN_` + upper case in the environment).
+    pub name: &'static str,
+    /// The dotted path of the setting that replaces it.
+    pub replaced_by: &'static str,
+    pub value: u64,
+}
+
+impl std::fmt::Display for DeprecatedSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "deprecated setting `{}` (CAIRN_{}) is read until 0.2: set `{}` (CAIRN_{}) instead",
+            self.name,
+            self.name.to_uppercase(),
+            self.replaced_by,
+            self.replaced_by.replace('.', "__").to_uppercase(),
+        )
     }
 }
 
@@ -122,14 +156,62 @@ impl CoordinatorConfig {
         Ok(members)
     }
 
-    pub fn raft_timing(&self) -> RaftTiming {
-        RaftTiming {
-            heartbeat_interval_ms: self.heartbeat_interval_ms,
-            election_timeout_min_ms: self.election_timeout_min_ms,
-            election_timeout_max_ms: self.election_timeout_max_ms,
-            snapshot_logs_since_last: 10_000,
-            logs_to_keep_after_snapshot: 1_000,
-            append_entries_max: 64,
+    /// The flat Raft settings of before `[raft]` that are set, each with the `[raft]` field
+    /// that replaces it and its value.
+    pub fn deprecated_raft_settings(&self) -> Vec<DeprecatedSetting> {
+        [
+            (
+                "heartbeat_interval_ms",
+                "raft.heartbeat_interval_ms",
+                self.heartbeat_interval_ms,
+            ),
+            (
+                "election_timeout_min_ms",
+                "raft.election_timeout_min_ms",
+                self.election_timeout_min_ms,
+            ),
+            (
+                "election_timeout_max_ms",
+                "raft.election_timeout_max_ms",
+                self.election_timeout_max_ms,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, replaced_by, value)| {
+            value.map(|value| DeprecatedSetting {
+                name,
+                replaced_by,
+                value,
+            })
+        })
+        .collect()
+    }
+
+    /// The coordinator group's Raft settings in effect: `[raft]`, with a deprecated flat
+    /// name's value in place of the field that replaces it.
+    pub fn raft_settings(&self) -> RaftConfig {
+        let mut raft = self.raft.clone();
+        if let Some(value) = self.heartbeat_interval_ms {
+            raft.heartbeat_interval_ms = value;
+        }
+        if let Some(value) = self.election_timeout_min_ms {
+            raft.election_timeout_min_ms = value;
+        }
+        if let Some(value) = self.election_timeout_max_ms {
+            raft.election_timeout_max_ms = value;
+        }
+        raft
+    }
+
+    /// Logs a warning for each deprecated setting in use; called once at start-up.
+    pub fn warn_of_deprecated_settings(&self) {
+        for setting in self.deprecated_raft_settings() {
+            tracing::warn!(
+                setting = setting.name,
+                replaced_by = setting.replaced_by,
+                value = setting.value,
+                "{setting}"
+            );
         }
     }
 
@@ -226,15 +308,15 @@ impl CoordinatorConfig {
         if self.admin_timeout_ms < 1_000 {
             return Err(bad("admin_timeout_ms", "must be at least 1000"));
         }
-        self.raft_timing()
-            .to_openraft(self.transport().snapshot_transfer_timeout_ms)
-            .map_err(|reason| bad("election_timeout_min_ms", reason))?;
-        if self.election_timeout_min_ms < 3 * self.heartbeat_interval_ms {
-            return Err(bad(
-                "election_timeout_min_ms",
-                "must be at least 3 × heartbeat_interval_ms",
-            ));
-        }
+        self.raft_settings().validate().map_err(|error| {
+            // A value given under its deprecated name is reported under that name.
+            let field = self
+                .deprecated_raft_settings()
+                .into_iter()
+                .find(|setting| setting.replaced_by == error.field)
+                .map_or(error.field, |setting| setting.name);
+            bad(field, error.rule.to_string())
+        })?;
         Ok(())
     }
 }
@@ -292,5 +374,168 @@ mod tests {
             ..CoordinatorConfig::default()
         };
         assert_eq!(config.validate().unwrap_err().field, "replication_factor");
+    }
+
+    #[test]
+    fn raft_errors_name_the_raft_field() {
+        let mut config = CoordinatorConfig::default();
+        config.raft.election_timeout_min_ms = 100;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "raft.election_timeout_min_ms"
+        );
+        let mut config = CoordinatorConfig::default();
+        config.raft.heartbeat_interval_ms = 5;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "raft.heartbeat_interval_ms"
+        );
+    }
+
+    fn with_file(contents: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(&path, contents).unwrap();
+        (dir, path)
+    }
+
+    /// A file written for an earlier release, with the flat Raft names, still sets the
+    /// coordinator group's Raft timing, and the old names are not reported as unknown keys.
+    #[test]
+    fn the_deprecated_flat_raft_names_are_still_read() {
+        let (_dir, path) = with_file(
+            "heartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n\n[raft]\nsnapshot_logs_since_last = 500\n",
+        );
+        let config: CoordinatorConfig =
+            cairn_telemetry::layered_config(&CoordinatorConfig::default(), Some(&path), &[])
+                .unwrap();
+        config.validate().unwrap();
+        let raft = config.raft_settings();
+        assert_eq!(
+            (
+                raft.heartbeat_interval_ms,
+                raft.election_timeout_min_ms,
+                raft.election_timeout_max_ms,
+                raft.snapshot_logs_since_last
+            ),
+            (100, 500, 1_000, 500)
+        );
+        assert_eq!(
+            config
+                .deprecated_raft_settings()
+                .iter()
+                .map(|setting| (setting.name, setting.replaced_by, setting.value))
+                .collect::<Vec<_>>(),
+            [
+                ("heartbeat_interval_ms", "raft.heartbeat_interval_ms", 100),
+                (
+                    "election_timeout_min_ms",
+                    "raft.election_timeout_min_ms",
+                    500
+                ),
+                (
+                    "election_timeout_max_ms",
+                    "raft.election_timeout_max_ms",
+                    1_000
+                ),
+            ]
+        );
+        assert!(
+            cairn_telemetry::unknown_file_keys(&CoordinatorConfig::default(), &path).is_empty()
+        );
+
+        tracing::info!("--- the new names alone deprecate nothing");
+        let (_dir, path) = with_file("[raft]\nheartbeat_interval_ms = 100\n");
+        let config: CoordinatorConfig =
+            cairn_telemetry::layered_config(&CoordinatorConfig::default(), Some(&path), &[])
+                .unwrap();
+        assert_eq!(config.raft_settings().heartbeat_interval_ms, 100);
+        assert!(config.deprecated_raft_settings().is_empty());
+    }
+
+    #[test]
+    fn a_rule_broken_under_a_deprecated_name_names_that_name() {
+        let config = CoordinatorConfig {
+            election_timeout_min_ms: Some(100),
+            ..CoordinatorConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "election_timeout_min_ms"
+        );
+    }
+
+    /// Everything logged while the guard lives, as text.
+    #[derive(Clone, Default)]
+    struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for CapturedLog {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl CapturedLog {
+        fn start(&self) -> tracing::subscriber::DefaultGuard {
+            let writer = self.clone();
+            tracing::subscriber::set_default(
+                tracing_subscriber::fmt()
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone())
+                    .finish(),
+            )
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// Start-up logs one warning per deprecated name in use, naming its replacement, before
+    /// anything else can fail (here: validation, refusing member 0).
+    #[tokio::test]
+    async fn start_up_warns_of_each_deprecated_name_in_use() {
+        let log = CapturedLog::default();
+        let guard = log.start();
+        let config = CoordinatorConfig {
+            member_id: 0,
+            heartbeat_interval_ms: Some(100),
+            election_timeout_max_ms: Some(3_000),
+            ..CoordinatorConfig::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = crate::run_with_listener(config, listener, std::future::pending()).await;
+        drop(guard);
+        assert!(refused.is_err(), "member 0 is refused");
+        let text = log.text();
+        let warnings: Vec<&str> = text.lines().filter(|line| line.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 2, "{text}");
+        assert!(
+            warnings[0].contains("`heartbeat_interval_ms` (CAIRN_HEARTBEAT_INTERVAL_MS) is read until 0.2: set `raft.heartbeat_interval_ms` (CAIRN_RAFT__HEARTBEAT_INTERVAL_MS)"),
+            "{text}"
+        );
+        assert!(
+            warnings[1].contains("`election_timeout_max_ms`")
+                && warnings[1].contains("`raft.election_timeout_max_ms`"),
+            "{text}"
+        );
+
+        tracing::info!("--- a configuration without them logs no warning");
+        let log = CapturedLog::default();
+        let guard = log.start();
+        let config = CoordinatorConfig {
+            member_id: 0,
+            ..CoordinatorConfig::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = crate::run_with_listener(config, listener, std::future::pending()).await;
+        drop(guard);
+        assert!(refused.is_err());
+        assert!(!log.text().contains("WARN"), "{}", log.text());
     }
 }

@@ -92,7 +92,15 @@ async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     let coordinator = load(&flags)?;
     if flags.check_config {
+        let deprecated = coordinator.deprecated_raft_settings();
+        for setting in &deprecated {
+            eprintln!("warning: {setting}");
+        }
         println!("{coordinator:#?}");
+        if !deprecated.is_empty() {
+            // `raft` above is the table as written; the deprecated names apply over it.
+            println!("raft in effect: {:#?}", coordinator.raft_settings());
+        }
         println!("configuration OK");
         return Ok(());
     }

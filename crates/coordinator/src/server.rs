@@ -71,6 +71,7 @@ pub async fn run_with_listener(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    config.warn_of_deprecated_settings();
     config.validate()?;
     // Bad TLS files fail start-up here, naming the file, before anything else happens.
     let server_tls = config.tls.server()?;
@@ -107,10 +108,8 @@ pub async fn run_with_listener(
         Arc::new(GroupCommitStats::default()),
     );
     let channels = PeerChannels::new(config.transport()).with_tls(client_tls.clone());
-    let raft_config = config
-        .raft_timing()
-        .to_openraft(config.transport().snapshot_transfer_timeout_ms)
-        .map_err(|reason| anyhow::anyhow!("invalid configuration: raft: {reason}"))?;
+    let raft = config.raft_settings();
+    let raft_config = raft.to_openraft(config.transport().snapshot_transfer_timeout_ms)?;
     let context = Arc::new(ReplicaContext {
         node_id: member,
         db,
@@ -121,9 +120,11 @@ pub async fn run_with_listener(
         session_limits: SessionLimits::default(),
         propose_timeout: Duration::from_secs(10),
         read_index_timeout: Duration::from_secs(5),
-        // The timestamp oracle confirms its leadership before every answer (D55): by lease,
-        // so that costs no round trip, which needs the lease's vote hold after a restart.
-        linearizable_reads: cairn_raft::replica::LinearizableReads::Lease,
+        // The timestamp oracle confirms its leadership before every answer (D55): by lease
+        // unless `raft.linearizable_reads` says otherwise, so that costs no round trip. The
+        // vote hold after a restart stays whatever that setting, as on storage nodes, since
+        // another member may read by lease (D26, D53).
+        linearizable_reads: raft.linearizable_reads,
         hold_votes_after_restart: true,
         compaction_points,
         timestamps: None,

@@ -18,9 +18,9 @@ const COORDINATOR: &str = env!("CARGO_BIN_EXE_cairn-coordinator");
 const WAIT: Duration = Duration::from_secs(60);
 /// Short Raft timing so that a lost leader is replaced quickly.
 const COORDINATOR_ENV: &[(&str, &str)] = &[
-    ("CAIRN_HEARTBEAT_INTERVAL_MS", "100"),
-    ("CAIRN_ELECTION_TIMEOUT_MIN_MS", "500"),
-    ("CAIRN_ELECTION_TIMEOUT_MAX_MS", "1000"),
+    ("CAIRN_RAFT__HEARTBEAT_INTERVAL_MS", "100"),
+    ("CAIRN_RAFT__ELECTION_TIMEOUT_MIN_MS", "500"),
+    ("CAIRN_RAFT__ELECTION_TIMEOUT_MAX_MS", "1000"),
 ];
 
 /// One answered request.

@@ -18,11 +18,14 @@ pub mod learner_removal;
 pub mod log_store;
 pub mod mvcc_store;
 pub mod network;
+pub(crate) mod pending_apply;
+pub mod raft_config;
 pub mod replica;
 pub mod replica_status;
 #[cfg(test)]
 mod revision_tests;
 pub mod sessions;
+pub mod snapshot_builder;
 pub mod snapshot_file;
 pub(crate) mod snapshot_store;
 pub mod state_machine;

@@ -5,7 +5,7 @@
 //! `cairn.raft.v1` envelopes. Snapshots stream as a sequence of chunks read from the snapshot
 //! file, so a shard never has to fit in memory or in one message.
 
-use crate::state_machine::SnapshotFile;
+use crate::snapshot_builder::SnapshotFile;
 use crate::type_config::{NodeAddress, ShardRaftConfig, SnapshotMeta, Vote};
 use cairn_proto::addressing::Destination;
 use cairn_proto::raft::v1 as pb;

@@ -6,8 +6,9 @@ use crate::command::{
     Command, CommandResponse, CommandRevision, Put, WriteId, WriteOp, WriteResult,
 };
 use crate::kv::KvView;
+use crate::pending_apply::PendingApply;
 use crate::sessions::SessionLimits;
-use crate::state_machine::{read_compaction, PendingApply, ShardStateMachine};
+use crate::state_machine::{read_compaction, ShardStateMachine};
 use crate::type_config::{Entry, LogId};
 use cairn_mvcc::Refusal;
 use cairn_types::{ClientId, NodeId, Revision, Sequence, ShardId};

@@ -16,7 +16,8 @@
 //! Applies are not fsynced: the Raft log is, and a replay from the log (or from the
 //! last snapshot, whose file is fsynced) restores anything the OS lost.
 //!
-//! Snapshots are files (see [`crate::snapshot_file`], [`crate::snapshot_store`]) built from a
+//! Snapshots are files (see [`crate::snapshot_file`], [`crate::snapshot_store`],
+//! [`crate::snapshot_builder`]) built from a
 //! RocksDB snapshot, so they are consistent while applies go on, and carry every version
 //! compaction kept. Installing one is crash-atomic by redo.
 
@@ -24,31 +25,24 @@ use crate::codec;
 use crate::command::{CommandResponse, CommandRevision, WriteOp, WriteResult};
 use crate::error::{Result, StorageError};
 use crate::keys;
-use crate::kv::{self, named_keys, WriteAt};
+use crate::kv::{self, WriteAt};
 use crate::mvcc_store::CompactionPoints;
+use crate::pending_apply::PendingApply;
 use crate::sessions::{Admission, RememberedResult, SessionLimits, SessionTable};
+use crate::snapshot_builder::{
+    blocking, to_snapshot, ShardSnapshot, ShardSnapshotBuilder, SnapshotFile,
+};
 use crate::snapshot_store::{CurrentSnapshot, SnapshotStore};
 use crate::type_config::{LogId, ShardRaftConfig, SnapshotMeta, StoredMembership};
 use cairn_types::{Revision, ShardId};
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
-use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
-use rocksdb::{ReadOptions, WriteBatch, WriteOptions, DB};
+use rocksdb::{ReadOptions, WriteOptions, DB};
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-/// Most entries applied into one RocksDB batch before it is written (and their answers sent).
-const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
-/// Largest RocksDB batch of applied entries, in bytes; a larger run is written in parts.
-const APPLY_BATCH_BYTES_MAX: usize = 4 << 20;
-
-/// A snapshot as openraft passes it around: the path of a complete snapshot file.
-#[derive(Clone, Debug)]
-pub struct SnapshotFile {
-    pub path: PathBuf,
-}
 
 pub struct ShardStateMachine {
     pub(crate) snapshots: SnapshotStore,
@@ -318,109 +312,6 @@ impl ShardStateMachine {
     }
 }
 
-/// Entries applied into a batch that is not written yet, and what they touched.
-#[derive(Default)]
-pub(crate) struct PendingApply {
-    batch: WriteBatch,
-    entries: usize,
-    /// User keys named by the pending entries' operations (a superset of what they wrote).
-    keys: std::collections::HashSet<Vec<u8>>,
-    answers: Vec<(
-        openraft::storage::ApplyResponder<ShardRaftConfig>,
-        CommandResponse,
-    )>,
-    /// `raft.apply` spans of sampled entries in the batch, ended once it is written.
-    traced: Vec<tracing::Span>,
-    /// A compaction point raised by a pending entry: the batch is written synced, then the
-    /// point is handed to the compaction filter.
-    raised_compaction: Option<cairn_types::Revision>,
-}
-
-impl PendingApply {
-    /// Whether `entry` may read something the pending batch changes: a key a pending entry
-    /// named, a range (which may cover any of them), or the remembered result of a duplicate
-    /// (which a pending entry may have just stored). Such an entry is applied after the
-    /// pending batch is written.
-    fn must_write_before(
-        &self,
-        entry: &crate::type_config::Entry,
-        sessions: &SessionTable,
-    ) -> bool {
-        if self.entries == 0 {
-            return false;
-        }
-        let EntryPayload::Normal(command) = &entry.payload else {
-            return false;
-        };
-        if sessions.is_remembered(command) {
-            return true;
-        }
-        match named_keys(&command.op) {
-            Some(keys) => keys.iter().any(|key| self.keys.contains(*key)),
-            None => true,
-        }
-    }
-
-    /// Records what `entry` touched; `false` when it named a range, after which the batch is
-    /// written at once so no later entry has to reason about it.
-    pub(crate) fn note(&mut self, entry: &crate::type_config::Entry) -> bool {
-        self.entries += 1;
-        let EntryPayload::Normal(command) = &entry.payload else {
-            return true;
-        };
-        match named_keys(&command.op) {
-            Some(keys) => {
-                for key in keys {
-                    if !self.keys.contains(key) {
-                        self.keys.insert(key.to_vec());
-                    }
-                }
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn full(&self) -> bool {
-        self.entries >= APPLY_BATCH_ENTRIES_MAX
-            || self.batch.size_in_bytes() >= APPLY_BATCH_BYTES_MAX
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T, io::Error> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(io::Error::from),
-        Err(join) => Err(io::Error::other(format!("storage task failed: {join}"))),
-    }
-}
-
-type ShardSnapshot = openraft::type_config::alias::SnapshotOf<ShardRaftConfig, SnapshotFile>;
-
-fn to_snapshot(store: &SnapshotStore, current: CurrentSnapshot) -> ShardSnapshot {
-    Snapshot {
-        meta: current.meta,
-        snapshot: SnapshotFile {
-            path: store.dir.join(current.file_name),
-        },
-    }
-}
-
-pub struct ShardSnapshotBuilder {
-    snapshots: SnapshotStore,
-}
-
-impl RaftSnapshotBuilder<ShardRaftConfig> for ShardSnapshotBuilder {
-    type SnapshotData = SnapshotFile;
-
-    async fn build_snapshot(&mut self) -> Result<ShardSnapshot, io::Error> {
-        let store = self.snapshots.clone();
-        let built = blocking(move || store.build()).await?;
-        Ok(to_snapshot(&self.snapshots, built))
-    }
-}
-
 impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
     type SnapshotData = SnapshotFile;
     type SnapshotBuilder = ShardSnapshotBuilder;
@@ -508,274 +399,5 @@ impl RaftStateMachine<ShardRaftConfig> for ShardStateMachine {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::command::{Command, Put, WriteOp};
-    use crate::kv::KvView;
-    use crate::type_config::Entry;
-    use cairn_types::NodeId;
-    use openraft::impls::leader_id_adv::LeaderId;
-    use std::path::Path;
-
-    fn open(dir: &Path) -> (Arc<DB>, ShardStateMachine) {
-        let db = crate::database::open_database(
-            &dir.join("db"),
-            &Default::default(),
-            Default::default(),
-        )
-        .unwrap();
-        let machine = ShardStateMachine::open(
-            db.clone(),
-            ShardId(3),
-            dir.join("snapshots"),
-            SessionLimits::default(),
-            Arc::default(),
-        )
-        .unwrap();
-        (db, machine)
-    }
-
-    fn put_entry(index: u64, key: &str) -> Entry {
-        let command = Command {
-            write_id: None,
-            proposed_at_ms: 1,
-            op: WriteOp::Put(Put {
-                key: key.into(),
-                value: b"v".to_vec(),
-                prev_kv: false,
-                condition: None,
-            }),
-            revision: Default::default(),
-            trace: None,
-        };
-        Entry::new_normal(
-            LogId::new(
-                LeaderId {
-                    term: 1,
-                    node_id: NodeId(1),
-                },
-                index,
-            ),
-            command,
-        )
-    }
-
-    /// Applies one entry as its own batch, as a run of one entry would be.
-    fn apply_now(machine: &mut ShardStateMachine, entry: Entry) -> CommandResponse {
-        let mut pending = PendingApply::default();
-        pending.note(&entry);
-        let response = machine.apply_entry(entry, &mut pending).unwrap();
-        machine.write_pending(&mut pending).unwrap();
-        response
-    }
-
-    fn log_id(index: u64) -> LogId {
-        LogId::new(
-            LeaderId {
-                term: 1,
-                node_id: NodeId(1),
-            },
-            index,
-        )
-    }
-
-    fn command_entry(index: u64, sequence: Option<u64>, op: WriteOp) -> Entry {
-        let write_id = sequence.map(|sequence| crate::command::WriteId {
-            client: cairn_types::ClientId(7),
-            sequence: cairn_types::Sequence(sequence),
-            first_incomplete: cairn_types::Sequence(1),
-        });
-        let command = Command {
-            write_id,
-            proposed_at_ms: 1,
-            op,
-            revision: Default::default(),
-            trace: None,
-        };
-        Entry::new_normal(log_id(index), command)
-    }
-
-    fn put_op(key: &str, value: &str) -> WriteOp {
-        WriteOp::Put(Put {
-            key: key.into(),
-            value: value.into(),
-            prev_kv: false,
-            condition: None,
-        })
-    }
-
-    #[tokio::test]
-    async fn a_run_of_entries_reads_what_earlier_entries_of_the_run_wrote() {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, mut machine) = open(dir.path());
-        let range_txn = WriteOp::Txn(crate::command::Txn {
-            compares: vec![],
-            success: vec![
-                crate::command::TxnOp::Range(crate::command::Range {
-                    start: vec![],
-                    end: None,
-                    limit: 10,
-                    keys_only: true,
-                    count_only: false,
-                }),
-                crate::command::TxnOp::Put(Put {
-                    key: b"c".to_vec(),
-                    value: b"3".to_vec(),
-                    prev_kv: false,
-                    condition: None,
-                }),
-            ],
-            failure: vec![],
-        });
-        let run = vec![
-            command_entry(1, Some(1), put_op("a", "1")),
-            command_entry(2, None, put_op("b", "1")),
-            // The same key again: must see version 1 written by entry 1.
-            command_entry(3, Some(2), put_op("a", "2")),
-            // A retry of sequence 2 in the same run: answered from the session, not applied.
-            command_entry(4, Some(2), put_op("a", "2")),
-            command_entry(5, None, range_txn),
-            command_entry(6, None, put_op("b", "2")),
-        ];
-        let stream = futures::stream::iter(run.into_iter().map(|entry| Ok((entry, None))));
-        machine.apply(stream).await.unwrap();
-
-        let view = KvView::new(&db, ShardId(3));
-        let a = view.get(b"a", false).unwrap().unwrap();
-        assert_eq!(
-            (a.version, a.create_revision, a.mod_revision),
-            (2, Revision(1), Revision(3))
-        );
-        let b = view.get(b"b", false).unwrap().unwrap();
-        assert_eq!(
-            (b.version, b.create_revision, b.mod_revision),
-            (2, Revision(2), Revision(5))
-        );
-        assert_eq!(
-            view.get(b"c", false).unwrap().unwrap().mod_revision,
-            Revision(4)
-        );
-        // Five changing commands: the retry changed nothing.
-        assert_eq!(read_revision(&db, None, ShardId(3)).unwrap(), Revision(5));
-        assert_eq!(machine.last_applied, Some(log_id(6)));
-
-        // Everything reached the database: a reopened machine agrees.
-        drop(machine);
-        let reopened = ShardStateMachine::open(
-            db.clone(),
-            ShardId(3),
-            dir.path().join("snapshots"),
-            SessionLimits::default(),
-            Arc::default(),
-        )
-        .unwrap();
-        assert_eq!(reopened.last_applied, Some(log_id(6)));
-        assert_eq!(reopened.revision, Revision(5));
-    }
-
-    fn keys_of(db: &DB) -> Vec<Vec<u8>> {
-        let range = crate::command::Range {
-            start: vec![],
-            end: None,
-            limit: 1000,
-            keys_only: true,
-            count_only: false,
-        };
-        KvView::new(db, ShardId(3))
-            .range(&range, Revision(0))
-            .unwrap()
-            .kvs
-            .into_iter()
-            .map(|kv| kv.key)
-            .collect()
-    }
-
-    /// A node that dies in the middle of installing a snapshot finishes the install when it
-    /// opens the state machine again: no mix of old and new keys survives.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_interrupted_snapshot_install_is_redone_on_open() {
-        let source_dir = tempfile::tempdir().unwrap();
-        let (source_db, mut source) = open(source_dir.path());
-        for (index, key) in [(1, "a"), (2, "b"), (3, "c")] {
-            apply_now(&mut source, put_entry(index, key));
-        }
-        let built = source.snapshots.build().unwrap();
-        assert_eq!(
-            keys_of(&source_db),
-            [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
-        );
-
-        tracing::info!(
-            "--- the target has other keys, and crashes after the marker and a partial delete"
-        );
-        let target_dir = tempfile::tempdir().unwrap();
-        {
-            let (db, mut target) = open(target_dir.path());
-            apply_now(&mut target, put_entry(1, "old-1"));
-            apply_now(&mut target, put_entry(2, "old-2"));
-            std::fs::copy(
-                source_dir.path().join("snapshots").join(&built.file_name),
-                target.snapshots.dir.join(&built.file_name),
-            )
-            .unwrap();
-            let marker = CurrentSnapshot {
-                meta: built.meta.clone(),
-                file_name: built.file_name.clone(),
-            };
-            db.put_cf(
-                cf(&db, keys::CF_SM_STATE),
-                keys::tagged_key(ShardId(3), keys::TAG_INSTALLING),
-                codec::encode(&marker),
-            )
-            .unwrap();
-            db.delete_cf(
-                cf(&db, keys::CF_WRITE),
-                cairn_mvcc::key::version_key(ShardId(3), b"old-1", Revision(1)),
-            )
-            .unwrap();
-            db.flush_wal(true).unwrap();
-        }
-
-        tracing::info!("--- reopening finishes the install");
-        let (db, mut target) = open(target_dir.path());
-        assert_eq!(keys_of(&db), [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
-        let (applied, _) = target.applied_state().await.unwrap();
-        assert_eq!(applied, built.meta.last_log_id);
-        assert_eq!(read_revision(&db, None, ShardId(3)).unwrap(), Revision(3));
-        assert!(
-            read_tag::<CurrentSnapshot>(&db, None, ShardId(3), keys::TAG_INSTALLING)
-                .unwrap()
-                .is_none()
-        );
-        let current = target
-            .get_current_snapshot()
-            .await
-            .unwrap()
-            .expect("the installed snapshot is current");
-        assert_eq!(current.meta, built.meta);
-    }
-
-    /// A corrupt snapshot is refused before anything is replaced.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_corrupt_snapshot_is_refused_without_touching_the_shard() {
-        let source_dir = tempfile::tempdir().unwrap();
-        let (_, mut source) = open(source_dir.path());
-        apply_now(&mut source, put_entry(1, "new"));
-        let built = source.snapshots.build().unwrap();
-        let path = source_dir.path().join("snapshots").join(&built.file_name);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0xff;
-        let corrupt = source_dir.path().join("corrupt.snap");
-        std::fs::write(&corrupt, bytes).unwrap();
-
-        let target_dir = tempfile::tempdir().unwrap();
-        let (db, mut target) = open(target_dir.path());
-        apply_now(&mut target, put_entry(1, "kept"));
-        let result = target
-            .install_snapshot(&built.meta, SnapshotFile { path: corrupt })
-            .await;
-        assert!(result.is_err());
-        assert_eq!(keys_of(&db), [b"kept".to_vec()]);
-    }
-}
+#[path = "state_machine_tests.rs"]
+mod tests;

@@ -3,7 +3,7 @@
 
 use crate::network::{decode_payload, encode_payload, ENCODING_POSTCARD};
 use crate::replica::ShardReplica;
-use crate::state_machine::SnapshotFile;
+use crate::snapshot_builder::SnapshotFile;
 use crate::type_config::{ShardRaftConfig, SnapshotMeta, Vote};
 use cairn_proto::raft::v1 as pb;
 use cairn_proto::raft::v1::raft_transport_server::RaftTransport;

@@ -5,10 +5,10 @@
 use crate::coordinator_client::CoordinatorClientConfig;
 use cairn_raft::database::{RocksDbConfig, StorageConfig, StorageEngine};
 use cairn_raft::network::TransportConfig;
-use cairn_raft::replica::{LinearizableReads, RaftTiming};
+use cairn_raft::raft_config::{RaftConfig, RaftConfigError};
 use cairn_raft::sessions::SessionLimits;
 use cairn_telemetry::{LogConfig, TracingConfig};
-use cairn_types::{Limits, RAFT_MESSAGE_BYTES_MAX};
+use cairn_types::Limits;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -38,7 +38,9 @@ pub struct NodeConfig {
     /// Trace export (OTLP); off unless `tracing.otlp_endpoint` is set.
     pub tracing: TracingConfig,
     pub limits: Limits,
-    pub raft: RaftTimingConfig,
+    /// Raft timing, log compaction and read confirmation of every shard on this node
+    /// (`[raft]`, shared with the coordinator).
+    pub raft: RaftConfig,
     pub transport: TransportConfig,
     pub sessions: SessionLimits,
     pub rocksdb: RocksDbConfig,
@@ -81,41 +83,6 @@ impl Default for BootstrapConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RaftTimingConfig {
-    /// Leader heartbeat period, in milliseconds; also the time allowed for one append RPC.
-    pub heartbeat_interval_ms: u64,
-    /// Election timeout range, in milliseconds.
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many log entries since the last one.
-    pub snapshot_logs_since_last: u64,
-    /// Log entries kept after a snapshot, for followers that lag a little.
-    pub logs_to_keep_after_snapshot: u64,
-    /// Most entries in one append RPC. Times limits.request_bytes_max, at most 256 MiB.
-    pub append_entries_max: u64,
-    /// How a shard leader confirms a linearizable read: `lease` (no round trip while a
-    /// quorum acknowledged it within 90 % of `election_timeout_max_ms`; falls back to
-    /// `read_index`)
-    /// or `read_index` (a heartbeat round per batch of reads). See decision D26.
-    pub linearizable_reads: LinearizableReads,
-}
-
-impl Default for RaftTimingConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval_ms: 250,
-            election_timeout_min_ms: 1_000,
-            election_timeout_max_ms: 2_000,
-            snapshot_logs_since_last: 10_000,
-            logs_to_keep_after_snapshot: 1_000,
-            append_entries_max: 64,
-            linearizable_reads: LinearizableReads::default(),
-        }
-    }
-}
-
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
@@ -129,7 +96,7 @@ impl Default for NodeConfig {
             log: LogConfig::default(),
             tracing: TracingConfig::default(),
             limits: Limits::default(),
-            raft: RaftTimingConfig::default(),
+            raft: RaftConfig::default(),
             transport: TransportConfig::default(),
             sessions: SessionLimits::default(),
             rocksdb: RocksDbConfig::default(),
@@ -232,28 +199,7 @@ impl NodeConfig {
         self.limits
             .validate()
             .map_err(|reason| bad("limits", reason))?;
-        let raft = &self.raft;
-        if raft.heartbeat_interval_ms < 10 || raft.heartbeat_interval_ms > 10_000 {
-            return Err(bad("raft.heartbeat_interval_ms", "must be in 10..=10000"));
-        }
-        if raft.election_timeout_min_ms < 3 * raft.heartbeat_interval_ms {
-            return Err(bad(
-                "raft.election_timeout_min_ms",
-                "must be at least 3 × raft.heartbeat_interval_ms",
-            ));
-        }
-        if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
-            return Err(bad(
-                "raft.election_timeout_max_ms",
-                "must be above raft.election_timeout_min_ms",
-            ));
-        }
-        if raft.snapshot_logs_since_last == 0 {
-            return Err(bad("raft.snapshot_logs_since_last", "must be at least 1"));
-        }
-        if raft.append_entries_max == 0 {
-            return Err(bad("raft.append_entries_max", "must be at least 1"));
-        }
+        self.raft.validate().map_err(raft_error)?;
         if self.propose_timeout_ms == 0 {
             return Err(bad("propose_timeout_ms", "must be at least 1"));
         }
@@ -269,18 +215,9 @@ impl NodeConfig {
                 "must be at least 1000",
             ));
         }
-        let append_bytes = raft
-            .append_entries_max
-            .saturating_mul(self.limits.request_bytes_max);
-        if append_bytes > RAFT_MESSAGE_BYTES_MAX / 2 {
-            return Err(bad(
-                "raft.append_entries_max",
-                format!(
-                    "append_entries_max × limits.request_bytes_max ({append_bytes}) must be at most {}, half the largest raft message",
-                    RAFT_MESSAGE_BYTES_MAX / 2
-                ),
-            ));
-        }
+        self.raft
+            .validate_append_bytes(self.limits.request_bytes_max)
+            .map_err(raft_error)?;
         if self.transport.snapshot_chunk_bytes < 4096
             || self.transport.snapshot_chunk_bytes > 16 << 20
         {
@@ -366,17 +303,11 @@ impl NodeConfig {
         }
         Ok(members)
     }
+}
 
-    pub fn raft_timing(&self) -> RaftTiming {
-        RaftTiming {
-            heartbeat_interval_ms: self.raft.heartbeat_interval_ms,
-            election_timeout_min_ms: self.raft.election_timeout_min_ms,
-            election_timeout_max_ms: self.raft.election_timeout_max_ms,
-            snapshot_logs_since_last: self.raft.snapshot_logs_since_last,
-            logs_to_keep_after_snapshot: self.raft.logs_to_keep_after_snapshot,
-            append_entries_max: self.raft.append_entries_max,
-        }
-    }
+/// A broken `[raft]` rule, reported like the node's own fields.
+fn raft_error(error: RaftConfigError) -> ConfigError {
+    bad(error.field, error.rule.to_string())
 }
 
 #[cfg(test)]

@@ -80,9 +80,8 @@ impl Node {
             stats.clone(),
         );
         let raft_config = config
-            .raft_timing()
-            .to_openraft(config.transport.snapshot_transfer_timeout_ms)
-            .map_err(|reason| anyhow::anyhow!("invalid configuration: raft: {reason}"))?;
+            .raft
+            .to_openraft(config.transport.snapshot_transfer_timeout_ms)?;
         let context = Arc::new(ReplicaContext {
             node_id,
             db: db.clone(),
