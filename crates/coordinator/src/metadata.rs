@@ -7,7 +7,7 @@
 //! | `cluster`          | `ClusterInfo`  |
 //! | `ids/node`         | last node id allocated (u64) |
 //! | `nodes/<id:020>`   | `NodeRecord`   |
-//! | `shards/<id:010>`  | `ShardRecord`, stored versioned (`persisted`, D52) |
+//! | `shards/<id:010>`  | `ShardRecord`, stored as `persisted::ShardRecordV1` (D52) |
 //! | `founding/<id:010>` | `Founding`: the shard's creation is under way (D51) |
 //! | `joins/<token>`    | the node id given to the join that sent this join token (D50) |
 //! | `leadership`       | term of the last leadership that began (u64); its revision is that leadership's map generation |
@@ -51,7 +51,7 @@ pub struct NodeRecord {
     pub left: bool,
 }
 
-/// A shard's record as the coordinator works with it; stored as a versioned
+/// A shard's record as the coordinator works with it; stored as
 /// `persisted::ShardRecordV1` (D52).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardRecord {
