@@ -85,6 +85,25 @@ pub struct Metadata {
     pub founding: BTreeMap<ShardId, Founding>,
 }
 
+impl Metadata {
+    /// The record of `shard`, or an empty one for a shard not recorded yet: what a write to
+    /// the shard's record starts from.
+    pub fn shard_record(&self, shard: ShardId) -> ShardRecord {
+        self.shards.get(&shard).cloned().unwrap_or(ShardRecord {
+            id: shard,
+            ..ShardRecord::default()
+        })
+    }
+
+    /// The address `node` registered, or empty for a node not recorded.
+    pub fn address_of(&self, node: NodeId) -> String {
+        self.nodes
+            .get(&node)
+            .map(|record| record.address.clone())
+            .unwrap_or_default()
+    }
+}
+
 pub fn node_key(id: NodeId) -> Vec<u8> {
     format!("nodes/{:020}", id.0).into_bytes()
 }
