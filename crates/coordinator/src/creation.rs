@@ -43,14 +43,10 @@ impl Coordinator {
                 },
             )
             .await?;
-        let record = metadata.shards.get(&shard).cloned().unwrap_or(ShardRecord {
-            id: shard,
-            ..ShardRecord::default()
-        });
         self.metadata
             .put_shard(&ShardRecord {
                 initial_voters: nodes.to_vec(),
-                ..record
+                ..metadata.shard_record(shard)
             })
             .await?;
         self.found_shard(metadata, shard, nodes, nodes, founder)
@@ -89,13 +85,7 @@ impl Coordinator {
         founder: NodeId,
     ) -> Result<()> {
         for node in create_on {
-            self.bounded(
-                self.admin(metadata, *node)?.create_replica(
-                    self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
-                ),
-            )
-            .await
-            .map_err(|status| self.call_failed(metadata, *node, status))?;
+            self.create_replica(metadata, shard, *node).await?;
         }
         let sent = Founding {
             voters: voters.to_vec(),
@@ -108,11 +98,7 @@ impl Coordinator {
             .iter()
             .map(|node| node_pb::ReplicaMember {
                 node_id: node.0,
-                address: metadata
-                    .nodes
-                    .get(node)
-                    .map(|r| r.address.clone())
-                    .unwrap_or_default(),
+                address: metadata.address_of(*node),
             })
             .collect();
         let initialized = self

@@ -7,7 +7,7 @@
 //! | `cluster`          | `ClusterInfo`  |
 //! | `ids/node`         | last node id allocated (u64) |
 //! | `nodes/<id:020>`   | `NodeRecord`   |
-//! | `shards/<id:010>`  | `ShardRecord`, stored versioned (`persisted`, D52) |
+//! | `shards/<id:010>`  | `ShardRecord`, stored as `persisted::ShardRecordV1` (D52) |
 //! | `founding/<id:010>` | `Founding`: the shard's creation is under way (D51) |
 //! | `joins/<token>`    | the node id given to the join that sent this join token (D50) |
 //! | `leadership`       | term of the last leadership that began (u64); its revision is that leadership's map generation |
@@ -51,7 +51,7 @@ pub struct NodeRecord {
     pub left: bool,
 }
 
-/// A shard's record as the coordinator works with it; stored as a versioned
+/// A shard's record as the coordinator works with it; stored as
 /// `persisted::ShardRecordV1` (D52).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardRecord {
@@ -83,6 +83,25 @@ pub struct Metadata {
     pub shards: BTreeMap<ShardId, ShardRecord>,
     /// Shards whose creation is under way.
     pub founding: BTreeMap<ShardId, Founding>,
+}
+
+impl Metadata {
+    /// The record of `shard`, or an empty one for a shard not recorded yet: what a write to
+    /// the shard's record starts from.
+    pub fn shard_record(&self, shard: ShardId) -> ShardRecord {
+        self.shards.get(&shard).cloned().unwrap_or(ShardRecord {
+            id: shard,
+            ..ShardRecord::default()
+        })
+    }
+
+    /// The address `node` registered, or empty for a node not recorded.
+    pub fn address_of(&self, node: NodeId) -> String {
+        self.nodes
+            .get(&node)
+            .map(|record| record.address.clone())
+            .unwrap_or_default()
+    }
 }
 
 pub fn node_key(id: NodeId) -> Vec<u8> {

@@ -109,12 +109,6 @@ impl Coordinator {
                 .and_then(|s| s.leader)
                 .ok_or_else(|| CoordinatorError::Unavailable(format!("{shard} has no leader")))
         };
-        let record_of = |shard: ShardId| {
-            metadata.shards.get(&shard).cloned().unwrap_or(ShardRecord {
-                id: shard,
-                ..ShardRecord::default()
-            })
-        };
         match action {
             Action::CreateShard { shard, nodes } => {
                 self.create_shard(metadata, *shard, nodes).await?;
@@ -133,16 +127,8 @@ impl Coordinator {
                 // Recorded only once the learner is in: a move recorded but never started
                 // would wait for a learner that is not coming. A learner added but not
                 // recorded (the coordinator died in between) is removed as a stray.
-                self.bounded(self.admin(metadata, mv.to)?.create_replica(
-                    self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 }),
-                ))
-                .await
-                .map_err(failed(mv.to))?;
-                let address = metadata
-                    .nodes
-                    .get(&mv.to)
-                    .map(|r| r.address.clone())
-                    .unwrap_or_default();
+                self.create_replica(metadata, *shard, mv.to).await?;
+                let address = metadata.address_of(mv.to);
                 self.bounded(self.admin(metadata, leader)?.add_learner(self.request(
                     node_pb::AddLearnerRequest {
                         shard_id: shard.0,
@@ -158,7 +144,7 @@ impl Coordinator {
                 self.metadata
                     .put_shard(&ShardRecord {
                         pending_move: Some(mv.clone()),
-                        ..record_of(*shard)
+                        ..metadata.shard_record(*shard)
                     })
                     .await?;
             }
@@ -187,7 +173,7 @@ impl Coordinator {
                 self.metadata
                     .put_shard(&ShardRecord {
                         pending_move: None,
-                        ..record_of(*shard)
+                        ..metadata.shard_record(*shard)
                     })
                     .await?;
             }
@@ -197,7 +183,7 @@ impl Coordinator {
                 self.metadata
                     .put_shard(&ShardRecord {
                         pending_move: None,
-                        ..record_of(*shard)
+                        ..metadata.shard_record(*shard)
                     })
                     .await?;
             }
@@ -216,6 +202,22 @@ impl Coordinator {
                 .map_err(failed(*from))?;
             }
         }
+        Ok(())
+    }
+
+    /// Creates an empty replica of `shard` on `node`; one that exists is kept.
+    pub(crate) async fn create_replica(
+        &self,
+        metadata: &Metadata,
+        shard: ShardId,
+        node: NodeId,
+    ) -> Result<()> {
+        self.bounded(
+            self.admin(metadata, node)?
+                .create_replica(self.request(node_pb::CreateReplicaRequest { shard_id: shard.0 })),
+        )
+        .await
+        .map_err(|status| self.call_failed(metadata, node, status))?;
         Ok(())
     }
 

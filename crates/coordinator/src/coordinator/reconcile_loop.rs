@@ -124,15 +124,10 @@ impl Coordinator {
             moves_in_flight: shards.iter().filter(|s| s.pending_move.is_some()).count() as u32,
         };
         for shard in stale_moves {
-            let record = metadata.shards.get(&shard).cloned();
-            let record = record.unwrap_or(ShardRecord {
-                id: shard,
-                ..ShardRecord::default()
-            });
             self.metadata
                 .put_shard(&ShardRecord {
                     pending_move: None,
-                    ..record
+                    ..metadata.shard_record(shard)
                 })
                 .await?;
         }

@@ -16,8 +16,10 @@ pub(super) trait ShardRequest: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// The keys that pick the request's shard; refuses a request no shard can serve.
     fn keys(&self) -> Result<Vec<&[u8]>>;
-    /// Which replica serves it.
-    fn target(&self) -> Target;
+    /// Which replica serves it: the leader, unless a read allows another.
+    fn target(&self) -> Target {
+        Target::Leader
+    }
     /// The write id of a write; `None` for a read.
     fn write_id_mut(&mut self) -> Option<&mut Option<pb::WriteId>>;
     /// The request as one op for the shard `target` names.
@@ -45,87 +47,66 @@ pub(super) fn kind_of(result: &ItemResult) -> &'static str {
     }
 }
 
-impl ShardRequest for pb::PutRequest {
-    type Response = pb::PutResponse;
-    const NAME: &'static str = "put";
+/// One `ShardRequest` impl: `$kind` names both the node op (`Op::$kind` carrying a
+/// `node_pb::$shard_request`) and the result it answers with (`ItemResult::$kind`), so only
+/// what a request differs in is written out: its keys, its write id and, for a read, its
+/// target.
+macro_rules! shard_request {
+    ($request:ty => $response:ty, $name:literal, $kind:ident($shard_request:ident) {
+        $($differs:tt)*
+    }) => {
+        impl ShardRequest for $request {
+            type Response = $response;
+            const NAME: &'static str = $name;
+            $($differs)*
+            fn into_op(self, target: node_pb::ShardTarget) -> Op {
+                Op::$kind(node_pb::$shard_request {
+                    target: Some(target),
+                    request: Some(self),
+                })
+            }
+            fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult> {
+                match result {
+                    ItemResult::$kind(response) => Ok(response),
+                    other => Err(other),
+                }
+            }
+        }
+    };
+}
+
+shard_request!(pb::PutRequest => pb::PutResponse, "put", Put(ShardPutRequest) {
     fn keys(&self) -> Result<Vec<&[u8]>> {
         key(&self.key)
-    }
-    fn target(&self) -> Target {
-        Target::Leader
     }
     fn write_id_mut(&mut self) -> Option<&mut Option<pb::WriteId>> {
         Some(&mut self.write_id)
     }
-    fn into_op(self, target: node_pb::ShardTarget) -> Op {
-        Op::Put(node_pb::ShardPutRequest {
-            target: Some(target),
-            request: Some(self),
-        })
-    }
-    fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult> {
-        match result {
-            ItemResult::Put(response) => Ok(response),
-            other => Err(other),
-        }
-    }
-}
+});
 
-impl ShardRequest for pb::DeleteRequest {
-    type Response = pb::DeleteResponse;
-    const NAME: &'static str = "delete";
+shard_request!(pb::DeleteRequest => pb::DeleteResponse, "delete", Delete(ShardDeleteRequest) {
     fn keys(&self) -> Result<Vec<&[u8]>> {
         key(&self.key)
-    }
-    fn target(&self) -> Target {
-        Target::Leader
     }
     fn write_id_mut(&mut self) -> Option<&mut Option<pb::WriteId>> {
         Some(&mut self.write_id)
     }
-    fn into_op(self, target: node_pb::ShardTarget) -> Op {
-        Op::Delete(node_pb::ShardDeleteRequest {
-            target: Some(target),
-            request: Some(self),
-        })
-    }
-    fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult> {
-        match result {
-            ItemResult::Delete(response) => Ok(response),
-            other => Err(other),
-        }
-    }
-}
+});
 
-impl ShardRequest for pb::GetRequest {
-    type Response = pb::GetResponse;
-    const NAME: &'static str = "get";
+shard_request!(pb::GetRequest => pb::GetResponse, "get", Get(ShardGetRequest) {
     fn keys(&self) -> Result<Vec<&[u8]>> {
         key(&self.key)
     }
+    /// A read may be served by a follower, as its consistency and revision allow.
     fn target(&self) -> Target {
         target_for(self.consistency, self.revision)
     }
     fn write_id_mut(&mut self) -> Option<&mut Option<pb::WriteId>> {
         None
     }
-    fn into_op(self, target: node_pb::ShardTarget) -> Op {
-        Op::Get(node_pb::ShardGetRequest {
-            target: Some(target),
-            request: Some(self),
-        })
-    }
-    fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult> {
-        match result {
-            ItemResult::Get(response) => Ok(response),
-            other => Err(other),
-        }
-    }
-}
+});
 
-impl ShardRequest for pb::TxnRequest {
-    type Response = pb::TxnResponse;
-    const NAME: &'static str = "txn";
+shard_request!(pb::TxnRequest => pb::TxnResponse, "txn", Txn(ShardTxnRequest) {
     /// Every key the transaction touches; a range op would span every shard.
     fn keys(&self) -> Result<Vec<&[u8]>> {
         let mut keys: Vec<&[u8]> = self.compare.iter().map(|c| c.key.as_slice()).collect();
@@ -146,25 +127,10 @@ impl ShardRequest for pb::TxnRequest {
         }
         Ok(keys)
     }
-    fn target(&self) -> Target {
-        Target::Leader
-    }
     fn write_id_mut(&mut self) -> Option<&mut Option<pb::WriteId>> {
         Some(&mut self.write_id)
     }
-    fn into_op(self, target: node_pb::ShardTarget) -> Op {
-        Op::Txn(node_pb::ShardTxnRequest {
-            target: Some(target),
-            request: Some(self),
-        })
-    }
-    fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult> {
-        match result {
-            ItemResult::Txn(response) => Ok(response),
-            other => Err(other),
-        }
-    }
-}
+});
 
 #[cfg(test)]
 mod tests {
