@@ -30,3 +30,35 @@ pub fn start() -> Result<cairn_telemetry::Telemetry, String> {
     let config = CliConfig::from_environment()?;
     cairn_telemetry::init_trace_export(&config.tracing, "cairnctl")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_test_harness::config_reference::{accepted_settings, mismatches, Reference};
+
+    /// Every setting cairnctl reads is documented in the reference's shared tables.
+    #[test]
+    fn every_setting_is_documented() {
+        let reference = Reference::of_this_repository();
+        let problems = mismatches(
+            "cairnctl",
+            &accepted_settings(&CliConfig::default()),
+            &Default::default(),
+            &reference.shared,
+        );
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn settings_come_from_the_environment_and_are_validated() {
+        // Only this test sets this variable.
+        std::env::set_var("CAIRN_TRACING__SAMPLING_RATIO", "0.5");
+        let read = CliConfig::from_environment();
+        std::env::set_var("CAIRN_TRACING__SAMPLING_RATIO", "1.5");
+        let refused = CliConfig::from_environment();
+        std::env::remove_var("CAIRN_TRACING__SAMPLING_RATIO");
+        assert_eq!(read.expect("a valid ratio").tracing.sampling_ratio, 0.5);
+        let error = refused.expect_err("a ratio above 1 is refused");
+        assert!(error.contains("tracing.sampling_ratio"), "{error}");
+    }
+}
