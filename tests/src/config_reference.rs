@@ -86,7 +86,8 @@ fn lookup<'a>(root: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(root, |value, key| value.get(key))
 }
 
-/// The settings the reference documents: rows of its tables whose header starts with `field`.
+/// The settings the reference documents: rows of its tables whose header starts with `field`,
+/// and the second column of its tables of environment variables (`| variable | field |`).
 /// A row names one or more settings in backticks in its first cell (`` `log`, `tracing` ``);
 /// under a heading that starts with a backticked name (`` ### `raft`: … ``) the names are
 /// relative to that table.
@@ -97,6 +98,25 @@ pub struct Reference {
     /// Each binary's part, keyed by the backticked binary name of its top heading
     /// (`` # Gateway configuration (`cairn-gateway`) ``).
     pub binaries: BTreeMap<String, BTreeSet<String>>,
+    /// The example variables and the setting each is said to set
+    /// (`CAIRN_RAFT__HEARTBEAT_INTERVAL_MS`, `raft.heartbeat_interval_ms`).
+    pub variables: Vec<(String, String)>,
+}
+
+/// The kind of table a row belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Other,
+    /// `| field | type | … |`: the first cell names settings.
+    Fields,
+    /// `| variable | field |`: an example variable, then the setting it sets.
+    Variables,
+}
+
+/// The setting an environment variable sets: `CAIRN_` removed, lowercased, `__` nesting.
+pub fn setting_of_variable(variable: &str) -> Option<String> {
+    let name = variable.strip_prefix("CAIRN_")?;
+    Some(name.to_lowercase().replace("__", "."))
 }
 
 impl Reference {
@@ -104,7 +124,7 @@ impl Reference {
         let mut reference = Reference::default();
         let mut binary: Option<String> = None;
         let mut prefix = String::new();
-        let mut in_field_table = false;
+        let mut table = Table::Other;
         let mut in_code = false;
         for line in markdown.lines() {
             if line.trim_start().starts_with("```") {
@@ -119,7 +139,7 @@ impl Reference {
                     .into_iter()
                     .find(|name| name.starts_with("cairn"));
                 prefix.clear();
-                in_field_table = false;
+                table = Table::Other;
                 continue;
             }
             if line.starts_with('#') {
@@ -128,26 +148,46 @@ impl Reference {
                     Some(table) if heading.starts_with('`') => format!("{table}."),
                     _ => String::new(),
                 };
-                in_field_table = false;
+                table = Table::Other;
                 continue;
             }
-            let Some(row) = line.strip_prefix('|') else {
-                in_field_table = false;
+            let Some(row) = line.trim_start().strip_prefix('|') else {
+                table = Table::Other;
                 continue;
             };
-            let first_cell = row.split('|').next().unwrap_or_default().trim();
-            if first_cell == "field" {
-                in_field_table = true;
-                continue;
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            match (cells[0], cells.get(1).copied()) {
+                ("field", _) => {
+                    table = Table::Fields;
+                    continue;
+                }
+                ("variable", Some("field")) => {
+                    table = Table::Variables;
+                    continue;
+                }
+                (first, _) if first.starts_with("---") => continue,
+                _ => {}
             }
-            if !in_field_table || first_cell.starts_with("---") {
-                continue;
-            }
+            let names = match table {
+                Table::Other => continue,
+                Table::Fields => backticked(cells[0]),
+                Table::Variables => {
+                    let (Some(example), Some(setting)) = (
+                        backticked(cells[0]).into_iter().next(),
+                        cells.get(1).and_then(|cell| backticked(cell).into_iter().next()),
+                    ) else {
+                        continue;
+                    };
+                    let variable = example.split('=').next().unwrap_or_default().to_string();
+                    reference.variables.push((variable, setting.clone()));
+                    vec![setting]
+                }
+            };
             let documented = match &binary {
                 Some(binary) => reference.binaries.entry(binary.clone()).or_default(),
                 None => &mut reference.shared,
             };
-            for name in backticked(first_cell) {
+            for name in names {
                 documented.insert(format!("{prefix}{name}"));
             }
         }
@@ -255,6 +295,13 @@ mod tests {
         \n\
         # Sample configuration (`cairn-sample`)\n\
         \n\
+        3. **Environment**:\n\
+        \n\
+        \x20  | variable | field |\n\
+        \x20  |---|---|\n\
+        \x20  | `CAIRN_NESTED__TIMEOUT_MS=5` | `nested.timeout_ms` |\n\
+        \x20  | `CAIRN_PORT=1` | `port` |\n\
+        \n\
         | flag | sets |\n\
         |---|---|\n\
         | `--port` | `port` |\n\
@@ -282,6 +329,17 @@ mod tests {
     fn field_tables_are_read_relative_to_their_heading() {
         let reference = Reference::parse(DOC);
         assert_eq!(reference.shared, set(&["log.format"]));
+        assert_eq!(
+            reference.variables,
+            [
+                ("CAIRN_NESTED__TIMEOUT_MS".to_string(), "nested.timeout_ms".to_string()),
+                ("CAIRN_PORT".to_string(), "port".to_string())
+            ]
+        );
+        assert_eq!(
+            setting_of_variable("CAIRN_NESTED__TIMEOUT_MS").as_deref(),
+            Some("nested.timeout_ms")
+        );
         assert_eq!(
             reference.binaries["cairn-sample"],
             set(&["gone_ms", "labels", "nested", "nested.timeout_ms", "port"])

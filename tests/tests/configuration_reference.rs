@@ -4,7 +4,9 @@
 //! (`accepted_settings`), so a field added without documentation fails here. (`cairnctl`'s
 //! settings are checked in `crates/cli`.)
 
-use cairn_test_harness::config_reference::{accepted_settings, mismatches, Accepted, Reference};
+use cairn_test_harness::config_reference::{
+    accepted_settings, mismatches, setting_of_variable, Accepted, Reference,
+};
 
 #[test]
 fn every_setting_is_documented_and_every_documented_setting_exists() {
@@ -30,6 +32,11 @@ fn every_setting_is_documented_and_every_documented_setting_exists() {
             .get(*binary)
             .unwrap_or_else(|| panic!("docs/configuration.md has no part for {binary}"));
         problems.extend(mismatches(binary, accepted, own, &reference.shared));
+    }
+    for (variable, setting) in &reference.variables {
+        if setting_of_variable(variable).as_deref() != Some(setting.as_str()) {
+            problems.push(format!("`{variable}` does not set `{setting}`"));
+        }
     }
     for name in &reference.shared {
         if !binaries.iter().any(|(_, accepted)| accepted.contains(name)) {
