@@ -79,7 +79,8 @@ fn with_default_table<T: Serialize + DeserializeOwned>(root: &Value, path: &[Str
     *slot = Value::Object(Default::default());
     let config: T = serde_json::from_value(probe).ok()?;
     let written = serde_json::to_value(&config).ok()?;
-    lookup(&written, path)?.is_object().then_some(written)
+    let is_table = lookup(&written, path)?.is_object();
+    is_table.then_some(written)
 }
 
 fn lookup<'a>(root: &'a Value, path: &[String]) -> Option<&'a Value> {

@@ -320,7 +320,7 @@ impl ShardReplica {
         ))
         .await;
         let raft = match started {
-            Ok(raft) => raft,
+            Ok(outcome) => outcome,
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
             Err(join) => {
                 return Err(ReplicaError::Stopped {
