@@ -70,7 +70,10 @@ fn walk<T: Serialize + DeserializeOwned>(
 
 /// `root` with an empty table at `path`, read as `T` and written out again: the defaults of an
 /// optional table appear there. `None` when `T` refuses a table at `path`.
-fn with_default_table<T: Serialize + DeserializeOwned>(root: &Value, path: &[String]) -> Option<Value> {
+fn with_default_table<T: Serialize + DeserializeOwned>(
+    root: &Value,
+    path: &[String],
+) -> Option<Value> {
     let mut probe = root.clone();
     let mut slot = &mut probe;
     for key in path {
@@ -175,7 +178,9 @@ impl Reference {
                 Table::Variables => {
                     let (Some(example), Some(setting)) = (
                         backticked(cells[0]).into_iter().next(),
-                        cells.get(1).and_then(|cell| backticked(cell).into_iter().next()),
+                        cells
+                            .get(1)
+                            .and_then(|cell| backticked(cell).into_iter().next()),
                     ) else {
                         continue;
                     };
@@ -333,7 +338,10 @@ mod tests {
         assert_eq!(
             reference.variables,
             [
-                ("CAIRN_NESTED__TIMEOUT_MS".to_string(), "nested.timeout_ms".to_string()),
+                (
+                    "CAIRN_NESTED__TIMEOUT_MS".to_string(),
+                    "nested.timeout_ms".to_string()
+                ),
                 ("CAIRN_PORT".to_string(), "port".to_string())
             ]
         );

@@ -334,7 +334,12 @@ mod tests {
             ("compact", &["7"]),
             (
                 "unsafe recover-shard",
-                &["1", "--from-node", "2", "--yes-i-may-lose-acknowledged-writes"],
+                &[
+                    "1",
+                    "--from-node",
+                    "2",
+                    "--yes-i-may-lose-acknowledged-writes",
+                ],
             ),
             ("dev certs", &["--out", "/tmp/certs"]),
         ] {

@@ -17,9 +17,11 @@ impl CliConfig {
     /// The defaults overlaid with `CAIRN_*` variables, validated. Variables that name no
     /// field of cairnctl (`CAIRN_ENDPOINTS`, the servers' settings) are ignored.
     pub fn from_environment() -> Result<Self, String> {
-        let config: CliConfig =
-            cairn_telemetry::layered_config(&CliConfig::default(), None, &[])?;
-        config.tracing.validate().map_err(|error| error.to_string())?;
+        let config: CliConfig = cairn_telemetry::layered_config(&CliConfig::default(), None, &[])?;
+        config
+            .tracing
+            .validate()
+            .map_err(|error| error.to_string())?;
         Ok(config)
     }
 }

@@ -186,10 +186,8 @@ pub(crate) fn tracer_provider(
     let mut resource = opentelemetry_sdk::Resource::builder().with_service_name(service_name);
     // A process without an address of its own (cairnctl) has no instance id.
     if !instance.is_empty() {
-        resource = resource.with_attribute(KeyValue::new(
-            "service.instance.id",
-            instance.to_string(),
-        ));
+        resource =
+            resource.with_attribute(KeyValue::new("service.instance.id", instance.to_string()));
     }
     Ok(SdkTracerProvider::builder()
         .with_span_processor(
