@@ -12,6 +12,7 @@
 //! through server crates, so it tests what an operator or client would see.
 
 mod cluster;
+pub mod config_reference;
 mod faults;
 mod hosting;
 pub mod nemesis;

@@ -150,6 +150,28 @@ pub enum Command {
     Dev(DevCommand),
 }
 
+impl Command {
+    /// The command as typed, without its arguments (`cluster status`): the name of its span.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Put { .. } => "put",
+            Command::Get { .. } => "get",
+            Command::Del { .. } => "del",
+            Command::Scan(_) => "scan",
+            Command::Txn(TxnCommand::Cas { .. }) => "txn cas",
+            Command::Txn(TxnCommand::PutIfAbsent { .. }) => "txn put-if-absent",
+            Command::Cluster(ClusterCommand::Status) => "cluster status",
+            Command::Cluster(ClusterCommand::Members) => "cluster members",
+            Command::Cluster(ClusterCommand::Shards) => "cluster shards",
+            Command::Join { .. } => "join",
+            Command::Leave { .. } => "leave",
+            Command::Compact { .. } => "compact",
+            Command::Unsafe(UnsafeCommand::RecoverShard { .. }) => "unsafe recover-shard",
+            Command::Dev(DevCommand::Certs { .. }) => "dev certs",
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, Subcommand)]
 pub enum DevCommand {
     /// Write a throw-away CA and a certificate per role (node, coordinator, gateway) plus a
@@ -292,6 +314,39 @@ mod tests {
                 .iter()
                 .chain(args),
         )
+    }
+
+    /// A command's span is named as the command is typed.
+    #[test]
+    fn command_names_are_the_words_typed() {
+        for (words, rest) in [
+            ("put", &["k", "v"][..]),
+            ("get", &["k"]),
+            ("del", &["k"]),
+            ("scan", &["--prefix", "p"]),
+            ("txn cas", &["k", "--value", "v", "--expect-version", "1"]),
+            ("txn put-if-absent", &["k", "v"]),
+            ("cluster status", &[]),
+            ("cluster members", &[]),
+            ("cluster shards", &[]),
+            ("join", &["10.0.0.1:7101"]),
+            ("leave", &["3"]),
+            ("compact", &["7"]),
+            (
+                "unsafe recover-shard",
+                &[
+                    "1",
+                    "--from-node",
+                    "2",
+                    "--yes-i-may-lose-acknowledged-writes",
+                ],
+            ),
+            ("dev certs", &["--out", "/tmp/certs"]),
+        ] {
+            let args: Vec<&str> = words.split(' ').chain(rest.iter().copied()).collect();
+            let command = parse(&args).unwrap().command;
+            assert_eq!(command.name(), words, "{args:?}");
+        }
     }
 
     #[test]

@@ -38,12 +38,16 @@
 //! | 4 | condition failed: `txn cas` / `txn put-if-absent` did not write |
 //!
 //! Failures print one line to stderr starting with `error: ` that says what to do.
+//!
+//! Each command runs in a `cairnctl <command>` span (the root of its trace when trace export
+//! is configured, see `trace_export`), so its calls to the gateway are one trace.
 
 pub mod args;
 pub mod exit;
 pub mod output;
 pub mod recovery;
 pub mod table;
+pub mod trace_export;
 
 use args::{
     Cli, ClusterCommand, Command, DevCommand, Expect, OutputFormat, ScanArgs, TxnCommand,
@@ -57,6 +61,7 @@ use clap::Parser;
 use output::{bytes_cell, Report};
 use std::io::Write;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Longest time to open a connection to one gateway, so that a dead first gateway leaves
 /// time to try the others within `--timeout`.
@@ -92,10 +97,19 @@ pub async fn run(args: Vec<String>, out: &mut impl Write, err: &mut impl Write) 
         tls,
         ..ClientConfig::default()
     };
-    let result = match Client::connect(config).await {
-        Ok(client) => execute(&client, &cli.command).await,
-        Err(error) => Err(error),
-    };
+    let span = tracing::info_span!(
+        "cairnctl",
+        otel.name = %format_args!("cairnctl {}", cli.command.name()),
+        otel.kind = "client",
+    );
+    let result = async {
+        match Client::connect(config).await {
+            Ok(client) => execute(&client, &cli.command).await,
+            Err(error) => Err(error),
+        }
+    }
+    .instrument(span)
+    .await;
     let report = match result {
         Ok(report) => report,
         Err(error) => {

@@ -5,7 +5,10 @@
 //! attempt. A call goes to the last coordinator that answered, then to every other address;
 //! a not-leader answer's hint is tried next. Whether a failure is tried again is
 //! `cairn_proto::retry::classify`'s answer for the call's idempotency (D46). Attempts and
-//! per-call time are bounded. This crate depends on the protocol only, never on server crates.
+//! per-call time are bounded. Every call carries the caller's trace context (W3C
+//! `traceparent`, when the caller's span is sampled), so a client request that reaches the
+//! coordinator through a gateway stays one trace. This crate depends on the protocol only,
+//! never on server crates.
 //!
 //! [`TimestampClient`] is the process's client of the timestamp oracle: one batching queue
 //! for every caller in the process.
@@ -19,9 +22,14 @@ pub use timestamps::{
 use cairn_proto::coordinator::v1 as pb;
 use cairn_proto::coordinator::v1::coordinator_client::CoordinatorClient as GrpcClient;
 use cairn_proto::retry::{classify, Backoff, Idempotency};
+use cairn_trace_context::InjectTraceContext;
 use std::future::Future;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// A coordinator's gRPC client whose calls carry the caller's trace context.
+pub type CoordinatorGrpc = GrpcClient<InterceptedService<Channel, InjectTraceContext>>;
 
 /// Rounds over every known coordinator before one call gives up.
 const ROUNDS_MAX: u32 = 12;
@@ -76,13 +84,16 @@ impl CoordinatorClient {
         out
     }
 
-    pub fn client(&self, address: &str) -> Option<GrpcClient<Channel>> {
+    pub fn client(&self, address: &str) -> Option<CoordinatorGrpc> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .ok()?
             .connect_timeout(self.rpc_timeout)
             .timeout(self.rpc_timeout)
             .tcp_nodelay(true);
-        Some(GrpcClient::new(self.tls.connect_lazy(endpoint, None)))
+        Some(GrpcClient::with_interceptor(
+            self.tls.connect_lazy(endpoint, None),
+            InjectTraceContext,
+        ))
     }
 
     /// Calls `call` on the coordinator leader, following hints and trying every address, as
@@ -94,7 +105,7 @@ impl CoordinatorClient {
         mut call: F,
     ) -> Result<T, tonic::Status>
     where
-        F: FnMut(GrpcClient<Channel>) -> Fut,
+        F: FnMut(CoordinatorGrpc) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut last_error = tonic::Status::unavailable("no coordinator address resolved");

@@ -78,11 +78,13 @@ impl CoordinatorService {
     }
 }
 
+/// `message` marked as passed on, carrying the trace context of the request it continues.
 fn forwarded<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request
         .metadata_mut()
         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    cairn_trace_context::inject(request.metadata_mut());
     request
 }
 

@@ -42,6 +42,16 @@ impl tonic::service::Interceptor for NodeCall {
 }
 use tonic::Status;
 
+/// Longest the gateway waits to open a connection to a storage node.
+pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an HTTP/2 ping goes to a storage node over a connection with calls in flight,
+/// so that a node that vanished without closing its connections (a dead host, a cut link) is
+/// noticed within about a keep-alive interval plus timeout, instead of when the calls time out.
+pub const NODE_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection is closed and its calls fail
+/// (hyper's default, written out so that both halves of the rule are in one place).
+pub const NODE_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Which replica a request needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -112,9 +122,10 @@ impl Router {
             None => {
                 let channel = Endpoint::from_shared(format!("http://{address}"))
                     .map_err(|e| Status::internal(format!("bad node address {address:?}: {e}")))?
-                    .connect_timeout(Duration::from_secs(2))
+                    .connect_timeout(NODE_CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10));
+                    .http2_keep_alive_interval(NODE_KEEP_ALIVE_INTERVAL)
+                    .keep_alive_timeout(NODE_KEEP_ALIVE_TIMEOUT);
                 let channel = self.maps.tls.connect_lazy(channel, self.outbound_bind_ip);
                 channels.insert(address.to_string(), channel.clone());
                 channel

@@ -121,7 +121,9 @@ where
         let parent = cairn_trace_context::extract(request.headers());
         let span = if parent.is_none() && is_background(&method) {
             // Raft heartbeats, node heartbeats and health probes are many and routine: they
-            // join a trace that reaches them but never start one of their own.
+            // join a trace that reaches them, and otherwise get no span at all. Other internal
+            // calls get a span (their log lines name the method), which the sampler keeps out
+            // of traces unless the caller sent its context (`tracing_export::starts_trace`).
             tracing::Span::none()
         } else {
             tracing::info_span!(

@@ -17,13 +17,15 @@ pub use config_check::{check_socket_address, config_error, ConfigError};
 pub use grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
 pub use http::{serve_http, start_http, HttpConfig, Readiness};
 pub use layered_config::{layered_config, unknown_file_keys};
-pub use logging::{init_logging, init_telemetry, LogConfig, LogFormat, Telemetry};
+pub use logging::{
+    init_logging, init_telemetry, init_trace_export, LogConfig, LogFormat, Telemetry,
+};
 pub use prometheus;
 pub use shutdown::{
     serve_bounded, until_deadline, ShutdownDeadlines, Stopping, SHUTDOWN_GRACE_MS_DEFAULT,
     SHUTDOWN_GRACE_MS_MIN,
 };
-pub use tracing_export::TracingConfig;
+pub use tracing_export::{starts_trace, TracingConfig};
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM), so every binary shuts
 /// down the same way.

@@ -113,6 +113,28 @@ pub fn init_telemetry(
     Ok(Telemetry { provider })
 }
 
+/// Trace export only, for a command-line tool whose stdout is its output (`cairnctl`): no log
+/// lines are written anywhere; when `tracing_config.otlp_endpoint` is set, spans at `info`
+/// and above are sent under `service_name`. With export off nothing is installed. Call inside
+/// the Tokio runtime, and [`Telemetry::shutdown`] before exiting.
+pub fn init_trace_export(
+    tracing_config: &TracingConfig,
+    service_name: &str,
+) -> Result<Telemetry, String> {
+    if !tracing_config.enabled() {
+        return Ok(Telemetry { provider: None });
+    }
+    let provider = tracer_provider(tracing_config, service_name, "")?;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer(&provider)))
+        .try_init()
+        .map_err(|error| format!("cannot install the trace exporter: {error}"))?;
+    Ok(Telemetry {
+        provider: Some(provider),
+    })
+}
+
 /// Logs only, no trace export (tools and tests).
 pub fn init_logging(config: &LogConfig) -> Result<(), String> {
     init_telemetry(config, &TracingConfig::default(), "cairn", "").map(|_| ())

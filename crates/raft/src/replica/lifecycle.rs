@@ -81,14 +81,28 @@ impl ShardReplica {
             channels: context.channels.clone(),
             counters: counters.clone(),
         };
-        let raft = Raft::new(
+        // Started in a task of its own: openraft runs the instance's tasks for its whole life
+        // inside the span current at `Raft::new`, and a replica is often opened while serving
+        // a request (`CreateReplica`); that request's span would stay open until the process
+        // stops, and the replica's Raft work would appear under it.
+        let started = tokio::spawn(Raft::new(
             context.node_id,
             raft_config,
             network,
             log_store,
             state_machine,
-        )
-        .await
+        ))
+        .await;
+        let raft = match started {
+            Ok(outcome) => outcome,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(join) => {
+                return Err(ReplicaError::Stopped {
+                    shard,
+                    reason: join.to_string(),
+                })
+            }
+        }
         .map_err(|fatal| ReplicaError::Stopped {
             shard,
             reason: fatal.to_string(),
@@ -393,5 +407,50 @@ mod tests {
             opened.elapsed()
         );
         reopened.raft().shutdown().await.unwrap();
+    }
+
+    /// Records the names of the spans that close.
+    struct SpanCloses(Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+    impl<S> tracing_subscriber::Layer<S> for SpanCloses
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+            if let Some(span) = ctx.span(&id) {
+                self.0.lock().unwrap().push(span.name());
+            }
+        }
+    }
+
+    /// A replica opened while a request is served (`CreateReplica`) does not keep the
+    /// request's span open for its life: the Raft instance's tasks run outside it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_opened_replica_does_not_hold_the_span_it_was_opened_in() {
+        use tracing::Instrument;
+        use tracing_subscriber::layer::SubscriberExt;
+        let closed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(SpanCloses(closed.clone()));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::database::open_database(
+            &dir.path().join("db"),
+            &Default::default(),
+            Default::default(),
+        )
+        .unwrap();
+        let context = context(db, dir.path().join("snapshots"), LinearizableReads::Lease);
+
+        let request = tracing::info_span!("create_replica_request");
+        let replica = ShardReplica::open(context, ShardId(1))
+            .instrument(request)
+            .await
+            .unwrap();
+        assert!(
+            closed.lock().unwrap().contains(&"create_replica_request"),
+            "the request's span is still open while the replica runs: {:?}",
+            closed.lock().unwrap()
+        );
+        replica.raft().shutdown().await.unwrap();
     }
 }
