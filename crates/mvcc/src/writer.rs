@@ -54,6 +54,9 @@ pub fn leadership_refusal(fetched_in_term: u64, entry_term: u64) -> Option<Refus
     })
 }
 
+/// A key's newest record and its revision (`None`: the key has no version).
+type NewestRecord = Option<(Revision, WriteRecord)>;
+
 /// Builds the mutations of one command at one revision, reading the versions it replaces.
 pub struct VersionWriter<'v, V: MvccView> {
     reader: MvccReader<'v, V>,
@@ -64,7 +67,7 @@ pub struct VersionWriter<'v, V: MvccView> {
     /// for the new version's counters: one seek serves all three (each seek creates a
     /// RocksDB iterator, the largest cost of a write's apply). Kept true by [`Self::push`],
     /// the only way this writer changes a key.
-    newest: RefCell<HashMap<Vec<u8>, Option<(Revision, WriteRecord)>>>,
+    newest: RefCell<HashMap<Vec<u8>, NewestRecord>>,
 }
 
 impl<'v, V: MvccView> VersionWriter<'v, V> {
@@ -78,7 +81,7 @@ impl<'v, V: MvccView> VersionWriter<'v, V> {
     }
 
     /// The newest record of `user_key` (tombstones included, markers skipped), read once.
-    fn newest(&self, user_key: &[u8]) -> Result<Option<(Revision, WriteRecord)>> {
+    fn newest(&self, user_key: &[u8]) -> Result<NewestRecord> {
         if let Some(known) = self.newest.borrow().get(user_key) {
             return Ok(known.clone());
         }
