@@ -12,6 +12,7 @@
 // The service's futures nest the replica's read barrier (lease, then ReadIndex) deeply.
 #![recursion_limit = "256"]
 
+pub mod auth_store;
 pub mod compaction;
 pub mod config;
 pub mod coordinator;
