@@ -469,6 +469,8 @@ mod tests {
                 ..
             })
         ));
+        let grant = parse(&["user", "grant-role", "root", "root"]).unwrap();
+        assert_eq!(grant.user, None, "a positional USER is not --user");
         assert!(matches!(
             parse(&["auth", "enable"]).unwrap().command,
             Command::Auth(AuthCommand::Enable)
