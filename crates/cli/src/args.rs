@@ -30,9 +30,15 @@ TLS:
   --cacert FILE turns TLS on (an https:// endpoint needs it); --cert and --key present a
   client certificate to gateways that ask for one. See docs/security.md.
 
+AUTH:
+  --user NAME[:PASSWORD] signs in as NAME (a token from the gateway rides with the request).
+  Without :PASSWORD the password comes from CAIRN_PASSWORD, else a prompt that does not echo.
+  A client certificate's common name is the user when --user is not given.
+
 ENVIRONMENT:
   CAIRN_ENDPOINTS  default for --endpoints (comma-separated host:port)
-  CAIRN_CACERT, CAIRN_CERT, CAIRN_KEY  defaults for --cacert, --cert, --key";
+  CAIRN_CACERT, CAIRN_CERT, CAIRN_KEY  defaults for --cacert, --cert, --key
+  CAIRN_USER       default for --user; CAIRN_PASSWORD  its password";
 
 /// Command-line client for a Cairn cluster.
 #[derive(Debug, Parser)]
@@ -81,6 +87,16 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub key: Option<PathBuf>,
+
+    /// Sign in as NAME (password after a colon, from CAIRN_PASSWORD, or prompted).
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_USER",
+        value_name = "NAME[:PASSWORD]",
+        hide_env_values = true
+    )]
+    pub user: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -148,6 +164,98 @@ pub enum Command {
     /// Tools for local development (not for production).
     #[command(subcommand)]
     Dev(DevCommand),
+    /// Users: add, delete, list, change a password, grant and revoke roles.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Roles and their permissions on keys, prefixes and ranges.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Turn authentication and authorization on or off, or show whether they are on.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password after a colon, else prompted (twice, not echoed).
+    Add {
+        #[arg(value_name = "NAME[:PASSWORD]")]
+        name: String,
+        /// The user signs in with a client certificate only (its common name is NAME).
+        #[arg(long)]
+        no_password: bool,
+    },
+    /// Delete a user.
+    Delete { name: String },
+    /// Every user and its roles.
+    List,
+    /// Change a user's password (every token issued for the old one stops working).
+    Passwd {
+        #[arg(value_name = "NAME[:PASSWORD]")]
+        name: String,
+    },
+    /// Give USER the permissions of ROLE (`root` makes USER an administrator).
+    GrantRole { user: String, role: String },
+    /// Take ROLE from USER.
+    RevokeRole { user: String, role: String },
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum RoleCommand {
+    /// Add a role without permissions.
+    Add { name: String },
+    /// Delete a role; users holding it lose it.
+    Delete { name: String },
+    /// Every role and its permissions.
+    List,
+    /// Let ROLE read, write or both: KEY alone, [KEY, END), every key with prefix KEY
+    /// (--prefix), or every key from KEY on (--from-key).
+    GrantPermission {
+        role: String,
+        #[arg(value_enum)]
+        kind: PermissionKindArg,
+        #[command(flatten)]
+        keys: PermissionKeys,
+    },
+    /// Remove ROLE's permission on exactly these keys, whatever its kind.
+    RevokePermission {
+        role: String,
+        #[command(flatten)]
+        keys: PermissionKeys,
+    },
+}
+
+/// The keys of a permission, as etcdctl writes them.
+#[derive(Debug, PartialEq, Eq, Args)]
+pub struct PermissionKeys {
+    #[arg(value_name = "KEY")]
+    pub key: String,
+    /// End of the range (exclusive).
+    #[arg(value_name = "END", conflicts_with_all = ["prefix", "from_key"])]
+    pub end: Option<String>,
+    /// Every key beginning with KEY.
+    #[arg(long, conflicts_with = "from_key")]
+    pub prefix: bool,
+    /// Every key from KEY to the end of the key space.
+    #[arg(long)]
+    pub from_key: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PermissionKindArg {
+    Read,
+    Write,
+    Readwrite,
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum AuthCommand {
+    /// Turn auth on: needs a user `root` holding the role `root`.
+    Enable,
+    /// Turn auth off: every client may do everything again.
+    Disable,
+    /// Whether auth is on, and the auth revision.
+    Status,
 }
 
 impl Command {
@@ -368,6 +476,60 @@ mod tests {
         assert!(matches!(at.command, Command::Get { revision: 42, .. }));
         let compact = parse(&["compact", "7"]).unwrap();
         assert_eq!(compact.command, Command::Compact { revision: 7 });
+    }
+
+    #[test]
+    fn auth_commands_parse() {
+        let cli = parse(&[
+            "--user",
+            "root:pw",
+            "role",
+            "grant-permission",
+            "r",
+            "read",
+            "a/",
+            "--prefix",
+        ])
+        .unwrap();
+        assert_eq!(cli.user.as_deref(), Some("root:pw"));
+        assert_eq!(
+            cli.command,
+            Command::Role(RoleCommand::GrantPermission {
+                role: "r".into(),
+                kind: PermissionKindArg::Read,
+                keys: PermissionKeys {
+                    key: "a/".into(),
+                    end: None,
+                    prefix: true,
+                    from_key: false,
+                },
+            })
+        );
+        assert!(parse(&[
+            "role",
+            "grant-permission",
+            "r",
+            "read",
+            "a",
+            "b",
+            "--prefix"
+        ])
+        .is_err());
+        assert!(matches!(
+            parse(&["user", "add", "alice", "--no-password"])
+                .unwrap()
+                .command,
+            Command::User(UserCommand::Add {
+                no_password: true,
+                ..
+            })
+        ));
+        let grant = parse(&["user", "grant-role", "root", "root"]).unwrap();
+        assert_eq!(grant.user, None, "a positional USER is not --user");
+        assert!(matches!(
+            parse(&["auth", "enable"]).unwrap().command,
+            Command::Auth(AuthCommand::Enable)
+        ));
     }
 
     #[test]

@@ -18,7 +18,13 @@
 //!   cluster status|members|shards
 //!   join ADDRESS [--label k=v]...
 //!   leave NODE_ID
+//!   user add|delete|list|passwd|grant-role|revoke-role ...
+//!   role add|delete|list|grant-permission|revoke-permission ...
+//!   auth enable|disable|status
 //! ```
+//!
+//! `--user NAME[:PASSWORD]` signs in (password from `CAIRN_PASSWORD` or a prompt when not
+//! given); `--cacert`, `--cert`, `--key` set up TLS (docs/security.md).
 //!
 //! `--endpoints` defaults to `$CAIRN_ENDPOINTS`, else `127.0.0.1:7000`.
 //!
@@ -43,6 +49,7 @@
 //! is configured, see `trace_export`), so its calls to the gateway are one trace.
 
 pub mod args;
+pub mod auth;
 pub mod exit;
 pub mod output;
 pub mod recovery;
@@ -90,11 +97,19 @@ pub async fn run(args: Vec<String>, out: &mut impl Write, err: &mut impl Write) 
             return exit::USAGE;
         }
     };
+    let credentials = match cli.user.as_deref().map(auth::credentials).transpose() {
+        Ok(credentials) => credentials,
+        Err(message) => {
+            let _ = writeln!(err, "error: {message}");
+            return exit::USAGE;
+        }
+    };
     let config = ClientConfig {
         endpoints: cli.endpoints.clone(),
         request_timeout: cli.timeout,
         connect_timeout: cli.timeout.min(CONNECT_TIMEOUT_MAX),
         tls,
+        credentials,
         ..ClientConfig::default()
     };
     let span = tracing::info_span!(
@@ -302,6 +317,9 @@ async fn execute(client: &Client, command: &Command) -> Result<Report, Error> {
             node_id: *node_id,
             draining: client.leave(NodeId(*node_id)).await?,
         },
+        Command::User(command) => Report::Auth(auth::user(client, command).await?),
+        Command::Role(command) => Report::Auth(auth::role(client, command).await?),
+        Command::Auth(command) => Report::Auth(auth::auth(client, command).await?),
         Command::Dev(_) => unreachable!("dev commands run before a client is made"),
     };
     Ok(report)

@@ -56,6 +56,8 @@ pub enum Report {
         draining: bool,
     },
     Recovered(proto::UnsafeRecoverShardResponse),
+    /// `user`, `role` and `auth` commands.
+    Auth(crate::auth::AuthReport),
 }
 
 impl Report {
@@ -158,6 +160,7 @@ impl Report {
             }),
             Report::Join { node_id } => json!({ "node_id": node_id }),
             Report::Recovered(recovered) => crate::recovery::json(recovered),
+            Report::Auth(report) => report.json(),
             Report::Leave { node_id, draining } => {
                 json!({ "node_id": node_id, "draining": draining })
             }
@@ -312,6 +315,7 @@ impl Report {
             }
             Report::Join { node_id } => table(&["NODE_ID"], &[vec![node_id.to_string()]]),
             Report::Recovered(recovered) => crate::recovery::table(recovered),
+            Report::Auth(report) => report.table(),
             Report::Leave { node_id, draining } => table(
                 &["NODE_ID", "DRAINING"],
                 &[vec![node_id.to_string(), draining.to_string()]],

@@ -42,6 +42,8 @@ struct Inner {
     /// Index into `gateways` of the one to try first: the last that answered.
     preferred: AtomicUsize,
     writes: WriteIds,
+    /// The token for `config.credentials`, once authenticated.
+    token: tokio::sync::Mutex<Option<crate::auth::Token>>,
 }
 
 #[derive(Debug)]
@@ -102,6 +104,7 @@ impl Client {
                 gateways,
                 preferred: AtomicUsize::new(0),
                 writes: WriteIds::new(client_id),
+                token: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -113,6 +116,10 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn token_cache(&self) -> &tokio::sync::Mutex<Option<crate::auth::Token>> {
+        &self.inner.token
     }
 
     /// Writes `value` under `key`.
@@ -348,11 +355,15 @@ impl Client {
     ///
     /// The call runs in a `cairn.client` span (a child of the caller's span); requests built
     /// with [`request`] carry its trace context to the gateway.
+    ///
+    /// With credentials configured, every attempt carries the client's token; a call refused
+    /// as UNAUTHENTICATED (the token expired, or the password changed) authenticates again
+    /// and runs once more (nothing ran: the gateway checks credentials first).
     pub(crate) async fn call<T, F, Fut>(
         &self,
         what: &'static str,
         idempotency: Idempotency,
-        attempt: F,
+        mut attempt: F,
     ) -> Result<T>
     where
         F: FnMut(Channel, Duration) -> Fut,
@@ -364,8 +375,39 @@ impl Client {
             otel.kind = "client",
             rpc.method = what,
         );
-        self.call_with_retries(what, idempotency, attempt)
-            .instrument(span)
+        async {
+            let token = self.token(false).await?;
+            let first = self
+                .call_with_retries(what, idempotency, &mut attempt, token.clone())
+                .await;
+            match first {
+                Err(Error::Rejected {
+                    code: tonic::Code::Unauthenticated,
+                    ..
+                }) if token.is_some() => {
+                    let token = self.token(true).await?;
+                    self.call_with_retries(what, idempotency, attempt, token)
+                        .await
+                }
+                other => other,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// As [`Client::call`], sending no token (to authenticate).
+    pub(crate) async fn call_without_token<T, F, Fut>(
+        &self,
+        what: &'static str,
+        idempotency: Idempotency,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_with_retries(what, idempotency, attempt, None)
             .await
     }
 
@@ -374,6 +416,7 @@ impl Client {
         what: &'static str,
         idempotency: Idempotency,
         mut attempt: F,
+        token: Option<String>,
     ) -> Result<T>
     where
         F: FnMut(Channel, Duration) -> Fut,
@@ -392,8 +435,10 @@ impl Client {
                 return Err(self.deadline_error(what, attempt_number, connection_failures, last));
             }
             let gateway = &gateways[index];
-            let outcome =
-                tokio::time::timeout(remaining, attempt(gateway.channel.clone(), remaining)).await;
+            let call = crate::auth::with_token(token.clone(), || {
+                attempt(gateway.channel.clone(), remaining)
+            });
+            let outcome = tokio::time::timeout(remaining, call).await;
             let status = match outcome {
                 Ok(Ok(response)) => {
                     self.inner.preferred.store(index, Ordering::Relaxed);
@@ -516,6 +561,7 @@ pub(crate) fn request<T>(message: T, remaining: Duration) -> tonic::Request<T> {
     request.set_timeout(remaining);
     // The caller's trace continues in the gateway when it is sampled.
     cairn_trace_context::inject(request.metadata_mut());
+    crate::auth::attach_token(&mut request);
     request
 }
 

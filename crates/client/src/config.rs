@@ -33,6 +33,35 @@ pub struct ClientConfig {
     pub retry_backoff_max: Duration,
     /// TLS to the gateways; `None` (the default) is plaintext.
     pub tls: Option<TlsConfig>,
+    /// A user name and password, exchanged for a token (`Authenticate`) that every request
+    /// then carries, for a cluster with auth enabled; renewed before it expires. `None` (the
+    /// default) sends no token: a client certificate in `tls` may name the user instead.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user's name and password (docs/security.md). Its `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl Credentials {
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// How the SDK speaks TLS to the gateways (docs/security.md).
@@ -68,6 +97,7 @@ impl Default for ClientConfig {
             retry_backoff_min: Duration::from_millis(20),
             retry_backoff_max: Duration::from_secs(1),
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -105,6 +135,16 @@ impl ClientConfig {
                 &format!("must be in 1..={RETRY_ATTEMPTS_MAX_CEILING}"),
             ));
         }
+        if self
+            .credentials
+            .as_ref()
+            .is_some_and(|c| c.user.is_empty() || c.password.is_empty())
+        {
+            return Err(invalid(
+                "credentials",
+                "the user name and the password must not be empty",
+            ));
+        }
         if self.retry_backoff_min.is_zero() {
             return Err(invalid("retry_backoff_min", "must be greater than zero"));
         }
@@ -132,6 +172,20 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         ClientConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn credentials_never_show_the_password() {
+        let credentials = Credentials::new("alice", "s3cret");
+        assert!(!format!("{credentials:?}").contains("s3cret"));
+        let config = ClientConfig {
+            credentials: Some(Credentials::new("alice", "")),
+            ..ClientConfig::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(Error::InvalidArgument { field, .. }) if field == "credentials"
+        ));
     }
 
     #[test]

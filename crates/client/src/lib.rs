@@ -1,7 +1,7 @@
 //! The async Rust SDK for Cairn.
 //!
-//! A [`Client`] talks to one or more gateways over the public `cairn.kv.v1` API (`KV` and
-//! `Cluster` services). It:
+//! A [`Client`] talks to one or more gateways over the public `cairn.kv.v1` API (`KV`,
+//! `Cluster` and `Auth` services). It:
 //!
 //! - **retries safely**: transient failures (a gateway down, a leader election, a timeout
 //!   whose outcome is unknown) are retried on the next gateway with jittered exponential
@@ -12,6 +12,9 @@
 //! - **returns typed errors**: [`Error`] is decoded from the gateway's structured
 //!   `ErrorDetail`, never from message text, and [`Error::is_retryable`] says whether the
 //!   same call may succeed later.
+//! - **authenticates**: with [`ClientConfig::credentials`] it exchanges the user name and
+//!   password for a token and sends it with every request, renewing it before it expires;
+//!   a client certificate (`tls`) names the user otherwise (docs/security.md).
 //! - takes plain Rust types (`impl Into<Vec<u8>>`) as arguments and returns the generated
 //!   protobuf types (re-exported as [`proto`]) where those are the simplest answer.
 //!
@@ -53,6 +56,7 @@
 //! # }
 //! ```
 
+mod auth;
 mod client;
 mod cluster;
 mod config;
@@ -66,7 +70,7 @@ pub use cairn_proto::kv::v1 as proto;
 
 pub use cairn_types::{ClientId, NodeId, Sequence};
 pub use client::{Client, ScanResult};
-pub use config::{ClientConfig, TlsConfig, RETRY_ATTEMPTS_MAX_CEILING};
+pub use config::{ClientConfig, Credentials, TlsConfig, RETRY_ATTEMPTS_MAX_CEILING};
 pub use error::{Error, Result};
 pub use options::{
     CasOutcome, Consistency, DeleteOptions, Expectation, GetOptions, PutCondition, PutOptions,

@@ -211,6 +211,42 @@ impl CoordinatorClient {
         .await
     }
 
+    /// A user or role management command on behalf of `acting_user` (docs/security.md). Not
+    /// repeated after a failure that may have acted: a repeated grant would be refused.
+    pub async fn change_auth(
+        &mut self,
+        request: pb::ChangeAuthRequest,
+    ) -> Result<cairn_proto::kv::v1::AuthChangeResponse, tonic::Status> {
+        self.call("change auth", Idempotency::NotIdempotent, |mut c| {
+            let request = request.clone();
+            async move { c.change_auth(request).await }
+        })
+        .await
+    }
+
+    pub async fn auth_status(
+        &mut self,
+        acting_user: String,
+    ) -> Result<cairn_proto::kv::v1::AuthStatusResponse, tonic::Status> {
+        self.call("auth status", Idempotency::Idempotent, |mut c| {
+            let acting_user = acting_user.clone();
+            async move { c.auth_status(pb::AuthStatusRequest { acting_user }).await }
+        })
+        .await
+    }
+
+    /// The auth state, or `unchanged` when it is still at `after_revision`.
+    pub async fn auth_state(
+        &mut self,
+        after_revision: u64,
+    ) -> Result<pb::AuthState, tonic::Status> {
+        self.call("auth state", Idempotency::Idempotent, |mut c| async move {
+            c.get_auth_state(pb::GetAuthStateRequest { after_revision })
+                .await
+        })
+        .await
+    }
+
     /// Opens a shard-map watch on the leader (streams end when leadership moves).
     pub async fn watch_shard_map(
         &mut self,

@@ -38,6 +38,10 @@ pub enum CoordinatorError {
     UnknownNode(u64),
     #[error("replica: {0}")]
     Replica(#[from] ReplicaError),
+    /// Refused by auth: no credentials, not root, or a user or role command that does not
+    /// apply (D88).
+    #[error("{0}")]
+    Auth(#[from] cairn_auth::AuthError),
     #[error("{0}")]
     Internal(String),
 }
@@ -82,6 +86,7 @@ impl From<CoordinatorError> for Status {
                 }),
             ),
             CoordinatorError::UnknownNode(_) => Status::not_found(message),
+            CoordinatorError::Auth(auth) => auth.into(),
             CoordinatorError::Replica(replica) => replica.into(),
             CoordinatorError::Internal(_) => {
                 tracing::error!(error = %message, "coordinator request failed");

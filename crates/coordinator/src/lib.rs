@@ -15,6 +15,7 @@
 // The service's futures nest the replica's read barrier (lease, then ReadIndex) deeply.
 #![recursion_limit = "256"]
 
+pub mod auth_store;
 pub mod cleanup;
 pub mod compaction;
 pub mod config;

@@ -3,6 +3,7 @@
 //! are not passed on: a follower answers FAILED_PRECONDITION with a CoordinatorNotLeader
 //! detail naming the leader's address, which nodes and watchers follow.
 
+use crate::auth_store::AuthStore;
 use crate::compaction::Compaction;
 use crate::coordinator::Coordinator;
 use crate::heartbeat::Heartbeat;
@@ -28,6 +29,7 @@ pub struct CoordinatorService {
     coordinator: Arc<Coordinator>,
     oracle: Arc<TimestampOracle>,
     compaction: Arc<Compaction>,
+    auth: AuthStore,
     /// How a follower reaches the leader to pass a request on.
     tls: cairn_tls::ClientTls,
 }
@@ -38,10 +40,12 @@ impl CoordinatorService {
         oracle: Arc<TimestampOracle>,
         compaction: Arc<Compaction>,
     ) -> Self {
+        let auth = AuthStore::new(coordinator.metadata.replica().clone());
         Self {
             coordinator,
             oracle,
             compaction,
+            auth,
             tls: cairn_tls::ClientTls::plaintext(),
         }
     }
@@ -271,4 +275,82 @@ impl CoordinatorApi for CoordinatorService {
             compact_revision: point.0,
         }))
     }
+
+    #[tracing::instrument(name = "coordinator.change_auth", skip_all)]
+    async fn change_auth(
+        &self,
+        request: Request<pb::ChangeAuthRequest>,
+    ) -> Result<Response<cairn_proto::kv::v1::AuthChangeResponse>, Status> {
+        if let Some(mut leader) = self.leader_for(&request).await? {
+            return leader.change_auth(forwarded(request.into_inner())).await;
+        }
+        let request = request.into_inner();
+        let acting_user = acting_user(&request.acting_user);
+        let change = request
+            .change
+            .ok_or_else(|| Status::invalid_argument("change missing"))?;
+        // Refuse a caller without root before spending a password hash on it.
+        let action = "auth change";
+        self.auth
+            .state()
+            .await?
+            .check_admin(acting_user, action)
+            .map_err(crate::error::CoordinatorError::from)?;
+        let hashed = match change.password.as_str() {
+            "" => None,
+            password => Some(crate::auth_store::hash_password(password.to_string()).await?),
+        };
+        let change = cairn_auth::convert::change_from_proto(&change, |_| {
+            hashed
+                .clone()
+                .ok_or_else(|| cairn_auth::AuthError::invalid("password", "must not be empty"))
+        })
+        .map_err(crate::error::CoordinatorError::from)?;
+        let revision = self.auth.change(acting_user, change).await?;
+        Ok(Response::new(cairn_proto::kv::v1::AuthChangeResponse {
+            revision,
+        }))
+    }
+
+    async fn auth_status(
+        &self,
+        request: Request<pb::AuthStatusRequest>,
+    ) -> Result<Response<cairn_proto::kv::v1::AuthStatusResponse>, Status> {
+        if let Some(mut leader) = self.leader_for(&request).await? {
+            return leader.auth_status(forwarded(request.into_inner())).await;
+        }
+        let request = request.into_inner();
+        let state = self.auth.state().await?;
+        let listed = state
+            .check_admin(acting_user(&request.acting_user), "list users and roles")
+            .is_ok();
+        Ok(Response::new(cairn_auth::convert::status_to_proto(
+            &state, listed,
+        )))
+    }
+
+    /// Answered by the leader only, like timestamps: gateways poll it and follow the hint.
+    async fn get_auth_state(
+        &self,
+        request: Request<pb::GetAuthStateRequest>,
+    ) -> Result<Response<pb::AuthState>, Status> {
+        if !self.coordinator.is_leader() {
+            return Err(self.coordinator.not_leader().into());
+        }
+        let after = request.into_inner().after_revision;
+        let state = self.auth.state().await?;
+        if after != 0 && state.revision == after {
+            return Ok(Response::new(pb::AuthState {
+                revision: after,
+                unchanged: true,
+                ..Default::default()
+            }));
+        }
+        Ok(Response::new(pb::AuthState::from(&state)))
+    }
+}
+
+/// The gateway sends an empty name for a caller without credentials.
+fn acting_user(name: &str) -> Option<&str> {
+    (!name.is_empty()).then_some(name)
 }

@@ -1,22 +1,33 @@
 //! The public Cluster service (`cairn.kv.v1.Cluster`): status, members, shards, join and
 //! leave, passed to the coordinator leader.
 
+use crate::auth::AuthGate;
 use cairn_coordinator_client::CoordinatorClient;
 use cairn_proto::coordinator::v1 as coordinator;
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::cluster_server::Cluster;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
 pub struct ClusterService {
     client: Mutex<CoordinatorClient>,
+    /// With auth on, any user may read the cluster's state; changing membership or
+    /// recovering a shard needs the root role.
+    auth: Arc<AuthGate>,
 }
 
 impl ClusterService {
-    pub fn new(coordinators: Vec<String>, timeout: Duration, tls: cairn_tls::ClientTls) -> Self {
+    pub fn new(
+        coordinators: Vec<String>,
+        timeout: Duration,
+        tls: cairn_tls::ClientTls,
+        auth: Arc<AuthGate>,
+    ) -> Self {
         Self {
             client: Mutex::new(CoordinatorClient::new(coordinators, timeout).with_tls(tls)),
+            auth,
         }
     }
 }
@@ -54,8 +65,9 @@ fn shard_status(shard: coordinator::ShardInfo) -> pb::ShardStatus {
 impl Cluster for ClusterService {
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.auth.authenticate(&request).await?;
         let status = self.client.lock().await.cluster_status().await?;
         Ok(Response::new(pb::StatusResponse {
             cluster_id: status.cluster_id,
@@ -92,8 +104,9 @@ impl Cluster for ClusterService {
 
     async fn members(
         &self,
-        _request: Request<pb::MembersRequest>,
+        request: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
+        self.auth.authenticate(&request).await?;
         let status = self.client.lock().await.cluster_status().await?;
         let members = status
             .nodes
@@ -113,8 +126,9 @@ impl Cluster for ClusterService {
 
     async fn shards(
         &self,
-        _request: Request<pb::ShardsRequest>,
+        request: Request<pb::ShardsRequest>,
     ) -> Result<Response<pb::ShardsResponse>, Status> {
+        self.auth.authenticate(&request).await?;
         let map = self.client.lock().await.shard_map().await?;
         Ok(Response::new(pb::ShardsResponse {
             shard_map_version: map.version,
@@ -126,6 +140,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
+        self.auth.authorize_admin(&request, "join").await?;
         let request = request.into_inner();
         let joined = self
             .client
@@ -154,6 +169,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::UnsafeRecoverShardRequest>,
     ) -> Result<Response<pb::UnsafeRecoverShardResponse>, Status> {
+        self.auth
+            .authorize_admin(&request, "unsafe recover shard")
+            .await?;
         let request = request.into_inner();
         let answer = self
             .client
@@ -182,6 +200,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
+        self.auth.authorize_admin(&request, "leave").await?;
         let left = self
             .client
             .lock()

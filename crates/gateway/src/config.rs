@@ -53,6 +53,12 @@ pub struct GatewayConfig {
     pub tls: cairn_tls::TlsConfig,
     /// The public port's own certificate and client-certificate policy (`[public_tls]`).
     pub public_tls: cairn_tls::PublicTlsConfig,
+    /// How often the gateway asks the coordinator whether users, roles or the auth switch
+    /// changed, in milliseconds: a change is in force here at most this long (plus one call)
+    /// after the coordinator acknowledged it (docs/security.md).
+    pub auth_refresh_interval_ms: u64,
+    /// How long a token from `Authenticate` is accepted, in milliseconds.
+    pub auth_token_ttl_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -77,9 +83,18 @@ impl Default for GatewayConfig {
             shutdown_grace_ms: cairn_telemetry::SHUTDOWN_GRACE_MS_DEFAULT,
             tls: cairn_tls::TlsConfig::default(),
             public_tls: cairn_tls::PublicTlsConfig::default(),
+            auth_refresh_interval_ms: 500,
+            auth_token_ttl_ms: 300_000,
         }
     }
 }
+
+/// Bounds of `auth_refresh_interval_ms`: often enough to poll cheaply, rarely enough that a
+/// revoked permission still ends within the documented 10 s at the slowest.
+pub const AUTH_REFRESH_INTERVAL_MS_MIN: u64 = 50;
+pub const AUTH_REFRESH_INTERVAL_MS_MAX: u64 = 10_000;
+/// Shortest token lifetime: a client must get to use its token.
+pub const AUTH_TOKEN_TTL_MS_MIN: u64 = 1_000;
 
 pub use cairn_telemetry::ConfigError;
 use cairn_telemetry::{check_socket_address, config_error as bad};
@@ -138,6 +153,22 @@ impl GatewayConfig {
         }
         if self.coordinator_timeout_ms < 100 {
             return Err(bad("coordinator_timeout_ms", "must be at least 100"));
+        }
+        if !(AUTH_REFRESH_INTERVAL_MS_MIN..=AUTH_REFRESH_INTERVAL_MS_MAX)
+            .contains(&self.auth_refresh_interval_ms)
+        {
+            return Err(bad(
+                "auth_refresh_interval_ms",
+                format!(
+                    "must be in {AUTH_REFRESH_INTERVAL_MS_MIN}..={AUTH_REFRESH_INTERVAL_MS_MAX}"
+                ),
+            ));
+        }
+        if self.auth_token_ttl_ms < AUTH_TOKEN_TTL_MS_MIN {
+            return Err(bad(
+                "auth_token_ttl_ms",
+                format!("must be at least {AUTH_TOKEN_TTL_MS_MIN}"),
+            ));
         }
         Ok(())
     }

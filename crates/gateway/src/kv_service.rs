@@ -3,6 +3,7 @@
 //! ranges out over every shard at one snapshot revision from the timestamp oracle, merging
 //! pages in key order. `Compact` goes to the coordinator.
 
+use crate::auth::{AuthGate, RequestAccesses};
 use crate::error::{GatewayError, Result};
 use crate::router::{Router, Target};
 use crate::routing::RoutingTable;
@@ -29,6 +30,7 @@ pub struct KvService {
     /// Snapshot revisions for ranges.
     timestamps: TimestampClient,
     coordinator: tokio::sync::Mutex<CoordinatorClient>,
+    auth: Arc<AuthGate>,
 }
 
 impl KvService {
@@ -38,6 +40,7 @@ impl KvService {
         range_keys_max: u64,
         timestamps: TimestampClient,
         coordinator: CoordinatorClient,
+        auth: Arc<AuthGate>,
     ) -> Self {
         Self {
             router,
@@ -46,6 +49,7 @@ impl KvService {
             range_keys_max,
             timestamps,
             coordinator: tokio::sync::Mutex::new(coordinator),
+            auth,
         }
     }
 
@@ -93,8 +97,21 @@ impl KvService {
     /// The pipeline of every single-shard request (put, delete, get, txn): validate, find
     /// its shard, give a write a write id, send it with the router's retries, and check that
     /// the answer is of the request's kind.
-    async fn serve<R: ShardRequest>(&self, request: Request<R>) -> Result<Response<R::Response>> {
-        let mut request = request.into_inner();
+    async fn serve<R: ShardRequest + RequestAccesses>(
+        &self,
+        request: Request<R>,
+    ) -> std::result::Result<Response<R::Response>, Status> {
+        // Before anything reaches a node: a refused request writes nothing.
+        self.auth
+            .authorize(&request, &request.get_ref().accesses())
+            .await?;
+        Ok(self.serve_authorized(request.into_inner()).await?)
+    }
+
+    async fn serve_authorized<R: ShardRequest>(
+        &self,
+        mut request: R,
+    ) -> Result<Response<R::Response>> {
         let shard = self.shard_of(&request).await?;
         tracing::Span::current().record("shard", shard.0);
         let _in_flight = request
@@ -131,7 +148,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        Ok(self.serve(request).await?)
+        self.serve(request).await
     }
 
     #[tracing::instrument(name = "gateway.delete", skip_all, fields(shard))]
@@ -139,7 +156,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        Ok(self.serve(request).await?)
+        self.serve(request).await
     }
 
     #[tracing::instrument(name = "gateway.get", skip_all, fields(shard))]
@@ -147,7 +164,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        Ok(self.serve(request).await?)
+        self.serve(request).await
     }
 
     #[tracing::instrument(name = "gateway.txn", skip_all, fields(shard))]
@@ -155,7 +172,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        Ok(self.serve(request).await?)
+        self.serve(request).await
     }
 
     #[tracing::instrument(name = "gateway.range", skip_all, fields(shards))]
@@ -163,6 +180,9 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        self.auth
+            .authorize(&request, &request.get_ref().accesses())
+            .await?;
         let mut range = request.into_inner();
         if range.limit > self.range_keys_max {
             return Err(GatewayError::LimitExceeded {
@@ -224,6 +244,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompactRequest>,
     ) -> Result<Response<pb::CompactResponse>, Status> {
+        self.auth.authorize_admin(&request, "compact").await?;
         let revision = request.into_inner().revision;
         if revision == 0 {
             return Err(GatewayError::invalid("revision", "must be at least 1").into());

@@ -7,6 +7,8 @@
 //! It keeps no state beyond caches: run as many as you like behind one address. It must not
 //! depend on server crates (no RocksDB, no openraft).
 
+pub mod auth;
+pub mod auth_service;
 pub mod cluster_service;
 pub mod config;
 pub mod error;

@@ -1,5 +1,7 @@
 //! Starts a gateway: the shard-map watch, the router, and the public gRPC services.
 
+use crate::auth::AuthGate;
+use crate::auth_service::AuthService;
 use crate::cluster_service::ClusterService;
 use crate::config::GatewayConfig;
 use crate::kv_service::KvService;
@@ -7,6 +9,7 @@ use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use crate::routing::ShardMaps;
 use cairn_coordinator_client::{CoordinatorClient, TimestampClient, TimestampClientConfig};
+use cairn_proto::kv::v1::auth_server::AuthServer;
 use cairn_proto::kv::v1::cluster_server::ClusterServer;
 use cairn_proto::kv::v1::kv_server::KvServer;
 use cairn_types::REQUEST_BYTES_MAX_CEILING;
@@ -46,6 +49,15 @@ pub async fn run_with_listener(
         config.outbound_bind_ip,
         config.batch_node_requests,
     );
+    let coordinator_client = || {
+        CoordinatorClient::new(config.coordinators.clone(), coordinator_timeout)
+            .with_tls(client_tls.clone())
+    };
+    let auth = AuthGate::start(
+        coordinator_client(),
+        Duration::from_millis(config.auth_refresh_interval_ms),
+        Duration::from_millis(config.request_timeout_ms),
+    );
     let metrics = Arc::new(GatewayMetrics::new());
     let (ready, scraped, scrape_metrics) = (router.clone(), router.clone(), metrics.clone());
     let metrics_endpoint = cairn_telemetry::start_http(
@@ -65,6 +77,7 @@ pub async fn run_with_listener(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
     health.set_serving::<ClusterServer<ClusterService>>().await;
+    health.set_serving::<AuthServer<AuthService>>().await;
     tracing::info!(address = %config.listen_address, "gateway serving");
     let message_bytes_max = REQUEST_BYTES_MAX_CEILING as usize;
     // From the stop signal the gateway drains its connections for most of
@@ -93,8 +106,8 @@ pub async fn run_with_listener(
                     outbound_bind_ip: None,
                     tls: client_tls.clone(),
                 }),
-                CoordinatorClient::new(config.coordinators.clone(), coordinator_timeout)
-                    .with_tls(client_tls.clone()),
+                coordinator_client(),
+                auth.clone(),
             ))
             .max_decoding_message_size(message_bytes_max)
             .max_encoding_message_size(message_bytes_max),
@@ -102,11 +115,18 @@ pub async fn run_with_listener(
         .add_service(ClusterServer::new(ClusterService::new(
             config.coordinators.clone(),
             coordinator_timeout,
-            client_tls,
+            client_tls.clone(),
+            auth.clone(),
+        )))
+        .add_service(AuthServer::new(AuthService::new(
+            auth,
+            coordinator_client(),
+            Duration::from_millis(config.auth_token_ttl_ms),
         )))
         // The public port: TLS when configured, with the client-certificate policy of
         // `public_tls.client_auth`; any verified client may call (roles are for Cairn's own
-        // processes). The peer's identity rides in each request for authentication (D84).
+        // processes). The peer's identity rides in each request for authentication (D84),
+        // which the services check against users and roles (D85-D89).
         .serve_with_incoming_shutdown(cairn_tls::incoming(listener, public_tls), drain_started);
     let result = cairn_telemetry::serve_bounded(server, &stop, |d| d.drain)
         .await
