@@ -276,6 +276,20 @@ impl Command {
             Command::Compact { .. } => "compact",
             Command::Unsafe(UnsafeCommand::RecoverShard { .. }) => "unsafe recover-shard",
             Command::Dev(DevCommand::Certs { .. }) => "dev certs",
+            Command::User(UserCommand::Add { .. }) => "user add",
+            Command::User(UserCommand::Delete { .. }) => "user delete",
+            Command::User(UserCommand::List) => "user list",
+            Command::User(UserCommand::Passwd { .. }) => "user passwd",
+            Command::User(UserCommand::GrantRole { .. }) => "user grant-role",
+            Command::User(UserCommand::RevokeRole { .. }) => "user revoke-role",
+            Command::Role(RoleCommand::Add { .. }) => "role add",
+            Command::Role(RoleCommand::Delete { .. }) => "role delete",
+            Command::Role(RoleCommand::List) => "role list",
+            Command::Role(RoleCommand::GrantPermission { .. }) => "role grant-permission",
+            Command::Role(RoleCommand::RevokePermission { .. }) => "role revoke-permission",
+            Command::Auth(AuthCommand::Enable) => "auth enable",
+            Command::Auth(AuthCommand::Disable) => "auth disable",
+            Command::Auth(AuthCommand::Status) => "auth status",
         }
     }
 }
