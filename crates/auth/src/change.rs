@@ -124,6 +124,11 @@ impl AuthState {
                     name.clone(),
                     crate::User {
                         password_hash: password_hash.clone(),
+                        // Above every generation a user of this name ever had: each change
+                        // is one write that raises the revision, and a password change
+                        // raises a generation by one, so a token of a deleted user of the
+                        // same name never matches the new one.
+                        generation: self.revision + 1,
                         ..Default::default()
                     },
                 );
@@ -346,7 +351,38 @@ mod tests {
             },
         ])
         .unwrap();
-        assert_eq!(state.users["x"].generation, 1);
+        assert_eq!(state.users["x"].generation, 2);
         assert_eq!(state.users["x"].password_hash.as_deref(), Some("h"));
+    }
+
+    /// As the coordinator does: every change is written at a higher revision.
+    fn apply_written(changes: &[Change]) -> AuthState {
+        changes.iter().fold(AuthState::default(), |state, change| {
+            let mut next = state.apply(change).unwrap();
+            next.revision = state.revision + 1;
+            next
+        })
+    }
+
+    #[test]
+    fn a_user_added_again_under_a_deleted_name_never_takes_its_generation() {
+        let passwd = || Change::UserChangePassword {
+            name: "x".into(),
+            password_hash: "h".into(),
+        };
+        let before = apply_written(&[add("x"), passwd(), passwd()]);
+        let again = apply_written(&[
+            add("x"),
+            passwd(),
+            passwd(),
+            Change::UserDelete { name: "x".into() },
+            add("x"),
+        ]);
+        assert!(
+            again.users["x"].generation > before.users["x"].generation,
+            "{} after re-adding, {} before deleting",
+            again.users["x"].generation,
+            before.users["x"].generation
+        );
     }
 }

@@ -15,6 +15,9 @@ use tonic::{Request, Response, Status};
 
 /// Password checks (argon2, tens of milliseconds of CPU each) running at once; more wait.
 const PASSWORD_CHECKS_IN_FLIGHT_MAX: usize = 2;
+/// Longest a sign-in waits for a password check slot before it is refused as UNAVAILABLE:
+/// a flood of sign-ins (they need no credentials) must not queue without bound.
+const PASSWORD_CHECK_WAIT_MAX: Duration = Duration::from_secs(2);
 
 pub struct AuthService {
     gate: Arc<AuthGate>,
@@ -62,10 +65,13 @@ impl Auth for AuthService {
             return Err(refused());
         };
         let password = request.password;
-        let _permit = self
-            .password_checks
-            .acquire()
+        let _permit = tokio::time::timeout(PASSWORD_CHECK_WAIT_MAX, self.password_checks.acquire())
             .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "too many sign-ins at once: no password check slot within {PASSWORD_CHECK_WAIT_MAX:?}"
+                ))
+            })?
             .map_err(|_| Status::unavailable("the gateway is stopping"))?;
         let matches =
             tokio::task::spawn_blocking(move || cairn_auth::password::verify(&password, &hash))

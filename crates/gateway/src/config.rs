@@ -95,6 +95,8 @@ pub const AUTH_REFRESH_INTERVAL_MS_MIN: u64 = 50;
 pub const AUTH_REFRESH_INTERVAL_MS_MAX: u64 = 10_000;
 /// Shortest token lifetime: a client must get to use its token.
 pub const AUTH_TOKEN_TTL_MS_MIN: u64 = 1_000;
+/// Longest token lifetime: a day (a stolen token must lapse; clients renew before expiry).
+pub const AUTH_TOKEN_TTL_MS_MAX: u64 = 86_400_000;
 
 pub use cairn_telemetry::ConfigError;
 use cairn_telemetry::{check_socket_address, config_error as bad};
@@ -164,10 +166,10 @@ impl GatewayConfig {
                 ),
             ));
         }
-        if self.auth_token_ttl_ms < AUTH_TOKEN_TTL_MS_MIN {
+        if !(AUTH_TOKEN_TTL_MS_MIN..=AUTH_TOKEN_TTL_MS_MAX).contains(&self.auth_token_ttl_ms) {
             return Err(bad(
                 "auth_token_ttl_ms",
-                format!("must be at least {AUTH_TOKEN_TTL_MS_MIN}"),
+                format!("must be in {AUTH_TOKEN_TTL_MS_MIN}..={AUTH_TOKEN_TTL_MS_MAX}"),
             ));
         }
         Ok(())
