@@ -89,8 +89,11 @@ pub struct Cli {
     pub key: Option<PathBuf>,
 
     /// Sign in as NAME (password after a colon, from CAIRN_PASSWORD, or prompted).
+    // An id of its own: a global argument shares its id with every subcommand's, and
+    // `user grant-role USER ROLE` has a positional `user` that would otherwise fill this one.
     #[arg(
-        long,
+        id = "signed_in_user",
+        long = "user",
         global = true,
         env = "CAIRN_USER",
         value_name = "NAME[:PASSWORD]",
