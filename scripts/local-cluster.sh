@@ -107,12 +107,12 @@ Cairn is running ($SHARDS shards, 3 replicas each; $where):
   metrics and health (/metrics, /livez, /readyz): gateway http://127.0.0.1:9000,
                coordinator :9001, nodes :9101-9103
 Try (in another terminal):
-  $BIN/cairnctl $CTL_FLAGSput greeting hello
-  $BIN/cairnctl $CTL_FLAGSget greeting
-  $BIN/cairnctl $CTL_FLAGSscan --prefix gr
-  $BIN/cairnctl $CTL_FLAGStxn put-if-absent lock me
-  $BIN/cairnctl $CTL_FLAGScluster status
-  $BIN/cairnctl $CTL_FLAGS--output json cluster members
+  $BIN/cairnctl ${CTL_FLAGS}put greeting hello
+  $BIN/cairnctl ${CTL_FLAGS}get greeting
+  $BIN/cairnctl ${CTL_FLAGS}scan --prefix gr
+  $BIN/cairnctl ${CTL_FLAGS}txn put-if-absent lock me
+  $BIN/cairnctl ${CTL_FLAGS}cluster status
+  $BIN/cairnctl ${CTL_FLAGS}--output json cluster members
 Press Ctrl-C to stop.
 INFO
 wait
