@@ -12,31 +12,29 @@ impl Cluster {
         let status = wait_for("a cluster status", timeout, || self.cluster_status()).await;
         let mut compared = 0;
         for shard in &status.shards {
-            let replicas: Vec<NodeId> = shard
-                .voters
-                .iter()
-                .chain(&shard.learners)
-                .map(|node_id| NodeId(*node_id))
-                .collect();
             let shard_id = ShardId(shard.shard_id);
-            let scans = wait_for(
-                &format!("the replicas of {shard_id} on {replicas:?} to apply the same index"),
+            // The replica set is read again on every attempt: a move that was in flight when
+            // the writes stopped may still add its learner or drop the replica it replaces,
+            // and a replica that left the shard never catches up.
+            let (replicas, scans) = wait_for(
+                &format!("the replicas of {shard_id} to apply the same index"),
                 timeout,
-                || {
-                    let replicas = &replicas;
-                    async move {
-                        let applied = self.applied_indexes(replicas, shard_id).await?;
-                        if applied.iter().any(|index| *index != applied[0]) {
-                            return None;
-                        }
-                        let mut scans = Vec::new();
-                        for id in replicas {
-                            scans.push(self.local_scan(*id, shard_id).await?);
-                        }
-                        // Nothing was applied while scanning, so the scans are comparable.
-                        (self.applied_indexes(replicas, shard_id).await? == applied)
-                            .then_some(scans)
+                || async move {
+                    let replicas = self.replicas_of(shard_id).await?;
+                    let applied = self.applied_indexes(&replicas, shard_id).await?;
+                    if applied.iter().any(|index| *index != applied[0]) {
+                        tracing::debug!(%shard_id, ?replicas, ?applied, "replicas not level yet");
+                        return None;
                     }
+                    let mut scans = Vec::new();
+                    for id in &replicas {
+                        scans.push(self.local_scan(*id, shard_id).await?);
+                    }
+                    // Nothing was applied while scanning, and the replica set did not change,
+                    // so the scans are comparable.
+                    (self.applied_indexes(&replicas, shard_id).await? == applied
+                        && self.replicas_of(shard_id).await? == replicas)
+                        .then_some((replicas, scans))
                 },
             )
             .await;
@@ -50,6 +48,20 @@ impl Cluster {
             compared += scans[0].len();
         }
         compared
+    }
+
+    /// The voters and learners of `shard` as the coordinators place them now.
+    async fn replicas_of(&self, shard: ShardId) -> Option<Vec<NodeId>> {
+        let status = self.cluster_status().await?;
+        let shard = status.shards.iter().find(|s| s.shard_id == shard.0)?;
+        Some(
+            shard
+                .voters
+                .iter()
+                .chain(&shard.learners)
+                .map(|node_id| NodeId(*node_id))
+                .collect(),
+        )
     }
 
     async fn applied_indexes(&self, replicas: &[NodeId], shard: ShardId) -> Option<Vec<u64>> {

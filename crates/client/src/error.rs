@@ -58,6 +58,21 @@ pub enum Error {
         compact_revision: u64,
     },
 
+    /// The transaction lost a race with another write and applied nothing: a key it read,
+    /// compared or writes changed after its snapshot at `start_revision`. Running it again is
+    /// safe; the client's conflict policy does so ([`crate::Txn`]).
+    #[error(
+        "transaction conflict on key {}: it changed after the transaction's snapshot at \
+         revision {start_revision}{}; nothing was applied, run the transaction again",
+        key.escape_ascii(),
+        if *conflicting_revision > 0 { format!(" (written at {conflicting_revision})") } else { String::new() }
+    )]
+    Conflict {
+        key: Vec<u8>,
+        start_revision: u64,
+        conflicting_revision: u64,
+    },
+
     /// The read (or compaction) asked for a revision the cluster has not handed out yet.
     #[error(
         "revision {requested} is in the future: the latest revision handed out is at most \
@@ -183,6 +198,27 @@ impl Error {
                         "shard {} is moving between nodes; retry shortly",
                         detail.shard_id
                     ))
+                }
+                Kind::Conflict(detail) => {
+                    return Error::Conflict {
+                        key: detail.key,
+                        start_revision: detail.start_revision,
+                        conflicting_revision: detail.conflicting_revision,
+                    }
+                }
+                // Internal: a gateway resolves locks and transaction states itself; one
+                // reaching a client means the gateway gave up waiting for a lock.
+                Kind::KeyLocked(detail) => {
+                    return Error::Unavailable(format!(
+                        "key {} is locked by a transaction that is still deciding; retry shortly",
+                        detail.key.escape_ascii()
+                    ))
+                }
+                Kind::TxnRolledBack(_) | Kind::TxnNotFound(_) => {
+                    return Error::Rejected {
+                        code: status.code(),
+                        message: one_line(status.message()),
+                    }
                 }
                 // Internal: a node refused a call meant for the node it replaced. A gateway
                 // retries elsewhere and passes it on only when its tries run out.

@@ -490,6 +490,42 @@ mod tests {
         ) -> Result<Response<pb::TxnResponse>, Status> {
             not_used()
         }
+        async fn prewrite(
+            &self,
+            _: Request<node_pb::PrewriteRequest>,
+        ) -> Result<Response<node_pb::PrewriteResponse>, Status> {
+            not_used()
+        }
+        async fn commit(
+            &self,
+            _: Request<node_pb::CommitRequest>,
+        ) -> Result<Response<node_pb::CommitResponse>, Status> {
+            not_used()
+        }
+        async fn rollback(
+            &self,
+            _: Request<node_pb::RollbackRequest>,
+        ) -> Result<Response<node_pb::RollbackResponse>, Status> {
+            not_used()
+        }
+        async fn check_txn_status(
+            &self,
+            _: Request<node_pb::CheckTxnStatusRequest>,
+        ) -> Result<Response<node_pb::CheckTxnStatusResponse>, Status> {
+            not_used()
+        }
+        async fn resolve_locks(
+            &self,
+            _: Request<node_pb::ResolveLocksRequest>,
+        ) -> Result<Response<node_pb::ResolveLocksResponse>, Status> {
+            not_used()
+        }
+        async fn scan_locks(
+            &self,
+            _: Request<node_pb::ScanLocksRequest>,
+        ) -> Result<Response<node_pb::ScanLocksResponse>, Status> {
+            not_used()
+        }
         async fn batch(
             &self,
             request: Request<Streaming<node_pb::BatchRequest>>,

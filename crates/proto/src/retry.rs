@@ -66,6 +66,13 @@ pub enum Cause {
     StaleMap,
     /// The node the call was meant for is gone from the address it was sent to.
     NodeGone,
+    /// A transaction lost a race and applied nothing (`Conflict`): the caller may run it
+    /// again as a new attempt, under its own conflict policy. Never repeated by transport
+    /// retries, which would only meet the same conflict.
+    TxnConflict,
+    /// Another transaction's lock stopped the request (`KeyLocked`, internal): the gateway
+    /// resolves the lock through its primary, then sends the request again.
+    KeyLocked,
 }
 
 /// Where a `NotLeader` answer says a shard's leader is.
@@ -133,7 +140,11 @@ pub fn classify(status: &Status) -> Verdict {
             // Checked before the request is served.
             Kind::StaleEpoch(_) | Kind::UnknownShard(_) => verdict(Retry::Always, Cause::StaleMap),
             Kind::WrongNode(_) => verdict(Retry::Always, Cause::NodeGone),
+            Kind::Conflict(_) => verdict(Retry::Never, Cause::TxnConflict),
+            Kind::KeyLocked(_) => verdict(Retry::Never, Cause::KeyLocked),
             Kind::InvalidArgument(_)
+            | Kind::TxnRolledBack(_)
+            | Kind::TxnNotFound(_)
             | Kind::LimitExceeded(_)
             | Kind::CrossShardTxn(_)
             | Kind::WriteWindowExceeded(_)
@@ -238,6 +249,8 @@ mod tests {
             Kind::WriteWindowExceeded(kv::WriteWindowExceeded::default()),
             Kind::Compacted(kv::Compacted::default()),
             Kind::FutureRevision(kv::FutureRevision::default()),
+            Kind::TxnRolledBack(kv::TxnRolledBack::default()),
+            Kind::TxnNotFound(kv::TxnNotFound::default()),
         ];
         let mut rows: Vec<(Status, Retry, Cause)> = vec![
             (
@@ -304,6 +317,20 @@ mod tests {
                 Status::unavailable("m"),
                 Retry::IfIdempotent,
                 Cause::Unavailable,
+            ),
+            (
+                with_detail(Code::Aborted, "m", Kind::Conflict(kv::Conflict::default())),
+                Retry::Never,
+                Cause::TxnConflict,
+            ),
+            (
+                with_detail(
+                    Code::FailedPrecondition,
+                    "m",
+                    Kind::KeyLocked(kv::KeyLocked::default()),
+                ),
+                Retry::Never,
+                Cause::KeyLocked,
             ),
         ];
         for code in [

@@ -292,6 +292,42 @@ mod tests {
         ) -> Result<Response<pb::TxnResponse>, Status> {
             Err(Status::unimplemented("not in this test"))
         }
+        async fn prewrite(
+            &self,
+            _: Request<node_pb::PrewriteRequest>,
+        ) -> Result<Response<node_pb::PrewriteResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn commit(
+            &self,
+            _: Request<node_pb::CommitRequest>,
+        ) -> Result<Response<node_pb::CommitResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn rollback(
+            &self,
+            _: Request<node_pb::RollbackRequest>,
+        ) -> Result<Response<node_pb::RollbackResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn check_txn_status(
+            &self,
+            _: Request<node_pb::CheckTxnStatusRequest>,
+        ) -> Result<Response<node_pb::CheckTxnStatusResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn resolve_locks(
+            &self,
+            _: Request<node_pb::ResolveLocksRequest>,
+        ) -> Result<Response<node_pb::ResolveLocksResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+        async fn scan_locks(
+            &self,
+            _: Request<node_pb::ScanLocksRequest>,
+        ) -> Result<Response<node_pb::ScanLocksResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
         async fn batch(
             &self,
             request: Request<tonic::Streaming<node_pb::BatchRequest>>,

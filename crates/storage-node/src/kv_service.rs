@@ -263,4 +263,48 @@ impl ShardKv for KvService {
         .await?;
         Ok(Response::new(result.into()))
     }
+
+    // Two-phase commit (issue 16): the contract is in node.proto; the implementation lands
+    // with the shard's transaction commands.
+    async fn prewrite(
+        &self,
+        _request: Request<node_pb::PrewriteRequest>,
+    ) -> Result<Response<node_pb::PrewriteResponse>, Status> {
+        Err(Status::unimplemented("prewrite: not implemented yet"))
+    }
+
+    async fn commit(
+        &self,
+        _request: Request<node_pb::CommitRequest>,
+    ) -> Result<Response<node_pb::CommitResponse>, Status> {
+        Err(Status::unimplemented("commit: not implemented yet"))
+    }
+
+    async fn rollback(
+        &self,
+        _request: Request<node_pb::RollbackRequest>,
+    ) -> Result<Response<node_pb::RollbackResponse>, Status> {
+        Err(Status::unimplemented("rollback: not implemented yet"))
+    }
+
+    async fn check_txn_status(
+        &self,
+        _request: Request<node_pb::CheckTxnStatusRequest>,
+    ) -> Result<Response<node_pb::CheckTxnStatusResponse>, Status> {
+        Err(Status::unimplemented("check_txn_status: not implemented yet"))
+    }
+
+    async fn resolve_locks(
+        &self,
+        _request: Request<node_pb::ResolveLocksRequest>,
+    ) -> Result<Response<node_pb::ResolveLocksResponse>, Status> {
+        Err(Status::unimplemented("resolve_locks: not implemented yet"))
+    }
+
+    async fn scan_locks(
+        &self,
+        _request: Request<node_pb::ScanLocksRequest>,
+    ) -> Result<Response<node_pb::ScanLocksResponse>, Status> {
+        Err(Status::unimplemented("scan_locks: not implemented yet"))
+    }
 }
