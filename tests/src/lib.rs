@@ -11,10 +11,12 @@
 //! It talks to processes only through their gRPC APIs (the `cairn-proto` crate), never
 //! through server crates, so it tests what an operator or client would see.
 
+pub mod bank;
 mod cluster;
 pub mod config_reference;
 mod faults;
 mod hosting;
+pub mod mutex;
 pub mod nemesis;
 pub mod network;
 mod observe;

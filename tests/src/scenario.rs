@@ -212,6 +212,16 @@ impl Scenario {
         tokio::time::sleep(self.profile.calm).await;
     }
 
+    /// A client of each gateway, for workloads that run beside the recorded one (the bank).
+    pub fn gateways(&self) -> &[KvClient<Channel>] {
+        &self.gateways
+    }
+
+    /// The history's clock.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
     /// Microseconds on the history's clock: marks a window for `longest_stall`.
     pub fn now_micros(&self) -> u64 {
         self.clock.now()

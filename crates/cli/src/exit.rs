@@ -21,6 +21,7 @@ pub fn exit_code(error: &Error) -> i32 {
         | Error::LimitExceeded { .. }
         | Error::CrossShardTransaction { .. } => USAGE,
         Error::WriteWindowExceeded { .. }
+        | Error::Conflict { .. }
         | Error::Compacted { .. }
         | Error::FutureRevision { .. }
         | Error::Unavailable(_)

@@ -222,6 +222,7 @@ impl Kv for KvService {
                             let request = node_pb::ShardRangeRequest {
                                 target: Some(shard_target),
                                 request: Some(range.clone()),
+                                own_start_ts: 0,
                             };
                             async move { client.range(request).await }
                         })

@@ -346,11 +346,14 @@ impl Router {
                 }
                 // Node down, election, or a write whose outcome is unknown: the write id
                 // makes trying again safe. The map may already name a new leader. (A node
-                // never answers CoordinatorNotLeader, and Refused was returned above.)
+                // never answers CoordinatorNotLeader; Refused, TxnConflict and KeyLocked are
+                // never retried, so they were returned above.)
                 Cause::Unavailable
                 | Cause::NotSent
                 | Cause::OutcomeUnknown
                 | Cause::CoordinatorNotLeader { .. }
+                | Cause::TxnConflict
+                | Cause::KeyLocked
                 | Cause::Refused => {
                     self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
                     self.refresh_in_background();

@@ -59,10 +59,13 @@ macro_rules! shard_request {
             type Response = $response;
             const NAME: &'static str = $name;
             $($differs)*
+            // Reads carry more fields (own_start_ts, for transactions) than writes.
+            #[allow(clippy::needless_update)]
             fn into_op(self, target: node_pb::ShardTarget) -> Op {
                 Op::$kind(node_pb::$shard_request {
                     target: Some(target),
                     request: Some(self),
+                    ..Default::default()
                 })
             }
             fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult> {
