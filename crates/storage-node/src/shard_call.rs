@@ -154,6 +154,7 @@ mod tests {
         let missing = ShardCall::<pb::GetRequest>::try_from(node_pb::ShardGetRequest {
             target: None,
             request: Some(pb::GetRequest::default()),
+            own_start_ts: 0,
         })
         .unwrap_err();
         assert_eq!(missing_field(missing), "target");
@@ -161,6 +162,7 @@ mod tests {
             ShardCall::<pb::RangeRequest>::try_from(node_pb::ShardRangeRequest {
                 target: target(),
                 request: None,
+                own_start_ts: 0,
             })
             .unwrap_err(),
         );
