@@ -10,11 +10,10 @@ use crate::options::{
     CasOutcome, Consistency, DeleteOptions, Expectation, GetOptions, PutCondition, PutOptions,
     RangeOptions,
 };
-use crate::txn::Txn;
 use crate::write_id::WriteIds;
 use cairn_proto::kv::v1 as proto;
 use cairn_proto::kv::v1::kv_client::KvClient;
-use cairn_proto::retry::{classify, never_sent, Backoff, Idempotency};
+use cairn_proto::retry::{classify, never_sent, Backoff, Idempotency, Retry};
 use cairn_types::{ClientId, REQUEST_BYTES_MAX_CEILING};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +49,15 @@ struct Inner {
 struct Gateway {
     address: String,
     channel: Channel,
+}
+
+/// What the attempts of one call met, beyond its result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Attempts {
+    /// Some attempt failed in a way that leaves unknown whether it acted (a timeout, a broken
+    /// connection, `UNAVAILABLE` from a gateway that may have forwarded it): a write it
+    /// carried may have been applied, whatever later attempts answered.
+    pub(crate) outcome_unknown: bool,
 }
 
 /// The result of [`Client::scan`].
@@ -337,16 +345,9 @@ impl Client {
         Ok(CasOutcome::from_put(key, value, response))
     }
 
-    /// Runs a single-shard transaction.
-    pub async fn txn(&self, txn: Txn) -> Result<proto::TxnResponse> {
-        let write = self.inner.writes.begin();
-        let mut message = txn.into_request();
-        message.write_id = Some(write.id().into());
-        self.call("txn", Idempotency::Idempotent, |channel, remaining| {
-            let request = request(message.clone(), remaining);
-            async move { kv(channel).txn(request).await }
-        })
-        .await
+    /// Starts a write: its id, in flight until the guard drops.
+    pub(crate) fn begin_write(&self) -> crate::write_id::PendingWrite<'_> {
+        self.inner.writes.begin()
     }
 
     /// Runs `attempt` against the gateways until it succeeds, fails in a way a call of its
@@ -363,6 +364,31 @@ impl Client {
         &self,
         what: &'static str,
         idempotency: Idempotency,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        self.call_until(
+            what,
+            idempotency,
+            deadline,
+            &mut Attempts::default(),
+            attempt,
+        )
+        .await
+    }
+
+    /// As [`Client::call`], with the deadline given (a transaction's runs share one) and
+    /// what the attempts met recorded in `attempts`.
+    pub(crate) async fn call_until<T, F, Fut>(
+        &self,
+        what: &'static str,
+        idempotency: Idempotency,
+        deadline: Instant,
+        attempts: &mut Attempts,
         mut attempt: F,
     ) -> Result<T>
     where
@@ -378,7 +404,14 @@ impl Client {
         async {
             let token = self.token(false).await?;
             let first = self
-                .call_with_retries(what, idempotency, &mut attempt, token.clone())
+                .call_with_retries(
+                    what,
+                    idempotency,
+                    deadline,
+                    attempts,
+                    &mut attempt,
+                    token.clone(),
+                )
                 .await;
             match first {
                 Err(Error::Rejected {
@@ -386,7 +419,7 @@ impl Client {
                     ..
                 }) if token.is_some() => {
                     let token = self.token(true).await?;
-                    self.call_with_retries(what, idempotency, attempt, token)
+                    self.call_with_retries(what, idempotency, deadline, attempts, attempt, token)
                         .await
                 }
                 other => other,
@@ -407,14 +440,24 @@ impl Client {
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call_with_retries(what, idempotency, attempt, None)
-            .await
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        self.call_with_retries(
+            what,
+            idempotency,
+            deadline,
+            &mut Attempts::default(),
+            attempt,
+            None,
+        )
+        .await
     }
 
     async fn call_with_retries<T, F, Fut>(
         &self,
         what: &'static str,
         idempotency: Idempotency,
+        deadline: Instant,
+        attempts: &mut Attempts,
         mut attempt: F,
         token: Option<String>,
     ) -> Result<T>
@@ -425,7 +468,6 @@ impl Client {
         let config = &self.inner.config;
         let gateways = &self.inner.gateways;
         let backoff = Backoff::new(config.retry_backoff_min, config.retry_backoff_max);
-        let deadline = Instant::now() + config.request_timeout;
         let mut index = self.inner.preferred.load(Ordering::Relaxed) % gateways.len();
         let mut connection_failures = 0;
         let mut last: Option<tonic::Status> = None;
@@ -446,15 +488,20 @@ impl Client {
                 }
                 Ok(Err(status)) => status,
                 Err(_elapsed) => {
+                    attempts.outcome_unknown = true;
                     return Err(self.deadline_error(
                         what,
                         attempt_number + 1,
                         connection_failures,
                         last,
-                    ))
+                    ));
                 }
             };
-            if !classify(&status).allows(idempotency) {
+            let verdict = classify(&status);
+            if verdict.retry == Retry::IfIdempotent {
+                attempts.outcome_unknown = true;
+            }
+            if !verdict.allows(idempotency) {
                 return Err(Error::from_status(status));
             }
             if never_sent(&status) {
@@ -565,7 +612,7 @@ pub(crate) fn request<T>(message: T, remaining: Duration) -> tonic::Request<T> {
     request
 }
 
-fn kv(channel: Channel) -> KvClient<Channel> {
+pub(crate) fn kv(channel: Channel) -> KvClient<Channel> {
     KvClient::new(channel)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX)
