@@ -20,11 +20,12 @@ OUTPUT:
 
 EXIT CODES:
   0  success
-  1  the request failed: no gateway reachable, timeout, or rejected by the cluster
-  2  usage error or invalid argument (including a request over a cluster limit, or a
-     transaction across shards)
+  1  the request failed: no gateway reachable, timeout, rejected by the cluster, or a
+     transaction that kept conflicting with other writes
+  2  usage error or invalid argument (including a request over a cluster limit, a txn that
+     does not parse, or a transaction across shards refused by an older gateway)
   3  key not found (get)
-  4  condition failed: cas / put-if-absent did not write
+  4  condition failed: cas / put-if-absent did not write; txn: a comparison did not hold
 
 TLS:
   --cacert FILE turns TLS on (an https:// endpoint needs it); --cert and --key present a
@@ -144,9 +145,11 @@ pub enum Command {
     },
     /// List keys by prefix or range, following pages until --limit rows or the end.
     Scan(ScanArgs),
-    /// Conditional writes.
-    #[command(subcommand)]
-    Txn(TxnCommand),
+    /// Run a transaction over any keys: comparisons, then the success requests if they all
+    /// hold, else the failure requests (etcdctl's txn format); or the `cas` and
+    /// `put-if-absent` shortcuts.
+    #[command(args_conflicts_with_subcommands = true, after_help = TXN_HELP)]
+    Txn(TxnArgs),
     /// Cluster health, members and shards.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -269,8 +272,15 @@ impl Command {
             Command::Get { .. } => "get",
             Command::Del { .. } => "del",
             Command::Scan(_) => "scan",
-            Command::Txn(TxnCommand::Cas { .. }) => "txn cas",
-            Command::Txn(TxnCommand::PutIfAbsent { .. }) => "txn put-if-absent",
+            Command::Txn(TxnArgs { shortcut: None, .. }) => "txn",
+            Command::Txn(TxnArgs {
+                shortcut: Some(TxnCommand::Cas { .. }),
+                ..
+            }) => "txn cas",
+            Command::Txn(TxnArgs {
+                shortcut: Some(TxnCommand::PutIfAbsent { .. }),
+                ..
+            }) => "txn put-if-absent",
             Command::Cluster(ClusterCommand::Status) => "cluster status",
             Command::Cluster(ClusterCommand::Members) => "cluster members",
             Command::Cluster(ClusterCommand::Shards) => "cluster shards",
@@ -357,6 +367,63 @@ pub struct ScanArgs {
     /// the same revision either way.
     #[arg(long = "rev", value_name = "N", default_value_t = 0)]
     pub revision: u64,
+}
+
+const TXN_HELP: &str = "\
+INPUT:
+  From --if/--then/--else (each repeatable, one comparison or request per value), else from
+  --file (- for stdin), else from stdin (with prompts when stdin is a terminal, or with -i):
+  etcdctl's txn format, comparisons, a blank line, success requests, a blank line, failure
+  requests:
+
+    mod(\"account/1\") > \"0\"
+    value(\"lock\") = \"free\"
+
+    put account/1 90
+    put account/2 110
+
+    get account/1
+
+  Comparisons: create|mod|value|version(\"KEY\") =|!=|>|< \"VALUE\" (c, m, val, ver for
+  short; a number for all but value). Requests: put KEY VALUE [--prev-kv]; get KEY
+  [RANGE_END] [--prefix] [--from-key] [--limit N] [--rev N] [--keys-only] [--count-only]
+  [--serializable]; del KEY [--prev-kv]. Quote words with spaces (\"a b\", Go escapes
+  such as \\xff, or 'a b').
+
+OUTPUT:
+  SUCCESS or FAILURE, then each response after a blank line, as etcdctl prints them;
+  --output json prints {\"succeeded\", \"revision\", \"responses\"}. A transaction that
+  lost a race with another write is run again a few times (the SDK's conflict policy).
+  Exit code 4 when the comparisons did not hold (FAILURE; the failure requests ran).";
+
+// `cairnctl txn`: a transaction from the arguments, a file or stdin, or a shortcut. (A plain
+// comment: the variant's doc comment is the command's help.)
+#[derive(Debug, PartialEq, Eq, Args)]
+pub struct TxnArgs {
+    #[command(subcommand)]
+    pub shortcut: Option<TxnCommand>,
+    /// A comparison, e.g. 'mod("k") > "0"' (repeatable: all must hold).
+    #[arg(long = "if", value_name = "COMPARISON", conflicts_with = "file")]
+    pub compares: Vec<String>,
+    /// A request run when every comparison holds, e.g. 'put k v' (repeatable, in order).
+    #[arg(long = "then", value_name = "REQUEST", conflicts_with = "file")]
+    pub success: Vec<String>,
+    /// A request run when a comparison does not hold, e.g. 'get k' (repeatable, in order).
+    #[arg(long = "else", value_name = "REQUEST", conflicts_with = "file")]
+    pub failure: Vec<String>,
+    /// Read the transaction in etcdctl's txn format from FILE (- for stdin).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Prompt for each part on stderr, as `etcdctl txn -i` does (reads stdin).
+    #[arg(long, short = 'i', conflicts_with_all = ["file", "compares", "success", "failure"])]
+    pub interactive: bool,
+}
+
+impl TxnArgs {
+    /// True when the transaction is given by --if, --then or --else.
+    pub fn has_arguments(&self) -> bool {
+        !(self.compares.is_empty() && self.success.is_empty() && self.failure.is_empty())
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Subcommand)]
@@ -451,6 +518,7 @@ mod tests {
             ("scan", &["--prefix", "p"]),
             ("txn cas", &["k", "--value", "v", "--expect-version", "1"]),
             ("txn put-if-absent", &["k", "v"]),
+            ("txn", &["--then", "put a 1"]),
             ("cluster status", &[]),
             ("cluster members", &[]),
             ("cluster shards", &[]),
@@ -592,14 +660,21 @@ mod tests {
         let cli = parse(&["txn", "cas", "k", "--value", "new", "--expect-version", "3"]).unwrap();
         assert_eq!(
             cli.command,
-            Command::Txn(TxnCommand::Cas {
-                key: "k".into(),
-                value: "new".into(),
-                expect: Expect {
-                    expect_value: None,
-                    expect_version: Some(3),
-                    expect_mod_revision: None
-                }
+            Command::Txn(TxnArgs {
+                shortcut: Some(TxnCommand::Cas {
+                    key: "k".into(),
+                    value: "new".into(),
+                    expect: Expect {
+                        expect_value: None,
+                        expect_version: Some(3),
+                        expect_mod_revision: None
+                    }
+                }),
+                compares: vec![],
+                success: vec![],
+                failure: vec![],
+                file: None,
+                interactive: false,
             })
         );
         assert!(parse(&["txn", "cas", "k", "--value", "new"]).is_err());
@@ -616,6 +691,50 @@ mod tests {
         ])
         .is_err());
         assert!(parse(&["txn", "put-if-absent", "k", "v"]).is_ok());
+    }
+
+    #[test]
+    fn txn_takes_arguments_a_file_or_stdin() {
+        let Command::Txn(txn) = parse(&[
+            "txn",
+            "--if",
+            r#"mod("a") > "0""#,
+            "--then",
+            "put a 1",
+            "--then",
+            "put b 2",
+            "--else",
+            "get a",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not a txn")
+        };
+        assert_eq!(txn.shortcut, None);
+        assert_eq!(txn.compares, [r#"mod("a") > "0""#]);
+        assert_eq!(txn.success, ["put a 1", "put b 2"]);
+        assert_eq!(txn.failure, ["get a"]);
+        assert!(txn.has_arguments());
+
+        let Command::Txn(txn) = parse(&["txn", "--file", "-"]).unwrap().command else {
+            panic!("not a txn")
+        };
+        assert_eq!(txn.file.as_deref(), Some(std::path::Path::new("-")));
+        assert!(!txn.has_arguments());
+        let Command::Txn(txn) = parse(&["txn", "-i"]).unwrap().command else {
+            panic!("not a txn")
+        };
+        assert!(txn.interactive);
+        let bare = parse(&["txn"]).unwrap().command;
+        assert_eq!(bare.name(), "txn");
+
+        assert!(parse(&["txn", "--file", "f", "--then", "put a 1"]).is_err());
+        assert!(parse(&["txn", "-i", "--then", "put a 1"]).is_err());
+        assert!(
+            parse(&["txn", "--then", "put a 1", "put-if-absent", "k", "v"]).is_err(),
+            "a shortcut takes no transaction arguments"
+        );
     }
 
     #[test]
