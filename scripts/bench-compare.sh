@@ -10,7 +10,10 @@
 #
 # Settings (environment, with defaults):
 #   BENCH_DURATION_SECS=10   measured seconds per point     BENCH_WARMUP_SECS=2
-#   BENCH_CONCURRENCY="1 16 64 256"                          BENCH_WORKLOADS="W C A"
+#   BENCH_CONCURRENCY="1 16 64 256"                          BENCH_WORKLOADS="W C A T"
+#     (W writes, C reads, A half and half, B 95% reads, T cross-shard transactions: read two
+#     keys on different shards of the Cairn cluster, write both in one transaction comparing
+#     their mod revisions; etcd runs the same key pairs and the same transaction)
 #   BENCH_RECORDS=10000  BENCH_KEY_SIZE=16  BENCH_VALUE_SIZE=256  BENCH_DISTRIBUTION=zipfian
 #   BENCH_CONNECTIONS_MAX=8  connections per client process (min(clients, this))
 #   BENCH_CAIRN_SHARDS=3     shards of the Cairn cluster (3: one shard leader per node; every
@@ -28,7 +31,7 @@ source scripts/lib/prepare.sh
 DURATION="${BENCH_DURATION_SECS:-10}"
 WARMUP="${BENCH_WARMUP_SECS:-2}"
 CONCURRENCY="${BENCH_CONCURRENCY:-1 16 64 256}"
-WORKLOADS="${BENCH_WORKLOADS:-W C A}"
+WORKLOADS="${BENCH_WORKLOADS:-W C A T}"
 RECORDS="${BENCH_RECORDS:-10000}"
 KEY_SIZE="${BENCH_KEY_SIZE:-16}"
 VALUE_SIZE="${BENCH_VALUE_SIZE:-256}"
@@ -159,11 +162,14 @@ run_workloads() { # system endpoints
         for clients in $CONCURRENCY; do
             local connections=$((clients < CONNECTIONS_MAX ? clients : CONNECTIONS_MAX))
             local result="$WORK/results/$system-$workload-c$clients.json"
+            # T pairs keys of different Cairn shards: both systems get the same pairs.
+            local pairs=()
+            if [ "$workload" = T ]; then pairs=(--shard-count "$SHARDS"); fi
             local ticks_before client_secs ticks operations
             ticks_before=$(cpu_ticks "${server_pids[@]}")
             # bash's `time` reports the client's own CPU (user + system seconds).
             client_secs=$({ TIMEFORMAT='%3U %3S'; time bench "$system" "$endpoints" --phase run \
-                --workload "$workload" --concurrency "$clients" --connections "$connections" \
+                --workload "$workload" "${pairs[@]}" --concurrency "$clients" --connections "$connections" \
                 --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
                 --label "$system $workload $clients" --output "$result" >/dev/null 2>&3; } 3>&2 2>&1)
             ticks=$(($(cpu_ticks "${server_pids[@]}") - ticks_before))
@@ -286,6 +292,9 @@ elapsed=$(($(date +%s) - started_at))
     echo "- **etcd**: $(etcd --version | head -1 | sed 's/etcd Version: //') (Debian \`etcd-server\`), 3 members, default settings (fsync on every commit), one data folder each."
     echo "- **Cairn**: $PROFILE build; 1 coordinator, 3 storage nodes, 1 gateway; $SHARDS shards, replication 3, default settings (WAL fsync by group commit before every acknowledgement; linearizable reads by lease) except the gateway's \`worker_threads = $GATEWAY_THREADS\` (0: one per core)."
     echo "- **Workload** (\`cairn-bench\`): $RECORDS records loaded first, $KEY_SIZE-byte keys, $VALUE_SIZE-byte values, $DISTRIBUTION key choice; each point runs ${WARMUP} s of warm-up, then ${DURATION} s measured; N clients with one request in flight each, over min(N, $CONNECTIONS_MAX) connections (etcd: connection i to member i mod 3; Cairn: every connection to the gateway). Reads are linearizable on both (etcd's default Range, ReadIndex; Cairn's default Get, by the shard leader's lease, D26). The same binary and code path measures both; only the \`KvTarget\` differs (\`etcd-client\` crate, Cairn SDK)."
+    if [[ " $WORKLOADS " == *" T "* ]]; then
+        echo "- **Workload T** (cross-shard transactions): each operation picks two records on different shards of the $SHARDS-shard Cairn cluster (Cairn's jump hash of the key), reads both (linearizable), then writes both in one transaction comparing their mod revisions with the ones read, as etcd's STM does; when a comparison failed (or Cairn answered Conflict) it reads again and retries, at most 16 runs. An operation is one committed transaction, its reads and retries included. etcd runs the same pairs through the same code. Failures are counted by kind (below the table): a Cairn gateway without cross-shard transactions refuses every one (\`cross_shard_txn\`)."
+    fi
     echo
     echo "Peak resident memory (VmHWM, after every point of the system ran):"
     echo

@@ -258,6 +258,8 @@ impl Cluster {
                     consistency: kv::Consistency::Serializable as i32,
                     ..Default::default()
                 }),
+                // Not inside a transaction: no lock of its own to look past.
+                own_start_ts: 0,
             };
             let page = client.range(request).await.ok()?.into_inner();
             out.extend(page.kvs);

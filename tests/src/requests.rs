@@ -32,6 +32,7 @@ pub fn shard_get(
             keys_only: false,
             revision: 0,
         }),
+        // Not inside a transaction: no lock of its own to look past.
         own_start_ts: 0,
     }
 }

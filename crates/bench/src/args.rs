@@ -12,6 +12,11 @@ pub const VALUE_SIZE_MAX: usize = 1 << 20;
 pub const CONCURRENCY_MAX: usize = 4_096;
 /// Longest run or warm-up; a benchmark loop must always stop by itself.
 pub const DURATION_SECS_MAX: f64 = 3_600.0;
+/// Workload T against etcd without `--shard-count`: the shard count of the Cairn cluster
+/// that scripts/bench-compare.sh starts, so that both systems run the same key pairs.
+pub const ETCD_SHARD_COUNT_DEFAULT: u32 = 3;
+/// The most shards `--shard-count` may name (the cluster's own ceiling is far below).
+pub const SHARD_COUNT_MAX: u32 = 1 << 16;
 /// Connections opened when `--connections` is not given: at most this many, and never
 /// more than the concurrency.
 pub const CONNECTIONS_DEFAULT_MAX: usize = 8;
@@ -47,12 +52,19 @@ pub struct BenchArgs {
     /// (default 127.0.0.1:2379). Connection i starts at address i modulo their number.
     #[arg(long, value_delimiter = ',')]
     pub endpoints: Vec<String>,
-    /// A: 50% reads/50% updates, B: 95/5, C: reads only, W: updates only.
+    /// A: 50% reads/50% updates, B: 95/5, C: reads only, W: updates only, T: cross-shard
+    /// transactions (read two keys on different shards, then write both in one transaction
+    /// comparing their mod revisions).
     #[arg(long, value_enum, ignore_case = true, default_value_t = Workload::A)]
     pub workload: Workload,
     /// How records are chosen.
     #[arg(long, value_enum, default_value_t = KeyDistribution::Zipfian)]
     pub distribution: KeyDistribution,
+    /// Workload T: the shard count that places keys, so that each transaction's two keys
+    /// live on different shards. Cairn: asked of the cluster when not given (and must match
+    /// it); etcd: default 3, the shards of scripts/bench-compare.sh's Cairn cluster.
+    #[arg(long)]
+    pub shard_count: Option<u32>,
     /// Records written by the load phase and touched by the run.
     #[arg(long, default_value_t = 10_000)]
     pub record_count: u64,
@@ -187,6 +199,22 @@ impl BenchArgs {
                 format!("must be in [0, {DURATION_SECS_MAX}]"),
             ));
         }
+        if let Some(shards) = self.shard_count {
+            if !(2..=SHARD_COUNT_MAX).contains(&shards) {
+                return Err(invalid(
+                    "shard-count",
+                    format!(
+                        "must be in 2..={SHARD_COUNT_MAX}: a cross-shard pair needs two shards"
+                    ),
+                ));
+            }
+        }
+        if self.workload.is_transactional() && self.record_count < 2 {
+            return Err(invalid(
+                "record-count",
+                "workload T needs at least 2 records (one per key of a transaction)",
+            ));
+        }
         if self.operations == Some(0) {
             return Err(invalid("operations", "must be at least 1"));
         }
@@ -253,6 +281,15 @@ mod tests {
         );
         assert_eq!(flag_of(&parse(&["--warmup-secs=-1"])), "warmup-secs");
         assert_eq!(flag_of(&parse(&["--operations", "0"])), "operations");
+        assert_eq!(flag_of(&parse(&["--shard-count", "1"])), "shard-count");
+        assert_eq!(
+            flag_of(&parse(&["--workload", "T", "--record-count", "1"])),
+            "record-count"
+        );
+        let txn = parse(&["--workload", "t", "--shard-count", "3"]);
+        txn.validate().unwrap();
+        assert_eq!(txn.workload, Workload::T);
+        assert_eq!(txn.shard_count, Some(3));
     }
 
     #[test]

@@ -24,21 +24,42 @@ pub struct Point {
     pub p99: f64,
     pub max: f64,
     pub errors: u64,
+    /// `errors` by kind, when the result says (results before workload T do not).
+    pub errors_by_kind: BTreeMap<String, u64>,
 }
 
-/// Reads a point from one result; `None` for a result without a measured run.
+/// Reads a point from one result; `None` for a result without a measured run. A run in which
+/// every operation failed has no latencies: they read as 0 (its errors tell why).
 pub fn point_from_result(result: &Value) -> Option<Point> {
     let run = result.get("run")?;
-    let all = run.get("latency_ms")?.get("all")?;
+    let all = run
+        .get("latency_ms")
+        .and_then(|latencies| latencies.get("all"))
+        .filter(|all| !all.is_null());
+    let latency = |field: &str| {
+        all.and_then(|all| all.get(field))
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+    };
     Some(Point {
         system: result.get("target")?.as_str()?.to_string(),
         workload: result.get("workload")?.as_str()?.to_string(),
         concurrency: result.get("concurrency")?.as_u64()?,
         throughput: run.get("throughput_ops_per_sec")?.as_f64()?,
-        p50: all.get("p50")?.as_f64()?,
-        p99: all.get("p99")?.as_f64()?,
-        max: all.get("max")?.as_f64()?,
+        p50: latency("p50"),
+        p99: latency("p99"),
+        max: latency("max"),
         errors: run.get("errors")?.as_u64()?,
+        errors_by_kind: run
+            .get("errors_by_kind")
+            .and_then(Value::as_object)
+            .map(|kinds| {
+                kinds
+                    .iter()
+                    .filter_map(|(kind, count)| Some((kind.clone(), count.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -62,6 +83,7 @@ fn workload_title(workload: &str) -> &'static str {
         "C" => "C (100% linearizable reads)",
         "A" => "A (50% reads, 50% writes)",
         "B" => "B (95% reads, 5% writes)",
+        "T" => "T (cross-shard txn: read 2 keys, write both)",
         _ => "other",
     }
 }
@@ -73,7 +95,8 @@ fn workload_order(workload: &str) -> u8 {
         "C" => 1,
         "A" => 2,
         "B" => 3,
-        _ => 4,
+        "T" => 4,
+        _ => 5,
     }
 }
 
@@ -129,6 +152,47 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
     } else {
         f64::INFINITY
     }
+}
+
+/// One line per point that had errors, with their kinds: a system that refuses a workload
+/// (Cairn's gateway before cross-shard transactions answers workload T with
+/// `cross_shard_txn`) shows here rather than as a silent zero.
+pub fn render_errors(points: &[Point]) -> String {
+    let mut failed: Vec<&Point> = points.iter().filter(|p| p.errors > 0).collect();
+    failed.sort_by_key(|p| {
+        (
+            p.system.clone(),
+            workload_order(&p.workload),
+            p.workload.clone(),
+            p.concurrency,
+        )
+    });
+    let mut out = String::new();
+    for point in failed {
+        let kinds = if point.errors_by_kind.is_empty() {
+            "kinds not recorded".to_string()
+        } else {
+            point
+                .errors_by_kind
+                .iter()
+                .map(|(kind, count)| format!("{kind} {count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "- {} {}, {} clients: {} errors ({kinds})",
+            if point.system == "cairn" {
+                "Cairn"
+            } else {
+                "etcd"
+            },
+            point.workload,
+            point.concurrency,
+            point.errors
+        );
+    }
+    out
 }
 
 /// One line per target of issue 6: what was required, what was measured, met or not.
@@ -246,6 +310,7 @@ pub fn gnuplot_script(data_path: &str, png_path: &str, titles: &[String]) -> Str
             Some("W") => "#1f77b4",
             Some("C") => "#2ca02c",
             Some("A") => "#d62728",
+            Some("T") => "#ff7f0e",
             _ => "#9467bd",
         };
         format!("lw 2 pt 7 dt {dash} lc rgb '{color}'")
@@ -299,6 +364,7 @@ mod tests {
             p99,
             max: p99 * 2.0,
             errors: 0,
+            errors_by_kind: BTreeMap::new(),
         }
     }
 
@@ -315,6 +381,27 @@ mod tests {
         assert_eq!(p.errors, 1);
         assert_eq!(p.p99, 5.0);
         assert!(point_from_result(&json!({"target": "etcd", "run": null})).is_none());
+        assert!(p.errors_by_kind.is_empty(), "older results have no kinds");
+    }
+
+    #[test]
+    fn errors_are_listed_by_kind() {
+        let result = json!({
+            "target": "cairn", "workload": "T", "concurrency": 16,
+            "run": {"throughput_ops_per_sec": 0.0, "errors": 7,
+                    "errors_by_kind": {"cross_shard_txn": 6, "timeout": 1},
+                    "latency_ms": {"all": null, "read": null, "update": null, "txn": null}}
+        });
+        let cairn = point_from_result(&result).unwrap();
+        assert_eq!(cairn.errors_by_kind["cross_shard_txn"], 6);
+        let points = vec![cairn, point("etcd", "T", 16, 100.0, 4.0)];
+        assert_eq!(
+            render_errors(&points),
+            "- Cairn T, 16 clients: 7 errors (cross_shard_txn 6, timeout 1)\n"
+        );
+        assert!(
+            render_table(&points).contains("| T (cross-shard txn: read 2 keys, write both) | 16 |")
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! etcd v3 as a [`KvTarget`], through the `etcd-client` crate.
 
-use crate::target::{KvTarget, TargetError};
-use etcd_client::{Client, ConnectOptions, GetOptions, KvClient};
+use crate::target::{ErrorKind, KvTarget, PairWrite, TargetError};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
 use std::time::Duration;
 
 /// One etcd client connection. Reads are linearizable unless `serializable` (etcd's
@@ -44,11 +44,53 @@ impl KvTarget for EtcdTarget {
             .map(|response| !response.kvs().is_empty())
             .map_err(error)
     }
+
+    async fn read_revision(&self, key: Vec<u8>) -> Result<u64, TargetError> {
+        let mut kv = self.kv.clone();
+        let response = kv.get(key, None).await.map_err(error)?;
+        Ok(response
+            .kvs()
+            .first()
+            .map_or(0, |kv| u64::try_from(kv.mod_revision()).unwrap_or(0)))
+    }
+
+    async fn write_pair_if_unchanged(&self, pair: [PairWrite; 2]) -> Result<bool, TargetError> {
+        let [a, b] = pair;
+        let revision = |read: u64| i64::try_from(read).unwrap_or(i64::MAX);
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(a.key.clone(), CompareOp::Equal, revision(a.read_revision)),
+                Compare::mod_revision(b.key.clone(), CompareOp::Equal, revision(b.read_revision)),
+            ])
+            .and_then([
+                TxnOp::put(a.key, a.value, None),
+                TxnOp::put(b.key, b.value, None),
+            ]);
+        let mut kv = self.kv.clone();
+        kv.txn(txn)
+            .await
+            .map(|response| response.succeeded())
+            .map_err(error)
+    }
 }
 
 fn error(error: etcd_client::Error) -> TargetError {
+    let kind = match &error {
+        // gRPC codes by number: etcd-client's tonic may differ from the workspace's.
+        etcd_client::Error::GRpcStatus(status) => match status.code() as i32 {
+            4 => ErrorKind::Timeout,
+            14 => ErrorKind::Unavailable,
+            3 | 5 | 6 | 7 | 8 | 9 | 11 => ErrorKind::Rejected,
+            _ => ErrorKind::Other,
+        },
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
+            ErrorKind::Unavailable
+        }
+        _ => ErrorKind::Other,
+    };
     TargetError {
         system: "etcd",
+        kind,
         message: error.to_string(),
     }
 }

@@ -1,6 +1,7 @@
 //! `cairn-bench`: a YCSB-style load generator that measures Cairn and etcd v3 side by side.
 //!
-//! One workload generator ([`workload`], [`keys`]) and one measurement ([`runner`], HDR
+//! One workload generator ([`workload`], [`keys`], [`transfer`] for cross-shard
+//! transactions) and one measurement ([`runner`], HDR
 //! histograms) drive any [`KvTarget`]: Cairn through the SDK and a gateway
 //! ([`CairnTarget`]), or etcd through the `etcd-client` crate ([`EtcdTarget`]). Only the two
 //! `KvTarget` implementations differ between the systems, so their numbers compare.
@@ -13,9 +14,12 @@ pub mod cairn_target;
 pub mod compare;
 pub mod etcd_target;
 pub mod keys;
+#[cfg(test)]
+mod memory_target;
 pub mod report;
 pub mod runner;
 pub mod target;
+pub mod transfer;
 pub mod workload;
 
 pub use args::{ArgsError, BenchArgs, Phase, TargetKind};
@@ -23,5 +27,6 @@ pub use cairn_target::CairnTarget;
 pub use etcd_target::EtcdTarget;
 pub use keys::{KeyChooser, KeyDistribution, ZipfianGenerator};
 pub use report::{BenchResult, LatencySummary, LoadSummary};
-pub use target::{KvTarget, TargetError};
+pub use target::{ErrorKind, KvTarget, PairWrite, TargetError};
+pub use transfer::PairChooser;
 pub use workload::{OpKind, Workload};

@@ -2,10 +2,12 @@
 //! and the measured run, and writes the JSON result.
 
 use anyhow::{Context, Result};
+use cairn_bench::args::ETCD_SHARD_COUNT_DEFAULT;
 use cairn_bench::report::RESULT_SCHEMA;
 use cairn_bench::runner::{self, RunPlan};
 use cairn_bench::{
-    BenchArgs, BenchResult, CairnTarget, EtcdTarget, KeyChooser, KvTarget, Phase, TargetKind,
+    BenchArgs, BenchResult, CairnTarget, EtcdTarget, KeyChooser, KvTarget, PairChooser, Phase,
+    TargetKind,
 };
 use clap::Parser;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -42,7 +44,23 @@ async fn bench(args: &BenchArgs) -> Result<BenchResult> {
             for i in 0..args.connections() {
                 connections.push(CairnTarget::connect(rotated(i), args.serializable).await?);
             }
-            measure(args, &connections).await
+            let shard_count = if args.workload.is_transactional() {
+                let cluster = connections[0]
+                    .shard_count()
+                    .await
+                    .context("asking the cluster for its shard count")?;
+                if let Some(given) = args.shard_count {
+                    anyhow::ensure!(
+                        given == cluster,
+                        "--shard-count {given}, but the cluster has {cluster} shards: the pairs \
+                         of workload T would not span two shards"
+                    );
+                }
+                Some(cluster)
+            } else {
+                None
+            };
+            measure(args, &connections, shard_count).await
         }
         TargetKind::Etcd => {
             let mut connections = Vec::new();
@@ -52,12 +70,21 @@ async fn bench(args: &BenchArgs) -> Result<BenchResult> {
                 let endpoint = rotated(i).swap_remove(0);
                 connections.push(EtcdTarget::connect(vec![endpoint], args.serializable).await?);
             }
-            measure(args, &connections).await
+            let shard_count = args
+                .workload
+                .is_transactional()
+                .then(|| args.shard_count.unwrap_or(ETCD_SHARD_COUNT_DEFAULT));
+            measure(args, &connections, shard_count).await
         }
     }
 }
 
-async fn measure<T: KvTarget>(args: &BenchArgs, connections: &[T]) -> Result<BenchResult> {
+/// Loads and runs; `shard_count` places the key pairs of the transactional workload.
+async fn measure<T: KvTarget>(
+    args: &BenchArgs,
+    connections: &[T],
+    shard_count: Option<u32>,
+) -> Result<BenchResult> {
     let started_at_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -92,9 +119,16 @@ async fn measure<T: KvTarget>(args: &BenchArgs, connections: &[T]) -> Result<Ben
         None
     };
     let run = if matches!(args.phase, Phase::Run | Phase::All) {
+        let chooser = KeyChooser::new(args.distribution, args.record_count);
         let plan = RunPlan {
             workload: args.workload,
-            chooser: KeyChooser::new(args.distribution, args.record_count),
+            pairs: shard_count.map(|shard_count| PairChooser {
+                chooser: chooser.clone(),
+                record_count: args.record_count,
+                key_size: args.key_size,
+                shard_count,
+            }),
+            chooser,
             key_size: args.key_size,
             value_size: args.value_size,
             concurrency: args.concurrency,
@@ -106,7 +140,10 @@ async fn measure<T: KvTarget>(args: &BenchArgs, connections: &[T]) -> Result<Ben
         };
         let summary = runner::run(connections, plan).await;
         if let Some(error) = &summary.first_error {
-            eprintln!("{name}: {} errors; first: {error}", summary.errors);
+            eprintln!(
+                "{name}: {} errors {:?}; first: {error}",
+                summary.errors, summary.errors_by_kind
+            );
         }
         Some(summary)
     } else {

@@ -5,6 +5,7 @@ use crate::keys::KeyDistribution;
 use crate::workload::Workload;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Version of the result's shape; bump it when a field changes meaning.
 pub const RESULT_SCHEMA: &str = "cairn-bench/1";
@@ -47,11 +48,31 @@ pub struct RunSummary {
     /// Completed operations (errors excluded).
     pub operations: u64,
     pub errors: u64,
+    /// `errors` by kind (`conflict`, `cross_shard_txn`, `timeout`, `unavailable`,
+    /// `rejected`, `contended`, `no_cross_shard_pair`, `other`); kinds never met are absent.
+    pub errors_by_kind: BTreeMap<String, u64>,
     /// Reads that found no key (each loaded record should exist: expect 0 after a load).
     pub not_found: u64,
     pub first_error: Option<String>,
     pub throughput_ops_per_sec: f64,
+    /// The transactional workload's own counts; absent for the others.
+    pub txn: Option<TxnSummary>,
     pub latency_ms: Latencies,
+}
+
+/// What the transactions of workload T met. An operation is one committed transaction,
+/// however many runs it took (each run reads both keys and sends the transaction).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TxnSummary {
+    /// The shard count that chose the pairs (each pair spans two shards of it).
+    pub shard_count: u32,
+    pub committed: u64,
+    /// Runs whose comparisons failed: another writer changed a key after it was read.
+    pub compare_failures: u64,
+    /// Runs refused as lost races (Cairn's `Conflict`).
+    pub conflicts: u64,
+    /// Runs after which an operation gives up (counted as a `contended` error).
+    pub runs_max: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -59,6 +80,8 @@ pub struct Latencies {
     pub all: Option<LatencySummary>,
     pub read: Option<LatencySummary>,
     pub update: Option<LatencySummary>,
+    /// Workload T: one committed transaction, its reads and re-runs included.
+    pub txn: Option<LatencySummary>,
 }
 
 /// Percentiles of one histogram, in milliseconds.
@@ -123,7 +146,7 @@ mod tests {
             label: "x".into(),
             target: TargetKind::Etcd,
             endpoints: vec!["127.0.0.1:2379".into()],
-            workload: Workload::W,
+            workload: Workload::T,
             read_proportion: 0.0,
             distribution: KeyDistribution::Uniform,
             read_consistency: "linearizable",
@@ -143,21 +166,30 @@ mod tests {
             run: Some(RunSummary {
                 duration_secs: 2.0,
                 operations: 2,
-                errors: 0,
+                errors: 1,
+                errors_by_kind: BTreeMap::from([("cross_shard_txn".to_string(), 1)]),
                 not_found: 0,
                 first_error: None,
                 throughput_ops_per_sec: 1.0,
+                txn: Some(TxnSummary {
+                    shard_count: 3,
+                    committed: 2,
+                    compare_failures: 1,
+                    conflicts: 0,
+                    runs_max: 16,
+                }),
                 latency_ms: Latencies {
                     all: Some(summary.clone()),
                     read: None,
-                    update: Some(summary),
+                    update: None,
+                    txn: Some(summary),
                 },
             }),
         };
         let json = serde_json::to_value(&result).unwrap();
         assert_eq!(json["schema"], "cairn-bench/1");
         assert_eq!(json["target"], "etcd");
-        assert_eq!(json["workload"], "W");
+        assert_eq!(json["workload"], "T");
         assert_eq!(json["distribution"], "uniform");
         assert_eq!(json["phase"], "all");
         assert_eq!(json["run"]["operations"], 2);
@@ -169,5 +201,9 @@ mod tests {
             );
         }
         assert_eq!(json["load"]["records"], 10);
+        assert_eq!(json["run"]["errors_by_kind"]["cross_shard_txn"], 1);
+        assert_eq!(json["run"]["txn"]["shard_count"], 3);
+        assert_eq!(json["run"]["txn"]["compare_failures"], 1);
+        assert!(json["run"]["latency_ms"]["txn"]["p99"].is_number());
     }
 }

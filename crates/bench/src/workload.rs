@@ -1,4 +1,5 @@
-//! The YCSB core workloads this bench runs, as read/update mixes.
+//! The workloads this bench runs: the YCSB core read/update mixes, and cross-shard
+//! transactions (T).
 
 use rand::Rng;
 use serde::Serialize;
@@ -14,6 +15,10 @@ pub enum Workload {
     C,
     /// Write only: 100% updates.
     W,
+    /// Cross-shard transactions: read two keys that live on different shards, then write
+    /// both in one transaction that compares their mod revisions with the ones read (etcd's
+    /// STM shape); a transaction whose comparisons failed is read and run again.
+    T,
 }
 
 /// One operation of a workload.
@@ -21,21 +26,33 @@ pub enum Workload {
 pub enum OpKind {
     Read,
     Update,
+    /// Read two keys, write both in one transaction (workload T).
+    Txn,
 }
 
 impl Workload {
-    /// The fraction of operations that are reads, in `0.0..=1.0`.
+    /// The fraction of operations that are plain reads, in `0.0..=1.0` (0 for T, whose
+    /// operations all read and write).
     pub fn read_proportion(self) -> f64 {
         match self {
             Workload::A => 0.5,
             Workload::B => 0.95,
             Workload::C => 1.0,
-            Workload::W => 0.0,
+            Workload::W | Workload::T => 0.0,
         }
+    }
+
+    /// True for the transaction workload, whose operations need a pair of keys on different
+    /// shards.
+    pub fn is_transactional(self) -> bool {
+        self == Workload::T
     }
 
     /// Draws the next operation.
     pub fn next_op<R: Rng + ?Sized>(self, rng: &mut R) -> OpKind {
+        if self.is_transactional() {
+            return OpKind::Txn;
+        }
         // Exact for the read-only and write-only mixes, so they never issue the other kind.
         match self.read_proportion() {
             p if p >= 1.0 => OpKind::Read,
@@ -51,6 +68,7 @@ impl Workload {
             Workload::B => "B",
             Workload::C => "C",
             Workload::W => "W",
+            Workload::T => "T",
         }
     }
 }
@@ -86,5 +104,7 @@ mod tests {
     fn read_only_and_write_only_are_exact() {
         assert_eq!(read_fraction(Workload::C, 10_000), 1.0);
         assert_eq!(read_fraction(Workload::W, 10_000), 0.0);
+        let mut rng = SmallRng::seed_from_u64(1);
+        assert!((0..1_000).all(|_| Workload::T.next_op(&mut rng) == OpKind::Txn));
     }
 }

@@ -12,6 +12,7 @@ pub const USAGE: i32 = 2;
 /// `get`: the key does not exist.
 pub const NOT_FOUND: i32 = 3;
 /// `txn cas` / `txn put-if-absent`: the condition did not hold; nothing was written.
+/// `txn`: a comparison did not hold; the failure requests ran.
 pub const CONDITION_FAILED: i32 = 4;
 
 /// The exit code for a failed request.
@@ -20,8 +21,8 @@ pub fn exit_code(error: &Error) -> i32 {
         Error::InvalidArgument { .. }
         | Error::LimitExceeded { .. }
         | Error::CrossShardTransaction { .. } => USAGE,
-        Error::WriteWindowExceeded { .. }
-        | Error::Conflict { .. }
+        Error::Conflict { .. }
+        | Error::WriteWindowExceeded { .. }
         | Error::Compacted { .. }
         | Error::FutureRevision { .. }
         | Error::Unavailable(_)
@@ -68,6 +69,14 @@ mod tests {
             exit_code(&Error::Rejected {
                 code: cairn_client::Code::Internal,
                 message: "boom".into()
+            }),
+            1
+        );
+        assert_eq!(
+            exit_code(&Error::Conflict {
+                key: b"k".to_vec(),
+                start_revision: 1,
+                conflicting_revision: 2
             }),
             1
         );

@@ -13,6 +13,7 @@
 //!   get KEY [--serializable] [--keys-only]
 //!   del KEY [--prev-kv]
 //!   scan [--prefix P | --start S [--end E]] [--limit N] [--keys-only] [--count] [--serializable]
+//!   txn [--if CMP]... [--then REQ]... [--else REQ]... | txn [--file F | -i]   (etcdctl's format)
 //!   txn cas KEY --value NEW (--expect-value V | --expect-version N | --expect-mod-revision N)
 //!   txn put-if-absent KEY VALUE
 //!   cluster status|members|shards
@@ -38,10 +39,10 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 1 | the request failed: no gateway reachable, timeout, or rejected by the cluster |
-//! | 2 | usage error or invalid argument, including a request over a cluster limit or a transaction across shards |
+//! | 1 | the request failed: no gateway reachable, timeout, rejected by the cluster, or a transaction that kept conflicting |
+//! | 2 | usage error or invalid argument, including a request over a cluster limit, a `txn` that does not parse, or a transaction across shards refused by an older gateway |
 //! | 3 | key not found (`get`) |
-//! | 4 | condition failed: `txn cas` / `txn put-if-absent` did not write |
+//! | 4 | condition failed: `txn cas` / `txn put-if-absent` did not write; `txn`: a comparison did not hold (FAILURE) |
 //!
 //! Failures print one line to stderr starting with `error: ` that says what to do.
 //!
@@ -55,14 +56,16 @@ pub mod output;
 pub mod recovery;
 pub mod table;
 pub mod trace_export;
+pub mod txn_output;
+pub mod txn_script;
 
 use args::{
-    Cli, ClusterCommand, Command, DevCommand, Expect, OutputFormat, ScanArgs, TxnCommand,
+    Cli, ClusterCommand, Command, DevCommand, Expect, OutputFormat, ScanArgs, TxnArgs, TxnCommand,
     UnsafeCommand, SCAN_PAGE_KEYS,
 };
 use cairn_client::{
     Client, ClientConfig, Consistency, DeleteOptions, Error, Expectation, GetOptions, NodeId,
-    PutOptions, RangeOptions, TlsConfig,
+    PutOptions, RangeOptions, TlsConfig, Txn,
 };
 use clap::Parser;
 use output::{bytes_cell, Report};
@@ -104,6 +107,18 @@ pub async fn run(args: Vec<String>, out: &mut impl Write, err: &mut impl Write) 
             return exit::USAGE;
         }
     };
+    // A transaction is read and parsed before anything connects: a mistake in it is the
+    // user's to fix, whatever the cluster's state.
+    let txn = match &cli.command {
+        Command::Txn(args @ TxnArgs { shortcut: None, .. }) => match read_txn(args, err) {
+            Ok(txn) => Some(txn),
+            Err(message) => {
+                let _ = writeln!(err, "error: {message}");
+                return exit::USAGE;
+            }
+        },
+        _ => None,
+    };
     let config = ClientConfig {
         endpoints: cli.endpoints.clone(),
         request_timeout: cli.timeout,
@@ -119,7 +134,7 @@ pub async fn run(args: Vec<String>, out: &mut impl Write, err: &mut impl Write) 
     );
     let result = async {
         match Client::connect(config).await {
-            Ok(client) => execute(&client, &cli.command).await,
+            Ok(client) => execute(&client, &cli.command, txn).await,
             Err(error) => Err(error),
         }
     }
@@ -153,6 +168,51 @@ pub async fn run(args: Vec<String>, out: &mut impl Write, err: &mut impl Write) 
         }
         None => exit::SUCCESS,
     }
+}
+
+/// The transaction of `cairnctl txn`: from --if/--then/--else, else from --file, else from
+/// stdin (prompting on `err` with -i, or when stdin is a terminal).
+fn read_txn(args: &TxnArgs, err: &mut impl Write) -> Result<Txn, String> {
+    use std::io::IsTerminal;
+    let script = if args.has_arguments() {
+        txn_script::from_arguments(&args.compares, &args.success, &args.failure)
+            .map_err(|error| error.to_string())?
+    } else {
+        match args.file.as_deref() {
+            Some(path) if path != std::path::Path::new("-") => {
+                let text = read_bounded(std::fs::File::open(path), txn_script::SCRIPT_BYTES_MAX)
+                    .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+                txn_script::parse(&text).map_err(|error| format!("{}, {error}", path.display()))?
+            }
+            _ => {
+                let stdin = std::io::stdin();
+                let prompting = args.interactive || (args.file.is_none() && stdin.is_terminal());
+                let mut prompt = |text: &str| {
+                    if prompting {
+                        let _ = writeln!(err, "{text}");
+                    }
+                };
+                // Interactively, reading stops at the blank line after the failure requests;
+                // from a pipe, everything up to the end must belong to the transaction.
+                txn_script::read(stdin.lock(), &mut prompt, !prompting)
+                    .map_err(|error| format!("stdin, {error}"))?
+            }
+        }
+    };
+    Ok(script.into_txn())
+}
+
+/// A file's text, refused past `bytes_max` rather than read whole into memory.
+fn read_bounded(file: std::io::Result<std::fs::File>, bytes_max: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    file?.take(bytes_max as u64 + 1).read_to_string(&mut text)?;
+    if text.len() > bytes_max {
+        return Err(std::io::Error::other(format!(
+            "longer than {bytes_max} bytes"
+        )));
+    }
+    Ok(text)
 }
 
 /// The SDK's TLS settings from --cacert, --cert and --key.
@@ -214,6 +274,10 @@ fn unsuccessful_outcome(report: &Report) -> Option<(i32, String)> {
         Report::Get { key, kv: None, .. } => {
             Some((exit::NOT_FOUND, format!("key {} not found", quoted(key))))
         }
+        Report::Txn(response) if !response.succeeded => Some((
+            exit::CONDITION_FAILED,
+            "a comparison did not hold: the failure requests ran (FAILURE)".to_string(),
+        )),
         Report::Cas { key, outcome } if !outcome.succeeded => {
             let state = match &outcome.current {
                 Some(kv) => format!(
@@ -237,8 +301,8 @@ fn quoted(bytes: &[u8]) -> String {
     format!("{:?}", bytes_cell(bytes))
 }
 
-/// Makes the SDK call a command stands for.
-async fn execute(client: &Client, command: &Command) -> Result<Report, Error> {
+/// Makes the SDK call a command stands for; `txn` is the transaction `cairnctl txn` read.
+async fn execute(client: &Client, command: &Command, txn: Option<Txn>) -> Result<Report, Error> {
     let report = match command {
         Command::Put {
             key,
@@ -284,13 +348,23 @@ async fn execute(client: &Client, command: &Command) -> Result<Report, Error> {
             }
         }
         Command::Scan(scan) => scan_report(client, scan).await?,
-        Command::Txn(TxnCommand::Cas { key, value, expect }) => Report::Cas {
+        Command::Txn(TxnArgs { shortcut: None, .. }) => {
+            let txn = txn.expect("run reads the transaction before connecting");
+            Report::Txn(client.txn(txn).await?)
+        }
+        Command::Txn(TxnArgs {
+            shortcut: Some(TxnCommand::Cas { key, value, expect }),
+            ..
+        }) => Report::Cas {
             key: key.clone().into_bytes(),
             outcome: client
                 .compare_and_set(key.as_str(), expectation(expect), value.as_str())
                 .await?,
         },
-        Command::Txn(TxnCommand::PutIfAbsent { key, value }) => Report::Cas {
+        Command::Txn(TxnArgs {
+            shortcut: Some(TxnCommand::PutIfAbsent { key, value }),
+            ..
+        }) => Report::Cas {
             key: key.clone().into_bytes(),
             outcome: client.put_if_absent(key.as_str(), value.as_str()).await?,
         },

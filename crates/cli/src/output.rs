@@ -45,6 +45,8 @@ pub enum Report {
         key: Vec<u8>,
         outcome: CasOutcome,
     },
+    /// `cairnctl txn`.
+    Txn(proto::TxnResponse),
     Status(proto::StatusResponse),
     Members(Vec<proto::Member>),
     Shards(proto::ShardsResponse),
@@ -114,6 +116,7 @@ impl Report {
                 json!({ "compact_revision": compact_revision })
             }
             Report::Count { count } => json!({ "count": count }),
+            Report::Txn(response) => crate::txn_output::json(response),
             Report::Cas { outcome, .. } => json!({
                 "succeeded": outcome.succeeded,
                 "revision": outcome.revision,
@@ -207,6 +210,7 @@ impl Report {
                 format!("compacted: reads below revision {compact_revision} are refused\n")
             }
             Report::Count { count } => table(&["COUNT"], &[vec![count.to_string()]]),
+            Report::Txn(response) => crate::txn_output::table(response),
             Report::Cas { key, outcome } => {
                 let current = outcome.current.as_ref();
                 let row = vec![
@@ -353,7 +357,7 @@ fn hex(bytes: &[u8]) -> String {
     text
 }
 
-fn kv_json(kv: &proto::KeyValue, keys_only: bool) -> Value {
+pub(crate) fn kv_json(kv: &proto::KeyValue, keys_only: bool) -> Value {
     let mut document = json!({
         "key": bytes_text(&kv.key),
         "create_revision": kv.create_revision,

@@ -3,7 +3,7 @@
 //! Only the client's own behaviour is configured here; server limits are the cluster's and
 //! are reported back in `Error::LimitExceeded`.
 
-use crate::Error;
+use crate::{ConflictPolicy, Error};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,6 +33,10 @@ pub struct ClientConfig {
     pub retry_backoff_max: Duration,
     /// TLS to the gateways; `None` (the default) is plaintext.
     pub tls: Option<TlsConfig>,
+    /// How [`Client::txn`](crate::Client::txn) runs a transaction again after it lost a
+    /// race (`Error::Conflict`): by default up to 4 runs, 10 ms to 500 ms apart with jitter,
+    /// all within `request_timeout`. A transaction may carry its own (`Txn::on_conflict`).
+    pub txn_conflict_policy: ConflictPolicy,
     /// A user name and password, exchanged for a token (`Authenticate`) that every request
     /// then carries, for a cluster with auth enabled; renewed before it expires. `None` (the
     /// default) sends no token: a client certificate in `tls` may name the user instead.
@@ -97,6 +101,7 @@ impl Default for ClientConfig {
             retry_backoff_min: Duration::from_millis(20),
             retry_backoff_max: Duration::from_secs(1),
             tls: None,
+            txn_conflict_policy: ConflictPolicy::default(),
             credentials: None,
         }
     }
@@ -145,6 +150,7 @@ impl ClientConfig {
                 "the user name and the password must not be empty",
             ));
         }
+        self.txn_conflict_policy.validate("txn_conflict_policy")?;
         if self.retry_backoff_min.is_zero() {
             return Err(invalid("retry_backoff_min", "must be greater than zero"));
         }
@@ -198,6 +204,14 @@ mod tests {
             Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, "retry_backoff_max"),
             other => panic!("unexpected {other:?}"),
         }
+        let config = ClientConfig {
+            txn_conflict_policy: ConflictPolicy::attempts(0),
+            ..ClientConfig::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(Error::InvalidArgument { field, .. }) if field == "txn_conflict_policy.max_attempts"
+        ));
         let config = ClientConfig::new(Vec::<String>::new());
         assert!(matches!(
             config.validate(),

@@ -28,10 +28,12 @@ pub enum Error {
         actual: u64,
     },
 
-    /// A transaction named keys of several shards; transactions must stay in one shard.
+    /// A transaction named keys of several shards, and the gateway is older than cross-shard
+    /// transactions (issue 16): only such gateways send this; current ones commit any
+    /// transaction. Kept so that a new SDK still explains an old gateway's refusal.
     #[error(
-        "the transaction touches keys of shards {shards:?}, but a transaction must stay within \
-         one shard: split it, or choose keys that hash to the same shard"
+        "the transaction touches keys of shards {shards:?}, and this gateway runs transactions \
+         within one shard only: upgrade the gateways, or choose keys that hash to one shard"
     )]
     CrossShardTransaction { shards: Vec<u64> },
 
@@ -115,13 +117,13 @@ fn invalid_argument_message(field: &str, reason: &str) -> String {
 }
 
 impl Error {
-    /// True when the same call, made again later, may succeed: the cluster or the network
-    /// was the problem, not the request. A repeated write gets a new write id, so it is not
-    /// deduplicated against the attempts that failed.
+    /// True when the same call, made again later, may succeed: the cluster, the network or
+    /// a concurrent writer (`Conflict`) was the problem, not the request. A repeated write
+    /// gets a new write id, so it is not deduplicated against the attempts that failed.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable(_) | Error::Timeout | Error::Transport(_)
+            Error::Unavailable(_) | Error::Timeout | Error::Transport(_) | Error::Conflict { .. }
         )
     }
 
@@ -315,6 +317,21 @@ mod tests {
             ),
             (
                 status_with(
+                    Code::Aborted,
+                    Kind::Conflict(proto::Conflict {
+                        key: b"acct/7".to_vec(),
+                        start_revision: 40,
+                        conflicting_revision: 42,
+                    }),
+                ),
+                Error::Conflict {
+                    key: b"acct/7".to_vec(),
+                    start_revision: 40,
+                    conflicting_revision: 42,
+                },
+            ),
+            (
+                status_with(
                     Code::FailedPrecondition,
                     Kind::WriteWindowExceeded(proto::WriteWindowExceeded {
                         client_id: 9,
@@ -432,6 +449,14 @@ mod tests {
         assert!(Error::Unavailable("x".into()).is_retryable());
         assert!(Error::Timeout.is_retryable());
         assert!(Error::Transport("x".into()).is_retryable());
+        let conflict = Error::Conflict {
+            key: b"k".to_vec(),
+            start_revision: 3,
+            conflicting_revision: 0,
+        };
+        assert!(conflict.is_retryable());
+        assert!(conflict.to_string().contains("run the transaction again"));
+        assert!(!conflict.to_string().contains("written at"));
         for error in [
             Error::InvalidArgument {
                 field: "key".into(),

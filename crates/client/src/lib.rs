@@ -9,6 +9,9 @@
 //!   [`WriteId`] that stays the same across its retries, so the cluster applies it exactly
 //!   once. Requests the cluster refused (bad argument, limit, failed precondition) are not
 //!   retried.
+//! - **runs transactions over any keys**: [`Client::txn`] commits atomically whatever shards
+//!   the keys live in, and runs a transaction again when it lost a race
+//!   ([`Error::Conflict`]) under a [`ConflictPolicy`] the caller sets.
 //! - **returns typed errors**: [`Error`] is decoded from the gateway's structured
 //!   `ErrorDetail`, never from message text, and [`Error::is_retryable`] says whether the
 //!   same call may succeed later.
@@ -38,12 +41,12 @@
 //!     .await?;
 //! assert!(outcome.succeeded || outcome.current.is_some());
 //!
-//! // A transaction; all of its keys must be in one shard.
+//! // A transaction over keys of any shards; a lost race is run again (`ConflictPolicy`).
 //! let response = client
 //!     .txn(
 //!         Txn::new()
 //!             .when([Compare::value("user/1", CompareOp::Equal, "ada lovelace")])
-//!             .then([Op::put("user/1", "countess")])
+//!             .then([Op::put("user/1", "countess"), Op::put("audit/user/1", "renamed")])
 //!             .otherwise([Op::get("user/1")]),
 //!     )
 //!     .await?;
@@ -60,6 +63,7 @@ mod auth;
 mod client;
 mod cluster;
 mod config;
+mod conflict;
 mod error;
 mod options;
 mod txn;
@@ -68,9 +72,12 @@ mod write_id;
 /// The generated `cairn.kv.v1` protobuf types, used in responses.
 pub use cairn_proto::kv::v1 as proto;
 
+/// The jittered exponential back-off of every Cairn retry loop, used by [`ConflictPolicy`].
+pub use cairn_proto::retry::Backoff;
 pub use cairn_types::{ClientId, NodeId, Sequence};
 pub use client::{Client, ScanResult};
 pub use config::{ClientConfig, Credentials, TlsConfig, RETRY_ATTEMPTS_MAX_CEILING};
+pub use conflict::{ConflictPolicy, CONFLICT_ATTEMPTS_MAX_CEILING};
 pub use error::{Error, Result};
 pub use options::{
     CasOutcome, Consistency, DeleteOptions, Expectation, GetOptions, PutCondition, PutOptions,

@@ -1,8 +1,11 @@
 //! The transaction builder: `Txn::new().when(comparisons).then(ops).otherwise(ops)`.
 //!
-//! A transaction runs atomically on one shard, so every key it names must hash to the same
-//! shard; otherwise the gateway answers `Error::CrossShardTransaction`.
+//! A transaction may name keys of any shards: the gateway commits a transaction whose keys
+//! live in one shard in one Raft round, and the others by two-phase commit (docs/client.md,
+//! "Transactions"). Nothing here looks at where keys live. Gateways older than cross-shard
+//! transactions refuse the second kind with `Error::CrossShardTransaction`.
 
+use crate::conflict::ConflictPolicy;
 use crate::options::{GetOptions, RangeOptions};
 use cairn_proto::kv::v1 as proto;
 
@@ -172,13 +175,16 @@ impl From<Op> for proto::RequestOp {
     }
 }
 
-/// A single-shard transaction: if every comparison holds, the `then` ops run, otherwise
-/// the `otherwise` ops; atomically, at one revision.
+/// A transaction: if every comparison holds, the `then` ops run, otherwise the `otherwise`
+/// ops; atomically, at one revision, whatever shards its keys live in. Each op sees the
+/// earlier ops of its branch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Txn {
     compare: Vec<Compare>,
     success: Vec<Op>,
     failure: Vec<Op>,
+    /// Overrides the client's `txn_conflict_policy` for this transaction.
+    conflict_policy: Option<ConflictPolicy>,
 }
 
 impl Txn {
@@ -202,6 +208,17 @@ impl Txn {
     pub fn otherwise(mut self, ops: impl IntoIterator<Item = Op>) -> Self {
         self.failure.extend(ops);
         self
+    }
+
+    /// How this transaction answers a lost race (`Error::Conflict`), instead of the client's
+    /// `txn_conflict_policy`; [`ConflictPolicy::never`] leaves every conflict to the caller.
+    pub fn on_conflict(mut self, policy: ConflictPolicy) -> Self {
+        self.conflict_policy = Some(policy);
+        self
+    }
+
+    pub(crate) fn conflict_policy(&self) -> Option<ConflictPolicy> {
+        self.conflict_policy
     }
 
     /// The number of comparisons and ops, which the cluster bounds by `txn_ops_max`.
@@ -251,6 +268,25 @@ mod tests {
             Some(proto::request_op::Request::Get(get)) if get.key == b"a"
         ));
         assert!(request.write_id.is_none());
+    }
+
+    #[test]
+    fn keys_of_any_shards_and_a_policy_are_accepted() {
+        // Nothing client-side checks where keys live: 64 keys span every shard of any cluster.
+        let keys: Vec<String> = (0..64).map(|i| format!("account/{i}")).collect();
+        let txn = Txn::new()
+            .when(
+                keys.iter()
+                    .map(|key| Compare::mod_revision(key.as_str(), CompareOp::Less, 100)),
+            )
+            .then(keys.iter().map(|key| Op::put(key.as_str(), "1")))
+            .on_conflict(ConflictPolicy::never());
+        assert_eq!(txn.conflict_policy(), Some(ConflictPolicy::never()));
+        assert_eq!(txn.len(), 128);
+        let request = txn.into_request();
+        assert_eq!(request.compare.len(), 64);
+        assert_eq!(request.success.len(), 64);
+        assert_eq!(Txn::new().conflict_policy(), None);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 use anyhow::{Context, Result};
 use cairn_bench::compare::{
-    gnuplot_script, plot_data, point_from_result, render_table, render_targets, splice_section,
+    gnuplot_script, plot_data, point_from_result, render_errors, render_table, render_targets,
+    splice_section,
 };
 use clap::Parser;
 use std::path::PathBuf;
@@ -63,10 +64,17 @@ fn main() -> Result<()> {
 
     let meta = std::fs::read_to_string(&args.meta)
         .with_context(|| format!("reading {}", args.meta.display()))?;
+    let errors = render_errors(&points);
+    let errors = if errors.is_empty() {
+        String::new()
+    } else {
+        format!("\nErrors by kind:\n\n{errors}")
+    };
     let section = format!(
-        "## Cairn vs etcd\n\n{}\n\n### Results\n\n{}\n### Targets (issue 6)\n\n{}\n![Throughput and p99 latency against concurrency, Cairn and etcd]({})\n",
+        "## Cairn vs etcd\n\n{}\n\n### Results\n\n{}{}\n### Targets (issue 6)\n\n{}\n![Throughput and p99 latency against concurrency, Cairn and etcd]({})\n",
         meta.trim_end(),
         render_table(&points),
+        errors,
         render_targets(&points),
         args.png_link
     );
@@ -74,12 +82,26 @@ fn main() -> Result<()> {
         std::fs::read_to_string(&args.readme).unwrap_or_else(|_| "# Benchmarks\n".into());
     std::fs::write(&args.readme, splice_section(&existing, &section))?;
 
-    let mut csv =
-        String::from("system,workload,concurrency,ops_per_sec,p50_ms,p99_ms,max_ms,errors\n");
+    let mut csv = String::from(
+        "system,workload,concurrency,ops_per_sec,p50_ms,p99_ms,max_ms,errors,errors_by_kind\n",
+    );
     for p in &points {
+        let kinds: Vec<String> = p
+            .errors_by_kind
+            .iter()
+            .map(|(kind, count)| format!("{kind}={count}"))
+            .collect();
         csv.push_str(&format!(
-            "{},{},{},{:.1},{:.3},{:.3},{:.3},{}\n",
-            p.system, p.workload, p.concurrency, p.throughput, p.p50, p.p99, p.max, p.errors
+            "{},{},{},{:.1},{:.3},{:.3},{:.3},{},{}\n",
+            p.system,
+            p.workload,
+            p.concurrency,
+            p.throughput,
+            p.p50,
+            p.p99,
+            p.max,
+            p.errors,
+            kinds.join(";")
         ));
     }
     std::fs::write(&args.csv, csv)?;

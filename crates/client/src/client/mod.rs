@@ -1,28 +1,24 @@
-//! `Client`: the key-value calls and the one retry loop every call goes through.
-//!
-//! A call tries the gateway that answered last, and on a retryable failure moves to the
-//! next one after a jittered pause, until it succeeds, hits a non-retryable error, runs out
-//! of attempts (`retry_attempts_max`) or out of time (`request_timeout`).
+//! `Client`: the key-value calls. Every call goes through the one retry loop (`call.rs`).
+
+mod call;
+
+pub(crate) use call::Attempts;
 
 use crate::config::ClientConfig;
-use crate::error::{one_line, Error, Result};
+use crate::error::{Error, Result};
 use crate::options::{
     CasOutcome, Consistency, DeleteOptions, Expectation, GetOptions, PutCondition, PutOptions,
     RangeOptions,
 };
-use crate::txn::Txn;
 use crate::write_id::WriteIds;
 use cairn_proto::kv::v1 as proto;
 use cairn_proto::kv::v1::kv_client::KvClient;
-use cairn_proto::retry::{classify, never_sent, Backoff, Idempotency};
+use cairn_proto::retry::Idempotency;
 use cairn_types::{ClientId, REQUEST_BYTES_MAX_CEILING};
-use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
-use tracing::Instrument;
 
 /// Largest message sent or received: the transport ceiling every cluster's
 /// `request_bytes_max` fits under, so that a full range page is never refused by the codec.
@@ -337,191 +333,9 @@ impl Client {
         Ok(CasOutcome::from_put(key, value, response))
     }
 
-    /// Runs a single-shard transaction.
-    pub async fn txn(&self, txn: Txn) -> Result<proto::TxnResponse> {
-        let write = self.inner.writes.begin();
-        let mut message = txn.into_request();
-        message.write_id = Some(write.id().into());
-        self.call("txn", Idempotency::Idempotent, |channel, remaining| {
-            let request = request(message.clone(), remaining);
-            async move { kv(channel).txn(request).await }
-        })
-        .await
-    }
-
-    /// Runs `attempt` against the gateways until it succeeds, fails in a way a call of its
-    /// `idempotency` may not repeat (`cairn_proto::retry::classify`), or runs out of attempts
-    /// or time. `attempt` gets a channel and the time left.
-    ///
-    /// The call runs in a `cairn.client` span (a child of the caller's span); requests built
-    /// with [`request`] carry its trace context to the gateway.
-    ///
-    /// With credentials configured, every attempt carries the client's token; a call refused
-    /// as UNAUTHENTICATED (the token expired, or the password changed) authenticates again
-    /// and runs once more (nothing ran: the gateway checks credentials first).
-    pub(crate) async fn call<T, F, Fut>(
-        &self,
-        what: &'static str,
-        idempotency: Idempotency,
-        mut attempt: F,
-    ) -> Result<T>
-    where
-        F: FnMut(Channel, Duration) -> Fut,
-        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
-    {
-        let span = tracing::info_span!(
-            "cairn.client",
-            otel.name = %format_args!("cairn.client.{what}"),
-            otel.kind = "client",
-            rpc.method = what,
-        );
-        async {
-            let token = self.token(false).await?;
-            let first = self
-                .call_with_retries(what, idempotency, &mut attempt, token.clone())
-                .await;
-            match first {
-                Err(Error::Rejected {
-                    code: tonic::Code::Unauthenticated,
-                    ..
-                }) if token.is_some() => {
-                    let token = self.token(true).await?;
-                    self.call_with_retries(what, idempotency, attempt, token)
-                        .await
-                }
-                other => other,
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// As [`Client::call`], sending no token (to authenticate).
-    pub(crate) async fn call_without_token<T, F, Fut>(
-        &self,
-        what: &'static str,
-        idempotency: Idempotency,
-        attempt: F,
-    ) -> Result<T>
-    where
-        F: FnMut(Channel, Duration) -> Fut,
-        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
-    {
-        self.call_with_retries(what, idempotency, attempt, None)
-            .await
-    }
-
-    async fn call_with_retries<T, F, Fut>(
-        &self,
-        what: &'static str,
-        idempotency: Idempotency,
-        mut attempt: F,
-        token: Option<String>,
-    ) -> Result<T>
-    where
-        F: FnMut(Channel, Duration) -> Fut,
-        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
-    {
-        let config = &self.inner.config;
-        let gateways = &self.inner.gateways;
-        let backoff = Backoff::new(config.retry_backoff_min, config.retry_backoff_max);
-        let deadline = Instant::now() + config.request_timeout;
-        let mut index = self.inner.preferred.load(Ordering::Relaxed) % gateways.len();
-        let mut connection_failures = 0;
-        let mut last: Option<tonic::Status> = None;
-        for attempt_number in 0..config.retry_attempts_max {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(self.deadline_error(what, attempt_number, connection_failures, last));
-            }
-            let gateway = &gateways[index];
-            let call = crate::auth::with_token(token.clone(), || {
-                attempt(gateway.channel.clone(), remaining)
-            });
-            let outcome = tokio::time::timeout(remaining, call).await;
-            let status = match outcome {
-                Ok(Ok(response)) => {
-                    self.inner.preferred.store(index, Ordering::Relaxed);
-                    return Ok(response.into_inner());
-                }
-                Ok(Err(status)) => status,
-                Err(_elapsed) => {
-                    return Err(self.deadline_error(
-                        what,
-                        attempt_number + 1,
-                        connection_failures,
-                        last,
-                    ))
-                }
-            };
-            if !classify(&status).allows(idempotency) {
-                return Err(Error::from_status(status));
-            }
-            if never_sent(&status) {
-                connection_failures += 1;
-            }
-            tracing::debug!(
-                what,
-                gateway = %gateway.address,
-                attempt = attempt_number + 1,
-                code = ?status.code(),
-                message = status.message(),
-                "attempt failed; trying the next gateway"
-            );
-            last = Some(status);
-            index = (index + 1) % gateways.len();
-            self.inner.preferred.store(index, Ordering::Relaxed);
-            if attempt_number + 1 < config.retry_attempts_max {
-                let pause = backoff.pause(attempt_number as u32);
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                tokio::time::sleep(pause.min(remaining)).await;
-            }
-        }
-        let attempts = config.retry_attempts_max;
-        let last = last.expect("at least one attempt was made");
-        Err(self.exhausted(what, attempts, connection_failures, &last))
-    }
-
-    /// Out of attempts. When no attempt reached a gateway, the message says so, since the
-    /// fix (start the cluster, correct the addresses) differs from waiting out an election.
-    fn exhausted(
-        &self,
-        what: &str,
-        attempts: usize,
-        connection_failures: usize,
-        last: &tonic::Status,
-    ) -> Error {
-        if connection_failures == attempts {
-            return Error::Unavailable(format!(
-                "cannot reach any gateway at {} after {attempts} attempts: {}",
-                self.inner.config.endpoints.join(","),
-                one_line(last.message())
-            ));
-        }
-        let cause = match Error::from_status(last.clone()) {
-            Error::Unavailable(message) => message,
-            other => other.to_string(),
-        };
-        Error::Unavailable(format!(
-            "{what} did not succeed in {attempts} attempts; last error: {cause}"
-        ))
-    }
-
-    /// Out of time. If no attempt ever reached a gateway, nothing can have been applied,
-    /// and "unreachable" is the useful answer rather than "outcome unknown".
-    fn deadline_error(
-        &self,
-        what: &str,
-        attempts: usize,
-        connection_failures: usize,
-        last: Option<tonic::Status>,
-    ) -> Error {
-        match last {
-            Some(last) if attempts > 0 && connection_failures == attempts => {
-                self.exhausted(what, attempts, connection_failures, &last)
-            }
-            _ => Error::Timeout,
-        }
+    /// Starts a write: its id, in flight until the guard drops.
+    pub(crate) fn begin_write(&self) -> crate::write_id::PendingWrite<'_> {
+        self.inner.writes.begin()
     }
 }
 
@@ -565,7 +379,7 @@ pub(crate) fn request<T>(message: T, remaining: Duration) -> tonic::Request<T> {
     request
 }
 
-fn kv(channel: Channel) -> KvClient<Channel> {
+pub(crate) fn kv(channel: Channel) -> KvClient<Channel> {
     KvClient::new(channel)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX)

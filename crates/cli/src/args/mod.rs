@@ -4,6 +4,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod txn;
+
+use txn::TXN_HELP;
+pub use txn::{Expect, TxnArgs, TxnCommand};
+
 /// Rows `scan` prints when `--limit` is not given.
 pub const SCAN_ROWS_DEFAULT: u64 = 1_000;
 /// Keys fetched per range request while scanning.
@@ -20,11 +25,12 @@ OUTPUT:
 
 EXIT CODES:
   0  success
-  1  the request failed: no gateway reachable, timeout, or rejected by the cluster
-  2  usage error or invalid argument (including a request over a cluster limit, or a
-     transaction across shards)
+  1  the request failed: no gateway reachable, timeout, rejected by the cluster, or a
+     transaction that kept conflicting with other writes
+  2  usage error or invalid argument (including a request over a cluster limit, a txn that
+     does not parse, or a transaction across shards refused by an older gateway)
   3  key not found (get)
-  4  condition failed: cas / put-if-absent did not write
+  4  condition failed: cas / put-if-absent did not write; txn: a comparison did not hold
 
 TLS:
   --cacert FILE turns TLS on (an https:// endpoint needs it); --cert and --key present a
@@ -144,9 +150,11 @@ pub enum Command {
     },
     /// List keys by prefix or range, following pages until --limit rows or the end.
     Scan(ScanArgs),
-    /// Conditional writes.
-    #[command(subcommand)]
-    Txn(TxnCommand),
+    /// Run a transaction over any keys: comparisons, then the success requests if they all
+    /// hold, else the failure requests (etcdctl's txn format); or the `cas` and
+    /// `put-if-absent` shortcuts.
+    #[command(args_conflicts_with_subcommands = true, after_help = TXN_HELP)]
+    Txn(TxnArgs),
     /// Cluster health, members and shards.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -269,8 +277,15 @@ impl Command {
             Command::Get { .. } => "get",
             Command::Del { .. } => "del",
             Command::Scan(_) => "scan",
-            Command::Txn(TxnCommand::Cas { .. }) => "txn cas",
-            Command::Txn(TxnCommand::PutIfAbsent { .. }) => "txn put-if-absent",
+            Command::Txn(TxnArgs { shortcut: None, .. }) => "txn",
+            Command::Txn(TxnArgs {
+                shortcut: Some(TxnCommand::Cas { .. }),
+                ..
+            }) => "txn cas",
+            Command::Txn(TxnArgs {
+                shortcut: Some(TxnCommand::PutIfAbsent { .. }),
+                ..
+            }) => "txn put-if-absent",
             Command::Cluster(ClusterCommand::Status) => "cluster status",
             Command::Cluster(ClusterCommand::Members) => "cluster members",
             Command::Cluster(ClusterCommand::Shards) => "cluster shards",
@@ -360,36 +375,6 @@ pub struct ScanArgs {
 }
 
 #[derive(Debug, PartialEq, Eq, Subcommand)]
-pub enum TxnCommand {
-    /// Compare-and-set: write --value only if KEY matches the expectation (exit code 4 if not).
-    Cas {
-        key: String,
-        /// The value to write.
-        #[arg(long)]
-        value: String,
-        #[command(flatten)]
-        expect: Expect,
-    },
-    /// Write VALUE only if KEY does not exist (exit code 4 if it does).
-    PutIfAbsent { key: String, value: String },
-}
-
-/// Exactly one expectation of a compare-and-set.
-#[derive(Debug, PartialEq, Eq, Args)]
-#[group(required = true, multiple = false)]
-pub struct Expect {
-    /// The current value must be V.
-    #[arg(long, value_name = "V")]
-    pub expect_value: Option<String>,
-    /// The current version must be N (0 = the key is absent).
-    #[arg(long, value_name = "N")]
-    pub expect_version: Option<u64>,
-    /// The current mod_revision must be N (0 = the key is absent).
-    #[arg(long, value_name = "N")]
-    pub expect_mod_revision: Option<u64>,
-}
-
-#[derive(Debug, PartialEq, Eq, Subcommand)]
 pub enum ClusterCommand {
     /// Cluster id, shard and node counts, replication health.
     Status,
@@ -451,6 +436,7 @@ mod tests {
             ("scan", &["--prefix", "p"]),
             ("txn cas", &["k", "--value", "v", "--expect-version", "1"]),
             ("txn put-if-absent", &["k", "v"]),
+            ("txn", &["--then", "put a 1"]),
             ("cluster status", &[]),
             ("cluster members", &[]),
             ("cluster shards", &[]),
@@ -585,37 +571,6 @@ mod tests {
         assert!(parse(&["scan", "--limit", "0"]).is_err());
         assert!(parse(&["scan", "--count", "--keys-only"]).is_err());
         assert!(parse(&["scan", "--start", "a", "--end", "b"]).is_ok());
-    }
-
-    #[test]
-    fn cas_needs_exactly_one_expectation() {
-        let cli = parse(&["txn", "cas", "k", "--value", "new", "--expect-version", "3"]).unwrap();
-        assert_eq!(
-            cli.command,
-            Command::Txn(TxnCommand::Cas {
-                key: "k".into(),
-                value: "new".into(),
-                expect: Expect {
-                    expect_value: None,
-                    expect_version: Some(3),
-                    expect_mod_revision: None
-                }
-            })
-        );
-        assert!(parse(&["txn", "cas", "k", "--value", "new"]).is_err());
-        assert!(parse(&[
-            "txn",
-            "cas",
-            "k",
-            "--value",
-            "n",
-            "--expect-value",
-            "a",
-            "--expect-version",
-            "1"
-        ])
-        .is_err());
-        assert!(parse(&["txn", "put-if-absent", "k", "v"]).is_ok());
     }
 
     #[test]
