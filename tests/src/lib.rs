@@ -15,6 +15,7 @@ mod cluster;
 pub mod config_reference;
 mod faults;
 mod hosting;
+pub mod list_append;
 pub mod nemesis;
 pub mod network;
 mod observe;
