@@ -485,6 +485,27 @@ mod tests {
     }
 
     #[test]
+    fn errors_are_aborts_only_when_nothing_was_applied() {
+        use cairn_proto::status::with_detail;
+        use pb::error_detail::Kind;
+        use tonic::{Code, Status};
+        let aborted = |status: Status| matches!(ending_of_error(&status), Ending::Aborted);
+        let conflict = Kind::Conflict(pb::Conflict::default());
+        assert!(aborted(with_detail(Code::Aborted, "lost a race", conflict)));
+        let cross = Kind::CrossShardTxn(pb::CrossShardTxn {
+            shard_ids: vec![0, 1],
+        });
+        assert!(aborted(with_detail(
+            Code::InvalidArgument,
+            "two shards",
+            cross
+        )));
+        assert!(!aborted(Status::unavailable("gave up")));
+        assert!(!aborted(Status::deadline_exceeded("slow")));
+        assert!(!aborted(Status::aborted("no detail: unknown")));
+    }
+
+    #[test]
     fn keys_spread_over_every_shard() {
         let keys = keys_over_shards("la/", 8, 4);
         assert_eq!(keys.len(), 8);
