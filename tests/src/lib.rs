@@ -16,6 +16,7 @@ mod cluster;
 pub mod config_reference;
 mod faults;
 mod hosting;
+pub mod list_append;
 pub mod mutex;
 pub mod nemesis;
 pub mod network;

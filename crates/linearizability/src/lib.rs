@@ -17,9 +17,17 @@
 //!
 //! [`check_revision_order`] checks what the per-key search cannot: that revisions rise in
 //! real time across every key.
+//!
+//! [`check_list_append`] checks multi-key transactions instead, Elle-style: histories of
+//! appends to and reads of lists, searched for dependency cycles (`list_append`).
 
+mod list_append;
 mod register;
 mod revision_order;
 
+pub use list_append::{
+    check_list_append, Anomaly, CycleKind, Edge, MicroOp, Outcome, Report, Step, Transaction,
+    TxnId, ANOMALIES_PER_KIND_MAX, SEARCH_STEPS_MAX,
+};
 pub use register::{check_history, Input, Operation, Output, Verdict};
 pub use revision_order::{check_revision_order, RevisionOrderViolation};
