@@ -32,6 +32,7 @@ pub fn shard_get(
             keys_only: false,
             revision: 0,
         }),
+        own_start_ts: 0,
     }
 }
 
