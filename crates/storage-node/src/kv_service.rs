@@ -291,9 +291,7 @@ impl ShardKv for KvService {
         &self,
         _request: Request<node_pb::CheckTxnStatusRequest>,
     ) -> Result<Response<node_pb::CheckTxnStatusResponse>, Status> {
-        Err(Status::unimplemented(
-            "check_txn_status: not implemented yet",
-        ))
+        Err(Status::unimplemented("check_txn_status: not implemented yet"))
     }
 
     async fn resolve_locks(
