@@ -251,6 +251,7 @@ impl Cluster {
         loop {
             let request = node::ShardRangeRequest {
                 target: Some(shard_target(shard)),
+                own_start_ts: 0,
                 request: Some(kv::RangeRequest {
                     continuation: continuation.clone(),
                     limit: SCAN_PAGE_KEYS,

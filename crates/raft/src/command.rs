@@ -109,6 +109,97 @@ pub enum WriteOp {
     Compact {
         revision: Revision,
     },
+    // Cross-shard transactions (D93): evaluated at apply by `cairn_mvcc::TxnRules`, with the
+    // command's `proposed_at_ms` as the clock. New variants go last (the log is postcard).
+    /// Locks every mutation's key for the transaction, all or nothing.
+    Prewrite(Prewrite),
+    /// Commits the transaction's locks on `keys` at `commit_ts`.
+    Commit(TxnCommit),
+    /// Rolls the transaction back on `keys` (removes its locks, leaves rollback markers).
+    Rollback {
+        start_ts: Revision,
+        keys: Vec<Vec<u8>>,
+    },
+    /// Carries the primary's decision to the transaction's locks on `keys`.
+    ResolveLocks {
+        start_ts: Revision,
+        keys: Vec<Vec<u8>>,
+        resolution: cairn_mvcc::Resolution,
+    },
+    /// Decides the transaction from its primary: may roll back an expired or missing one.
+    CheckTxnStatus {
+        primary: Vec<u8>,
+        start_ts: Revision,
+        rollback_if_missing: bool,
+    },
+}
+
+/// One key of a prewrite and what the transaction does to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnMutation {
+    pub key: Vec<u8>,
+    pub op: cairn_mvcc::LockOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prewrite {
+    pub start_ts: Revision,
+    /// The key whose commit record decides the transaction (in any shard).
+    pub primary: Vec<u8>,
+    pub lock_ttl_ms: u64,
+    /// Distinct keys (validated), at least one.
+    pub mutations: Vec<TxnMutation>,
+    /// The client's write id: a transaction that already committed under it is answered
+    /// with its remembered result and nothing is prewritten. Not the command's `write_id`:
+    /// a prewrite is not the write the id stands for, and its result is not remembered.
+    pub write_id: Option<WriteId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnCommit {
+    pub start_ts: Revision,
+    pub commit_ts: Revision,
+    /// Distinct keys (validated), at least one.
+    pub keys: Vec<Vec<u8>>,
+    /// On the primary's commit: the client's write id and the response to remember under it
+    /// (exactly-once across gateways: a retry's prewrite finds it).
+    pub remember: Option<(WriteId, TxnResult)>,
+}
+
+impl WriteOp {
+    /// Whether this is one of the transaction commands (applied by `crate::txn_apply`).
+    pub fn is_txn_command(&self) -> bool {
+        matches!(
+            self,
+            WriteOp::Prewrite(_)
+                | WriteOp::Commit(_)
+                | WriteOp::Rollback { .. }
+                | WriteOp::ResolveLocks { .. }
+                | WriteOp::CheckTxnStatus { .. }
+        )
+    }
+
+    /// The revision at which a transaction command writes versions, if it does: reads at or
+    /// above it must wait for it while it is in flight.
+    pub fn commit_ts(&self) -> Option<Revision> {
+        match self {
+            WriteOp::Commit(commit) => Some(commit.commit_ts),
+            WriteOp::ResolveLocks {
+                resolution: cairn_mvcc::Resolution::Commit { commit_ts },
+                ..
+            } => Some(*commit_ts),
+            _ => None,
+        }
+    }
+
+    /// The write id whose session record a transaction command reads or writes.
+    pub fn txn_write_id(&self) -> Option<WriteId> {
+        match self {
+            WriteOp::Prewrite(prewrite) => prewrite.write_id,
+            WriteOp::Commit(commit) => commit.remember.as_ref().map(|(id, _)| *id),
+            _ => None,
+        }
+    }
 }
 
 /// Where a write's revision comes from.
@@ -213,6 +304,23 @@ pub enum WriteResult {
     Compacted {
         compact_revision: Revision,
     },
+    // Results of the transaction commands (D93); new variants go last (results are
+    // remembered in sessions with postcard).
+    /// Every mutation is locked; or, when the write id's transaction already committed,
+    /// nothing was prewritten and this is its first result.
+    Prewritten {
+        first_result: Option<TxnResult>,
+    },
+    /// The keys are committed; the commit timestamp on record (a retry finds the first).
+    TxnCommitted {
+        commit_ts: Revision,
+    },
+    TxnRolledBack,
+    LocksResolved,
+    TxnStatus(cairn_mvcc::TxnStatus),
+    /// A transaction rule (or a one-phase write meeting a lock) refused: nothing of the
+    /// command was applied, nothing is remembered.
+    TxnRefused(cairn_mvcc::TxnError),
 }
 
 /// What applying one log entry produced (the Raft response type).

@@ -6,10 +6,11 @@
 
 use crate::command::*;
 use crate::error::{Result, StorageError};
+use crate::lock_checks;
 use crate::mvcc_store::{storage_error, RocksView};
 use cairn_mvcc::{
-    ColumnFamily, Mutation, MvccReader, MvccView, Overlay, RangeBounds, RangeOptions, Version,
-    VersionWriter,
+    ColumnFamily, LockInfo, Mutation, MvccReader, MvccView, Overlay, RangeBounds, RangeOptions,
+    TxnError, Version, VersionWriter,
 };
 use cairn_types::{Revision, ShardId};
 use rocksdb::{WriteBatch, DB};
@@ -61,6 +62,51 @@ impl<'a> KvView<'a> {
     /// The key as a read at revision `at` sees it.
     pub fn get_at(&self, key: &[u8], at: Revision, keys_only: bool) -> Result<Option<KeyValue>> {
         get_at(&self.rocks(), self.shard, key, at, keys_only)
+    }
+
+    /// The key as a read at `at` sees it ([`Revision::LATEST`]: the newest version), or the
+    /// transaction lock that stops the read (D94): one lock lookup, then one seek.
+    pub fn get_checked(
+        &self,
+        key: &[u8],
+        at: Revision,
+        keys_only: bool,
+        own_start_ts: Option<Revision>,
+    ) -> Result<std::result::Result<Option<KeyValue>, LockInfo>> {
+        if let Some(info) = lock_checks::lock_stopping_read(
+            self.db,
+            self.snapshot,
+            self.shard,
+            key,
+            at,
+            own_start_ts,
+        )? {
+            return Ok(Err(info));
+        }
+        Ok(Ok(self.get_at(key, at, keys_only)?))
+    }
+
+    /// As [`KvView::range_at`], or the first transaction lock in the range that stops the
+    /// read. Any such lock in `[start, end)` stops it, also past the page's last key: the
+    /// next page would meet it anyway.
+    pub fn range_checked(
+        &self,
+        range: &Range,
+        at: Revision,
+        reported: Revision,
+        own_start_ts: Option<Revision>,
+    ) -> Result<std::result::Result<RangeResult, LockInfo>> {
+        if let Some(info) = lock_checks::range_lock_stopping_read(
+            &self.rocks(),
+            self.shard,
+            &range.start,
+            range.end.as_deref(),
+            at,
+            own_start_ts,
+        )? {
+            return Ok(Err(info));
+        }
+        Ok(Ok(self.range_at(range, at, reported)?))
     }
 
     /// Keys in the range at their newest versions, reported at `revision`.
@@ -140,6 +186,18 @@ pub fn named_keys(op: &WriteOp) -> Option<Vec<&[u8]>> {
             Some(keys)
         }
         WriteOp::Compact { .. } => Some(Vec::new()),
+        WriteOp::Prewrite(prewrite) => Some(
+            prewrite
+                .mutations
+                .iter()
+                .map(|m| m.key.as_slice())
+                .collect(),
+        ),
+        WriteOp::Commit(commit) => Some(commit.keys.iter().map(Vec::as_slice).collect()),
+        WriteOp::Rollback { keys, .. } | WriteOp::ResolveLocks { keys, .. } => {
+            Some(keys.iter().map(Vec::as_slice).collect())
+        }
+        WriteOp::CheckTxnStatus { primary, .. } => Some(vec![primary.as_slice()]),
     }
 }
 
@@ -190,6 +248,7 @@ pub fn apply_write(
     let mut writer = Writer {
         inner: VersionWriter::new(&overlay, shard, at.revision),
         overlay: &overlay,
+        db,
         shard,
     };
     if let Some(refusal) = writer
@@ -199,14 +258,31 @@ pub fn apply_write(
     {
         return Ok((WriteResult::Refused(refusal), false));
     }
+    // One-phase writes stop at transaction locks (D94): nothing is written, and the
+    // refusal is not remembered, so the retry after the lock is resolved applies.
+    let locked = |info| Ok((WriteResult::TxnRefused(TxnError::KeyLocked(info)), false));
     let result = match op {
-        WriteOp::Put(put) => WriteResult::Put(writer.put(put)?),
-        WriteOp::Delete(delete) => WriteResult::Delete(writer.delete(delete)?),
-        WriteOp::Txn(txn) => WriteResult::Txn(writer.txn(txn)?),
-        WriteOp::Compact { .. } => {
-            return Err(StorageError::Inconsistent(
-                "a compaction is not a key write".into(),
-            ))
+        WriteOp::Put(put) => {
+            if let Some(info) = writer.lock_on_write(&put.key)? {
+                return locked(info);
+            }
+            WriteResult::Put(writer.put(put)?)
+        }
+        WriteOp::Delete(delete) => {
+            if let Some(info) = writer.lock_on_write(&delete.key)? {
+                return locked(info);
+            }
+            WriteResult::Delete(writer.delete(delete)?)
+        }
+        WriteOp::Txn(txn) => match writer.txn(txn)? {
+            Ok(result) => WriteResult::Txn(result),
+            Err(info) => return locked(info),
+        },
+        _ => {
+            return Err(StorageError::Inconsistent(format!(
+                "not a key write: {}",
+                op_name(op)
+            )))
         }
     };
     let changed = writer.inner.changed();
@@ -256,13 +332,64 @@ fn with_revision(result: WriteResult, revision: Revision) -> WriteResult {
     }
 }
 
+fn op_name(op: &WriteOp) -> &'static str {
+    match op {
+        WriteOp::Put(_) => "put",
+        WriteOp::Delete(_) => "delete",
+        WriteOp::Txn(_) => "txn",
+        WriteOp::Compact { .. } => "compact",
+        WriteOp::Prewrite(_) => "prewrite",
+        WriteOp::Commit(_) => "commit",
+        WriteOp::Rollback { .. } => "rollback",
+        WriteOp::ResolveLocks { .. } => "resolve_locks",
+        WriteOp::CheckTxnStatus { .. } => "check_txn_status",
+    }
+}
+
 struct Writer<'v> {
     inner: VersionWriter<'v, Overlay<'v, RocksView<'v>>>,
     overlay: &'v Overlay<'v, RocksView<'v>>,
+    db: &'v DB,
     shard: ShardId,
 }
 
 impl Writer<'_> {
+    /// Any lock on a key the write changes. One-phase writes never add locks, so the live
+    /// database (not the overlay) has every lock the command can meet.
+    fn lock_on_write(&self, key: &[u8]) -> Result<Option<LockInfo>> {
+        Ok(lock_checks::lock_of(self.db, None, self.shard, key)?.map(|lock| lock.info(key)))
+    }
+
+    /// A put or delete lock on a key the write reads or compares: it may commit below the
+    /// write's revision and change what was read.
+    fn lock_on_read(&self, key: &[u8]) -> Result<Option<LockInfo>> {
+        lock_checks::lock_stopping_read(self.db, None, self.shard, key, Revision::LATEST, None)
+    }
+
+    /// The first lock that stops the ops of a transaction branch, checked before any op runs.
+    fn lock_on_ops(&self, ops: &[TxnOp]) -> Result<Option<LockInfo>> {
+        for op in ops {
+            let found = match op {
+                TxnOp::Put(Put { key, .. }) | TxnOp::Delete(Delete { key, .. }) => {
+                    self.lock_on_write(key)?
+                }
+                TxnOp::Get(get) => self.lock_on_read(&get.key)?,
+                TxnOp::Range(range) => lock_checks::range_lock_stopping_read(
+                    &RocksView::new(self.db, None),
+                    self.shard,
+                    &range.start,
+                    range.end.as_deref(),
+                    Revision::LATEST,
+                    None,
+                )?,
+            };
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
     fn current(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         Ok(self
             .inner
@@ -313,7 +440,14 @@ impl Writer<'_> {
         })
     }
 
-    fn txn(&mut self, txn: &Txn) -> Result<TxnResult> {
+    /// The transaction, or the lock that stopped it (on a compared key, or on a key the
+    /// chosen branch reads or writes) before anything was written.
+    fn txn(&mut self, txn: &Txn) -> Result<std::result::Result<TxnResult, LockInfo>> {
+        for compare in &txn.compares {
+            if let Some(info) = self.lock_on_read(&compare.key)? {
+                return Ok(Err(info));
+            }
+        }
         let mut succeeded = true;
         for compare in &txn.compares {
             let current = self.current(&compare.key)?;
@@ -327,6 +461,9 @@ impl Writer<'_> {
         } else {
             &txn.failure
         };
+        if let Some(info) = self.lock_on_ops(ops)? {
+            return Ok(Err(info));
+        }
         // Reads see the earlier ops of the branch (the overlay), as in etcd; their revision
         // is set with the writes' once the command's outcome is known (`with_revision`).
         let mut responses = Vec::with_capacity(ops.len());
@@ -353,11 +490,11 @@ impl Writer<'_> {
                 )?),
             });
         }
-        Ok(TxnResult {
+        Ok(Ok(TxnResult {
             revision: Revision(0),
             succeeded,
             responses,
-        })
+        }))
     }
 }
 

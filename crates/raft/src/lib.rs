@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod command;
 pub mod convert;
+pub mod convert_txn;
 pub mod database;
 pub mod error;
 pub mod group_commit;
@@ -15,6 +16,7 @@ pub mod keys;
 pub mod kv;
 pub mod latches;
 pub mod learner_removal;
+pub mod lock_checks;
 pub mod log_store;
 pub mod mvcc_store;
 pub mod network;
@@ -30,6 +32,7 @@ pub mod snapshot_file;
 pub(crate) mod snapshot_store;
 pub mod state_machine;
 pub mod transport;
+pub mod txn_apply;
 pub mod type_config;
 pub mod versioned;
 

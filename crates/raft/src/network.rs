@@ -248,7 +248,7 @@ fn status_to_rpc_error(target: NodeId, status: tonic::Status) -> RPCError<C> {
         | Cause::CoordinatorNotLeader { .. } => {
             unreachable(format!("{target}: {}", status.message()))
         }
-        Cause::OutcomeUnknown | Cause::Refused => {
+        Cause::OutcomeUnknown | Cause::Refused | Cause::TxnConflict | Cause::KeyLocked => {
             RPCError::Network(NetworkError::from_string(format!("{target}: {status}")))
         }
     }

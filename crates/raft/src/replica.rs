@@ -13,12 +13,14 @@ mod lifecycle;
 mod membership;
 mod read;
 mod status;
+mod txn;
 mod write;
 
 pub use context::ReplicaContext;
 pub use error::ReplicaError;
 pub use lifecycle::hosted_shards;
 pub use status::{ReplicaCounters, ReplicaStatus, ServerRole};
+pub use txn::SCAN_LOCKS_LIMIT_MAX;
 
 use crate::latches::Latches;
 use crate::state_machine::ShardStateMachine;

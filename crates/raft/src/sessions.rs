@@ -14,7 +14,7 @@
 //! retry deadline far below it.
 
 use crate::codec;
-use crate::command::{Command, WriteResult};
+use crate::command::{Command, WriteId, WriteResult};
 use crate::error::{Result, StorageError};
 use crate::keys;
 use cairn_types::{ClientId, Sequence, ShardId};
@@ -177,7 +177,12 @@ impl SessionTable {
     /// Whether `command` retries a write whose result is remembered: [`Self::admit`] then
     /// reads that result from the database.
     pub fn is_remembered(&self, command: &Command) -> bool {
-        command.write_id.is_some_and(|write_id| {
+        self.is_remembered_id(command.write_id) || self.is_remembered_id(command.op.txn_write_id())
+    }
+
+    /// Whether the result of `write_id` is remembered.
+    pub fn is_remembered_id(&self, write_id: Option<WriteId>) -> bool {
+        write_id.is_some_and(|write_id| {
             self.sessions
                 .get(&write_id.client)
                 .is_some_and(|session| session.remembered.contains(&write_id.sequence))
@@ -186,7 +191,13 @@ impl SessionTable {
 
     /// Decides whether `command` is new, a duplicate or too old.
     pub fn admit(&self, command: &Command, db: &DB) -> Result<Admission> {
-        let Some(write_id) = command.write_id else {
+        self.admit_id(command.write_id, db)
+    }
+
+    /// Decides whether a write with `write_id` is new, a duplicate or too old (a transaction's
+    /// prewrite asks with the client's write id, which its command does not carry).
+    pub fn admit_id(&self, write_id: Option<WriteId>, db: &DB) -> Result<Admission> {
+        let Some(write_id) = write_id else {
             return Ok(Admission::New);
         };
         let Some(session) = self.sessions.get(&write_id.client) else {
@@ -223,9 +234,21 @@ impl SessionTable {
         batch: &mut WriteBatch,
         db: &DB,
     ) {
-        let Some(write_id) = command.write_id else {
-            return;
-        };
+        if let Some(write_id) = command.write_id {
+            self.remember_id(write_id, result, batch, db);
+        }
+    }
+
+    /// Records `result` under `write_id` (a transaction's primary commit remembers the
+    /// client's answer this way), and forgets what the client has acknowledged or what no
+    /// longer fits the bounds.
+    pub fn remember_id(
+        &mut self,
+        write_id: WriteId,
+        result: &WriteResult,
+        batch: &mut WriteBatch,
+        db: &DB,
+    ) {
         let cf = db
             .cf_handle(keys::CF_SESSIONS)
             .expect("sessions column family exists");

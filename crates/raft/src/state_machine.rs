@@ -33,6 +33,7 @@ use crate::snapshot_builder::{
     blocking, to_snapshot, ShardSnapshot, ShardSnapshotBuilder, SnapshotFile,
 };
 use crate::snapshot_store::{CurrentSnapshot, SnapshotStore};
+use crate::txn_apply::{apply_txn_command, TxnContext};
 use crate::type_config::{LogId, ShardRaftConfig, SnapshotMeta, StoredMembership};
 use cairn_types::{Revision, ShardId};
 use futures::{Stream, TryStreamExt};
@@ -213,50 +214,73 @@ impl ShardStateMachine {
                     );
                     return Ok(CommandResponse::Write(result));
                 }
-                let result = match self.sessions.admit(&command, &db)? {
-                    Admission::Duplicate(RememberedResult::Full(result)) => result,
-                    Admission::Duplicate(RememberedResult::TooLarge) => {
-                        WriteResult::AppliedResultNotRetained
+                let result = if command.op.is_txn_command() {
+                    let context = TxnContext {
+                        db: &db,
+                        shard,
+                        now_ms: command.proposed_at_ms,
+                        compact_revision: self.compact_revision,
+                    };
+                    let applied =
+                        apply_txn_command(&context, &command.op, &mut self.sessions, batch)?;
+                    if let Some(revision) = applied.revision.filter(|r| *r > self.revision) {
+                        self.revision = revision;
+                        batch.put_cf(
+                            state_cf,
+                            keys::tagged_key(shard, keys::TAG_REVISION),
+                            codec::encode(&self.revision),
+                        );
                     }
-                    Admission::WindowExceeded { oldest_remembered } => {
-                        WriteResult::WindowExceeded { oldest_remembered }
-                    }
-                    Admission::New => {
-                        let (revision, refusal) = match command.revision {
-                            CommandRevision::Counted => (Revision(self.revision.0 + 1), None),
-                            CommandRevision::Timestamp { revision, term } => (
-                                revision,
-                                cairn_mvcc::leadership_refusal(term, log_id.leader_id.term),
-                            ),
-                        };
-                        let (result, changed) = match refusal {
-                            Some(refusal) => (WriteResult::Refused(refusal), false),
-                            None => kv::apply_write(
-                                &db,
-                                shard,
-                                batch,
-                                &command.op,
-                                WriteAt {
+                    applied.result
+                } else {
+                    match self.sessions.admit(&command, &db)? {
+                        Admission::Duplicate(RememberedResult::Full(result)) => result,
+                        Admission::Duplicate(RememberedResult::TooLarge) => {
+                            WriteResult::AppliedResultNotRetained
+                        }
+                        Admission::WindowExceeded { oldest_remembered } => {
+                            WriteResult::WindowExceeded { oldest_remembered }
+                        }
+                        Admission::New => {
+                            let (revision, refusal) = match command.revision {
+                                CommandRevision::Counted => (Revision(self.revision.0 + 1), None),
+                                CommandRevision::Timestamp { revision, term } => (
                                     revision,
-                                    unchanged: self.revision,
-                                    compact_revision: self.compact_revision,
-                                },
-                            )?,
-                        };
-                        if changed {
-                            self.revision = self.revision.max(revision);
-                            batch.put_cf(
-                                state_cf,
-                                keys::tagged_key(shard, keys::TAG_REVISION),
-                                codec::encode(&self.revision),
-                            );
+                                    cairn_mvcc::leadership_refusal(term, log_id.leader_id.term),
+                                ),
+                            };
+                            let (result, changed) = match refusal {
+                                Some(refusal) => (WriteResult::Refused(refusal), false),
+                                None => kv::apply_write(
+                                    &db,
+                                    shard,
+                                    batch,
+                                    &command.op,
+                                    WriteAt {
+                                        revision,
+                                        unchanged: self.revision,
+                                        compact_revision: self.compact_revision,
+                                    },
+                                )?,
+                            };
+                            if changed {
+                                self.revision = self.revision.max(revision);
+                                batch.put_cf(
+                                    state_cf,
+                                    keys::tagged_key(shard, keys::TAG_REVISION),
+                                    codec::encode(&self.revision),
+                                );
+                            }
+                            // A refused write was not applied (a timestamp refused, or a lock
+                            // met): its retry must be applied, not answered with the refusal.
+                            if !matches!(
+                                result,
+                                WriteResult::Refused(_) | WriteResult::TxnRefused(_)
+                            ) {
+                                self.sessions.remember(&command, &result, batch, &db);
+                            }
+                            result
                         }
-                        // A refused write was not applied: its retry must be applied, not
-                        // answered with the refusal.
-                        if !matches!(result, WriteResult::Refused(_)) {
-                            self.sessions.remember(&command, &result, batch, &db);
-                        }
-                        result
                     }
                 };
                 CommandResponse::Write(result)

@@ -74,6 +74,34 @@ impl fmt::Display for Command {
                 txn.failure.len()
             ),
             WriteOp::Compact { revision } => write!(f, "compact(to {revision})"),
+            WriteOp::Prewrite(prewrite) => write!(
+                f,
+                "prewrite(start {}, {} keys)",
+                prewrite.start_ts,
+                prewrite.mutations.len()
+            ),
+            WriteOp::Commit(commit) => write!(
+                f,
+                "commit(start {}, at {}, {} keys)",
+                commit.start_ts,
+                commit.commit_ts,
+                commit.keys.len()
+            ),
+            WriteOp::Rollback { start_ts, keys } => {
+                write!(f, "rollback(start {start_ts}, {} keys)", keys.len())
+            }
+            WriteOp::ResolveLocks {
+                start_ts,
+                keys,
+                resolution,
+            } => write!(
+                f,
+                "resolve_locks(start {start_ts}, {} keys, {resolution:?})",
+                keys.len()
+            ),
+            WriteOp::CheckTxnStatus { start_ts, .. } => {
+                write!(f, "check_txn_status(start {start_ts})")
+            }
         }
     }
 }

@@ -42,7 +42,7 @@ pub trait TimestampSource: Send + Sync + 'static {
 }
 
 impl ShardReplica {
-    fn current_term(&self) -> u64 {
+    pub(crate) fn current_term(&self) -> u64 {
         self.raft.metrics().borrow_watched().current_term
     }
 
@@ -130,7 +130,7 @@ impl ShardReplica {
     /// Keeps `flight` registered until this replica has applied everything in its log now, or has left
     /// the leadership of `term` (after which the entry is refused if it ever applies), for at
     /// most one more propose timeout.
-    fn settle_later(&self, flight: InFlight, term: u64) {
+    pub(crate) fn settle_later(&self, flight: InFlight, term: u64) {
         let raft = self.raft.clone();
         let shard = self.shard;
         let bound = self.context.propose_timeout;

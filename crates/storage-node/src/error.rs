@@ -3,6 +3,7 @@
 //! fields, never on message strings. A replica's own errors map by the shared
 //! `From<ReplicaError> for Status` (cairn-raft), so they read the same at every service.
 
+use cairn_mvcc::TxnError;
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::error_detail::Kind;
 use cairn_proto::status::with_detail;
@@ -45,6 +46,10 @@ pub enum NodeError {
         shard: ShardId,
         still: crate::removal::StillMember,
     },
+    /// A transaction rule refused (or a one-phase write or a read met a lock): nothing was
+    /// applied.
+    #[error(transparent)]
+    Txn(#[from] cairn_mvcc::TxnError),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error("{0}")]
@@ -119,6 +124,7 @@ impl From<NodeError> for Status {
                 }),
             ),
             NodeError::Refused(_) => Status::unavailable(message),
+            NodeError::Txn(refusal) => txn_status(refusal, message),
             NodeError::Replica(replica) => replica.into(),
             NodeError::Internal(_) => {
                 tracing::error!(error = %message, "request failed on an internal error");
@@ -128,10 +134,86 @@ impl From<NodeError> for Status {
     }
 }
 
+/// The status of a transaction rule's refusal (D93): what the gateway acts on is the detail.
+fn txn_status(refusal: TxnError, message: String) -> Status {
+    let invalid = |field: &str| {
+        with_detail(
+            Code::InvalidArgument,
+            message.clone(),
+            Kind::InvalidArgument(pb::InvalidArgument {
+                field: field.into(),
+                reason: message.clone(),
+            }),
+        )
+    };
+    match refusal {
+        TxnError::KeyLocked(lock) => with_detail(
+            Code::FailedPrecondition,
+            message,
+            Kind::KeyLocked(crate::txn_service::key_locked(lock)),
+        ),
+        TxnError::WriteConflict {
+            key,
+            start_ts,
+            conflicting_revision,
+            ..
+        } => with_detail(
+            Code::Aborted,
+            message,
+            Kind::Conflict(pb::Conflict {
+                key,
+                start_revision: start_ts.0,
+                conflicting_revision: conflicting_revision.0,
+            }),
+        ),
+        TxnError::RolledBack { key, start_ts } => with_detail(
+            Code::Aborted,
+            message,
+            Kind::TxnRolledBack(pb::TxnRolledBack {
+                key,
+                start_ts: start_ts.0,
+            }),
+        ),
+        TxnError::TxnNotFound { key, start_ts } => with_detail(
+            Code::NotFound,
+            message,
+            Kind::TxnNotFound(pb::TxnNotFound {
+                key,
+                start_ts: start_ts.0,
+            }),
+        ),
+        TxnError::AtOrBelowCompaction {
+            start_ts,
+            compact_revision,
+            ..
+        }
+        | TxnError::StatusCompacted {
+            start_ts,
+            compact_revision,
+            ..
+        } => with_detail(
+            Code::OutOfRange,
+            message,
+            Kind::Compacted(pb::Compacted {
+                requested_revision: start_ts.0,
+                compact_revision: compact_revision.0,
+            }),
+        ),
+        TxnError::CommitNotAboveStart { .. } => invalid("commit_ts"),
+        TxnError::ReadOnlyPrimary { .. } | TxnError::NotPrimary { .. } => invalid("primary"),
+        // The protocol was broken (a late retry of a transaction that committed, a commit
+        // below a newer version): refused, never retried.
+        TxnError::AlreadyCommitted { .. } | TxnError::NotAboveNewest { .. } => {
+            Status::failed_precondition(message)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use cairn_proto::status::detail_of;
+    use cairn_types::Revision;
 
     #[test]
     fn node_errors_map_to_their_code_and_detail() {
@@ -197,6 +279,73 @@ mod tests {
                 None,
             ),
             (NodeError::Internal("x".into()), Code::Internal, None),
+            (
+                NodeError::Txn(TxnError::KeyLocked(cairn_mvcc::LockInfo {
+                    key: b"k".to_vec(),
+                    primary: b"p".to_vec(),
+                    start_ts: Revision(4),
+                    ttl_ms: 100,
+                    created_at_ms: 7,
+                    kind: cairn_mvcc::LockKind::Delete,
+                })),
+                Code::FailedPrecondition,
+                Some(Kind::KeyLocked(pb::KeyLocked {
+                    key: b"k".to_vec(),
+                    primary: b"p".to_vec(),
+                    start_ts: 4,
+                    ttl_ms: 100,
+                    created_at_ms: 7,
+                    kind: pb::key_locked::Kind::Delete as i32,
+                })),
+            ),
+            (
+                NodeError::Txn(TxnError::WriteConflict {
+                    key: b"k".to_vec(),
+                    start_ts: Revision(4),
+                    conflicting_revision: Revision(6),
+                    conflicting_start_ts: None,
+                }),
+                Code::Aborted,
+                Some(Kind::Conflict(pb::Conflict {
+                    key: b"k".to_vec(),
+                    start_revision: 4,
+                    conflicting_revision: 6,
+                })),
+            ),
+            (
+                NodeError::Txn(TxnError::RolledBack {
+                    key: b"k".to_vec(),
+                    start_ts: Revision(4),
+                }),
+                Code::Aborted,
+                Some(Kind::TxnRolledBack(pb::TxnRolledBack {
+                    key: b"k".to_vec(),
+                    start_ts: 4,
+                })),
+            ),
+            (
+                NodeError::Txn(TxnError::TxnNotFound {
+                    key: b"k".to_vec(),
+                    start_ts: Revision(4),
+                }),
+                Code::NotFound,
+                Some(Kind::TxnNotFound(pb::TxnNotFound {
+                    key: b"k".to_vec(),
+                    start_ts: 4,
+                })),
+            ),
+            (
+                NodeError::Txn(TxnError::StatusCompacted {
+                    key: b"k".to_vec(),
+                    start_ts: Revision(4),
+                    compact_revision: Revision(9),
+                }),
+                Code::OutOfRange,
+                Some(Kind::Compacted(pb::Compacted {
+                    requested_revision: 4,
+                    compact_revision: 9,
+                })),
+            ),
         ];
         for (error, code, detail) in cases {
             let described = format!("{error:?}");

@@ -4,6 +4,7 @@ use crate::batch::{BatchContext, BatchStream};
 use crate::error::{NodeError, Result};
 use crate::node::Node;
 use crate::shard_call::{ShardCall, WriteRequest};
+use crate::txn_metrics::{LockMetBy, TxnCall};
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::node::v1 as node_pb;
 use cairn_proto::node::v1::shard_kv_server::ShardKv;
@@ -20,7 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 #[derive(Clone)]
 pub struct KvService {
-    node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
     batch: BatchContext,
 }
 
@@ -31,7 +32,7 @@ impl KvService {
 
     /// Where every shard request arrives: checks its size, converts it (both parts must be
     /// set), finds the replica and checks the routing epoch.
-    fn arrive<M, R>(&self, message: M) -> Result<(Arc<ShardReplica>, R)>
+    pub(crate) fn arrive<M, R>(&self, message: M) -> Result<(Arc<ShardReplica>, R)>
     where
         M: Message + TryInto<ShardCall<R>, Error = NodeError>,
     {
@@ -78,10 +79,7 @@ impl KvService {
         write_id: Option<WriteId>,
         op: WriteOp,
     ) -> Result<WriteResult> {
-        let proposed_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        match replica.write_op(write_id, op, proposed_at_ms).await? {
+        match replica.write_op(write_id, op, now_ms()).await? {
             WriteResult::WindowExceeded { oldest_remembered } => {
                 let write_id = write_id.expect("only writes with an id can exceed the window");
                 Err(NodeError::WriteWindowExceeded {
@@ -92,6 +90,10 @@ impl KvService {
             }
             WriteResult::AppliedResultNotRetained => Err(NodeError::AppliedResultNotRetained),
             WriteResult::Refused(refusal) => Err(NodeError::Refused(refusal)),
+            WriteResult::TxnRefused(refusal) => {
+                self.node.txn_counters.lock_met(LockMetBy::Write);
+                Err(NodeError::Txn(refusal))
+            }
             result => Ok(result),
         }
     }
@@ -127,8 +129,27 @@ impl KvService {
     }
 }
 
+/// This node's wall clock in milliseconds since the Unix epoch: a proposing leader's time,
+/// carried in its commands.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A read stopped by a transaction's lock (counted as a lock met by a read).
+fn read_locked(node: &Node, info: cairn_mvcc::LockInfo) -> NodeError {
+    node.txn_counters.lock_met(LockMetBy::Read);
+    NodeError::Txn(cairn_mvcc::TxnError::KeyLocked(info))
+}
+
+/// `own_start_ts` of a shard read: 0 is none.
+fn own_start(own_start_ts: u64) -> Option<Revision> {
+    (own_start_ts != 0).then_some(Revision(own_start_ts))
+}
+
 /// Runs a blocking RocksDB read off the async workers.
-async fn read_blocking<T: Send + 'static>(
+pub(crate) async fn read_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
@@ -136,7 +157,7 @@ async fn read_blocking<T: Send + 'static>(
         .map_err(|join| NodeError::Internal(format!("read task failed: {join}")))?
 }
 
-fn storage_error(shard: ShardId) -> impl Fn(cairn_raft::StorageError) -> NodeError {
+pub(crate) fn storage_error(shard: ShardId) -> impl Fn(cairn_raft::StorageError) -> NodeError {
     move |source| NodeError::Replica(cairn_raft::replica::ReplicaError::Storage { shard, source })
 }
 
@@ -193,7 +214,9 @@ impl ShardKv for KvService {
         &self,
         request: Request<node_pb::ShardGetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let (replica, get_request): (_, pb::GetRequest) = self.arrive(request.into_inner())?;
+        let request = request.into_inner();
+        let own = own_start(request.own_start_ts);
+        let (replica, get_request): (_, pb::GetRequest) = self.arrive(request)?;
         let shard = replica.shard();
         let get = self
             .node
@@ -203,23 +226,30 @@ impl ShardKv for KvService {
         if get_request.revision != 0 {
             let at = Revision(get_request.revision);
             self.before_read_at(&replica, at).await?;
-            let kv = KvView::new(replica.db(), shard)
-                .get_at(&get.key, at, get.keys_only)
-                .map_err(storage_error(shard))?;
+            let db = replica.db();
+            let snapshot = db.snapshot();
+            let kv = KvView::with_snapshot(db, shard, &snapshot)
+                .get_checked(&get.key, at, get.keys_only, own)
+                .map_err(storage_error(shard))?
+                .map_err(|info| read_locked(&self.node, info))?;
+            drop(snapshot);
             replica.check_compaction(at).map_err(NodeError::from)?;
             return Ok(Response::new(GetResult { revision: at, kv }.into()));
         }
         self.before_read(&replica, get_request.consistency).await?;
-        // A point read is two lookups, almost always in the memtable or the block cache: it
-        // runs on this task, because a hop to the blocking pool (two thread wake-ups) costs
-        // more than the read. A block-cache miss holds this worker for one disk read; ranges,
-        // which may scan, still go to the blocking pool.
+        // A point read is a lock lookup and a seek, almost always in the memtable or the
+        // block cache: it runs on this task, because a hop to the blocking pool (two thread
+        // wake-ups) costs more than the read. A block-cache miss holds this worker for one
+        // disk read; ranges, which may scan, still go to the blocking pool. At the latest
+        // revision every put or delete lock stops the read (D94): its transaction may have
+        // committed elsewhere already.
         let db = replica.db();
         let snapshot = db.snapshot();
         let revision = read_revision(db, Some(&snapshot), shard).map_err(storage_error(shard))?;
         let kv = KvView::with_snapshot(db, shard, &snapshot)
-            .get(&get.key, get.keys_only)
-            .map_err(storage_error(shard))?;
+            .get_checked(&get.key, Revision::LATEST, get.keys_only, own)
+            .map_err(storage_error(shard))?
+            .map_err(|info| read_locked(&self.node, info))?;
         drop(snapshot);
         Ok(Response::new(GetResult { revision, kv }.into()))
     }
@@ -229,7 +259,9 @@ impl ShardKv for KvService {
         &self,
         request: Request<node_pb::ShardRangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let (replica, range_request): (_, pb::RangeRequest) = self.arrive(request.into_inner())?;
+        let request = request.into_inner();
+        let own = own_start(request.own_start_ts);
+        let (replica, range_request): (_, pb::RangeRequest) = self.arrive(request)?;
         let shard = replica.shard();
         let range = self
             .node
@@ -241,11 +273,13 @@ impl ShardKv for KvService {
             self.before_read_at(&replica, at).await?;
             let db = replica.db().clone();
             let result = read_blocking(move || {
-                KvView::new(&db, shard)
-                    .range_at(&range, at, at)
+                let snapshot = db.snapshot();
+                KvView::with_snapshot(&db, shard, &snapshot)
+                    .range_checked(&range, at, at, own)
                     .map_err(storage_error(shard))
             })
-            .await?;
+            .await?
+            .map_err(|info| read_locked(&self.node, info))?;
             replica.check_compaction(at).map_err(NodeError::from)?;
             return Ok(Response::new(result.into()));
         }
@@ -257,54 +291,68 @@ impl ShardKv for KvService {
             let revision =
                 read_revision(&db, Some(&snapshot), shard).map_err(storage_error(shard))?;
             KvView::with_snapshot(&db, shard, &snapshot)
-                .range(&range, revision)
+                .range_checked(&range, Revision::LATEST, revision, own)
                 .map_err(storage_error(shard))
         })
-        .await?;
+        .await?
+        .map_err(|info| read_locked(&self.node, info))?;
         Ok(Response::new(result.into()))
     }
 
-    // Two-phase commit (issue 16): the contract is in node.proto; the implementation lands
-    // with the shard's transaction commands.
+    // Two-phase commit (issue 16, D93): `crate::txn_service`.
+    #[tracing::instrument(name = "node.prewrite", skip_all, fields(shard))]
     async fn prewrite(
         &self,
-        _request: Request<node_pb::PrewriteRequest>,
+        request: Request<node_pb::PrewriteRequest>,
     ) -> Result<Response<node_pb::PrewriteResponse>, Status> {
-        Err(Status::unimplemented("prewrite: not implemented yet"))
+        let answer = self.serve_prewrite(request.into_inner()).await;
+        Ok(Response::new(self.counted(TxnCall::Prewrite, answer)?))
     }
 
+    #[tracing::instrument(name = "node.commit", skip_all, fields(shard))]
     async fn commit(
         &self,
-        _request: Request<node_pb::CommitRequest>,
+        request: Request<node_pb::CommitRequest>,
     ) -> Result<Response<node_pb::CommitResponse>, Status> {
-        Err(Status::unimplemented("commit: not implemented yet"))
+        let answer = self.serve_commit(request.into_inner()).await;
+        Ok(Response::new(self.counted(TxnCall::Commit, answer)?))
     }
 
+    #[tracing::instrument(name = "node.rollback", skip_all, fields(shard))]
     async fn rollback(
         &self,
-        _request: Request<node_pb::RollbackRequest>,
+        request: Request<node_pb::RollbackRequest>,
     ) -> Result<Response<node_pb::RollbackResponse>, Status> {
-        Err(Status::unimplemented("rollback: not implemented yet"))
+        let answer = self.serve_rollback(request.into_inner()).await;
+        Ok(Response::new(self.counted(TxnCall::Rollback, answer)?))
     }
 
+    #[tracing::instrument(name = "node.check_txn_status", skip_all, fields(shard))]
     async fn check_txn_status(
         &self,
-        _request: Request<node_pb::CheckTxnStatusRequest>,
+        request: Request<node_pb::CheckTxnStatusRequest>,
     ) -> Result<Response<node_pb::CheckTxnStatusResponse>, Status> {
-        Err(Status::unimplemented("check_txn_status: not implemented yet"))
+        let answer = self.serve_check_txn_status(request.into_inner()).await;
+        Ok(Response::new(
+            self.counted(TxnCall::CheckTxnStatus, answer)?,
+        ))
     }
 
+    #[tracing::instrument(name = "node.resolve_locks", skip_all, fields(shard))]
     async fn resolve_locks(
         &self,
-        _request: Request<node_pb::ResolveLocksRequest>,
+        request: Request<node_pb::ResolveLocksRequest>,
     ) -> Result<Response<node_pb::ResolveLocksResponse>, Status> {
-        Err(Status::unimplemented("resolve_locks: not implemented yet"))
+        let answer = self.serve_resolve_locks(request.into_inner()).await;
+        Ok(Response::new(self.counted(TxnCall::ResolveLocks, answer)?))
     }
 
+    #[tracing::instrument(name = "node.scan_locks", skip_all, fields(shard))]
     async fn scan_locks(
         &self,
-        _request: Request<node_pb::ScanLocksRequest>,
+        request: Request<node_pb::ScanLocksRequest>,
     ) -> Result<Response<node_pb::ScanLocksResponse>, Status> {
-        Err(Status::unimplemented("scan_locks: not implemented yet"))
+        let answer = self.serve_scan_locks(request.into_inner()).await;
+        Ok(Response::new(self.counted(TxnCall::ScanLocks, answer)?))
     }
 }

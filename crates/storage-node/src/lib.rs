@@ -17,6 +17,8 @@ pub mod removal;
 pub mod server;
 pub mod shard_call;
 pub mod timestamps;
+pub mod txn_metrics;
+pub mod txn_service;
 
 pub use config::NodeConfig;
 pub use server::{run, run_with_listener};

@@ -5,6 +5,7 @@
 //! at each scrape; fsync latency is observed as it happens.
 
 use crate::node::Node;
+use crate::txn_metrics::{LockMetBy, TxnCall, TxnOutcome};
 use cairn_raft::database::column_family_stats;
 use cairn_raft::replica::ServerRole;
 use cairn_telemetry::prometheus::{
@@ -49,6 +50,8 @@ pub struct NodeMetrics {
     tso_timestamps: IntCounter,
     tso_wait_micros: IntCounter,
     tso_failures: IntCounter,
+    txn_calls: IntCounterVec,
+    txn_locks_met: IntCounterVec,
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -237,6 +240,18 @@ impl NodeMetrics {
                 "cairn_node_mvcc_tombstones_kept_total",
                 "Tombstones at or below the compaction point the filter had to keep (partial compactions)",
             ),
+            txn_calls: counter_vec(
+                &registry,
+                "cairn_node_txn_calls_total",
+                "Transaction calls served (prewrite, commit, rollback, check_txn_status, resolve_locks, scan_locks) by outcome",
+                &["call", "outcome"],
+            ),
+            txn_locks_met: counter_vec(
+                &registry,
+                "cairn_node_txn_locks_met_total",
+                "Reads and one-phase writes stopped by a transaction's lock (KeyLocked)",
+                &["by"],
+            ),
             tso_requests: counter(
                 &registry,
                 "cairn_node_tso_requests_total",
@@ -360,6 +375,23 @@ impl NodeMetrics {
                     .with_label_values(&label)
                     .set(lag as i64);
             }
+        }
+        let txn = &node.txn_counters;
+        for call in TxnCall::ALL {
+            for outcome in TxnOutcome::ALL {
+                advance(
+                    &self
+                        .txn_calls
+                        .with_label_values(&[call.label(), outcome.label()]),
+                    txn.calls(call, outcome),
+                );
+            }
+        }
+        for (by, label) in [(LockMetBy::Read, "read"), (LockMetBy::Write, "write")] {
+            advance(
+                &self.txn_locks_met.with_label_values(&[label]),
+                txn.locks_met(by),
+            );
         }
         let stats = &node.group_commit_stats;
         advance(&self.fsyncs, stats.fsyncs.load(Relaxed));

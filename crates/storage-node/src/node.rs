@@ -33,6 +33,8 @@ pub struct Node {
     /// The oracle's client, under a coordinator.
     pub timestamps: Option<Arc<NodeTimestamps>>,
     pub compaction_points: Arc<CompactionPoints>,
+    /// Transaction calls served and locks met (`crate::txn_metrics`).
+    pub txn_counters: crate::txn_metrics::TxnCounters,
     /// How this node connects to the coordinators and its peers (plaintext or mutual TLS).
     pub client_tls: cairn_tls::ClientTls,
 }
@@ -115,6 +117,7 @@ impl Node {
             storage: std::sync::Mutex::new(storage),
             timestamps,
             compaction_points,
+            txn_counters: Default::default(),
             client_tls,
         });
         let shards = hosted_shards(&db)?;

@@ -48,6 +48,34 @@ shard_call_from!(
     node_pb::ShardRangeRequest => pb::RangeRequest,
 );
 
+macro_rules! shard_call_of_txn {
+    ($($message:ty),* $(,)?) => {$(
+        /// A transaction call names its shard beside its own fields: the request is the
+        /// message itself, its target taken out.
+        impl TryFrom<$message> for ShardCall<$message> {
+            type Error = NodeError;
+
+            fn try_from(mut message: $message) -> Result<Self, NodeError> {
+                let target = message.target.take().ok_or_else(|| NodeError::missing("target"))?;
+                Ok(ShardCall {
+                    shard: ShardId(target.shard_id),
+                    epoch: target.epoch,
+                    request: message,
+                })
+            }
+        }
+    )*};
+}
+
+shard_call_of_txn!(
+    node_pb::PrewriteRequest,
+    node_pb::CommitRequest,
+    node_pb::RollbackRequest,
+    node_pb::CheckTxnStatusRequest,
+    node_pb::ResolveLocksRequest,
+    node_pb::ScanLocksRequest,
+);
+
 /// What the writes (put, delete, txn) differ in; the pipeline they share is
 /// `KvService::serve_write`.
 pub trait WriteRequest {
@@ -154,6 +182,7 @@ mod tests {
         let missing = ShardCall::<pb::GetRequest>::try_from(node_pb::ShardGetRequest {
             target: None,
             request: Some(pb::GetRequest::default()),
+            own_start_ts: 0,
         })
         .unwrap_err();
         assert_eq!(missing_field(missing), "target");
@@ -161,6 +190,7 @@ mod tests {
             ShardCall::<pb::RangeRequest>::try_from(node_pb::ShardRangeRequest {
                 target: target(),
                 request: None,
+                own_start_ts: 0,
             })
             .unwrap_err(),
         );

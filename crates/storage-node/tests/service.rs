@@ -137,6 +137,7 @@ async fn get(node: &mut TestNode, key: &str) -> Option<kv::KeyValue> {
         .get(node::ShardGetRequest {
             target: target(SHARD),
             request: Some(request),
+            own_start_ts: 0,
         })
         .await
         .unwrap()
@@ -152,6 +153,7 @@ async fn range(
         .range(node::ShardRangeRequest {
             target: target(SHARD),
             request: Some(request),
+            own_start_ts: 0,
         })
         .await
         .map(|r| r.into_inner())
@@ -813,6 +815,7 @@ async fn bad_input_gets_a_named_error_and_changes_nothing() {
         .get(node::ShardGetRequest {
             target: None,
             request: None,
+            own_start_ts: 0,
         })
         .await
         .unwrap_err();
@@ -1086,6 +1089,7 @@ async fn the_batch_stream_answers_every_item_as_its_unary_call_would() {
                     10,
                     Op::Get(node::ShardGetRequest {
                         target: target(SHARD),
+                        own_start_ts: 0,
                         request: Some(kv::GetRequest {
                             key: "a".into(),
                             ..Default::default()
@@ -1238,6 +1242,7 @@ async fn calls_meant_for_another_node_are_refused_and_do_nothing() {
         .kv
         .get(node::ShardGetRequest {
             target: target(SHARD),
+            own_start_ts: 0,
             request: Some(kv::GetRequest {
                 key: b"fenced".to_vec(),
                 ..Default::default()

@@ -67,6 +67,7 @@ async fn range_at(cluster: &Cluster, id: NodeId, revision: u64) -> BTreeMap<Vec<
     let response = client
         .range(node::ShardRangeRequest {
             target: Some(shard_target(SHARD)),
+            own_start_ts: 0,
             request: Some(kv::RangeRequest {
                 limit: 10_000,
                 revision,
