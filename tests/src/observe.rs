@@ -258,7 +258,6 @@ impl Cluster {
                     consistency: kv::Consistency::Serializable as i32,
                     ..Default::default()
                 }),
-                own_start_ts: 0,
             };
             let page = client.range(request).await.ok()?.into_inner();
             out.extend(page.kvs);
