@@ -409,6 +409,8 @@ async fn a_gateway_killed_after_prewrite_leaves_nothing_and_a_retry_commits_once
         .expect("gateway metrics");
     let found =
         metric_value(&metrics, "cairn_gateway_lock_scan_expired_locks_total").unwrap_or(0.0);
-    assert!(found >= 2.0, "the scan found the locks: {found}");
+    // One lock at least: resolving one through the primary may remove the primary's own lock
+    // (check-status rolls an expired primary back) before the scan reaches its shard.
+    assert!(found >= 1.0, "the scan found none of the locks: {found}");
     assert!(get(&mut kv, &c).await.is_none() && get(&mut kv, &d).await.is_none());
 }
