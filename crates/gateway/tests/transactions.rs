@@ -12,10 +12,12 @@ use cairn_proto::kv::v1::kv_client::KvClient;
 use cairn_proto::kv::v1::request_op::Request;
 use cairn_proto::kv::v1::response_op::Response;
 use cairn_proto::node::v1 as node_pb;
+use cairn_test_harness::otlp::start_receiver;
 use cairn_test_harness::{
     error_detail, http_get, metric_value, shard_target, wait_for, Cluster, ClusterSpec, WriteIds,
 };
 use cairn_types::ShardId;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -32,12 +34,18 @@ const RESOLVED_WITHIN: Duration =
 const PAUSE_BEFORE_PREWRITE_MS: &str = "3000";
 
 async fn start() -> Cluster {
+    start_with(&[]).await
+}
+
+/// The cluster, every process with `env` too.
+async fn start_with(env: &[(&str, &str)]) -> Cluster {
     let ttl = LOCK_TTL_MS.to_string();
     let scan = LOCK_SCAN_INTERVAL_MS.to_string();
     let cluster = ClusterSpec::new(Path::new(GATEWAY))
         .nodes(3)
         .shards(SHARDS)
         .gateways(1)
+        .env(env)
         .gateway_env(&[
             ("CAIRN_TXN__LOCK_TTL_MS", ttl.as_str()),
             ("CAIRN_TXN__LOCK_SCAN_INTERVAL_MS", scan.as_str()),
@@ -413,4 +421,74 @@ async fn a_gateway_killed_after_prewrite_leaves_nothing_and_a_retry_commits_once
     // (check-status rolls an expired primary back) before the scan reaches its shard.
     assert!(found >= 1.0, "the scan found none of the locks: {found}");
     assert!(get(&mut kv, &c).await.is_none() && get(&mut kv, &d).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_phase_transaction_is_one_trace_with_prewrite_and_commit_on_every_shard() {
+    cairn_test_harness::init_logging();
+    let (receiver, endpoint) = start_receiver("127.0.0.1:0").await;
+    let cluster = start_with(&[
+        ("CAIRN_TRACING__OTLP_ENDPOINT", endpoint.as_str()),
+        ("CAIRN_TRACING__SAMPLING_RATIO", "1.0"),
+        ("CAIRN_TRACING__EXPORT_INTERVAL_MS", "100"),
+    ])
+    .await;
+    let (mut kv, _) = cluster.gateway_clients(1, WAIT).await;
+    let a = "traced/a".to_string();
+    let b = key_elsewhere("traced/b", &[&a]);
+    let c = key_elsewhere("traced/c", &[&a, &b]);
+    let shards: BTreeSet<String> = [&a, &b, &c]
+        .iter()
+        .map(|key| shard(key).0.to_string())
+        .collect();
+
+    tracing::info!("--- a transaction over three shards");
+    let committed = kv
+        .txn(pb::TxnRequest {
+            compare: vec![],
+            success: vec![put_op(&a, "1"), put_op(&b, "1"), put_op(&c, "1")],
+            failure: vec![],
+            write_id: None,
+        })
+        .await
+        .expect("txn")
+        .into_inner();
+    assert!(committed.succeeded);
+
+    tracing::info!("--- its trace shows a prewrite and a commit on each of the three shards");
+    let shards_of = |spans: &[cairn_test_harness::otlp::ReceivedSpan], name: &str| {
+        spans
+            .iter()
+            .filter(|span| span.service == "cairn-gateway" && span.name == name)
+            .filter_map(|span| span.attributes.get("shard").cloned())
+            .collect::<BTreeSet<String>>()
+    };
+    wait_for(
+        "prewrite and commit spans of every shard in one trace",
+        WAIT,
+        || {
+            let receiver = receiver.clone();
+            let shards = shards.clone();
+            async move {
+                let spans = receiver.spans.lock().unwrap().clone();
+                let txn = spans
+                    .iter()
+                    .find(|span| span.service == "cairn-gateway" && span.name == "gateway.txn")?;
+                let trace: Vec<_> = spans
+                    .iter()
+                    .filter(|span| span.trace_id == txn.trace_id)
+                    .cloned()
+                    .collect();
+                let node_prewrites = trace
+                    .iter()
+                    .filter(|span| span.service == "cairn-node" && span.name == "node.prewrite")
+                    .count();
+                (shards_of(&trace, "gateway.txn.prewrite") == shards
+                    && shards_of(&trace, "gateway.txn.commit") == shards
+                    && node_prewrites >= 3)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 }
