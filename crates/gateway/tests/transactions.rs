@@ -421,6 +421,36 @@ async fn a_gateway_killed_after_prewrite_leaves_nothing_and_a_retry_commits_once
     // (check-status rolls an expired primary back) before the scan reaches its shard.
     assert!(found >= 1.0, "the scan found none of the locks: {found}");
     assert!(get(&mut kv, &c).await.is_none() && get(&mut kv, &d).await.is_none());
+
+    tracing::info!("--- compaction past a dead gateway's live locks resolves them first");
+    let doomed = cluster.add_gateway(&[("CAIRN_TEST_CRASH_AFTER_PREWRITE", "1")]);
+    let (mut doomed_kv, _) = cluster.gateway_clients(doomed, WAIT).await;
+    let e = "compact/e".to_string();
+    let f = key_elsewhere("compact/f", &[&e]);
+    let lost = doomed_kv
+        .txn(pb::TxnRequest {
+            compare: vec![],
+            success: vec![put_op(&e, "e1"), put_op(&f, "f1")],
+            failure: vec![],
+            write_id: None,
+        })
+        .await;
+    assert!(lost.is_err(), "the gateway should have died: {lost:?}");
+    let after_crash = put(&mut kv, "compact/marker", "m").await;
+    let compacted = kv
+        .compact(pb::CompactRequest {
+            revision: after_crash,
+        })
+        .await
+        .expect("compaction waits for the locks, then compacts")
+        .into_inner();
+    assert!(compacted.compact_revision >= after_crash);
+    let locks = wait_for("every shard to answer ScanLocks", WAIT, || {
+        locks_in_cluster(&cluster)
+    })
+    .await;
+    assert!(locks.is_empty(), "compaction passed locks: {locks:?}");
+    assert!(get(&mut kv, &e).await.is_none() && get(&mut kv, &f).await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
