@@ -522,3 +522,154 @@ async fn a_two_phase_transaction_is_one_trace_with_prewrite_and_commit_on_every_
     )
     .await;
 }
+
+const ACCOUNTS: usize = 6;
+const BALANCE: i64 = 100;
+
+fn account(i: usize) -> String {
+    format!("acct/{i}")
+}
+
+fn balance_of(kv: Option<&pb::KeyValue>) -> i64 {
+    kv.map(|kv| {
+        String::from_utf8_lossy(&kv.value)
+            .parse()
+            .expect("a balance")
+    })
+    .unwrap_or(0)
+}
+
+/// One transfer of `amount` from `from` to `to`, as a cross-shard transaction guarded by the
+/// mod revisions read; `true` once it committed, `false` if it lost a race (and changed
+/// nothing).
+async fn transfer(kv: &mut KvClient<Channel>, from: &str, to: &str, amount: i64) -> bool {
+    let (Some(source), Some(target)) = (get(kv, from).await, get(kv, to).await) else {
+        panic!("accounts exist");
+    };
+    let revision_is = |key: &str, revision: u64| pb::Compare {
+        result: pb::compare::Result::Equal as i32,
+        key: key.into(),
+        target: Some(pb::compare::Target::ModRevision(revision)),
+    };
+    let answer = kv
+        .txn(pb::TxnRequest {
+            compare: vec![
+                revision_is(from, source.mod_revision),
+                revision_is(to, target.mod_revision),
+            ],
+            success: vec![
+                put_op(from, &(balance_of(Some(&source)) - amount).to_string()),
+                put_op(to, &(balance_of(Some(&target)) + amount).to_string()),
+            ],
+            failure: vec![],
+            write_id: None,
+        })
+        .await;
+    match answer {
+        Ok(answer) => answer.into_inner().succeeded,
+        Err(status) if status.code() == tonic::Code::Aborted => {
+            assert!(
+                matches!(error_detail(&status), Some(Kind::Conflict(_))),
+                "{status:?}"
+            );
+            false
+        }
+        Err(status) => panic!("transfer failed without a fault: {status:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cross_shard_transfers_never_show_half_a_transfer() {
+    cairn_test_harness::init_logging();
+    let cluster = start().await;
+    let (mut kv, _) = cluster.gateway_clients(1, WAIT).await;
+    for i in 0..ACCOUNTS {
+        put(&mut kv, &account(i), &BALANCE.to_string()).await;
+    }
+    let total = BALANCE * ACCOUNTS as i64;
+    let until = Instant::now() + Duration::from_secs(5);
+
+    tracing::info!("--- four clients transfer between accounts of different shards");
+    let writers: Vec<_> = (0..4usize)
+        .map(|writer| {
+            let mut kv = kv.clone();
+            tokio::spawn(async move {
+                let (mut committed, mut lost) = (0u32, 0u32);
+                let mut round = writer;
+                while Instant::now() < until {
+                    let from = account(round % ACCOUNTS);
+                    let to = account((round * 7 + 1) % ACCOUNTS);
+                    round += 1;
+                    if from == to {
+                        continue;
+                    }
+                    if transfer(&mut kv, &from, &to, (round % 5) as i64 + 1).await {
+                        committed += 1;
+                    } else {
+                        lost += 1;
+                    }
+                }
+                (committed, lost)
+            })
+        })
+        .collect();
+
+    tracing::info!("--- meanwhile, snapshot reads of every account always add up");
+    let mut reads = 0;
+    while Instant::now() < until {
+        let range = kv
+            .range(pb::RangeRequest {
+                prefix: "acct/".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("range")
+            .into_inner();
+        let sum: i64 = range.kvs.iter().map(|kv| balance_of(Some(kv))).sum();
+        assert_eq!(
+            sum, total,
+            "a range at {} saw half a transfer",
+            range.revision
+        );
+        // A read-only transaction over every shard: snapshot reads at one timestamp.
+        let snapshot = kv
+            .txn(pb::TxnRequest {
+                compare: vec![],
+                success: (0..ACCOUNTS).map(|i| get_op(&account(i))).collect(),
+                failure: vec![],
+                write_id: None,
+            })
+            .await
+            .expect("read-only txn")
+            .into_inner();
+        let sum: i64 = snapshot
+            .responses
+            .iter()
+            .map(|response| balance_of(get_response(response)))
+            .sum();
+        assert_eq!(
+            sum, total,
+            "a read-only txn at {} saw half a transfer",
+            snapshot.revision
+        );
+        reads += 1;
+    }
+    let mut committed = 0;
+    for writer in writers {
+        let (done, lost) = writer.await.unwrap();
+        tracing::info!(done, lost, "writer finished");
+        committed += done;
+    }
+    tracing::info!(committed, reads, "transfers and reads");
+    assert!(committed >= 10, "the transfers made progress: {committed}");
+    let mut sum = 0;
+    for i in 0..ACCOUNTS {
+        sum += balance_of(get(&mut kv, &account(i)).await.as_ref());
+    }
+    assert_eq!(sum, total);
+    let locks = wait_for("every shard to answer ScanLocks", WAIT, || {
+        locks_in_cluster(&cluster)
+    })
+    .await;
+    assert!(locks.is_empty(), "locks left: {locks:?}");
+}
