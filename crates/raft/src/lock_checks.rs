@@ -8,20 +8,26 @@
 //! never stop a read. The caller answers `KeyLocked`; the gateway resolves and retries.
 //!
 //! Point checks are one RocksDB point lookup in the `lock` column family with the storage
-//! key built in a per-thread buffer: no iterator and no allocation on the hot path (a put
-//! or a latest read of a key nobody locked costs one memtable probe and Bloom filter checks).
+//! key built in a per-thread buffer and per-thread read options: no iterator and no
+//! allocation on the hot path (a put or a latest read of a key nobody locked costs one
+//! memtable probe and Bloom filter checks).
 
 use crate::error::Result;
 use crate::mvcc_store::{storage_error, RocksView};
 use cairn_mvcc::{key, ColumnFamily, Cursor, Lock, LockInfo, LockKind, MvccView};
 use cairn_types::{Revision, ShardId};
-use rocksdb::DB;
+use rocksdb::{ReadOptions, DB};
 use std::cell::RefCell;
 
 thread_local! {
     /// The storage key of the lock being looked up: reused, so a check allocates nothing once
     /// the thread has seen a key as long.
     static LOCK_KEY: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
+    /// Read options, reused: RocksDB's C API allocates a fresh set per plain `get`. The
+    /// snapshot set is set again before every use (it points at the caller's snapshot only
+    /// for the duration of one lookup); the live set never has one.
+    static SNAPSHOT_OPTIONS: RefCell<ReadOptions> = RefCell::new(ReadOptions::default());
+    static LIVE_OPTIONS: ReadOptions = ReadOptions::default();
 }
 
 /// Whether a read at `at` (by the transaction `own_start_ts`, if any) must stop at `lock`.
@@ -45,8 +51,14 @@ pub fn lock_of(
         lock_key.extend_from_slice(&key::shard_prefix(shard));
         key::encode_user_key_into(user_key, &mut lock_key);
         let found = match snapshot {
-            Some(snapshot) => snapshot.get_pinned_cf(cf, &lock_key[..])?,
-            None => db.get_pinned_cf(cf, &lock_key[..])?,
+            Some(snapshot) => SNAPSHOT_OPTIONS.with(|options| {
+                let mut options = options.borrow_mut();
+                options.set_snapshot(snapshot);
+                db.get_pinned_cf_opt(cf, &lock_key[..], &options)
+            })?,
+            None => {
+                LIVE_OPTIONS.with(|options| db.get_pinned_cf_opt(cf, &lock_key[..], options))?
+            }
         };
         match found {
             None => Ok(None),
@@ -126,6 +138,20 @@ mod tests {
             Some(lock.clone())
         );
         assert_eq!(lock_of(&db, None, shard, b"a").unwrap(), None);
+        // A snapshot sees the locks of its moment, whatever the lookups before it saw.
+        let before = db.snapshot();
+        db.delete_cf(cf, key::lock_key(shard, b"a\x00b")).unwrap();
+        let after = db.snapshot();
+        assert_eq!(lock_of(&db, Some(&after), shard, b"a\x00b").unwrap(), None);
+        assert_eq!(
+            lock_of(&db, Some(&before), shard, b"a\x00b").unwrap(),
+            Some(lock.clone())
+        );
+        assert_eq!(lock_of(&db, Some(&after), shard, b"a\x00b").unwrap(), None);
+        assert_eq!(lock_of(&db, None, shard, b"a\x00b").unwrap(), None);
+        drop((before, after));
+        db.put_cf(cf, key::lock_key(shard, b"a\x00b"), lock.encode())
+            .unwrap();
         assert_eq!(lock_of(&db, None, ShardId(5), b"a\x00b").unwrap(), None);
         // Below its start_ts, or the reader's own: not stopped. Read locks never stop reads.
         assert!(!stops_read(&lock, Revision(9), None));
