@@ -59,6 +59,8 @@ pub struct GatewayConfig {
     pub auth_refresh_interval_ms: u64,
     /// How long a token from `Authenticate` is accepted, in milliseconds.
     pub auth_token_ttl_ms: u64,
+    /// Cross-shard transactions (`[txn]`): lock lifetime, the expired-lock scan, limits.
+    pub txn: crate::txn::TxnConfig,
 }
 
 impl Default for GatewayConfig {
@@ -85,6 +87,7 @@ impl Default for GatewayConfig {
             public_tls: cairn_tls::PublicTlsConfig::default(),
             auth_refresh_interval_ms: 500,
             auth_token_ttl_ms: 300_000,
+            txn: crate::txn::TxnConfig::default(),
         }
     }
 }
@@ -172,6 +175,7 @@ impl GatewayConfig {
                 format!("must be in {AUTH_TOKEN_TTL_MS_MIN}..={AUTH_TOKEN_TTL_MS_MAX}"),
             ));
         }
+        self.txn.validate_with(self.request_timeout_ms)?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 use cairn_coordinator_client::TimestampError;
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::error_detail::Kind;
-use cairn_proto::status::with_detail;
+use cairn_proto::status::{detail_of, with_detail};
 use cairn_types::ShardId;
 use tonic::{Code, Status};
 
@@ -54,6 +54,29 @@ pub enum GatewayError {
         op: &'static str,
         result: &'static str,
     },
+    /// The transaction lost a race and applied nothing (ABORTED, retryable as a new
+    /// attempt): `key` was changed after `start_revision`, or is locked by a transaction that
+    /// this one must not wait for, or this transaction was rolled back by another party.
+    #[error("transaction conflict on key {}: {reason}", key.escape_ascii())]
+    Conflict {
+        key: Vec<u8>,
+        start_revision: u64,
+        /// 0 when not known.
+        conflicting_revision: u64,
+        reason: String,
+    },
+    /// The commit of a transaction's primary got no answer: it may have committed. The
+    /// client retries with the same write id and gets the first result (D97).
+    #[error(
+        "the transaction's commit outcome is unknown (retry with the same write id): {reason}"
+    )]
+    CommitOutcomeUnknown { reason: String },
+    /// The request waited for another transaction's lock until its deadline.
+    #[error("timed out waiting for the lock on key {key} (held by the transaction started at {start_ts})")]
+    LockWaitTimedOut { key: String, start_ts: u64 },
+    /// The coordinator evaluated an op over a key it had not read: a bug.
+    #[error("transaction evaluation met {key}, which the read phase did not read")]
+    TxnNotRead { key: String },
     /// A node's or the coordinator's answer, passed on as it is.
     #[error(transparent)]
     Upstream(#[from] Status),
@@ -65,6 +88,48 @@ impl GatewayError {
             field,
             reason: reason.into(),
         }
+    }
+
+    /// The structured detail of a node's answer passed on.
+    fn upstream_detail(&self) -> Option<Kind> {
+        match self {
+            GatewayError::Upstream(status) => detail_of(status),
+            _ => None,
+        }
+    }
+
+    /// The lock a node's refusal names (`KeyLocked`): resolve it and try again.
+    pub fn key_locked(&self) -> Option<pb::KeyLocked> {
+        match self.upstream_detail() {
+            Some(Kind::KeyLocked(lock)) => Some(lock),
+            _ => None,
+        }
+    }
+
+    /// A node's `Conflict` refusal (a prewrite that met a newer version), as the gateway's.
+    pub fn as_conflict(&self) -> Option<GatewayError> {
+        match self.upstream_detail() {
+            Some(Kind::Conflict(conflict)) => Some(GatewayError::Conflict {
+                key: conflict.key,
+                start_revision: conflict.start_revision,
+                conflicting_revision: conflict.conflicting_revision,
+                reason: "a newer version was committed after the transaction's snapshot".into(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether a node answered that the transaction was rolled back on a key.
+    pub fn rolled_back(&self) -> Option<pb::TxnRolledBack> {
+        match self.upstream_detail() {
+            Some(Kind::TxnRolledBack(rolled)) => Some(rolled),
+            _ => None,
+        }
+    }
+
+    /// Whether a node answered that it has no lock or record of the transaction.
+    pub fn txn_not_found(&self) -> bool {
+        matches!(self.upstream_detail(), Some(Kind::TxnNotFound(_)))
     }
 }
 
@@ -106,6 +171,26 @@ impl From<GatewayError> for Status {
                 tracing::error!(error = %message, "a node answered with the wrong kind of result");
                 Status::internal(message)
             }
+            GatewayError::Conflict {
+                key,
+                start_revision,
+                conflicting_revision,
+                ..
+            } => with_detail(
+                Code::Aborted,
+                message,
+                Kind::Conflict(pb::Conflict {
+                    key,
+                    start_revision,
+                    conflicting_revision,
+                }),
+            ),
+            GatewayError::CommitOutcomeUnknown { .. } => Status::unavailable(message),
+            GatewayError::LockWaitTimedOut { .. } => Status::deadline_exceeded(message),
+            GatewayError::TxnNotRead { .. } => {
+                tracing::error!(error = %message, "transaction evaluation over an unread key");
+                Status::internal(message)
+            }
             GatewayError::Upstream(status) => status,
         }
     }
@@ -114,7 +199,6 @@ impl From<GatewayError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_proto::status::detail_of;
 
     #[test]
     fn every_error_maps_to_its_code_and_detail() {
@@ -182,6 +266,33 @@ mod tests {
                 None,
             ),
             (
+                GatewayError::Conflict {
+                    key: b"k".to_vec(),
+                    start_revision: 5,
+                    conflicting_revision: 7,
+                    reason: "x".into(),
+                },
+                Code::Aborted,
+                Some(Kind::Conflict(pb::Conflict {
+                    key: b"k".to_vec(),
+                    start_revision: 5,
+                    conflicting_revision: 7,
+                })),
+            ),
+            (
+                GatewayError::CommitOutcomeUnknown { reason: "x".into() },
+                Code::Unavailable,
+                None,
+            ),
+            (
+                GatewayError::LockWaitTimedOut {
+                    key: "k".into(),
+                    start_ts: 1,
+                },
+                Code::DeadlineExceeded,
+                None,
+            ),
+            (
                 GatewayError::MismatchedResult {
                     op: "put",
                     result: "get",
@@ -196,6 +307,50 @@ mod tests {
             assert_eq!(status.code(), code, "{described}");
             assert_eq!(detail_of(&status), detail, "{described}");
         }
+    }
+
+    #[test]
+    fn transaction_refusals_of_a_node_are_recognised() {
+        let locked = pb::KeyLocked {
+            key: b"k".to_vec(),
+            primary: b"p".to_vec(),
+            start_ts: 3,
+            ..Default::default()
+        };
+        let error = GatewayError::from(with_detail(
+            Code::FailedPrecondition,
+            "locked",
+            Kind::KeyLocked(locked.clone()),
+        ));
+        assert_eq!(error.key_locked(), Some(locked));
+        assert!(error.as_conflict().is_none());
+        let conflict = GatewayError::from(with_detail(
+            Code::Aborted,
+            "conflict",
+            Kind::Conflict(pb::Conflict {
+                key: b"k".to_vec(),
+                start_revision: 1,
+                conflicting_revision: 2,
+            }),
+        ));
+        assert!(matches!(
+            conflict.as_conflict(),
+            Some(GatewayError::Conflict {
+                conflicting_revision: 2,
+                ..
+            })
+        ));
+        let rolled = GatewayError::from(with_detail(
+            Code::FailedPrecondition,
+            "rolled back",
+            Kind::TxnRolledBack(pb::TxnRolledBack {
+                key: b"k".to_vec(),
+                start_ts: 1,
+            }),
+        ));
+        assert!(rolled.rolled_back().is_some());
+        assert!(!rolled.txn_not_found());
+        assert!(GatewayError::NoShardMap.key_locked().is_none());
     }
 
     #[test]

@@ -1,56 +1,114 @@
 //! The public KV service (`cairn.kv.v1.KV`): routes each request to its shard, gives writes
-//! without a write id one of the gateway's, refuses cross-shard transactions, and fans
-//! ranges out over every shard at one snapshot revision from the timestamp oracle, merging
-//! pages in key order. `Compact` goes to the coordinator.
+//! without a write id one of the gateway's, runs a transaction over one shard as that shard's
+//! command and over several as a two-phase commit it coordinates (`crate::txn`), fans ranges
+//! out over every shard at one snapshot revision from the timestamp oracle, merging pages in
+//! key order, and resolves the other transactions' locks its requests meet. `Compact`
+//! resolves the locks at or below the revision, then goes to the coordinator.
 
 use crate::auth::{AuthGate, RequestAccesses};
 use crate::error::{GatewayError, Result};
 use crate::router::{Router, Target};
 use crate::routing::RoutingTable;
+use crate::txn::coordinator::Coordinator;
+use crate::txn::metrics::TxnMetrics;
+use crate::txn::plan::{choose_path, validate, Path};
+use crate::txn::reads::Reads;
+use crate::txn::resolution::{LockRule, WaitPolicy};
+use crate::txn::resolver::LockResolver;
+use crate::txn::scanner::LockSweeper;
+use crate::txn::TxnConfig;
 use crate::write_ids::{InFlight, WriteIds};
 use cairn_coordinator_client::{CoordinatorClient, TimestampClient};
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::kv_server::Kv;
-use cairn_proto::node::v1 as node_pb;
+use cairn_proto::retry::Backoff;
 use cairn_types::ShardId;
-use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 mod shard_request;
+pub(crate) use shard_request::kind_of;
 use shard_request::ShardRequest;
+
+/// What the KV service needs besides the router: limits, the oracle, the coordinator, the
+/// auth gate and the transaction settings.
+pub struct KvServiceParts {
+    pub range_fanout_max: usize,
+    pub range_keys_max: u64,
+    /// Snapshot revisions for ranges, start and commit timestamps of transactions.
+    pub timestamps: TimestampClient,
+    pub coordinator: CoordinatorClient,
+    pub auth: Arc<AuthGate>,
+    pub txn: TxnConfig,
+    pub txn_metrics: Arc<TxnMetrics>,
+    /// The pacing of waits for other transactions' locks (the router's back-off).
+    pub backoff: Backoff,
+}
 
 pub struct KvService {
     router: Arc<Router>,
     write_ids: Arc<WriteIds>,
-    range_fanout_max: usize,
     range_keys_max: u64,
     /// Snapshot revisions for ranges.
     timestamps: TimestampClient,
     coordinator: tokio::sync::Mutex<CoordinatorClient>,
     auth: Arc<AuthGate>,
+    txn_config: TxnConfig,
+    resolver: Arc<LockResolver>,
+    reads: Arc<Reads>,
+    transactions: Coordinator,
+    sweeper: Arc<LockSweeper>,
 }
 
 impl KvService {
-    pub fn new(
-        router: Arc<Router>,
-        range_fanout_max: usize,
-        range_keys_max: u64,
-        timestamps: TimestampClient,
-        coordinator: CoordinatorClient,
-        auth: Arc<AuthGate>,
-    ) -> Self {
+    pub fn new(router: Arc<Router>, parts: KvServiceParts) -> Self {
+        let metrics = parts.txn_metrics;
+        let resolver = Arc::new(LockResolver::new(
+            router.clone(),
+            parts.backoff,
+            metrics.clone(),
+        ));
+        let reads = Arc::new(Reads {
+            router: router.clone(),
+            resolver: resolver.clone(),
+            fanout_max: parts.range_fanout_max,
+        });
+        let sweeper = Arc::new(LockSweeper::new(
+            router.clone(),
+            resolver.clone(),
+            metrics.clone(),
+            parts.txn.lock_scan_locks_max,
+            parts.backoff,
+        ));
+        let transactions = Coordinator {
+            router: router.clone(),
+            resolver: resolver.clone(),
+            reads: reads.clone(),
+            timestamps: parts.timestamps.clone(),
+            config: parts.txn.clone(),
+            range_keys_max: parts.range_keys_max,
+            metrics,
+        };
         Self {
             router,
             write_ids: WriteIds::new(),
-            range_fanout_max,
-            range_keys_max,
-            timestamps,
-            coordinator: tokio::sync::Mutex::new(coordinator),
-            auth,
+            range_keys_max: parts.range_keys_max,
+            timestamps: parts.timestamps,
+            coordinator: tokio::sync::Mutex::new(parts.coordinator),
+            auth: parts.auth,
+            txn_config: parts.txn,
+            resolver,
+            reads,
+            transactions,
+            sweeper,
         }
+    }
+
+    /// The expired-lock scan and compaction's lock sweep.
+    pub fn sweeper(&self) -> Arc<LockSweeper> {
+        self.sweeper.clone()
     }
 
     /// Gives a write without a write id one of the gateway's, so the gateway's own retries
@@ -83,6 +141,8 @@ impl KvService {
         let table = self.table().await?;
         let shards: BTreeSet<ShardId> = keys.iter().map(|key| table.shard_for_key(key)).collect();
         match shards.len() {
+            // A transaction of range ops only, on a cluster of one shard.
+            0 if table.shard_count == 1 => Ok(ShardId(0)),
             0 => Err(GatewayError::invalid(
                 "txn",
                 "a transaction needs at least one key",
@@ -117,10 +177,15 @@ impl KvService {
         let _in_flight = request
             .write_id_mut()
             .and_then(|write_id| self.assign_write_id(write_id));
+        let deadline = self.deadline();
+        // A plain request holds no locks: it waits for the live ones it meets.
         let result = self
-            .router
-            .call_op(shard, request.target(), self.deadline(), |target| {
-                request.clone().into_op(target)
+            .resolver
+            .with_locks(deadline, 0, LockRule::Always(WaitPolicy::Wait), || {
+                self.router
+                    .call_op(shard, request.target(), deadline, |target| {
+                        request.clone().into_op(target)
+                    })
             })
             .await?;
         Ok(Response::new(R::response(result).map_err(|other| {
@@ -129,6 +194,34 @@ impl KvService {
                 result: shard_request::kind_of(&other),
             }
         })?))
+    }
+}
+
+impl KvService {
+    /// A transaction: one shard's command when its keys allow (the one-phase path), else
+    /// the two-phase commit this gateway coordinates (D95).
+    async fn serve_txn(&self, mut txn: pb::TxnRequest) -> Result<Response<pb::TxnResponse>> {
+        validate(&txn, &self.txn_config, self.range_keys_max)?;
+        let table = self.table().await?;
+        let path = choose_path(&txn, table.shard_count, |key| table.shard_for_key(key))?;
+        match path {
+            Path::OnePhase(shard) => {
+                let span = tracing::Span::current();
+                span.record("path", "one_phase");
+                span.record("shard", shard.0);
+                let response = self.serve_authorized(txn).await?;
+                self.transactions.metrics.committed("one_phase");
+                Ok(response)
+            }
+            Path::TwoPhase { shards } => {
+                let span = tracing::Span::current();
+                span.record("path", "two_phase");
+                span.record("shards", shards.len());
+                let _in_flight = self.assign_write_id(&mut txn.write_id);
+                let response = self.transactions.run(&txn, &table, self.deadline()).await?;
+                Ok(Response::new(response))
+            }
+        }
     }
 }
 
@@ -167,12 +260,15 @@ impl Kv for KvService {
         self.serve(request).await
     }
 
-    #[tracing::instrument(name = "gateway.txn", skip_all, fields(shard))]
+    #[tracing::instrument(name = "gateway.txn", skip_all, fields(shard, path, start_ts, shards))]
     async fn txn(
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        self.serve(request).await
+        self.auth
+            .authorize(&request, &request.get_ref().accesses())
+            .await?;
+        Ok(self.serve_txn(request.into_inner()).await?)
     }
 
     #[tracing::instrument(name = "gateway.range", skip_all, fields(shards))]
@@ -212,27 +308,17 @@ impl Kv for KvService {
         }
         let target = target_for(range.consistency, range.revision);
         // Keys are hash-partitioned, so any shard may hold keys of any range: ask them all.
-        let pages: Vec<pb::RangeResponse> = stream::iter((0..u64::from(shard_count)).map(ShardId))
-            .map(|shard| {
-                let range = range.clone();
-                let router = self.router.clone();
-                async move {
-                    router
-                        .call(shard, target, deadline, |mut client, shard_target| {
-                            let request = node_pb::ShardRangeRequest {
-                                target: Some(shard_target),
-                                request: Some(range.clone()),
-                                own_start_ts: 0,
-                            };
-                            async move { client.range(request).await }
-                        })
-                        .await
-                }
-            })
-            .buffer_unordered(self.range_fanout_max)
-            .try_collect()
-            .await
-            .map_err(Status::from)?;
+        let pages = self
+            .reads
+            .range_pages(
+                &range,
+                shard_count,
+                target,
+                0,
+                LockRule::Always(WaitPolicy::Wait),
+                deadline,
+            )
+            .await?;
         let mut merged = merge_pages(pages, limit, range.count_only);
         if range.revision != 0 {
             merged.revision = range.revision;
@@ -250,6 +336,11 @@ impl Kv for KvService {
         if revision == 0 {
             return Err(GatewayError::invalid("revision", "must be at least 1").into());
         }
+        // No transaction at or below the point may stay undecided once its records may go
+        // (D92, D96).
+        self.sweeper
+            .resolve_up_to(revision, self.deadline())
+            .await?;
         let answer = self.coordinator.lock().await.compact(revision).await?;
         Ok(Response::new(pb::CompactResponse {
             compact_revision: answer.compact_revision,

@@ -347,14 +347,15 @@ impl Router {
                 // Node down, election, or a write whose outcome is unknown: the write id
                 // makes trying again safe. The map may already name a new leader. (A node
                 // never answers CoordinatorNotLeader; Refused, TxnConflict and KeyLocked are
-                // never retried, so they were returned above.)
+                // never retried here and were returned above: a lock is resolved by the
+                // caller, `crate::txn::resolver`.)
                 Cause::Unavailable
                 | Cause::NotSent
                 | Cause::OutcomeUnknown
                 | Cause::CoordinatorNotLeader { .. }
+                | Cause::Refused
                 | Cause::TxnConflict
-                | Cause::KeyLocked
-                | Cause::Refused => {
+                | Cause::KeyLocked => {
                     self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
                     self.refresh_in_background();
                     self.pause(attempt, remaining).await;

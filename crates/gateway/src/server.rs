@@ -4,7 +4,7 @@ use crate::auth::AuthGate;
 use crate::auth_service::AuthService;
 use crate::cluster_service::ClusterService;
 use crate::config::GatewayConfig;
-use crate::kv_service::KvService;
+use crate::kv_service::{KvService, KvServiceParts};
 use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use crate::routing::ShardMaps;
@@ -12,6 +12,7 @@ use cairn_coordinator_client::{CoordinatorClient, TimestampClient, TimestampClie
 use cairn_proto::kv::v1::auth_server::AuthServer;
 use cairn_proto::kv::v1::cluster_server::ClusterServer;
 use cairn_proto::kv::v1::kv_server::KvServer;
+use cairn_proto::retry::Backoff;
 use cairn_types::REQUEST_BYTES_MAX_CEILING;
 use std::future::Future;
 use std::sync::Arc;
@@ -59,6 +60,7 @@ pub async fn run_with_listener(
         Duration::from_millis(config.request_timeout_ms),
     );
     let metrics = Arc::new(GatewayMetrics::new());
+    let txn_metrics = Arc::new(crate::txn::metrics::TxnMetrics::new(&metrics.registry));
     let (ready, scraped, scrape_metrics) = (router.clone(), router.clone(), metrics.clone());
     let metrics_endpoint = cairn_telemetry::start_http(
         &config.metrics_listen_address,
@@ -91,26 +93,40 @@ pub async fn run_with_listener(
             tracing::info!("gateway stopping: draining connections");
         }
     };
+    let kv_service = KvService::new(
+        router,
+        KvServiceParts {
+            range_fanout_max: config.range_fanout_max,
+            range_keys_max: config.range_keys_max,
+            timestamps: TimestampClient::start(TimestampClientConfig {
+                coordinators: config.coordinators.clone(),
+                requests_in_flight_max: config.timestamp_requests_in_flight_max,
+                rpc_timeout: coordinator_timeout,
+                outbound_bind_ip: None,
+                tls: client_tls.clone(),
+            }),
+            coordinator: coordinator_client(),
+            auth: auth.clone(),
+            txn: config.txn.clone(),
+            txn_metrics,
+            backoff: Backoff::new(
+                Duration::from_millis(config.backoff_min_ms),
+                Duration::from_millis(config.backoff_max_ms),
+            ),
+        },
+    );
+    // Every gateway scans for expired locks: a dead gateway's locks are resolved within
+    // about lock_ttl_ms + lock_scan_interval_ms even if no request meets them (D96).
+    let lock_scan = kv_service
+        .sweeper()
+        .start(Duration::from_millis(config.txn.lock_scan_interval_ms));
     let server = tonic::transport::Server::builder()
         .layer(metrics.grpc.layer())
         .add_service(health_service)
         .add_service(
-            KvServer::new(KvService::new(
-                router,
-                config.range_fanout_max,
-                config.range_keys_max,
-                TimestampClient::start(TimestampClientConfig {
-                    coordinators: config.coordinators.clone(),
-                    requests_in_flight_max: config.timestamp_requests_in_flight_max,
-                    rpc_timeout: coordinator_timeout,
-                    outbound_bind_ip: None,
-                    tls: client_tls.clone(),
-                }),
-                coordinator_client(),
-                auth.clone(),
-            ))
-            .max_decoding_message_size(message_bytes_max)
-            .max_encoding_message_size(message_bytes_max),
+            KvServer::new(kv_service)
+                .max_decoding_message_size(message_bytes_max)
+                .max_encoding_message_size(message_bytes_max),
         )
         .add_service(ClusterServer::new(ClusterService::new(
             config.coordinators.clone(),
@@ -131,6 +147,7 @@ pub async fn run_with_listener(
     let result = cairn_telemetry::serve_bounded(server, &stop, |d| d.drain)
         .await
         .unwrap_or(Ok(()));
+    lock_scan.abort();
     if let Some(endpoint) = metrics_endpoint {
         endpoint.abort();
     }

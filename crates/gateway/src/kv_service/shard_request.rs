@@ -37,7 +37,7 @@ fn key(key: &[u8]) -> Result<Vec<&[u8]>> {
 }
 
 /// The kind of a node's result, for an error that names it.
-pub(super) fn kind_of(result: &ItemResult) -> &'static str {
+pub(crate) fn kind_of(result: &ItemResult) -> &'static str {
     match result {
         ItemResult::Put(_) => "put",
         ItemResult::Get(_) => "get",
@@ -59,7 +59,7 @@ macro_rules! shard_request {
             type Response = $response;
             const NAME: &'static str = $name;
             $($differs)*
-            // Reads carry more fields (own_start_ts, for transactions) than writes.
+            // A get carries more (`own_start_ts`, 0 for a plain request) than the others.
             #[allow(clippy::needless_update)]
             fn into_op(self, target: node_pb::ShardTarget) -> Op {
                 Op::$kind(node_pb::$shard_request {
@@ -110,25 +110,19 @@ shard_request!(pb::GetRequest => pb::GetResponse, "get", Get(ShardGetRequest) {
 });
 
 shard_request!(pb::TxnRequest => pb::TxnResponse, "txn", Txn(ShardTxnRequest) {
-    /// Every key the transaction touches; a range op would span every shard.
+    /// Every key the transaction names outside its ranges. Only a transaction the one-phase
+    /// path chose comes here (`crate::txn::plan::choose_path`): its keys are of one shard,
+    /// and it has a range op only when the cluster has one shard.
     fn keys(&self) -> Result<Vec<&[u8]>> {
-        let mut keys: Vec<&[u8]> = self.compare.iter().map(|c| c.key.as_slice()).collect();
-        for op in self.success.iter().chain(&self.failure) {
-            match &op.request {
-                Some(pb::request_op::Request::Put(put)) => keys.push(&put.key),
-                Some(pb::request_op::Request::Get(get)) => keys.push(&get.key),
-                Some(pb::request_op::Request::Delete(delete)) => keys.push(&delete.key),
-                Some(pb::request_op::Request::Range(_)) => {
-                    return Err(GatewayError::invalid(
-                        "txn",
-                        "a range inside a transaction would span every shard; range outside \
-                         the transaction",
-                    ))
-                }
-                None => return Err(GatewayError::invalid("txn", "an op has no request set")),
-            }
+        if self
+            .success
+            .iter()
+            .chain(&self.failure)
+            .any(|op| op.request.is_none())
+        {
+            return Err(GatewayError::invalid("txn", "an op has no request set"));
         }
-        Ok(keys)
+        Ok(crate::txn::plan::point_keys(self))
     }
     fn write_id_mut(&mut self) -> Option<&mut Option<pb::WriteId>> {
         Some(&mut self.write_id)
@@ -140,18 +134,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_inside_transactions_are_refused() {
+    fn a_transactions_keys_leave_its_ranges_out() {
         let txn = pb::TxnRequest {
-            success: vec![pb::RequestOp {
-                request: Some(pb::request_op::Request::Range(pb::RangeRequest::default())),
-            }],
+            success: vec![
+                pb::RequestOp {
+                    request: Some(pb::request_op::Request::Range(pb::RangeRequest::default())),
+                },
+                pb::RequestOp {
+                    request: Some(pb::request_op::Request::Get(pb::GetRequest {
+                        key: b"k".to_vec(),
+                        ..Default::default()
+                    })),
+                },
+            ],
             ..Default::default()
         };
-        let refused = txn.keys().unwrap_err();
-        assert!(
-            matches!(refused, GatewayError::InvalidArgument { field: "txn", .. }),
-            "{refused:?}"
-        );
+        assert_eq!(txn.keys().unwrap(), vec![b"k".as_slice()]);
+        let empty_op = pb::TxnRequest {
+            success: vec![pb::RequestOp { request: None }],
+            ..Default::default()
+        };
+        assert!(matches!(
+            empty_op.keys(),
+            Err(GatewayError::InvalidArgument { field: "txn", .. })
+        ));
     }
 
     #[test]
