@@ -59,16 +59,20 @@ impl Coordinator {
         tracing::Span::current().record("start_ts", start_ts);
         // Exactly-once (D97): a retry of a transaction that already committed finds its
         // first result on the shard of the primary it would have had, whichever branch ran.
-        let (first_result, compared) = tokio::join!(
-            self.first_result(txn, start_ts, table, deadline),
-            self.read_keys(compare_keys(txn), start_ts, table, deadline),
-        );
-        if let Some(first) = first_result? {
+        // Asked after the compares are read, never beside them: if the reads saw the first
+        // attempt's writes (and so may choose the other branch and primary), its primary had
+        // committed, record included, before they answered, so the question finds it. Asked
+        // in parallel, it could reach the primary's shard just before that commit while the
+        // reads, at a later start_ts, waited for it.
+        let compared = self
+            .read_keys(compare_keys(txn), start_ts, table, deadline)
+            .await?;
+        if let Some(first) = self.first_result(txn, start_ts, table, deadline).await? {
             return Ok(first);
         }
         let mut snapshot = Snapshot {
             revision: start_ts,
-            keys: compared?,
+            keys: compared,
             ranges: BTreeMap::new(),
         };
         let chosen = branch(txn, compares_hold(txn, &snapshot)?);
