@@ -7,102 +7,13 @@ use cairn_proto::kv::v1 as kv;
 use cairn_proto::kv::v1::error_detail::Kind;
 use cairn_proto::node::v1 as node;
 use cairn_proto::node::v1::check_txn_status_response::Status as TxnStatus;
-use cairn_proto::node::v1::node_admin_client::NodeAdminClient;
-use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
 use cairn_proto::node::v1::txn_mutation::Op;
-use cairn_storage_node::config::{BootstrapConfig, NodeConfig};
 use cairn_test_harness::{error_detail, wait_for};
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic::Code;
 
-struct TestNode {
-    kv: ShardKvClient<Channel>,
-    _admin: NodeAdminClient<Channel>,
-    _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl TestNode {
-    async fn stop(mut self) {
-        let _ = self.stop.take().expect("running").send(());
-        let _ = tokio::time::timeout(Duration::from_secs(20), &mut self.server).await;
-    }
-}
-
-const SHARD: u64 = 0;
-
-async fn start_node(adjust: impl FnOnce(&mut NodeConfig)) -> TestNode {
-    cairn_test_harness::init_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let mut config = NodeConfig {
-        node_id: 1,
-        listen_address: address.clone(),
-        data_dir: dir.path().to_path_buf(),
-        bootstrap: Some(BootstrapConfig {
-            shard_count: 2,
-            members: vec![format!("1={address}")],
-        }),
-        ..NodeConfig::default()
-    };
-    adjust(&mut config);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cairn_storage_node::run_with_listener(
-        config,
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let channel = wait_for(
-        "the node to accept connections",
-        Duration::from_secs(20),
-        || {
-            let address = address.clone();
-            async move {
-                Channel::from_shared(format!("http://{address}"))
-                    .ok()?
-                    .connect()
-                    .await
-                    .ok()
-            }
-        },
-    )
-    .await;
-    let mut admin = NodeAdminClient::new(channel.clone());
-    for shard in [0, 1] {
-        wait_for(
-            "the single replica to lead",
-            Duration::from_secs(20),
-            || {
-                let mut admin = admin.clone();
-                async move {
-                    let status = admin
-                        .shard_status(node::ShardStatusRequest {
-                            shard_id: shard,
-                            all: false,
-                        })
-                        .await
-                        .ok()?;
-                    (status.into_inner().replicas.first()?.role == node::ReplicaRole::Leader as i32)
-                        .then_some(())
-                }
-            },
-        )
-        .await;
-    }
-    let _ = &mut admin;
-    TestNode {
-        kv: ShardKvClient::new(channel),
-        _admin: admin,
-        _dir: dir,
-        stop: Some(stop),
-        server,
-    }
-}
+mod support;
+use support::{start_node, TestNode, SHARD};
 
 fn target(shard: u64) -> Option<node::ShardTarget> {
     Some(node::ShardTarget {
