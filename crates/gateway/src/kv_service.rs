@@ -9,9 +9,10 @@ use crate::auth::{AuthGate, RequestAccesses};
 use crate::error::{GatewayError, Result};
 use crate::router::{Router, Target};
 use crate::routing::RoutingTable;
+use crate::txn::bounds::keep_to_user_keys;
 use crate::txn::coordinator::Coordinator;
 use crate::txn::metrics::TxnMetrics;
-use crate::txn::plan::{choose_path, validate, Path};
+use crate::txn::plan::{choose_path, keep_ranges_to_user_keys, validate, Path};
 use crate::txn::reads::Reads;
 use crate::txn::resolution::{LockRule, WaitPolicy};
 use crate::txn::resolver::LockResolver;
@@ -263,8 +264,10 @@ impl Kv for KvService {
     #[tracing::instrument(name = "gateway.txn", skip_all, fields(shard, path, start_ts, shards))]
     async fn txn(
         &self,
-        request: Request<pb::TxnRequest>,
+        mut request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        // Cut off first, so that a range "to the end" needs permission on the user keys only.
+        keep_ranges_to_user_keys(request.get_mut())?;
         self.auth
             .authorize(&request, &request.get_ref().accesses())
             .await?;
@@ -274,8 +277,10 @@ impl Kv for KvService {
     #[tracing::instrument(name = "gateway.range", skip_all, fields(shards))]
     async fn range(
         &self,
-        request: Request<pb::RangeRequest>,
+        mut request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        // Cut off first, so that a range "to the end" needs permission on the user keys only.
+        keep_to_user_keys(request.get_mut())?;
         self.auth
             .authorize(&request, &request.get_ref().accesses())
             .await?;

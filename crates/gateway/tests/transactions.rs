@@ -4,194 +4,23 @@
 //! a range that changed before the commit), and a gateway that dies between prewrite and commit
 //! (the `CAIRN_TEST_CRASH_AFTER_PREWRITE` hook): its locks are resolved within the bound, by
 //! readers and by the expired-lock scan, nothing of it is visible, and a retry with the same
-//! write id through another gateway commits once and answers the first result ever after.
+//! write id through another gateway commits once and answers the first result ever after; a
+//! second attempt of one request while the first is still committing (the
+//! `CAIRN_TEST_PAUSE_AFTER_PREWRITE_MS` hook) waits for it at the write id's record key and
+//! answers its result.
 
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::error_detail::Kind;
 use cairn_proto::kv::v1::kv_client::KvClient;
-use cairn_proto::kv::v1::request_op::Request;
-use cairn_proto::kv::v1::response_op::Response;
-use cairn_proto::node::v1 as node_pb;
 use cairn_test_harness::otlp::start_receiver;
-use cairn_test_harness::{
-    error_detail, http_get, metric_value, shard_target, wait_for, Cluster, ClusterSpec, WriteIds,
-};
-use cairn_types::ShardId;
+use cairn_test_harness::{error_detail, http_get, metric_value, wait_for, WriteIds};
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-const GATEWAY: &str = env!("CARGO_BIN_EXE_cairn-gateway");
-const WAIT: Duration = Duration::from_secs(90);
-const SHARDS: u32 = 4;
-/// Short lock lifetimes, so that the test waits seconds, not the defaults' five.
-const LOCK_TTL_MS: u64 = 2_000;
-const LOCK_SCAN_INTERVAL_MS: u64 = 1_000;
-/// Lock TTL + scan interval + a generous round: the bound on a dead gateway's locks.
-const RESOLVED_WITHIN: Duration =
-    Duration::from_millis(LOCK_TTL_MS + LOCK_SCAN_INTERVAL_MS + 5_000);
-const PAUSE_BEFORE_PREWRITE_MS: &str = "3000";
+mod txn_cluster;
 
-async fn start() -> Cluster {
-    start_with(&[]).await
-}
-
-/// The cluster, every process with `env` too.
-async fn start_with(env: &[(&str, &str)]) -> Cluster {
-    let ttl = LOCK_TTL_MS.to_string();
-    let scan = LOCK_SCAN_INTERVAL_MS.to_string();
-    let cluster = ClusterSpec::new(Path::new(GATEWAY))
-        .nodes(3)
-        .shards(SHARDS)
-        .gateways(1)
-        .env(env)
-        .gateway_env(&[
-            ("CAIRN_TXN__LOCK_TTL_MS", ttl.as_str()),
-            ("CAIRN_TXN__LOCK_SCAN_INTERVAL_MS", scan.as_str()),
-        ])
-        .start()
-        .await;
-    cluster.wait_for_placement(WAIT).await;
-    cluster
-}
-
-fn shard(key: &str) -> ShardId {
-    cairn_types::sharding::shard_for_key(key.as_bytes(), SHARDS)
-}
-
-/// A key with `prefix` in a shard other than those of `others`.
-fn key_elsewhere(prefix: &str, others: &[&str]) -> String {
-    (0..1000)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|key| others.iter().all(|other| shard(other) != shard(key)))
-        .expect("a key in another shard")
-}
-
-fn put_op(key: &str, value: &str) -> pb::RequestOp {
-    pb::RequestOp {
-        request: Some(Request::Put(pb::PutRequest {
-            key: key.into(),
-            value: value.into(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn get_op(key: &str) -> pb::RequestOp {
-    pb::RequestOp {
-        request: Some(Request::Get(pb::GetRequest {
-            key: key.into(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn prefix_op(prefix: &str) -> pb::RequestOp {
-    pb::RequestOp {
-        request: Some(Request::Range(pb::RangeRequest {
-            prefix: prefix.into(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn value_is(key: &str, value: &str) -> pb::Compare {
-    pb::Compare {
-        result: pb::compare::Result::Equal as i32,
-        key: key.into(),
-        target: Some(pb::compare::Target::Value(value.into())),
-    }
-}
-
-async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str) -> u64 {
-    kv.put(pb::PutRequest {
-        key: key.into(),
-        value: value.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("put")
-    .into_inner()
-    .revision
-}
-
-async fn get(kv: &mut KvClient<Channel>, key: &str) -> Option<pb::KeyValue> {
-    kv.get(pb::GetRequest {
-        key: key.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("get")
-    .into_inner()
-    .kv
-}
-
-fn get_response(response: &pb::ResponseOp) -> Option<&pb::KeyValue> {
-    match &response.response {
-        Some(Response::Get(get)) => get.kv.as_ref(),
-        other => panic!("not a get response: {other:?}"),
-    }
-}
-
-fn range_keys(response: &pb::ResponseOp) -> Vec<(String, String)> {
-    match &response.response {
-        Some(Response::Range(range)) => range
-            .kvs
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8(kv.key.clone()).unwrap(),
-                    String::from_utf8(kv.value.clone()).unwrap(),
-                )
-            })
-            .collect(),
-        other => panic!("not a range response: {other:?}"),
-    }
-}
-
-/// The key a `Conflict` answer names.
-fn conflict_key(status: &tonic::Status) -> String {
-    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
-    match error_detail(status) {
-        Some(Kind::Conflict(conflict)) => String::from_utf8(conflict.key).unwrap(),
-        other => panic!("not a conflict: {other:?} ({status:?})"),
-    }
-}
-
-/// Waits until gateway `number`'s log shows `text`.
-async fn wait_for_log(cluster: &Cluster, number: u64, text: &str) {
-    let path = cluster.gateway(number).log_path.clone();
-    wait_for(&format!("gateway {number} to log {text:?}"), WAIT, || {
-        let path = path.clone();
-        async move {
-            std::fs::read_to_string(&path)
-                .ok()
-                .filter(|log| log.contains(text))
-                .map(|_| ())
-        }
-    })
-    .await;
-}
-
-/// Every lock on every shard, asked of each shard's leader.
-async fn locks_in_cluster(cluster: &Cluster) -> Option<Vec<pb::KeyLocked>> {
-    let mut all = Vec::new();
-    for shard in (0..u64::from(SHARDS)).map(ShardId) {
-        let leader = cluster.leader_of(shard).await?;
-        let mut client = cluster.kv(leader).await?;
-        let page = client
-            .scan_locks(node_pb::ScanLocksRequest {
-                target: Some(shard_target(shard)),
-                ..Default::default()
-            })
-            .await
-            .ok()?
-            .into_inner();
-        all.extend(page.locks);
-    }
-    Some(all)
-}
+use txn_cluster::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_shard_transactions_are_atomic_see_their_own_ops_and_conflict() {
@@ -404,7 +233,11 @@ async fn a_gateway_killed_after_prewrite_leaves_nothing_and_a_retry_commits_once
             .filter(|locks| !locks.is_empty())
     })
     .await;
-    assert_eq!(left.len(), 2, "both keys locked: {left:?}");
+    let user_keys_locked = left
+        .iter()
+        .filter(|lock| !cairn_types::reserved::is_reserved(&lock.key))
+        .count();
+    assert_eq!(user_keys_locked, 2, "both keys locked: {left:?}");
     wait_for(
         "the scan to resolve the dead gateway's locks",
         RESOLVED_WITHIN,
@@ -454,6 +287,149 @@ async fn a_gateway_killed_after_prewrite_leaves_nothing_and_a_retry_commits_once
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_of_one_request_apply_once_and_answer_alike_and_reserved_keys_stay_hidden() {
+    cairn_test_harness::init_logging();
+    let mut cluster = start().await;
+    let (mut kv, _) = cluster.gateway_clients(1, WAIT).await;
+    let a = "dup/a".to_string();
+    let b = key_elsewhere("dup/b", &[&a]);
+    put(&mut kv, &a, "a0").await;
+    let slow = cluster.add_gateway(&[
+        (
+            "CAIRN_TEST_PAUSE_AFTER_PREWRITE_MS",
+            PAUSE_AFTER_PREWRITE_MS,
+        ),
+        ("CAIRN_TXN__LOCK_TTL_MS", LONG_LOCK_TTL_MS),
+    ]);
+    let (mut slow_kv, _) = cluster.gateway_clients(slow, WAIT).await;
+    // The compare fails and the failure branch only reads, so each attempt locks nothing but
+    // the write id's record key (a request that can write records even a read-only answer).
+    // The second meets the first's lock there and waits, then answers the first's result.
+    // Without one record key per write id each would answer from its own snapshot (another
+    // revision), and a retry could answer "compares failed" while another attempt wrote.
+    let write_id = WriteIds::new().next_id();
+    let txn = pb::TxnRequest {
+        compare: vec![value_is(&a, "not a's value")],
+        success: vec![put_op(&b, "never")],
+        failure: vec![get_op(&a)],
+        write_id: Some(write_id),
+    };
+
+    tracing::info!("--- the first attempt prewrites its record key, then stalls before its commit");
+    let first = tokio::spawn({
+        let txn = txn.clone();
+        async move { slow_kv.txn(txn).await }
+    });
+    wait_for_log(&cluster, slow, "pausing after prewrite").await;
+
+    tracing::info!("--- a second attempt through another gateway meets it at the record key");
+    let second = kv
+        .txn(txn.clone())
+        .await
+        .expect("second attempt")
+        .into_inner();
+    let first = first
+        .await
+        .expect("first attempt's task")
+        .expect("first attempt")
+        .into_inner();
+    assert!(!first.succeeded, "{first:?}");
+    assert_eq!(get_response(&first.responses[0]).unwrap().value, b"a0");
+    assert_eq!(
+        second, first,
+        "both attempts answer the one result, revision included"
+    );
+    assert!(
+        get(&mut kv, &b).await.is_none(),
+        "the success branch never ran"
+    );
+
+    tracing::info!(
+        "--- an attempt stalled past its locks' TTL, rolled back by the next one, \
+                    answers the result the next one committed instead of Conflict"
+    );
+    let stalled = cluster.add_gateway(&[(
+        "CAIRN_TEST_PAUSE_AFTER_PREWRITE_MS",
+        PAUSE_AFTER_PREWRITE_MS,
+    )]);
+    let (mut stalled_kv, _) = cluster.gateway_clients(stalled, WAIT).await;
+    let late = pb::TxnRequest {
+        compare: vec![value_is(&a, "a0")],
+        success: vec![put_op(&b, "b2")],
+        failure: vec![put_op(&b, "compare failed")],
+        write_id: Some(WriteIds::new().next_id()),
+    };
+    let first = tokio::spawn({
+        let late = late.clone();
+        async move { stalled_kv.txn(late).await }
+    });
+    wait_for_log(&cluster, stalled, "pausing after prewrite").await;
+    let second = kv
+        .txn(late.clone())
+        .await
+        .expect("second attempt")
+        .into_inner();
+    let first = first
+        .await
+        .expect("first attempt's task")
+        .expect("the stalled attempt answers a result, not Conflict")
+        .into_inner();
+    assert_eq!(first, second, "both attempts answer the one result");
+    let got = get(&mut kv, &b).await.unwrap();
+    assert_eq!(
+        (got.value.as_slice(), got.version, got.mod_revision),
+        (&b"b2"[..], 1, second.revision),
+        "applied once"
+    );
+
+    tracing::info!("--- a branch that writes nothing records its answer for the retries too");
+    let read_only = pb::TxnRequest {
+        compare: vec![value_is(&a, "not a's value")],
+        success: vec![put_op(&b, "never")],
+        failure: vec![get_op(&b)],
+        write_id: Some(WriteIds::new().next_id()),
+    };
+    let answered = kv.txn(read_only.clone()).await.expect("txn").into_inner();
+    assert!(!answered.succeeded);
+    assert_eq!(get_response(&answered.responses[0]).unwrap().value, b"b2");
+    put(&mut kv, &b, "b3").await;
+    let retried = kv.txn(read_only).await.expect("retry").into_inner();
+    assert_eq!(
+        retried, answered,
+        "a retry answers the recorded result, not a new read"
+    );
+
+    tracing::info!("--- the record keys are Cairn's: clients can neither name nor see them");
+    let record_key = cairn_types::reserved::txn_record_key(write_id.client_id, write_id.sequence);
+    let refused = kv
+        .put(pb::PutRequest {
+            key: record_key.clone(),
+            value: b"mine".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a reserved key is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("reserved"), "{refused:?}");
+    let everything = kv
+        .range(pb::RangeRequest::default())
+        .await
+        .expect("range over every key")
+        .into_inner();
+    let keys: Vec<_> = everything.kvs.iter().map(|kv| kv.key.clone()).collect();
+    // `a`, `b` and nothing of Cairn's, though three requests committed record keys.
+    assert_eq!(keys, [a.as_bytes().to_vec(), b.as_bytes().to_vec()]);
+    let inside = kv
+        .range(pb::RangeRequest {
+            prefix: cairn_types::reserved::RESERVED_PREFIX.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a range inside the reserved keys is refused");
+    assert_eq!(inside.code(), tonic::Code::InvalidArgument, "{inside:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_phase_transaction_is_one_trace_with_prewrite_and_commit_on_every_shard() {
     cairn_test_harness::init_logging();
     let (receiver, endpoint) = start_receiver("127.0.0.1:0").await;
@@ -467,10 +443,18 @@ async fn a_two_phase_transaction_is_one_trace_with_prewrite_and_commit_on_every_
     let a = "traced/a".to_string();
     let b = key_elsewhere("traced/b", &[&a]);
     let c = key_elsewhere("traced/c", &[&a, &b]);
-    let shards: BTreeSet<String> = [&a, &b, &c]
+    let write_id = WriteIds::new().next_id();
+    // The primary is the write id's record key, whose shard may be a fourth one.
+    let record_key = cairn_types::reserved::txn_record_key(write_id.client_id, write_id.sequence);
+    let mut shards: BTreeSet<String> = [&a, &b, &c]
         .iter()
         .map(|key| shard(key).0.to_string())
         .collect();
+    shards.insert(
+        cairn_types::sharding::shard_for_key(&record_key, SHARDS)
+            .0
+            .to_string(),
+    );
 
     tracing::info!("--- a transaction over three shards");
     let committed = kv
@@ -478,14 +462,14 @@ async fn a_two_phase_transaction_is_one_trace_with_prewrite_and_commit_on_every_
             compare: vec![],
             success: vec![put_op(&a, "1"), put_op(&b, "1"), put_op(&c, "1")],
             failure: vec![],
-            write_id: None,
+            write_id: Some(write_id),
         })
         .await
         .expect("txn")
         .into_inner();
     assert!(committed.succeeded);
 
-    tracing::info!("--- its trace shows a prewrite and a commit on each of the three shards");
+    tracing::info!("--- its trace shows a prewrite and a commit on each of its shards");
     let shards_of = |spans: &[cairn_test_harness::otlp::ReceivedSpan], name: &str| {
         spans
             .iter()

@@ -28,11 +28,9 @@ pub(super) trait ShardRequest: Clone + Send + Sync + 'static {
     fn response(result: ItemResult) -> std::result::Result<Self::Response, ItemResult>;
 }
 
-/// A single key: it must not be empty.
+/// A single key: not empty, and not in the reserved key space.
 fn key(key: &[u8]) -> Result<Vec<&[u8]>> {
-    if key.is_empty() {
-        return Err(GatewayError::invalid("key", "must not be empty"));
-    }
+    crate::txn::plan::user_key(key)?;
     Ok(vec![key])
 }
 

@@ -1,8 +1,11 @@
 //! The keys a range request covers, resolved as a node resolves them (prefix, start/end,
 //! continuation; crates/raft/src/convert.rs), so the gateway can tell which of a
-//! transaction's own writes fall into a range it reads.
+//! transaction's own writes fall into a range it reads, and so that a client's range stops
+//! where the key space Cairn reserves begins (`cairn_types::reserved`, D65).
 
+use crate::error::{GatewayError, Result};
 use cairn_proto::kv::v1 as pb;
+use cairn_types::reserved;
 
 /// Keys in `[start, end)`; no `end` means to the end of the key space.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,14 +14,40 @@ pub struct KeyRange {
     pub end: Option<Vec<u8>>,
 }
 
+/// A request's bounds before its continuation: its prefix's, or its start and end.
+fn bounds(request: &pb::RangeRequest) -> (Vec<u8>, Option<Vec<u8>>) {
+    if !request.prefix.is_empty() {
+        (request.prefix.clone(), prefix_end(&request.prefix))
+    } else {
+        let end = (!request.end.is_empty()).then(|| request.end.clone());
+        (request.start.clone(), end)
+    }
+}
+
+/// Keeps a client's range out of the reserved key space: a range that would run into it ends
+/// where it begins (written as start and end, which a node reads as the prefix's bounds), and
+/// one that starts inside it is refused.
+pub fn keep_to_user_keys(request: &mut pb::RangeRequest) -> Result<()> {
+    if reserved::is_reserved(&request.continuation) {
+        return Err(GatewayError::invalid(
+            "continuation",
+            reserved::ReservedKey.to_string(),
+        ));
+    }
+    let (start, end) = bounds(request);
+    let user_end = reserved::user_range_end(&start, end.as_deref())
+        .map_err(|refused| GatewayError::invalid("range", refused.to_string()))?;
+    if end.as_deref() != Some(user_end.as_slice()) {
+        request.prefix.clear();
+        request.start = start;
+        request.end = user_end;
+    }
+    Ok(())
+}
+
 impl KeyRange {
     pub fn of(request: &pb::RangeRequest) -> Self {
-        let (mut start, end) = if !request.prefix.is_empty() {
-            (request.prefix.clone(), prefix_end(&request.prefix))
-        } else {
-            let end = (!request.end.is_empty()).then(|| request.end.clone());
-            (request.start.clone(), end)
-        };
+        let (mut start, end) = bounds(request);
         if !request.continuation.is_empty() {
             // Strictly after the previous page's last key.
             let mut after = request.continuation.clone();
@@ -74,5 +103,45 @@ mod tests {
             ..Default::default()
         });
         assert!(!resumed.contains(b"c") && resumed.contains(b"c\0") && !resumed.contains(b"z"));
+    }
+
+    #[test]
+    fn client_ranges_end_where_the_reserved_keys_begin() {
+        let reserved_start = reserved::RESERVED_PREFIX.to_vec();
+        let mut everything = pb::RangeRequest::default();
+        keep_to_user_keys(&mut everything).unwrap();
+        assert_eq!(
+            (everything.start.as_slice(), everything.end),
+            (&b""[..], reserved_start.clone())
+        );
+        // A prefix without an end of its own becomes start and end, read the same way.
+        let mut high = pb::RangeRequest {
+            prefix: b"\xff\xff".to_vec(),
+            continuation: b"\xff\xff\x01".to_vec(),
+            ..Default::default()
+        };
+        keep_to_user_keys(&mut high).unwrap();
+        assert!(high.prefix.is_empty());
+        assert_eq!(high.start, b"\xff\xff");
+        assert_eq!(KeyRange::of(&high).end, Some(reserved_start.clone()));
+        assert!(KeyRange::of(&high).contains(b"\xff\xff\x02"));
+        // A range inside the user keys is left as it was.
+        let ordinary = pb::RangeRequest {
+            prefix: b"lock/".to_vec(),
+            ..Default::default()
+        };
+        let mut kept = ordinary.clone();
+        keep_to_user_keys(&mut kept).unwrap();
+        assert_eq!(kept, ordinary);
+        let mut inside = pb::RangeRequest {
+            start: reserved::txn_record_key(1, 2),
+            ..Default::default()
+        };
+        assert!(keep_to_user_keys(&mut inside).is_err());
+        let mut continued_inside = pb::RangeRequest {
+            continuation: reserved::txn_record_key(1, 2),
+            ..Default::default()
+        };
+        assert!(keep_to_user_keys(&mut continued_inside).is_err());
     }
 }

@@ -11,7 +11,7 @@ use crate::txn::config::TxnConfig;
 use crate::txn::evaluate::{branch, branch_reads, compare_keys, compares_hold, evaluate, Snapshot};
 use crate::txn::locks::{plan_locks, LockPlan};
 use crate::txn::metrics::TxnMetrics;
-use crate::txn::plan::primary_of;
+use crate::txn::plan::{point_keys, record_key};
 use crate::txn::reads::Reads;
 use crate::txn::resolution::{LockRule, WaitPolicy};
 use crate::txn::resolver::LockResolver;
@@ -20,7 +20,6 @@ use crate::txn::{bounds::KeyRange, test_hooks};
 use cairn_coordinator_client::TimestampClient;
 use cairn_proto::kv::v1 as pb;
 use cairn_proto::node::v1 as node_pb;
-use cairn_proto::retry::{classify, Cause};
 use cairn_types::ShardId;
 use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,8 +47,19 @@ impl Coordinator {
     }
 
     /// Runs a validated transaction over several shards as a two-phase commit; `txn` carries
-    /// its write id.
+    /// its write id. Errors name the client's keys, never Cairn's record key (D65).
     pub async fn run(
+        &self,
+        txn: &pb::TxnRequest,
+        table: &RoutingTable,
+        deadline: Instant,
+    ) -> Result<pb::TxnResponse> {
+        self.two_phase(txn, table, deadline)
+            .await
+            .map_err(|error| without_record_key(error, txn))
+    }
+
+    async fn two_phase(
         &self,
         txn: &pb::TxnRequest,
         table: &RoutingTable,
@@ -57,19 +67,9 @@ impl Coordinator {
     ) -> Result<pb::TxnResponse> {
         let start_ts = self.timestamp().await?;
         tracing::Span::current().record("start_ts", start_ts);
-        // Exactly-once (D97): a retry of a transaction that already committed finds its
-        // first result on the shard of the primary it would have had, whichever branch ran.
-        // Asked after the compares are read, never beside them: if the reads saw the first
-        // attempt's writes (and so may choose the other branch and primary), its primary had
-        // committed, record included, before they answered, so the question finds it. Asked
-        // in parallel, it could reach the primary's shard just before that commit while the
-        // reads, at a later start_ts, waited for it.
         let compared = self
             .read_keys(compare_keys(txn), start_ts, table, deadline)
             .await?;
-        if let Some(first) = self.first_result(txn, start_ts, table, deadline).await? {
-            return Ok(first);
-        }
         let mut snapshot = Snapshot {
             revision: start_ts,
             keys: compared,
@@ -92,18 +92,24 @@ impl Coordinator {
         snapshot.keys.extend(branch_keys?);
         snapshot.ranges = range_pages?;
         let planned = evaluate(txn, &snapshot, start_ts, self.range_keys_max)?;
-        let Some(plan) = plan_locks(&planned, |key| table.shard_for_key(key)) else {
-            // Nothing written: reads at one snapshot are the whole transaction.
+        // Exactly-once (D97): a request that can write locks its write id's record key as its
+        // primary, whichever branch this attempt took, so every attempt meets the others there
+        // and the first to commit records the answer the others then give.
+        let Some(plan) = plan_locks(&planned, |key| table.shard_for_key(key), record_key(txn))
+        else {
+            // Nothing written and nothing to record: reads at one snapshot are the whole
+            // transaction.
             self.metrics.committed("read_only");
             return Ok(planned.response(start_ts));
         };
+        let read_only = planned.writes.is_empty();
         tracing::Span::current().record("shards", plan.shards.len());
         test_hooks::before_prewrite().await;
         let write_id = txn.write_id;
         match self.prewrite(&plan, start_ts, write_id, deadline).await {
             Ok(None) => {}
             Ok(Some(first)) => {
-                // Already committed under this write id: nothing of this attempt may stay.
+                // Another attempt of this request committed: nothing of this one may stay.
                 self.rollback(&plan, start_ts).await;
                 return Ok(first);
             }
@@ -112,10 +118,12 @@ impl Coordinator {
                 if matches!(error, GatewayError::Conflict { .. }) {
                     self.metrics.conflict("prewrite");
                 }
-                return Err(error);
+                return self
+                    .settle(&plan, start_ts, write_id, error, deadline)
+                    .await;
             }
         }
-        test_hooks::after_prewrite();
+        test_hooks::after_prewrite().await;
         let commit_ts = match self.timestamp().await {
             Ok(commit_ts) => commit_ts,
             Err(error) => {
@@ -123,79 +131,87 @@ impl Coordinator {
                 return Err(error);
             }
         };
+        let response = if read_only {
+            // The branch wrote nothing: its answer is its reads at `start_ts`, and the record
+            // key's commit only records that answer for the other attempts.
+            planned.response(start_ts)
+        } else {
+            if let Err(error) = self
+                .validate_ranges(&ranges, &snapshot, start_ts, commit_ts, table, deadline)
+                .await
+            {
+                self.rollback(&plan, start_ts).await;
+                if matches!(error, GatewayError::Conflict { .. }) {
+                    self.metrics.conflict("validate");
+                }
+                return self
+                    .settle(&plan, start_ts, write_id, error, deadline)
+                    .await;
+            }
+            evaluate(txn, &snapshot, commit_ts, self.range_keys_max)?.response(commit_ts)
+        };
         if let Err(error) = self
-            .validate_ranges(&ranges, &snapshot, start_ts, commit_ts, table, deadline)
+            .commit_primary(&plan, start_ts, commit_ts, write_id, &response, deadline)
             .await
         {
-            self.rollback(&plan, start_ts).await;
-            if matches!(error, GatewayError::Conflict { .. }) {
-                self.metrics.conflict("validate");
-            }
-            return Err(error);
+            return self
+                .settle(&plan, start_ts, write_id, error, deadline)
+                .await;
         }
-        let response =
-            evaluate(txn, &snapshot, commit_ts, self.range_keys_max)?.response(commit_ts);
-        self.commit_primary(&plan, start_ts, commit_ts, write_id, &response, deadline)
-            .await?;
-        self.metrics.committed("two_phase");
+        self.metrics
+            .committed(if read_only { "read_only" } else { "two_phase" });
         self.commit_secondaries(plan, start_ts, commit_ts);
         Ok(response)
     }
 
-    /// The first result of a transaction with this write id that already committed, asked of
-    /// the shards of both branches' primaries (D97). The question is a prewrite that a node
-    /// answers from the write id's session record before applying any rule, and that the
-    /// rules then refuse without writing anything: a read lock on its own primary
-    /// (`ReadOnlyPrimary`). So it is answered `first_result`, or refused: no record.
-    async fn first_result(
+    /// The answer of an attempt that lost with `error` after it rolled back, once the record
+    /// key says whether another attempt of the same request won (D97). A `Conflict` tells
+    /// the client that the request applied nothing, which is only true if no other attempt
+    /// commits it: one may hold the record key now (it rolled this attempt back when its
+    /// locks outlived their TTL, or took the key after this attempt's rollback). So the
+    /// record key is prewritten again at this attempt's `start_ts`, waiting for any lock there:
+    /// the session answers the other attempt's result if it committed; else this attempt's
+    /// rollback marker refuses it, and the conflict stands. Other errors pass unchanged.
+    async fn settle(
         &self,
-        txn: &pb::TxnRequest,
+        plan: &LockPlan,
         start_ts: u64,
-        table: &RoutingTable,
+        write_id: Option<pb::WriteId>,
+        error: GatewayError,
         deadline: Instant,
-    ) -> Result<Option<pb::TxnResponse>> {
-        let Some(write_id) = txn.write_id else {
-            return Ok(None);
-        };
-        let candidates: BTreeMap<ShardId, &[u8]> =
-            [primary_of(&txn.success), primary_of(&txn.failure)]
-                .into_iter()
-                .flatten()
-                .map(|primary| (table.shard_for_key(primary), primary))
-                .collect();
-        for (shard, primary) in candidates {
-            let answer = self
-                .router
-                .call(shard, Target::Leader, deadline, |mut client, target| {
-                    let request = node_pb::PrewriteRequest {
-                        target: Some(target),
-                        start_ts,
-                        primary: primary.to_vec(),
-                        lock_ttl_ms: self.config.lock_ttl_ms,
-                        mutations: vec![node_pb::TxnMutation {
-                            key: primary.to_vec(),
-                            op: node_pb::txn_mutation::Op::Read as i32,
-                            value: Vec::new(),
-                        }],
-                        write_id: Some(write_id),
-                    };
-                    async move { client.prewrite(request).await }
-                })
-                .await;
-            match answer {
-                Ok(answer) if answer.first_result.is_some() => return Ok(answer.first_result),
-                Ok(_) => {}
-                // Refused after the session check (a read-only primary, as asked; or a
-                // write id reused or too old, which the real prewrite reports): no record.
-                Err(GatewayError::Upstream(status))
-                    if classify(&status).cause == Cause::Refused =>
-                {
-                    tracing::trace!(%shard, error = %status, "no first result under the write id");
-                }
-                Err(error) => return Err(error),
-            }
+    ) -> Result<pb::TxnResponse> {
+        if !plan.primary_is_record() || !matches!(error, GatewayError::Conflict { .. }) {
+            return Err(error);
         }
-        Ok(None)
+        let probe = [node_pb::TxnMutation {
+            key: plan.primary.clone(),
+            op: node_pb::txn_mutation::Op::Delete as i32,
+            value: Vec::new(),
+        }];
+        let answer = self
+            .prewrite_shard(
+                plan.primary_shard,
+                &plan.primary,
+                &probe,
+                start_ts,
+                write_id,
+                LockRule::Always(WaitPolicy::Wait),
+                deadline,
+            )
+            .await;
+        match answer {
+            Ok(Some(first)) => {
+                tracing::debug!(start_ts, "another attempt of the request committed it");
+                Ok(first)
+            }
+            Ok(None) => {
+                // Locked after all (this attempt's rollback of the record key did not get
+                // through): undo that too.
+                self.rollback(plan, start_ts).await;
+                Err(error)
+            }
+            Err(_) => Err(error),
+        }
     }
 
     /// Reads `keys` at `start_ts`, resolving the locks met (waiting for live ones).
@@ -297,8 +313,10 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Prewrites every shard's locks in parallel. The primary's shard carries the write id:
-    /// `Some(first result)` when a transaction with it already committed.
+    /// Prewrites every shard's locks: the record key's shard first when the primary is a
+    /// record key (D97), so that an attempt meeting another attempt's lock there waits for
+    /// it holding no locks of its own; the rest in parallel. `Some(first result)` when
+    /// another attempt of the request already committed.
     async fn prewrite(
         &self,
         plan: &LockPlan,
@@ -306,10 +324,62 @@ impl Coordinator {
         write_id: Option<pb::WriteId>,
         deadline: Instant,
     ) -> Result<Option<pb::TxnResponse>> {
+        // Holding locks, a transaction must not wait for a younger one's (wait-die, D96).
+        let holding_locks = LockRule::WaitDie {
+            own_start_ts: start_ts,
+        };
+        if !plan.primary_is_record() {
+            let every_shard: Vec<ShardId> = plan.shards.keys().copied().collect();
+            return self
+                .prewrite_shards(
+                    plan,
+                    &every_shard,
+                    start_ts,
+                    write_id,
+                    holding_locks,
+                    deadline,
+                )
+                .await;
+        }
+        // The first shard's prewrite is all or nothing, so this attempt holds no locks while
+        // it waits: it may wait for any lock, another attempt's on the record key included.
+        let primary = [plan.primary_shard];
+        let holding_none = LockRule::Always(WaitPolicy::Wait);
+        if let Some(first) = self
+            .prewrite_shards(plan, &primary, start_ts, write_id, holding_none, deadline)
+            .await?
+        {
+            return Ok(Some(first));
+        }
+        let secondaries: Vec<ShardId> = plan.secondary_shards().collect();
+        self.prewrite_shards(
+            plan,
+            &secondaries,
+            start_ts,
+            write_id,
+            holding_locks,
+            deadline,
+        )
+        .await
+    }
+
+    /// Prewrites the locks of `shards` in parallel. The primary's shard carries the write id.
+    async fn prewrite_shards(
+        &self,
+        plan: &LockPlan,
+        shards: &[ShardId],
+        start_ts: u64,
+        write_id: Option<pb::WriteId>,
+        rule: LockRule,
+        deadline: Instant,
+    ) -> Result<Option<pb::TxnResponse>> {
         // Built here rather than in a `map` over the borrowed map's entries, whose closure
         // over references the compiler cannot prove `Send` for every lifetime.
-        let mut prewrites = Vec::with_capacity(plan.shards.len());
-        for (shard, mutations) in &plan.shards {
+        let mut prewrites = Vec::with_capacity(shards.len());
+        for shard in shards {
+            let Some(mutations) = plan.shards.get(shard) else {
+                continue;
+            };
             let primary = *shard == plan.primary_shard;
             let span = tracing::info_span!(
                 "gateway.txn.prewrite",
@@ -319,8 +389,16 @@ impl Coordinator {
             );
             let write_id = write_id.filter(|_| primary);
             prewrites.push(
-                self.prewrite_shard(*shard, plan, mutations, start_ts, write_id, deadline)
-                    .instrument(span),
+                self.prewrite_shard(
+                    *shard,
+                    &plan.primary,
+                    mutations,
+                    start_ts,
+                    write_id,
+                    rule,
+                    deadline,
+                )
+                .instrument(span),
             );
         }
         let results: Vec<Result<Option<pb::TxnResponse>>> = stream::iter(prewrites)
@@ -351,38 +429,34 @@ impl Coordinator {
         }
     }
 
+    /// Prewrites `mutations` on `shard`, handling the locks met as `rule` says.
+    #[allow(clippy::too_many_arguments)]
     async fn prewrite_shard(
         &self,
         shard: ShardId,
-        plan: &LockPlan,
+        primary: &[u8],
         mutations: &[node_pb::TxnMutation],
         start_ts: u64,
         write_id: Option<pb::WriteId>,
+        rule: LockRule,
         deadline: Instant,
     ) -> Result<Option<pb::TxnResponse>> {
         let answer = self
             .resolver
-            .with_locks(
-                deadline,
-                start_ts,
-                LockRule::WaitDie {
-                    own_start_ts: start_ts,
-                },
-                || {
-                    self.router
-                        .call(shard, Target::Leader, deadline, |mut client, target| {
-                            let request = node_pb::PrewriteRequest {
-                                target: Some(target),
-                                start_ts,
-                                primary: plan.primary.clone(),
-                                lock_ttl_ms: self.config.lock_ttl_ms,
-                                mutations: mutations.to_vec(),
-                                write_id,
-                            };
-                            async move { client.prewrite(request).await }
-                        })
-                },
-            )
+            .with_locks(deadline, start_ts, rule, || {
+                self.router
+                    .call(shard, Target::Leader, deadline, |mut client, target| {
+                        let request = node_pb::PrewriteRequest {
+                            target: Some(target),
+                            start_ts,
+                            primary: primary.to_vec(),
+                            lock_ttl_ms: self.config.lock_ttl_ms,
+                            mutations: mutations.to_vec(),
+                            write_id,
+                        };
+                        async move { client.prewrite(request).await }
+                    })
+            })
             .await;
         match answer {
             Ok(answer) => Ok(answer.first_result),
@@ -543,6 +617,28 @@ async fn commit_shard(
         .instrument(span)
         .await?;
     Ok(())
+}
+
+/// `error` with the client's first key where it named Cairn's record key (D65): the client
+/// can neither name nor read that key, so it would learn nothing from it.
+fn without_record_key(error: GatewayError, txn: &pb::TxnRequest) -> GatewayError {
+    match error {
+        GatewayError::Conflict {
+            key,
+            start_revision,
+            conflicting_revision,
+            reason,
+        } if cairn_types::reserved::is_reserved(&key) => GatewayError::Conflict {
+            key: point_keys(txn)
+                .first()
+                .map(|key| key.to_vec())
+                .unwrap_or_default(),
+            start_revision,
+            conflicting_revision,
+            reason,
+        },
+        other => other,
+    }
 }
 
 /// A prewrite's refusal as the client sees it: a newer version or a rollback of this

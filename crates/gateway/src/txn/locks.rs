@@ -1,9 +1,14 @@
 //! The locks a two-phase transaction prewrites: which key is the primary, and what each
 //! shard's prewrite carries. Pure.
 //!
-//! - The primary is the smallest written key (byte order): every gateway running the same
-//!   request over the same reads picks the same one, and a written key is needed because
-//!   its commit record is the transaction's outcome (`ReadOnlyPrimary` otherwise).
+//! - The primary of a request with a write id is its record key (D97), a reserved key that
+//!   only attempts of that request ever lock: a delete lock whose commit record is the
+//!   outcome and whose shard keeps the result under the write id. It is locked even when the
+//!   chosen branch writes nothing, so that an attempt answering from that branch cannot miss
+//!   another attempt that wrote.
+//! - Without a write id, the primary is the smallest written key (byte order): a written key
+//!   is needed because its commit record is the transaction's outcome (`ReadOnlyPrimary`
+//!   otherwise).
 //! - A written key gets a put or delete lock carrying the final value.
 //! - A key only compared or point-read (or deleted while absent) gets a read lock, which
 //!   keeps writers out until the transaction is decided, so what the transaction read at
@@ -42,19 +47,38 @@ impl LockPlan {
             .filter(move |shard| *shard != self.primary_shard)
     }
 
+    /// Whether the primary is a request's record key: then its shard is prewritten before
+    /// the others (D97), so an attempt that meets another attempt's lock there holds no
+    /// locks while it waits.
+    pub fn primary_is_record(&self) -> bool {
+        cairn_types::reserved::is_txn_record_key(&self.primary)
+    }
+
     /// Every key locked, over all shards.
     pub fn key_count(&self) -> usize {
         self.shards.values().map(Vec::len).sum()
     }
 }
 
-/// The locks of an evaluated transaction; `None` when it writes nothing (a read-only
-/// transaction takes no locks: its reads at one snapshot are all it needs).
+/// The locks of an evaluated transaction whose request has `record_key` (its write id's,
+/// when it has one and either branch writes). `None` when nothing is locked: a branch that
+/// writes nothing takes no locks (its reads at one snapshot are all it needs), unless the
+/// record key must record its answer, and then that is its only lock.
 pub fn plan_locks(
     evaluation: &Evaluation,
     shard_of: impl Fn(&[u8]) -> ShardId,
+    record_key: Option<Vec<u8>>,
 ) -> Option<LockPlan> {
-    let primary = evaluation.writes.keys().next()?.clone();
+    let read_only = evaluation.writes.is_empty();
+    let primary = match &record_key {
+        Some(record_key) => record_key.clone(),
+        None => evaluation.writes.keys().next()?.clone(),
+    };
+    let record = record_key.map(|key| node_pb::TxnMutation {
+        key,
+        op: Op::Delete as i32,
+        value: Vec::new(),
+    });
     let mut shards: BTreeMap<ShardId, Vec<node_pb::TxnMutation>> = BTreeMap::new();
     let written = evaluation.writes.iter().map(|(key, write)| match write {
         Write::Put(value) => node_pb::TxnMutation {
@@ -73,7 +97,12 @@ pub fn plan_locks(
         op: Op::Read as i32,
         value: Vec::new(),
     });
-    for mutation in written.chain(read) {
+    let locked: Box<dyn Iterator<Item = node_pb::TxnMutation>> = if read_only {
+        Box::new(std::iter::empty())
+    } else {
+        Box::new(written.chain(read))
+    };
+    for mutation in record.into_iter().chain(locked) {
         shards
             .entry(shard_of(&mutation.key))
             .or_default()
@@ -121,8 +150,10 @@ mod tests {
                 &["0a", "2a"],
             ),
             shard_of,
+            None,
         )
         .unwrap();
+        assert!(!plan.primary_is_record());
         assert_eq!(plan.primary, b"1z");
         assert_eq!(plan.primary_shard, ShardId(1));
         let ops = |shard: u64| -> Vec<(String, i32)> {
@@ -151,6 +182,48 @@ mod tests {
 
     #[test]
     fn a_transaction_that_writes_nothing_takes_no_locks() {
-        assert!(plan_locks(&evaluation(&[], &["0a", "1b"]), shard_of).is_none());
+        assert!(plan_locks(&evaluation(&[], &["0a", "1b"]), shard_of, None).is_none());
+    }
+
+    /// Record keys live in shard 9 here.
+    fn shard_or_record(key: &[u8]) -> ShardId {
+        if cairn_types::reserved::is_reserved(key) {
+            ShardId(9)
+        } else {
+            shard_of(key)
+        }
+    }
+
+    #[test]
+    fn with_a_record_key_the_primary_is_the_record_keys_delete_lock() {
+        let record = cairn_types::reserved::txn_record_key(5, 6);
+        let plan = plan_locks(
+            &evaluation(&[("2b", Write::Put(b"v".to_vec()))], &["0a"]),
+            shard_or_record,
+            Some(record.clone()),
+        )
+        .unwrap();
+        assert!(plan.primary_is_record());
+        assert_eq!(
+            (plan.primary.clone(), plan.primary_shard),
+            (record.clone(), ShardId(9))
+        );
+        assert_eq!(plan.shards[&ShardId(9)].len(), 1);
+        assert_eq!(plan.shards[&ShardId(9)][0].op, Op::Delete as i32);
+        assert_eq!(plan.key_count(), 3);
+        assert_eq!(
+            plan.secondary_shards().collect::<Vec<_>>(),
+            [ShardId(0), ShardId(2)]
+        );
+        // A branch that writes nothing locks only the record key: its reads need no locks.
+        let read_only = plan_locks(
+            &evaluation(&[], &["0a", "1b"]),
+            shard_or_record,
+            Some(record.clone()),
+        )
+        .unwrap();
+        assert_eq!(read_only.key_count(), 1);
+        assert_eq!(read_only.keys_of(ShardId(9)), [record]);
+        assert_eq!(read_only.secondary_shards().count(), 0);
     }
 }

@@ -77,18 +77,18 @@ pub fn choose_path(
     Ok(Path::TwoPhase { shards })
 }
 
-/// The key the transaction's outcome would be recorded under if `branch` were chosen: its
-/// smallest written key (byte order), so that every gateway running the same request picks
-/// the same one. `None` when the branch writes nothing.
-pub fn primary_of(branch: &[pb::RequestOp]) -> Option<&[u8]> {
-    branch
+/// The key a two-phase transaction records its outcome under (D97): the reserved record key
+/// of its write id, when it has one and either branch writes. Every attempt of the request,
+/// through any gateway and whichever branch it takes, locks the same key as its primary. A
+/// request that cannot write needs no record: running it twice changes nothing.
+pub fn record_key(txn: &pb::TxnRequest) -> Option<Vec<u8>> {
+    let write_id = txn.write_id?;
+    let writes = txn
+        .success
         .iter()
-        .filter_map(|op| match &op.request {
-            Some(Request::Put(put)) => Some(put.key.as_slice()),
-            Some(Request::Delete(delete)) => Some(delete.key.as_slice()),
-            _ => None,
-        })
-        .min()
+        .chain(&txn.failure)
+        .any(|op| matches!(op.request, Some(Request::Put(_) | Request::Delete(_))));
+    writes.then(|| cairn_types::reserved::txn_record_key(write_id.client_id, write_id.sequence))
 }
 
 /// Checks a transaction the way a node checks a one-phase one (crates/raft/src/convert.rs),
@@ -121,6 +121,7 @@ pub fn validate(txn: &pb::TxnRequest, config: &TxnConfig, range_keys_max: u64) -
                 "key must not be empty",
             ));
         }
+        user_key(&compare.key)?;
         if compare.target.is_none() {
             return Err(GatewayError::invalid("compare.target", "must be set"));
         }
@@ -148,19 +149,19 @@ pub fn validate(txn: &pb::TxnRequest, config: &TxnConfig, range_keys_max: u64) -
                             "a put inside a transaction cannot carry a condition; use compare",
                         ));
                     }
-                    non_empty(&put.key)?;
+                    user_key(&put.key)?;
                     if !written.insert(put.key.as_slice()) {
                         return Err(written_twice(field));
                     }
                 }
                 Some(Request::Delete(delete)) => {
-                    non_empty(&delete.key)?;
+                    user_key(&delete.key)?;
                     if !written.insert(delete.key.as_slice()) {
                         return Err(written_twice(field));
                     }
                 }
                 Some(Request::Get(get)) => {
-                    non_empty(&get.key)?;
+                    user_key(&get.key)?;
                     no_revision_in_txn(get.revision)?;
                 }
                 Some(Request::Range(range)) => {
@@ -182,11 +183,24 @@ pub fn validate(txn: &pb::TxnRequest, config: &TxnConfig, range_keys_max: u64) -
     Ok(())
 }
 
-fn non_empty(key: &[u8]) -> Result<()> {
+/// Cuts every range op of `txn` off where the reserved key space begins, and refuses one that
+/// starts inside it (`crate::txn::bounds::keep_to_user_keys`).
+pub fn keep_ranges_to_user_keys(txn: &mut pb::TxnRequest) -> Result<()> {
+    for op in txn.success.iter_mut().chain(txn.failure.iter_mut()) {
+        if let Some(Request::Range(range)) = &mut op.request {
+            crate::txn::bounds::keep_to_user_keys(range)?;
+        }
+    }
+    Ok(())
+}
+
+/// A key a client names: not empty, and not in the reserved key space (D65).
+pub fn user_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(GatewayError::invalid("key", "key must not be empty"));
     }
-    Ok(())
+    cairn_types::reserved::check_user_key(key)
+        .map_err(|refused| GatewayError::invalid("key", refused.to_string()))
 }
 
 fn written_twice(field: &'static str) -> GatewayError {
@@ -276,10 +290,55 @@ mod tests {
     }
 
     #[test]
-    fn the_primary_is_the_smallest_written_key_of_the_branch() {
-        let branch = vec![get("0a"), put("2b", "v"), delete("1z"), put("3a", "v")];
-        assert_eq!(primary_of(&branch), Some(b"1z".as_slice()));
-        assert_eq!(primary_of(&[get("0a")]), None);
+    fn a_request_with_a_write_id_that_can_write_has_a_record_key() {
+        let write_id = pb::WriteId {
+            client_id: 3,
+            sequence: 4,
+            first_incomplete_sequence: 1,
+        };
+        let mut writes_on_failure = txn(vec![compare_version("1a", 0)], vec![get("0a")]);
+        writes_on_failure.failure = vec![delete("2b")];
+        assert_eq!(record_key(&writes_on_failure), None, "no write id");
+        writes_on_failure.write_id = Some(write_id);
+        assert_eq!(
+            record_key(&writes_on_failure),
+            Some(cairn_types::reserved::txn_record_key(3, 4))
+        );
+        let mut reads_only = txn(vec![], vec![get("0a"), range("1", "2")]);
+        reads_only.write_id = Some(write_id);
+        assert_eq!(record_key(&reads_only), None, "nothing to record");
+    }
+
+    #[test]
+    fn reserved_keys_are_refused_and_ranges_end_before_them() {
+        let config = TxnConfig::default();
+        let reserved =
+            String::from_utf8_lossy(&cairn_types::reserved::txn_record_key(1, 1)).into_owned();
+        let mut named = txn(vec![], vec![put("0a", "v")]);
+        named.success.push(pb::RequestOp {
+            request: Some(Request::Delete(pb::DeleteRequest {
+                key: cairn_types::reserved::txn_record_key(1, 1),
+                ..Default::default()
+            })),
+        });
+        assert!(
+            matches!(
+                validate(&named, &config, 100),
+                Err(GatewayError::InvalidArgument { field: "key", .. })
+            ),
+            "{reserved:?}"
+        );
+        let mut ranged = txn(
+            vec![],
+            vec![pb::RequestOp {
+                request: Some(Request::Range(pb::RangeRequest::default())),
+            }],
+        );
+        keep_ranges_to_user_keys(&mut ranged).unwrap();
+        let Some(Request::Range(range)) = &ranged.success[0].request else {
+            panic!("a range op")
+        };
+        assert_eq!(range.end, cairn_types::reserved::RESERVED_PREFIX);
     }
 
     #[test]

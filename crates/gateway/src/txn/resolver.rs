@@ -23,6 +23,16 @@ use tracing::Instrument;
 /// from spinning.
 pub const LOCK_MEETINGS_MAX: u32 = 10_000;
 
+/// A locked key as an error shows it: Cairn's record keys (D65) by what they are, since the
+/// client can neither name nor read them.
+pub fn shown_key(key: &[u8]) -> String {
+    if cairn_types::reserved::is_reserved(key) {
+        "(the record of a transaction still running: another attempt of the request)".into()
+    } else {
+        key.escape_ascii().to_string()
+    }
+}
+
 pub struct LockResolver {
     router: Arc<Router>,
     backoff: Backoff,
@@ -178,7 +188,7 @@ impl LockResolver {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if pause >= remaining {
                     return Err(GatewayError::LockWaitTimedOut {
-                        key: lock.key.escape_ascii().to_string(),
+                        key: shown_key(&lock.key),
                         start_ts: lock.start_ts,
                     });
                 }
@@ -221,7 +231,7 @@ impl LockResolver {
             };
             if Instant::now() >= deadline {
                 return Err(GatewayError::LockWaitTimedOut {
-                    key: lock.key.escape_ascii().to_string(),
+                    key: shown_key(&lock.key),
                     start_ts: lock.start_ts,
                 });
             }

@@ -9,12 +9,16 @@
 //! - `CAIRN_TEST_PAUSE_BEFORE_PREWRITE_MS=<ms>`: the gateway sleeps this long between a
 //!   transaction's reads and its prewrite, so that a test can commit a conflicting write in
 //!   that window.
+//! - `CAIRN_TEST_PAUSE_AFTER_PREWRITE_MS=<ms>`: the gateway sleeps this long after a
+//!   transaction's prewrites all succeeded, before its commit timestamp: a slow first attempt
+//!   that another attempt of the same request meets (D97).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 pub const CRASH_AFTER_PREWRITE: &str = "CAIRN_TEST_CRASH_AFTER_PREWRITE";
 pub const PAUSE_BEFORE_PREWRITE_MS: &str = "CAIRN_TEST_PAUSE_BEFORE_PREWRITE_MS";
+pub const PAUSE_AFTER_PREWRITE_MS: &str = "CAIRN_TEST_PAUSE_AFTER_PREWRITE_MS";
 
 /// The longest pause the hook takes, whatever the variable says.
 const PAUSE_MAX: Duration = Duration::from_secs(60);
@@ -28,25 +32,29 @@ fn pause_of(value: Option<&str>) -> Option<Duration> {
     (millis > 0).then(|| Duration::from_millis(millis).min(PAUSE_MAX))
 }
 
-/// Aborts the process when `CAIRN_TEST_CRASH_AFTER_PREWRITE=1`.
-pub fn after_prewrite() {
+/// Aborts the process when `CAIRN_TEST_CRASH_AFTER_PREWRITE=1`; sleeps
+/// `CAIRN_TEST_PAUSE_AFTER_PREWRITE_MS` when set.
+pub async fn after_prewrite() {
     static ARMED: OnceLock<bool> = OnceLock::new();
     if *ARMED.get_or_init(|| armed(CRASH_AFTER_PREWRITE)) {
         tracing::error!("{CRASH_AFTER_PREWRITE}=1: aborting after prewrite, as a test asked");
         std::process::abort();
     }
+    static PAUSE: OnceLock<Option<Duration>> = OnceLock::new();
+    pause(&PAUSE, PAUSE_AFTER_PREWRITE_MS, "pausing after prewrite").await;
 }
 
 /// Sleeps `CAIRN_TEST_PAUSE_BEFORE_PREWRITE_MS` when set.
 pub async fn before_prewrite() {
     static PAUSE: OnceLock<Option<Duration>> = OnceLock::new();
-    let pause =
-        *PAUSE.get_or_init(|| pause_of(std::env::var(PAUSE_BEFORE_PREWRITE_MS).ok().as_deref()));
+    pause(&PAUSE, PAUSE_BEFORE_PREWRITE_MS, "pausing before prewrite").await;
+}
+
+/// Sleeps as long as `variable` says (read once into `cell`), saying so in the log.
+async fn pause(cell: &OnceLock<Option<Duration>>, variable: &str, what: &str) {
+    let pause = *cell.get_or_init(|| pause_of(std::env::var(variable).ok().as_deref()));
     if let Some(pause) = pause {
-        tracing::warn!(
-            ?pause,
-            "{PAUSE_BEFORE_PREWRITE_MS}: pausing before prewrite, as a test asked"
-        );
+        tracing::warn!(?pause, "{variable}: {what}, as a test asked");
         tokio::time::sleep(pause).await;
     }
 }
