@@ -264,6 +264,8 @@ impl Router {
                 return Err(GatewayError::NoShardMap);
             };
             let route = table.route(shard).cloned().unwrap_or_default();
+            // This attempt follows another replica's word on who leads, not the map.
+            let redirected = hint.is_some();
             let node = match (hint.take(), target) {
                 (Some(node), _) => Some(node),
                 (None, Target::Leader) => table.leader_node(shard),
@@ -324,6 +326,15 @@ impl Router {
                     self.stats.not_leader.fetch_add(1, Ordering::Relaxed);
                     match leader {
                         Some(leader) if leader.address != address => {
+                            // The first redirect goes at once (the map is one leader change
+                            // behind). A redirect that answers with another redirect means
+                            // the replicas' views disagree while leadership moves (a node
+                            // handing it on as it shuts down still names itself, or the one
+                            // it named): without a pause the request would ping-pong between
+                            // them and spend every attempt before the election ends.
+                            if redirected {
+                                self.pause(attempt, remaining).await;
+                            }
                             hint = Some(NodeAt {
                                 node_id: leader.node_id,
                                 address: leader.address,
