@@ -33,6 +33,7 @@ pub mod workload;
 pub use cluster::Cluster;
 pub use nemesis::Nemesis;
 pub use network::{LinkFault, Network};
+pub use observe::lazy_channel;
 pub use process::{sibling_binary, Process, ProcessId, Role};
 pub use requests::{error_detail, http_get, metric_value, shard_get, shard_target, WriteIds};
 pub use scenario::{longest_stall, Profile, Scenario, SCENARIO_WAIT};

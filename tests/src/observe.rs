@@ -39,6 +39,16 @@ async fn connect(tls: &ClientTls, address: &str, call_timeout: Duration) -> Opti
     tls.connect(endpoint, None).await.ok()
 }
 
+/// A channel to `address` that connects on its first call (so a test can watch the call be
+/// refused), with `tls`'s settings: 2 s to connect, 10 s per call.
+pub fn lazy_channel(tls: &ClientTls, address: &str) -> Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .expect("a loopback address")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10));
+    tls.connect_lazy(endpoint, None)
+}
+
 pub(crate) async fn admin_client(
     tls: &ClientTls,
     address: &str,

@@ -13,26 +13,16 @@ use cairn_proto::node::v1::node_admin_client::NodeAdminClient;
 use cairn_proto::node::v1::shard_kv_client::ShardKvClient;
 use cairn_proto::raft::v1 as raft;
 use cairn_proto::raft::v1::raft_transport_client::RaftTransportClient;
-use cairn_test_harness::nemesis::Kill;
 use cairn_test_harness::{
-    foreign_certificates, shard_get, wait_for, Cluster, ClusterSpec, Scenario,
+    foreign_certificates, lazy_channel, shard_get, wait_for, Cluster, ClusterSpec,
 };
 use cairn_tls::{ClientTls, Role};
 use std::path::Path;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_cairn-gateway");
 const WAIT: Duration = Duration::from_secs(60);
-
-fn channel(tls: &ClientTls, address: &str) -> Channel {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .expect("address")
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10));
-    tls.connect_lazy(endpoint, None)
-}
 
 fn put(key: &str, value: &str) -> pb::PutRequest {
     pb::PutRequest {
@@ -103,7 +93,7 @@ async fn a_tls_cluster_serves_its_own_and_refuses_strangers_and_wrong_roles() {
     assert_eq!(read.kv.map(|kv| kv.value), Some(b"1".to_vec()));
 
     tracing::info!("--- a plaintext client is refused at the gateway");
-    let mut plaintext = KvClient::new(channel(&ClientTls::plaintext(), &gateway_address));
+    let mut plaintext = KvClient::new(lazy_channel(&ClientTls::plaintext(), &gateway_address));
     assert_refused("plaintext put", plaintext.put(put("tls/b", "plain")).await);
 
     let dir = tempfile::tempdir().unwrap();
@@ -118,15 +108,15 @@ async fn a_tls_cluster_serves_its_own_and_refuses_strangers_and_wrong_roles() {
     .unwrap();
 
     tracing::info!("--- a certificate from another CA is refused at the gateway");
-    let mut kv_stranger = KvClient::new(channel(&stranger, &gateway_address));
+    let mut kv_stranger = KvClient::new(lazy_channel(&stranger, &gateway_address));
     assert_refused("stranger put", kv_stranger.put(put("tls/b", "x")).await);
     tracing::info!("--- a client that trusts another CA refuses the gateway");
     let distrustful = ClientTls::new(foreign_ca, None, Duration::from_secs(1)).unwrap();
-    let mut kv_distrustful = KvClient::new(channel(&distrustful, &gateway_address));
+    let mut kv_distrustful = KvClient::new(lazy_channel(&distrustful, &gateway_address));
     assert_refused("distrustful get", kv_distrustful.get(get("tls/a")).await);
     tracing::info!("--- and without a client certificate the gateway refuses");
     let anonymous = ClientTls::new(certificates.ca_file(), None, Duration::from_secs(1)).unwrap();
-    let mut kv_anonymous = KvClient::new(channel(&anonymous, &gateway_address));
+    let mut kv_anonymous = KvClient::new(lazy_channel(&anonymous, &gateway_address));
     assert_refused("anonymous get", kv_anonymous.get(get("tls/a")).await);
 
     let node = cluster.node_ids()[0];
@@ -136,11 +126,12 @@ async fn a_tls_cluster_serves_its_own_and_refuses_strangers_and_wrong_roles() {
         ..Default::default()
     };
     tracing::info!("--- a certificate from another CA is refused at a node's Raft port");
-    let mut raft_stranger = RaftTransportClient::new(channel(&stranger, &node_address));
+    let mut raft_stranger = RaftTransportClient::new(lazy_channel(&stranger, &node_address));
     assert_refused("stranger vote", raft_stranger.vote(raft_vote()).await);
     tracing::info!("--- and at the coordinator");
     let coordinator_address = cluster.coordinator(1).address.clone();
-    let mut coordinator_stranger = CoordinatorClient::new(channel(&stranger, &coordinator_address));
+    let mut coordinator_stranger =
+        CoordinatorClient::new(lazy_channel(&stranger, &coordinator_address));
     assert_refused(
         "stranger cluster status",
         coordinator_stranger
@@ -148,14 +139,14 @@ async fn a_tls_cluster_serves_its_own_and_refuses_strangers_and_wrong_roles() {
             .await,
     );
     let mut raft_plaintext =
-        RaftTransportClient::new(channel(&ClientTls::plaintext(), &node_address));
+        RaftTransportClient::new(lazy_channel(&ClientTls::plaintext(), &node_address));
     assert_refused("plaintext vote", raft_plaintext.vote(raft_vote()).await);
 
     tracing::info!(
         "--- a gateway's certificate may read a node's data but not administer it or speak Raft"
     );
     let as_gateway = certificates.client("gateway");
-    let mut admin = NodeAdminClient::new(channel(&as_gateway, &node_address));
+    let mut admin = NodeAdminClient::new(lazy_channel(&as_gateway, &node_address));
     let code = assert_refused(
         "gateway calls node admin",
         admin
@@ -166,20 +157,22 @@ async fn a_tls_cluster_serves_its_own_and_refuses_strangers_and_wrong_roles() {
             .await,
     );
     assert_eq!(code, Code::PermissionDenied);
-    let mut raft_as_gateway = RaftTransportClient::new(channel(&as_gateway, &node_address));
+    let mut raft_as_gateway = RaftTransportClient::new(lazy_channel(&as_gateway, &node_address));
     let code = assert_refused(
         "gateway sends raft",
         raft_as_gateway.vote(raft_vote()).await,
     );
     assert_eq!(code, Code::PermissionDenied);
-    let mut coordinator_raft =
-        RaftTransportClient::new(channel(&certificates.client("node"), &coordinator_address));
+    let mut coordinator_raft = RaftTransportClient::new(lazy_channel(
+        &certificates.client("node"),
+        &coordinator_address,
+    ));
     let code = assert_refused(
         "node speaks raft to the coordinator group",
         coordinator_raft.vote(raft_vote()).await,
     );
     assert_eq!(code, Code::PermissionDenied);
-    let mut data = ShardKvClient::new(channel(&as_gateway, &node_address));
+    let mut data = ShardKvClient::new(lazy_channel(&as_gateway, &node_address));
     let answered = data
         .get(shard_get(
             cairn_types::ShardId(0),
@@ -256,7 +249,7 @@ async fn a_certificate_rotated_on_disk_is_served_without_a_restart() {
         "the rotated certificate to be served",
         Duration::from_secs(10),
         || {
-            let mut client = KvClient::new(channel(&trusts_new, &gateway_address));
+            let mut client = KvClient::new(lazy_channel(&trusts_new, &gateway_address));
             async move {
                 // Any answer (even an error from the cluster) means the handshake succeeded;
                 // a refused handshake may also read as a broken HTTP/2 frame (Internal).
@@ -279,7 +272,7 @@ async fn a_certificate_rotated_on_disk_is_served_without_a_restart() {
     assert!(pid_before && cluster.gateway(1).is_running());
     tracing::info!("--- a client that trusts only the old CA is refused on a new connection");
     let trusts_old = ClientTls::new(certificates.ca_file(), None, Duration::from_secs(1)).unwrap();
-    let mut old = KvClient::new(channel(&trusts_old, &gateway_address));
+    let mut old = KvClient::new(lazy_channel(&trusts_old, &gateway_address));
     assert_refused("old CA after rotation", old.get(get("rotate/a")).await);
 }
 
@@ -340,23 +333,4 @@ async fn bad_tls_files_fail_start_up_naming_the_file() {
             named.display()
         );
     }
-}
-
-/// The leader-kill nemesis of `nemesis.rs` with mutual TLS everywhere: restarted nodes rejoin
-/// their groups over TLS, and the history stays linearizable.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn histories_stay_linearizable_when_leaders_are_killed_with_tls_on() {
-    let spec = ClusterSpec::new(Path::new(GATEWAY))
-        .coordinators(1)
-        .nodes(3)
-        .gateways(2)
-        .shards(3)
-        .fast_failure_detection()
-        .tls();
-    let mut scenario = Scenario::start("leader-kill-tls", spec).await;
-    for round in 0..scenario.profile.rounds {
-        let victim = scenario.leader_of_key(scenario.key(round)).await;
-        scenario.strike(Kill(victim.into())).await;
-    }
-    scenario.finish().await;
 }

@@ -13,7 +13,7 @@ use cairn_proto::kv::v1 as pb;
 use cairn_proto::kv::v1::error_detail::Kind;
 use cairn_proto::kv::v1::kv_client::KvClient;
 use cairn_test_harness::otlp::start_receiver;
-use cairn_test_harness::{error_detail, http_get, metric_value, wait_for, WriteIds};
+use cairn_test_harness::{error_detail, http_get, metric_value, wait_for, Cluster, WriteIds};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -286,6 +286,28 @@ async fn a_gateway_killed_after_prewrite_leaves_nothing_and_a_retry_commits_once
     assert!(get(&mut kv, &e).await.is_none() && get(&mut kv, &f).await.is_none());
 }
 
+/// Sends `txn` through gateway `slow` (which pauses after its prewrites) and, once it has
+/// paused, through `kv`: the answers of the first and the second attempt.
+async fn two_attempts(
+    cluster: &Cluster,
+    slow: u64,
+    mut slow_kv: KvClient<Channel>,
+    kv: &mut KvClient<Channel>,
+    txn: &pb::TxnRequest,
+) -> (pb::TxnResponse, pb::TxnResponse) {
+    let first = tokio::spawn({
+        let txn = txn.clone();
+        async move { slow_kv.txn(txn).await }
+    });
+    wait_for_log(cluster, slow, "pausing after prewrite").await;
+    let second = kv.txn(txn.clone()).await.expect("second attempt");
+    let first = first
+        .await
+        .expect("first attempt's task")
+        .expect("the first attempt answers a result (not Conflict)");
+    (first.into_inner(), second.into_inner())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_of_one_request_apply_once_and_answer_alike_and_reserved_keys_stay_hidden() {
     cairn_test_harness::init_logging();
@@ -301,7 +323,7 @@ async fn attempts_of_one_request_apply_once_and_answer_alike_and_reserved_keys_s
         ),
         ("CAIRN_TXN__LOCK_TTL_MS", LONG_LOCK_TTL_MS),
     ]);
-    let (mut slow_kv, _) = cluster.gateway_clients(slow, WAIT).await;
+    let (slow_kv, _) = cluster.gateway_clients(slow, WAIT).await;
     // The compare fails and the failure branch only reads, so each attempt locks nothing but
     // the write id's record key (a request that can write records even a read-only answer).
     // The second meets the first's lock there and waits, then answers the first's result.
@@ -315,24 +337,11 @@ async fn attempts_of_one_request_apply_once_and_answer_alike_and_reserved_keys_s
         write_id: Some(write_id),
     };
 
-    tracing::info!("--- the first attempt prewrites its record key, then stalls before its commit");
-    let first = tokio::spawn({
-        let txn = txn.clone();
-        async move { slow_kv.txn(txn).await }
-    });
-    wait_for_log(&cluster, slow, "pausing after prewrite").await;
-
-    tracing::info!("--- a second attempt through another gateway meets it at the record key");
-    let second = kv
-        .txn(txn.clone())
-        .await
-        .expect("second attempt")
-        .into_inner();
-    let first = first
-        .await
-        .expect("first attempt's task")
-        .expect("first attempt")
-        .into_inner();
+    tracing::info!(
+        "--- the first attempt prewrites its record key and stalls; a second one through \
+         another gateway meets it there"
+    );
+    let (first, second) = two_attempts(&cluster, slow, slow_kv, &mut kv, &txn).await;
     assert!(!first.succeeded, "{first:?}");
     assert_eq!(get_response(&first.responses[0]).unwrap().value, b"a0");
     assert_eq!(
@@ -352,28 +361,14 @@ async fn attempts_of_one_request_apply_once_and_answer_alike_and_reserved_keys_s
         "CAIRN_TEST_PAUSE_AFTER_PREWRITE_MS",
         PAUSE_AFTER_PREWRITE_MS,
     )]);
-    let (mut stalled_kv, _) = cluster.gateway_clients(stalled, WAIT).await;
+    let (stalled_kv, _) = cluster.gateway_clients(stalled, WAIT).await;
     let late = pb::TxnRequest {
         compare: vec![value_is(&a, "a0")],
         success: vec![put_op(&b, "b2")],
         failure: vec![put_op(&b, "compare failed")],
         write_id: Some(WriteIds::new().next_id()),
     };
-    let first = tokio::spawn({
-        let late = late.clone();
-        async move { stalled_kv.txn(late).await }
-    });
-    wait_for_log(&cluster, stalled, "pausing after prewrite").await;
-    let second = kv
-        .txn(late.clone())
-        .await
-        .expect("second attempt")
-        .into_inner();
-    let first = first
-        .await
-        .expect("first attempt's task")
-        .expect("the stalled attempt answers a result, not Conflict")
-        .into_inner();
+    let (first, second) = two_attempts(&cluster, stalled, stalled_kv, &mut kv, &late).await;
     assert_eq!(first, second, "both attempts answer the one result");
     let got = get(&mut kv, &b).await.unwrap();
     assert_eq!(
