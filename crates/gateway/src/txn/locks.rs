@@ -97,11 +97,11 @@ pub fn plan_locks(
         op: Op::Read as i32,
         value: Vec::new(),
     });
-    let locked: Box<dyn Iterator<Item = node_pb::TxnMutation>> = if read_only {
-        Box::new(std::iter::empty())
-    } else {
-        Box::new(written.chain(read))
-    };
+    // A branch that writes nothing needs no read locks: its answer is its snapshot.
+    let locked = (!read_only)
+        .then(|| written.chain(read))
+        .into_iter()
+        .flatten();
     for mutation in record.into_iter().chain(locked) {
         shards
             .entry(shard_of(&mutation.key))
