@@ -5,9 +5,10 @@
 #
 #   --memory   a throwaway cluster: every process keeps its data in memory (storage.engine =
 #              memory), nothing is written to disk but logs, and nothing survives Ctrl-C.
-#   --tls      mutual TLS everywhere: a throw-away CA and certificates per role are made in
-#              $DATA/tls (cairnctl dev certs, once) and every process uses them; the gateway
-#              asks clients for a certificate. Prints the cairnctl flags to use.
+#   --tls      mutual TLS everywhere and auth on: a throw-away CA and certificates per role are
+#              made in $DATA/tls (cairnctl dev certs, once) and every process uses them; the
+#              gateway requires a client certificate, user root (the client certificate's name,
+#              no password) gets the root role and auth is enabled. Prints the cairnctl flags.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,7 @@ for argument in "$@"; do
         --memory) ENGINE=memory ;;
         --tls) TLS=1 ;;
         -h | --help)
-            sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -91,13 +92,23 @@ for _ in $(seq 1 240); do
     done
     sleep 0.5
 done
+if [ "$TLS" = 1 ]; then
+    # Auth on, as a secure cluster runs: the client certificate's common name (root) is the
+    # user. Skipped when a resumed cluster has it on already.
+    ctl() { "$BIN/cairnctl" $CTL_FLAGS --endpoints 127.0.0.1:7000 "$@"; }
+    if ! ctl auth status 2>/dev/null | grep -Eq 'enabled +true'; then
+        ctl user list 2>/dev/null | grep -q '^root' || ctl user add root --no-password >/dev/null
+        ctl user grant-role root root >/dev/null
+        ctl auth enable >/dev/null
+    fi
+fi
 if [ "$ENGINE" = memory ]; then
     where="IN MEMORY: nothing is written to disk but the logs in $DATA/*.log, and everything is lost on Ctrl-C"
 else
     where="data in $DATA, logs in $DATA/*.log"
 fi
 if [ "$TLS" = 1 ]; then
-    where="$where; mutual TLS, certificates in $CERTS"
+    where="$where; mutual TLS and auth on (user root by its client certificate), certificates in $CERTS"
 fi
 cat <<INFO
 Cairn is running ($SHARDS shards, 3 replicas each; $where):

@@ -1,7 +1,8 @@
 """The README's first command, `scripts/local-cluster.sh`, run as a user runs it: it starts a
 coordinator, three storage nodes and a gateway on loopback, prints the cairnctl commands to
 try, serves them, and stops everything on Ctrl-C. Once with plaintext and once with `--tls`
-(its certificates made by `cairnctl dev certs`, the flags it prints used as printed).
+(its certificates made by `cairnctl dev certs`, the flags it prints used as printed, and auth
+on with those flags acting as root).
 
 The script builds the debug binaries itself (a no-op after the Rust tests) and uses the fixed
 ports of the README (7000-7103, 9000-9103)."""
@@ -79,6 +80,12 @@ def test_local_cluster_serves_the_commands_it_prints(tmp_path, flags):
         read = subprocess.run(get, capture_output=True, text=True, timeout=60)
         assert read.returncode == 0, read.stderr
         assert "hello" in read.stdout, read.stdout
+        if "--tls" in flags:
+            # Auth is on, and the printed flags act as root (the client certificate's name).
+            status_command = put[: -len(["put", "greeting", "hello"])] + ["auth", "status"]
+            status = subprocess.run(status_command, capture_output=True, text=True, timeout=60)
+            assert status.returncode == 0, status.stderr
+            assert re.search(r"enabled\s+true", status.stdout), status.stdout
     finally:
         if process.poll() is None:
             code = stop(process)

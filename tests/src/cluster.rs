@@ -302,6 +302,14 @@ impl Cluster {
         }
     }
 
+    /// Sets an environment variable (a `CAIRN_*` setting) of one process for its next start:
+    /// a test that needs a setting changed part-way restarts the process after this.
+    pub fn set_env(&mut self, id: impl Into<ProcessId>, name: &str, value: &str) {
+        let env = &mut self.process_mut(id.into()).env;
+        env.retain(|(set, _)| set != name);
+        env.push((name.to_string(), value.to_string()));
+    }
+
     /// Kills the process (if it runs) and starts it again on the same data; a node keeps
     /// its node id. Returns at once: wait on what the test needs of it.
     pub fn restart(&mut self, id: impl Into<ProcessId>) {

@@ -44,6 +44,26 @@ pub fn verify(password: &str, hash: &str) -> bool {
         .is_ok()
 }
 
+/// Does the work of `verify` against a hash no password matches, and answers false: a sign-in
+/// for a user that does not exist (or has no password) then takes as long as one with a wrong
+/// password, so timing does not tell which user names exist.
+pub fn verify_nothing(password: &str) -> bool {
+    static DECOY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let decoy = DECOY.get_or_init(|| {
+        let mut secret = [0u8; 32];
+        SystemRandom::new().fill(&mut secret).ok()?;
+        hash(&hex(&secret)).ok()
+    });
+    if let Some(decoy) = decoy {
+        verify(password, decoy);
+    }
+    false
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +77,14 @@ mod tests {
         assert!(!verify("correct horse", "not a hash"));
         assert_ne!(hash("correct horse").unwrap(), hashed, "salted");
         assert!(hash("").is_err());
+    }
+
+    #[test]
+    fn the_decoy_check_matches_nothing_and_costs_a_hash() {
+        let started = std::time::Instant::now();
+        assert!(!verify_nothing("correct horse"));
+        assert!(!verify_nothing(""));
+        // Its cost is argon2's (tens of ms), not a map lookup's: at least a hash was run.
+        assert!(started.elapsed() > std::time::Duration::from_micros(500));
     }
 }

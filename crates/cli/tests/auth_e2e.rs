@@ -1,7 +1,7 @@
 //! `cairnctl user`, `role` and `auth`, and `--user`, against a real local cluster, run as
 //! separate processes the way an operator runs them (docs/security.md).
 
-use cairn_test_harness::{wait_for, ClusterSpec};
+use cairn_test_harness::{wait_for, ClusterSpec, ProcessId};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -46,7 +46,7 @@ fn must(endpoint: &str, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cairnctl_manages_users_and_roles_and_signs_in() {
-    let cluster = ClusterSpec::new(Path::new(CAIRNCTL))
+    let mut cluster = ClusterSpec::new(Path::new(CAIRNCTL))
         .nodes(3)
         .shards(2)
         .gateways(1)
@@ -81,7 +81,25 @@ async fn cairnctl_manages_users_and_roles_and_signs_in() {
     assert!(granted.contains("read prefix a/"), "{granted}");
     must(&gateway, &["user", "add", "alice:alice-pw"]);
     must(&gateway, &["user", "grant-role", "alice", "reader"]);
-    must(&gateway, &["auth", "enable"]);
+    let plaintext = cairnctl(&gateway, &["auth", "enable"]);
+    assert_eq!(plaintext.code, 1, "{}", plaintext.stderr);
+    assert!(
+        plaintext.stderr.contains("plaintext") && plaintext.stderr.contains("TLS"),
+        "auth enable over plaintext is refused, saying why: {}",
+        plaintext.stderr
+    );
+    // This test runs on loopback without TLS: accept the risk, as an operator would say so.
+    cluster.set_env(
+        ProcessId::Gateway(1),
+        "CAIRN_AUTH_PLAINTEXT_ALLOWED",
+        "true",
+    );
+    cluster.restart(ProcessId::Gateway(1));
+    wait_for("the restarted gateway to enable auth", WAIT, || {
+        let gateway = gateway.clone();
+        async move { (cairnctl(&gateway, &["auth", "enable"]).code == 0).then_some(()) }
+    })
+    .await;
 
     tracing::info!("--- without --user: refused; alice reads a/x but cannot write it");
     let anonymous = cairnctl(&gateway, &["get", "a/x"]);

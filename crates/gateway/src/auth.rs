@@ -5,7 +5,9 @@
 //!
 //! Until the first state arrives the gateway cannot tell whether auth is on, so it answers
 //! UNAVAILABLE rather than guess (it fails closed). When the coordinator cannot be reached
-//! later, the last state stays in force.
+//! later, the last state stays in force for `auth_state_max_staleness_ms`; past that, while
+//! auth is on, requests are refused with UNAVAILABLE, so a permission revoked meanwhile never
+//! works longer than that bound on a gateway cut off from the coordinators (D66).
 
 mod accesses;
 
@@ -13,8 +15,9 @@ pub use accesses::{Accesses, RequestAccesses};
 
 use cairn_auth::{Access, AuthState, KeyRange};
 use cairn_coordinator_client::CoordinatorClient;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
 use tonic::{Request, Status};
 
@@ -28,6 +31,29 @@ pub struct AuthGate {
     refresh_now: Arc<Notify>,
     /// Longest a request waits for the first state.
     first_state_timeout: Duration,
+    /// When the coordinator last answered (changed or not), in ms since `started`.
+    read_at_ms: Arc<AtomicU64>,
+    started: Instant,
+    /// Longest the state stays in force without the coordinator confirming it.
+    max_staleness: Duration,
+}
+
+/// Whether a state last confirmed `since_read` ago may still decide requests: while auth is
+/// off any age serves (nothing is being protected), while it is on at most `max_staleness`.
+pub fn stale_refusal(
+    enabled: bool,
+    since_read: Duration,
+    max_staleness: Duration,
+) -> Option<Status> {
+    (enabled && since_read > max_staleness).then(|| {
+        Status::unavailable(format!(
+            "the gateway has not reached a coordinator for {} ms, so it cannot tell whether \
+             permissions changed; with auth on it refuses requests once the auth state is older \
+             than auth_state_max_staleness_ms ({} ms)",
+            since_read.as_millis(),
+            max_staleness.as_millis()
+        ))
+    })
 }
 
 impl AuthGate {
@@ -37,15 +63,21 @@ impl AuthGate {
         mut coordinator: CoordinatorClient,
         interval: Duration,
         first_state_timeout: Duration,
+        max_staleness: Duration,
     ) -> Arc<Self> {
         let (sender, state) = watch::channel(None);
         let refresh_now = Arc::new(Notify::new());
         let wake = refresh_now.clone();
+        let started = Instant::now();
+        let read_at_ms = Arc::new(AtomicU64::new(0));
+        let read_at = read_at_ms.clone();
+        let mark_read =
+            move || read_at.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         tokio::spawn(async move {
             let mut revision = 0;
             loop {
                 match coordinator.auth_state(revision).await {
-                    Ok(answer) if answer.unchanged && revision != 0 => {}
+                    Ok(answer) if answer.unchanged && revision != 0 => mark_read(),
                     Ok(answer) => match AuthState::try_from(&answer) {
                         Ok(next) => {
                             if next.revision != revision {
@@ -58,6 +90,7 @@ impl AuthGate {
                                 );
                             }
                             revision = next.revision;
+                            mark_read();
                             sender.send_replace(Some(Arc::new(next)));
                         }
                         Err(error) => {
@@ -81,6 +114,9 @@ impl AuthGate {
             state,
             refresh_now,
             first_state_timeout,
+            read_at_ms,
+            started,
+            max_staleness,
         })
     }
 
@@ -106,7 +142,8 @@ impl AuthGate {
         }
     }
 
-    /// The state in force, waiting for the first one.
+    /// The state in force, waiting for the first one; refused once it is too old to trust
+    /// while auth is on (`stale_refusal`).
     pub async fn state(&self) -> Result<Arc<AuthState>, Status> {
         let mut receiver = self.state.clone();
         let wait = receiver.wait_for(Option::is_some);
@@ -114,9 +151,15 @@ impl AuthGate {
             Ok(Ok(state)) => state.clone(),
             _ => None,
         };
-        state.ok_or_else(|| {
+        let state = state.ok_or_else(|| {
             Status::unavailable("the gateway has not read the auth state from the coordinator yet")
-        })
+        })?;
+        let read_at = Duration::from_millis(self.read_at_ms.load(Ordering::Relaxed));
+        let since_read = self.started.elapsed().saturating_sub(read_at);
+        match stale_refusal(state.enabled, since_read, self.max_staleness) {
+            Some(refusal) => Err(refusal),
+            None => Ok(state),
+        }
     }
 
     /// The user of `request`: its token's, else its client certificate's common name; `None`
@@ -255,6 +298,17 @@ mod tests {
         let value = format!("{BEARER}{token}").parse().unwrap();
         request.metadata_mut().insert(AUTHORIZATION, value);
         request
+    }
+
+    #[test]
+    fn an_old_state_is_refused_only_while_auth_is_on_and_only_past_the_bound() {
+        let bound = Duration::from_secs(30);
+        let old = Duration::from_secs(31);
+        let refusal = stale_refusal(true, old, bound).expect("refused");
+        assert_eq!(refusal.code(), tonic::Code::Unavailable);
+        assert!(refusal.message().contains("auth_state_max_staleness_ms"));
+        assert!(stale_refusal(true, bound, bound).is_none());
+        assert!(stale_refusal(false, Duration::from_secs(3_600), bound).is_none());
     }
 
     #[test]

@@ -24,15 +24,41 @@ pub struct AuthService {
     password_checks: tokio::sync::Semaphore,
     coordinator: Mutex<CoordinatorClient>,
     token_ttl: Duration,
+    /// `auth_plaintext_allowed`: `auth enable` may arrive over a plaintext connection.
+    plaintext_allowed: bool,
+}
+
+/// Refuses `auth enable` sent over a plaintext connection unless the operator allowed it
+/// (D67): from then on passwords and tokens would cross that network in clear.
+pub fn plaintext_enable_refusal(
+    op: Option<pb::auth_change_request::Op>,
+    over_tls: bool,
+    plaintext_allowed: bool,
+) -> Option<Status> {
+    let enabling = op == Some(pb::auth_change_request::Op::AuthEnable);
+    (enabling && !over_tls && !plaintext_allowed).then(|| {
+        Status::failed_precondition(
+            "auth enable over a plaintext connection is refused: passwords and tokens would \
+             then cross the network in clear. Turn TLS on at the gateway's public port and call \
+             it over TLS (docs/security.md), or set the gateway's auth_plaintext_allowed = true \
+             to accept that risk",
+        )
+    })
 }
 
 impl AuthService {
-    pub fn new(gate: Arc<AuthGate>, coordinator: CoordinatorClient, token_ttl: Duration) -> Self {
+    pub fn new(
+        gate: Arc<AuthGate>,
+        coordinator: CoordinatorClient,
+        token_ttl: Duration,
+        plaintext_allowed: bool,
+    ) -> Self {
         Self {
             gate,
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_IN_FLIGHT_MAX),
             coordinator: Mutex::new(coordinator),
             token_ttl,
+            plaintext_allowed,
         }
     }
 
@@ -59,11 +85,9 @@ impl Auth for AuthService {
             .users
             .get(&request.name)
             .and_then(|user| user.password_hash.clone());
-        // One answer for an unknown user and a wrong password: no hint which it was.
+        // One answer, and the same work, for an unknown user and a wrong password: neither
+        // the message nor the time taken hints which it was.
         let refused = || Status::unauthenticated("wrong user name or password");
-        let Some(hash) = hash else {
-            return Err(refused());
-        };
         let password = request.password;
         let _permit = tokio::time::timeout(PASSWORD_CHECK_WAIT_MAX, self.password_checks.acquire())
             .await
@@ -73,10 +97,12 @@ impl Auth for AuthService {
                 ))
             })?
             .map_err(|_| Status::unavailable("the gateway is stopping"))?;
-        let matches =
-            tokio::task::spawn_blocking(move || cairn_auth::password::verify(&password, &hash))
-                .await
-                .map_err(|e| Status::internal(format!("password check task: {e}")))?;
+        let matches = tokio::task::spawn_blocking(move || match hash {
+            Some(hash) => cairn_auth::password::verify(&password, &hash),
+            None => cairn_auth::password::verify_nothing(&password),
+        })
+        .await
+        .map_err(|e| Status::internal(format!("password check task: {e}")))?;
         if !matches {
             return Err(refused());
         }
@@ -94,6 +120,11 @@ impl Auth for AuthService {
         request: Request<pb::AuthChangeRequest>,
     ) -> Result<Response<pb::AuthChangeResponse>, Status> {
         let acting_user = self.acting_user(&request).await?;
+        let over_tls = cairn_tls::PeerInfo::of(&request).is_some_and(|peer| peer.tls);
+        let op = pb::auth_change_request::Op::try_from(request.get_ref().op).ok();
+        if let Some(refusal) = plaintext_enable_refusal(op, over_tls, self.plaintext_allowed) {
+            return Err(refusal);
+        }
         let answer = self
             .coordinator
             .lock()
@@ -119,5 +150,22 @@ impl Auth for AuthService {
             .auth_status(acting_user)
             .await?;
         Ok(Response::new(answer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::auth_change_request::Op;
+
+    #[test]
+    fn auth_enable_over_plaintext_is_refused_unless_allowed() {
+        let refused = plaintext_enable_refusal(Some(Op::AuthEnable), false, false).unwrap();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(refused.message().contains("auth_plaintext_allowed"));
+        assert!(plaintext_enable_refusal(Some(Op::AuthEnable), true, false).is_none());
+        assert!(plaintext_enable_refusal(Some(Op::AuthEnable), false, true).is_none());
+        assert!(plaintext_enable_refusal(Some(Op::AuthDisable), false, false).is_none());
+        assert!(plaintext_enable_refusal(Some(Op::UserAdd), false, false).is_none());
     }
 }

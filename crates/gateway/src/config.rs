@@ -59,6 +59,14 @@ pub struct GatewayConfig {
     pub auth_refresh_interval_ms: u64,
     /// How long a token from `Authenticate` is accepted, in milliseconds.
     pub auth_token_ttl_ms: u64,
+    /// While auth is on, how long the gateway keeps deciding requests by an auth state the
+    /// coordinator has not confirmed, in milliseconds; past it requests are refused with
+    /// UNAVAILABLE until a coordinator answers again, so a revoked permission never outlives
+    /// this bound on a gateway cut off from the coordinators (docs/security.md, D66).
+    pub auth_state_max_staleness_ms: u64,
+    /// Accept `auth enable` over a plaintext connection (passwords and tokens then cross the
+    /// network in clear). Off: turn TLS on at the public port first (D67).
+    pub auth_plaintext_allowed: bool,
     /// Cross-shard transactions (`[txn]`): lock lifetime, the expired-lock scan, limits.
     pub txn: crate::txn::TxnConfig,
 }
@@ -87,6 +95,8 @@ impl Default for GatewayConfig {
             public_tls: cairn_tls::PublicTlsConfig::default(),
             auth_refresh_interval_ms: 500,
             auth_token_ttl_ms: 300_000,
+            auth_state_max_staleness_ms: 30_000,
+            auth_plaintext_allowed: false,
             txn: crate::txn::TxnConfig::default(),
         }
     }
@@ -96,6 +106,8 @@ impl Default for GatewayConfig {
 /// revoked permission still ends within the documented 10 s at the slowest.
 pub const AUTH_REFRESH_INTERVAL_MS_MIN: u64 = 50;
 pub const AUTH_REFRESH_INTERVAL_MS_MAX: u64 = 10_000;
+/// Longest `auth_state_max_staleness_ms`: an hour (the bound must bound something).
+pub const AUTH_STATE_MAX_STALENESS_MS_MAX: u64 = 3_600_000;
 /// Shortest token lifetime: a client must get to use its token.
 pub const AUTH_TOKEN_TTL_MS_MIN: u64 = 1_000;
 /// Longest token lifetime: a day (a stolen token must lapse; clients renew before expiry).
@@ -173,6 +185,19 @@ impl GatewayConfig {
             return Err(bad(
                 "auth_token_ttl_ms",
                 format!("must be in {AUTH_TOKEN_TTL_MS_MIN}..={AUTH_TOKEN_TTL_MS_MAX}"),
+            ));
+        }
+        // At least two refreshes and a coordinator call, so one slow answer refuses nothing.
+        let staleness_min = 2 * self.auth_refresh_interval_ms + self.coordinator_timeout_ms;
+        if !(staleness_min..=AUTH_STATE_MAX_STALENESS_MS_MAX)
+            .contains(&self.auth_state_max_staleness_ms)
+        {
+            return Err(bad(
+                "auth_state_max_staleness_ms",
+                format!(
+                    "must be in {staleness_min}..={AUTH_STATE_MAX_STALENESS_MS_MAX} (at least \
+                     2 x auth_refresh_interval_ms + coordinator_timeout_ms)"
+                ),
             ));
         }
         self.txn.validate_with(self.request_timeout_ms)?;

@@ -58,6 +58,7 @@ pub async fn run_with_listener(
         coordinator_client(),
         Duration::from_millis(config.auth_refresh_interval_ms),
         Duration::from_millis(config.request_timeout_ms),
+        Duration::from_millis(config.auth_state_max_staleness_ms),
     );
     let metrics = Arc::new(GatewayMetrics::new());
     let txn_metrics = Arc::new(crate::txn::metrics::TxnMetrics::new(&metrics.registry));
@@ -138,6 +139,7 @@ pub async fn run_with_listener(
             auth,
             coordinator_client(),
             Duration::from_millis(config.auth_token_ttl_ms),
+            config.auth_plaintext_allowed,
         )))
         // The public port: TLS when configured, with the client-certificate policy of
         // `public_tls.client_auth`; any verified client may call (roles are for Cairn's own

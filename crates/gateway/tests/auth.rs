@@ -2,12 +2,13 @@
 //! with auth on, a request without credentials is UNAUTHENTICATED; a user allowed to read
 //! `a/` reads `a/x`, cannot write it or read `b/x`, and nothing it attempted was written; a
 //! role revoked through one gateway stops working on another within the documented bound;
-//! an expired token is refused.
+//! an expired token is refused; a gateway that cannot reach the coordinator refuses requests
+//! once its auth state is older than `auth_state_max_staleness_ms`, and serves again after.
 
 use cairn_client::proto::auth_change_request::Op;
 use cairn_client::{proto, Client, ClientConfig, Code, Credentials, Error};
 use cairn_proto::kv::v1::kv_client::KvClient;
-use cairn_test_harness::{wait_for, Cluster, ClusterSpec};
+use cairn_test_harness::{wait_for, Cluster, ClusterSpec, ProcessId};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,7 +60,10 @@ async fn start() -> Cluster {
         .nodes(3)
         .shards(2)
         .gateways(2)
-        .gateway_env(&[("CAIRN_AUTH_TOKEN_TTL_MS", ttl.as_str())])
+        .gateway_env(&[
+            ("CAIRN_AUTH_TOKEN_TTL_MS", ttl.as_str()),
+            ("CAIRN_AUTH_PLAINTEXT_ALLOWED", "true"),
+        ])
         .start()
         .await;
     cluster.wait_for_placement(WAIT).await;
@@ -260,4 +264,100 @@ async fn users_and_roles_decide_what_each_request_may_touch() {
     root.put("a/after", "1")
         .await
         .expect("root writes with a renewed token");
+}
+
+/// The staleness bound of the test below, and how the gateway polls: short, so that the test
+/// can watch the bound pass.
+const STALENESS_MS: u64 = 3_000;
+const REFRESH_MS: u64 = 200;
+const COORDINATOR_TIMEOUT_MS: u64 = 1_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_cut_off_from_the_coordinator_refuses_requests_past_the_staleness_bound() {
+    let (staleness, refresh, timeout) = (
+        STALENESS_MS.to_string(),
+        REFRESH_MS.to_string(),
+        COORDINATOR_TIMEOUT_MS.to_string(),
+    );
+    let mut cluster = ClusterSpec::new(Path::new(GATEWAY))
+        .coordinators(1)
+        .nodes(3)
+        .shards(1)
+        .gateways(1)
+        .gateway_env(&[
+            ("CAIRN_AUTH_STATE_MAX_STALENESS_MS", staleness.as_str()),
+            ("CAIRN_AUTH_REFRESH_INTERVAL_MS", refresh.as_str()),
+            ("CAIRN_COORDINATOR_TIMEOUT_MS", timeout.as_str()),
+            ("CAIRN_AUTH_PLAINTEXT_ALLOWED", "true"),
+        ])
+        .start()
+        .await;
+    cluster.wait_for_placement(WAIT).await;
+    cluster.wait_for_every_leader(WAIT).await;
+    let gateway = cluster.gateway(1).address.clone();
+    let anonymous = connect(&gateway, None).await;
+    wait_for("the cluster to take writes", WAIT, || {
+        let anonymous = anonymous.clone();
+        async move { anonymous.put("k", "v").await.ok() }
+    })
+    .await;
+    change(&anonymous, Op::UserAdd, |r| {
+        r.user = "root".into();
+        r.password = "root-password".into();
+    })
+    .await;
+    change(&anonymous, Op::UserGrantRole, |r| {
+        r.user = "root".into();
+        r.role = "root".into();
+    })
+    .await;
+    change(&anonymous, Op::AuthEnable, |_| {}).await;
+    // One attempt per call: the SDK would retry UNAVAILABLE, and the test wants to see it.
+    let root = Client::connect(ClientConfig {
+        retry_attempts_max: 1,
+        ..client(&gateway, Some(Credentials::new("root", "root-password")))
+    })
+    .await
+    .expect("lazy connect");
+    root.get("k")
+        .await
+        .expect("root reads while the coordinator answers");
+
+    tracing::info!("--- the coordinator stops answering: reads by key are refused past the bound");
+    cluster.pause(ProcessId::Coordinator(1));
+    let paused_at = Instant::now();
+    let refused_after = loop {
+        match root.get("k").await {
+            Ok(_) => {}
+            Err(Error::Unavailable(message)) if message.contains("auth_state_max_staleness_ms") => {
+                break paused_at.elapsed()
+            }
+            Err(other) => panic!("the read failed otherwise: {other}"),
+        }
+        // The bound, plus one poll that was on its way and its timeout, plus scheduling.
+        let latest = Duration::from_millis(STALENESS_MS + REFRESH_MS + COORDINATOR_TIMEOUT_MS)
+            + Duration::from_secs(2);
+        assert!(
+            paused_at.elapsed() <= latest,
+            "the gateway still served {:?} after the coordinator stopped",
+            paused_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The state's age counts from the last answer, which came up to one poll (and its call)
+    // before the pause: not refused before the bound less that.
+    let earliest = Duration::from_millis(STALENESS_MS - REFRESH_MS - 200);
+    assert!(
+        refused_after >= earliest,
+        "refused after {refused_after:?}, before the bound of {STALENESS_MS} ms"
+    );
+    tracing::info!(after = ?refused_after, "refused once the auth state was too old");
+
+    tracing::info!("--- the coordinator answers again: the gateway serves again");
+    cluster.resume(ProcessId::Coordinator(1));
+    wait_for("the gateway to serve again", WAIT, || {
+        let root = root.clone();
+        async move { root.get("k").await.ok() }
+    })
+    .await;
 }
