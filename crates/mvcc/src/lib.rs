@@ -41,4 +41,6 @@ pub use txn::{
     Applied, Lock, LockInfo, LockKind, LockOp, Resolution, TxnError, TxnResult, TxnRules, TxnStatus,
 };
 pub use view::{ColumnFamily, Cursor, MemoryView, Mutation, MvccView};
-pub use writer::{leadership_refusal, Refusal, VersionWriter};
+pub use writer::{
+    leadership_refusal, KnownNewest, LiveMeta, NewestMeta, NothingKnown, Refusal, VersionWriter,
+};

@@ -57,6 +57,63 @@ pub fn leadership_refusal(fetched_in_term: u64, entry_term: u64) -> Option<Refus
 /// A key's newest record and its revision (`None`: the key has no version).
 type NewestRecord = Option<(Revision, WriteRecord)>;
 
+/// What a write needs of a key's newest version, without its value: the revision (for the
+/// refusal check) and the counters a new version continues. `None` where used: no version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewestMeta {
+    pub revision: Revision,
+    /// `None` for a tombstone: the key does not exist from `revision` on.
+    pub live: Option<LiveMeta>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveMeta {
+    pub create_revision: Revision,
+    pub version: u64,
+}
+
+impl NewestMeta {
+    fn of(newest: &NewestRecord) -> Option<NewestMeta> {
+        let (revision, record) = newest.as_ref()?;
+        let live = match record {
+            WriteRecord::Put {
+                create_revision,
+                version,
+                ..
+            }
+            | WriteRecord::TxnPut {
+                create_revision,
+                version,
+                ..
+            } => Some(LiveMeta {
+                create_revision: *create_revision,
+                version: *version,
+            }),
+            WriteRecord::Delete | WriteRecord::TxnDelete { .. } | WriteRecord::Rollback => None,
+        };
+        Some(NewestMeta {
+            revision: *revision,
+            live,
+        })
+    }
+}
+
+/// Knowledge of keys' newest versions kept outside the view (the storage node's per-shard
+/// cache), so that a plain put or delete reads nothing. An answer must be exactly what the view
+/// holds: `Some(None)` means the key has no version, `None` that it is not known.
+pub trait KnownNewest {
+    fn newest_meta(&self, user_key: &[u8]) -> Option<Option<NewestMeta>>;
+}
+
+/// Knows nothing: every key is read from the view.
+pub struct NothingKnown;
+
+impl KnownNewest for NothingKnown {
+    fn newest_meta(&self, _user_key: &[u8]) -> Option<Option<NewestMeta>> {
+        None
+    }
+}
+
 /// Builds the mutations of one command at one revision, reading the versions it replaces.
 pub struct VersionWriter<'v, V: MvccView> {
     reader: MvccReader<'v, V>,
@@ -68,16 +125,67 @@ pub struct VersionWriter<'v, V: MvccView> {
     /// RocksDB iterator, the largest cost of a write's apply). Kept true by [`Self::push`],
     /// the only way this writer changes a key.
     newest: RefCell<HashMap<Vec<u8>, NewestRecord>>,
+    /// Newest versions known without reading (without values), consulted where no value is
+    /// needed; answers are kept in `metas` beside `newest`.
+    known: &'v dyn KnownNewest,
+    /// What this writer learnt from `known` or wrote, by key: the newest version's metadata
+    /// after the command. `newest` wins where both have a key.
+    metas: RefCell<HashMap<Vec<u8>, Option<NewestMeta>>>,
 }
 
 impl<'v, V: MvccView> VersionWriter<'v, V> {
     pub fn new(view: &'v V, shard: ShardId, revision: Revision) -> Self {
+        Self::with_known(view, shard, revision, &NothingKnown)
+    }
+
+    /// As `new`, with metadata known outside the view (it must agree with the view).
+    pub fn with_known(
+        view: &'v V,
+        shard: ShardId,
+        revision: Revision,
+        known: &'v dyn KnownNewest,
+    ) -> Self {
         Self {
             reader: MvccReader::new(view, shard),
             revision,
             mutations: Vec::new(),
             newest: RefCell::new(HashMap::new()),
+            known,
+            metas: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// The metadata of `user_key`'s newest version (tombstones included): from what this
+    /// writer read or wrote, else from `known`, else read (with its value) from the view.
+    pub fn newest_meta(&self, user_key: &[u8]) -> Result<Option<NewestMeta>> {
+        if let Some(read) = self.newest.borrow().get(user_key) {
+            return Ok(NewestMeta::of(read));
+        }
+        if let Some(meta) = self.metas.borrow().get(user_key) {
+            return Ok(*meta);
+        }
+        if let Some(meta) = self.known.newest_meta(user_key) {
+            self.metas.borrow_mut().insert(user_key.to_vec(), meta);
+            return Ok(meta);
+        }
+        Ok(NewestMeta::of(&self.newest(user_key)?))
+    }
+
+    /// Every key this writer read or wrote, with its newest version's metadata after the
+    /// command: what a cache of newest versions learns from it once its mutations are written.
+    pub fn newest_metas(&self) -> Vec<(Vec<u8>, Option<NewestMeta>)> {
+        let newest = self.newest.borrow();
+        let metas = self.metas.borrow();
+        newest
+            .iter()
+            .map(|(key, read)| (key.clone(), NewestMeta::of(read)))
+            .chain(
+                metas
+                    .iter()
+                    .filter(|(key, _)| !newest.contains_key(*key))
+                    .map(|(key, meta)| (key.clone(), *meta)),
+            )
+            .collect()
     }
 
     /// The newest record of `user_key` (tombstones included, markers skipped), read once.
@@ -114,11 +222,11 @@ impl<'v, V: MvccView> VersionWriter<'v, V> {
             }));
         }
         for key in keys {
-            if let Some((newest, _)) = self.newest(key)? {
-                if newest >= self.revision {
+            if let Some(newest) = self.newest_meta(key)? {
+                if newest.revision >= self.revision {
                     return Ok(Some(Refusal::NotAboveNewest {
                         revision: self.revision,
-                        newest,
+                        newest: newest.revision,
                     }));
                 }
             }
@@ -136,7 +244,8 @@ impl<'v, V: MvccView> VersionWriter<'v, V> {
     /// Writes `value` as the key's new version: version 1 and `create_revision` = this
     /// revision when the key does not exist, otherwise one more version of it.
     pub fn put(&mut self, user_key: &[u8], value: Vec<u8>) -> Result<()> {
-        let record = match self.current(user_key)? {
+        let live = self.newest_meta(user_key)?.and_then(|meta| meta.live);
+        let record = match live {
             Some(current) => WriteRecord::Put {
                 create_revision: current.create_revision,
                 version: current.version + 1,
@@ -154,7 +263,8 @@ impl<'v, V: MvccView> VersionWriter<'v, V> {
 
     /// Deletes the key if it exists (a tombstone version); returns whether it existed.
     pub fn delete(&mut self, user_key: &[u8]) -> Result<bool> {
-        if self.current(user_key)?.is_none() {
+        let live = self.newest_meta(user_key)?.and_then(|meta| meta.live);
+        if live.is_none() {
             return Ok(false);
         }
         self.push(user_key, WriteRecord::Delete);

@@ -8,12 +8,12 @@
 use cairn_mvcc::compaction::{CompactionFilter, Decision};
 use cairn_mvcc::key::{self, VersionKey};
 use cairn_mvcc::{
-    ColumnFamily, MemoryView, Mutation, MvccReader, RangeBounds, RangeOptions, Version,
-    VersionWriter,
+    ColumnFamily, KnownNewest, MemoryView, Mutation, MvccReader, NewestMeta, RangeBounds,
+    RangeOptions, Version, VersionWriter,
 };
 use cairn_types::{Revision, ShardId};
 use proptest::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 const SHARD: ShardId = ShardId(7);
 /// Keys chosen to stress the encoding: empty-looking bytes, zeros, 0xff, prefixes of others.
@@ -240,8 +240,63 @@ fn paged(view: &MemoryView, bounds: &RangeBounds, at: Revision, limit: u64) -> V
     }
 }
 
+/// A cache of newest versions learnt only from what writers report, as the storage node's.
+#[derive(Default)]
+struct Learnt(HashMap<Vec<u8>, Option<NewestMeta>>);
+
+impl KnownNewest for Learnt {
+    fn newest_meta(&self, user_key: &[u8]) -> Option<Option<NewestMeta>> {
+        self.0.get(user_key).copied()
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// A writer that takes the newest versions from a cache (learnt from earlier writers,
+    /// forgetting some at random) writes exactly what one that reads them writes, and refuses
+    /// exactly what it refuses: the cache changes cost, never results.
+    #[test]
+    fn a_writer_with_known_newest_versions_writes_the_same(
+        writes in plan(),
+        choices in prop::collection::vec(0usize..8, 1..20),
+        forget in prop::collection::vec(any::<bool>(), 1..20),
+    ) {
+        let mut view = MemoryView::default();
+        let mut learnt = Learnt::default();
+        let mut forget = forget.iter().cycle();
+        for write in interleave(&writes, &choices) {
+            let key = KEYS[write.key];
+            let plain = VersionWriter::new(&view, SHARD, write.revision);
+            let cached = VersionWriter::with_known(&view, SHARD, write.revision, &learnt);
+            // A revision at or below the newest is refused by both alike.
+            for at in [Revision(write.revision.0 - 1), write.revision] {
+                let below = VersionWriter::with_known(&view, SHARD, at, &learnt);
+                let read = VersionWriter::new(&view, SHARD, at);
+                prop_assert_eq!(below.refusal([key], Revision(0)).unwrap(), read.refusal([key], Revision(0)).unwrap());
+            }
+            let mut outcomes = Vec::new();
+            for mut writer in [plain, cached] {
+                prop_assert_eq!(writer.refusal([key], Revision(0)).unwrap(), None);
+                match &write.value {
+                    Some(value) => writer.put(key, value.clone()).unwrap(),
+                    None => { writer.delete(key).unwrap(); }
+                }
+                let metas = writer.newest_metas();
+                outcomes.push((writer.into_mutations(), metas));
+            }
+            let (cached_mutations, metas) = outcomes.pop().unwrap();
+            let (plain_mutations, _) = outcomes.pop().unwrap();
+            prop_assert_eq!(&cached_mutations, &plain_mutations);
+            view.apply(plain_mutations);
+            for (learnt_key, meta) in metas {
+                learnt.0.insert(learnt_key, meta);
+            }
+            if *forget.next().unwrap() {
+                learnt.0.remove(key);
+            }
+        }
+    }
 
     /// Every read at every revision sees what the model says, whatever the apply order.
     #[test]

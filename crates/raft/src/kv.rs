@@ -8,6 +8,7 @@ use crate::command::*;
 use crate::error::{Result, StorageError};
 use crate::lock_checks;
 use crate::mvcc_store::{storage_error, RocksView};
+use crate::newest_cache::NewestCache;
 use cairn_mvcc::{
     ColumnFamily, LockInfo, Mutation, MvccReader, MvccView, Overlay, RangeBounds, RangeOptions,
     TxnError, Version, VersionWriter,
@@ -234,19 +235,23 @@ pub struct WriteAt {
 
 /// Applies one write command's op (a put, a delete or a transaction) into `batch`. Returns
 /// the result and whether anything changed. A refused revision changes nothing.
+/// `cache` answers what a plain put or delete needs of its key without a read, and learns
+/// what this write read and wrote once its mutations are in `batch`.
 pub fn apply_write(
     db: &DB,
     shard: ShardId,
     batch: &mut WriteBatch,
     op: &WriteOp,
     at: WriteAt,
+    cache: &mut NewestCache,
 ) -> Result<(WriteResult, bool)> {
     let view = RocksView::new(db, None);
     // The command's own mutations laid over the database: reads inside a transaction see
     // the earlier ops of that transaction.
     let overlay = Overlay::new(&view);
+    let known: &NewestCache = cache;
     let mut writer = Writer {
-        inner: VersionWriter::new(&overlay, shard, at.revision),
+        inner: VersionWriter::with_known(&overlay, shard, at.revision, known),
         overlay: &overlay,
         db,
         shard,
@@ -287,8 +292,12 @@ pub fn apply_write(
     };
     let changed = writer.inner.changed();
     let revision = if changed { at.revision } else { at.unchanged };
+    let learnt = writer.inner.newest_metas();
     for mutation in writer.inner.into_mutations() {
         write_mutation(db, batch, mutation);
+    }
+    for (key, meta) in learnt {
+        cache.learn(key, meta);
     }
     Ok((with_revision(result, revision), changed))
 }
@@ -399,7 +408,14 @@ impl Writer<'_> {
     }
 
     fn put(&mut self, put: &Put) -> Result<PutResult> {
-        let previous = self.current(&put.key)?;
+        // The value is read only when the answer or the condition needs it: a plain put needs
+        // only the newest version's counters, which the cache may know.
+        let needs_previous = put.prev_kv || put.condition.is_some();
+        let previous = if needs_previous {
+            self.current(&put.key)?
+        } else {
+            None
+        };
         let holds = match &put.condition {
             None => true,
             Some(condition) => condition_holds(condition, previous.as_ref()),
@@ -429,7 +445,11 @@ impl Writer<'_> {
     }
 
     fn delete(&mut self, delete: &Delete) -> Result<DeleteResult> {
-        let previous = self.current(&delete.key)?;
+        let previous = if delete.prev_kv {
+            self.current(&delete.key)?
+        } else {
+            None
+        };
         let before = self.inner.mutations().len();
         let deleted = self.inner.delete(&delete.key).map_err(storage_error)?;
         self.overlay.apply(&self.inner.mutations()[before..]);

@@ -20,6 +20,7 @@ pub mod lock_checks;
 pub mod log_store;
 pub mod mvcc_store;
 pub mod network;
+pub mod newest_cache;
 pub(crate) mod pending_apply;
 pub mod raft_config;
 pub mod replica;

@@ -159,6 +159,85 @@ async fn a_run_of_entries_reads_what_earlier_entries_of_the_run_wrote() {
     assert_eq!(reopened.revision, Revision(5));
 }
 
+/// Blind puts and deletes of hot keys, applied as one run (the cache answers, and no entry
+/// waits for the batch to be written) and applied one entry at a time (every key read from
+/// RocksDB), leave identical keys, versions and revisions; a conditional put between them
+/// still reads the value.
+#[tokio::test]
+async fn hot_keys_in_one_run_get_the_versions_they_get_one_at_a_time() {
+    let delete = |key: &str| {
+        WriteOp::Delete(crate::command::Delete {
+            key: key.into(),
+            prev_kv: false,
+        })
+    };
+    let conditional = WriteOp::Put(Put {
+        key: b"h".to_vec(),
+        value: b"if".to_vec(),
+        prev_kv: true,
+        condition: Some(crate::command::PutCondition::ValueEquals(b"4".to_vec())),
+    });
+    let ops = vec![
+        put_op("h", "1"),
+        put_op("h", "2"),
+        delete("h"),
+        delete("h"),
+        put_op("h", "3"),
+        put_op("g", "1"),
+        put_op("h", "4"),
+        conditional,
+        put_op("g", "2"),
+        delete("g"),
+        put_op("h", "5"),
+    ];
+    let entries = |ops: &[WriteOp]| -> Vec<Entry> {
+        ops.iter()
+            .enumerate()
+            .map(|(i, op)| command_entry(i as u64 + 1, None, op.clone()))
+            .collect()
+    };
+    let run_dir = tempfile::tempdir().unwrap();
+    let (run_db, mut run) = open(run_dir.path());
+    let stream = futures::stream::iter(entries(&ops).into_iter().map(|entry| Ok((entry, None))));
+    run.apply(stream).await.unwrap();
+    let one_dir = tempfile::tempdir().unwrap();
+    let (one_db, mut one) = open(one_dir.path());
+    for entry in entries(&ops) {
+        apply_now(&mut one, entry);
+        // Every entry reads RocksDB, as a replica with a cold cache does.
+        one.newest.clear();
+    }
+    for key in ["g", "h"] {
+        let in_run = KvView::new(&run_db, ShardId(3))
+            .get(key.as_bytes(), false)
+            .unwrap();
+        let alone = KvView::new(&one_db, ShardId(3))
+            .get(key.as_bytes(), false)
+            .unwrap();
+        assert_eq!(in_run, alone, "key {key}");
+    }
+    let h = KvView::new(&run_db, ShardId(3))
+        .get(b"h", false)
+        .unwrap()
+        .unwrap();
+    // The second delete changed nothing (no revision); created again by the put at revision
+    // 4; versions 2 (put 4), 3 (the condition held) and 4 (put 5, at revision 10).
+    assert_eq!(
+        (
+            h.value.as_slice(),
+            h.create_revision,
+            h.version,
+            h.mod_revision
+        ),
+        (&b"5"[..], Revision(4), 4, Revision(10))
+    );
+    assert_eq!(
+        read_revision(&run_db, None, ShardId(3)).unwrap(),
+        Revision(10)
+    );
+    assert_eq!(run.revision, one.revision);
+}
+
 fn keys_of(db: &DB) -> Vec<Vec<u8>> {
     let range = crate::command::Range {
         start: vec![],
