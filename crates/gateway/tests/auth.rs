@@ -46,6 +46,20 @@ async fn change(client: &Client, op: Op, edit: impl FnOnce(&mut proto::AuthChang
         .unwrap_or_else(|error| panic!("{request:?}: {error}"));
 }
 
+/// Adds user root (password `root-password`) with the root role, as `auth enable` needs.
+async fn add_root(client: &Client) {
+    change(client, Op::UserAdd, |r| {
+        r.user = "root".into();
+        r.password = "root-password".into();
+    })
+    .await;
+    change(client, Op::UserGrantRole, |r| {
+        r.user = "root".into();
+        r.role = "root".into();
+    })
+    .await;
+}
+
 fn refused_with(result: Result<impl std::fmt::Debug, Error>, code: Code) -> String {
     match result {
         Err(Error::Rejected { code: got, message }) if got == code => message,
@@ -86,16 +100,7 @@ async fn users_and_roles_decide_what_each_request_may_touch() {
     tracing::info!("--- with auth off: write a/x and b/x, add root, a reader of a/ and alice");
     anonymous.put("a/x", "a").await.unwrap();
     anonymous.put("b/x", "b").await.unwrap();
-    change(&anonymous, Op::UserAdd, |r| {
-        r.user = "root".into();
-        r.password = "root-password".into();
-    })
-    .await;
-    change(&anonymous, Op::UserGrantRole, |r| {
-        r.user = "root".into();
-        r.role = "root".into();
-    })
-    .await;
+    add_root(&anonymous).await;
     change(&anonymous, Op::RoleAdd, |r| r.role = "a-reader".into()).await;
     change(&anonymous, Op::RoleGrantPermission, |r| {
         r.role = "a-reader".into();
@@ -301,16 +306,7 @@ async fn a_gateway_cut_off_from_the_coordinator_refuses_requests_past_the_stalen
         async move { anonymous.put("k", "v").await.ok() }
     })
     .await;
-    change(&anonymous, Op::UserAdd, |r| {
-        r.user = "root".into();
-        r.password = "root-password".into();
-    })
-    .await;
-    change(&anonymous, Op::UserGrantRole, |r| {
-        r.user = "root".into();
-        r.role = "root".into();
-    })
-    .await;
+    add_root(&anonymous).await;
     change(&anonymous, Op::AuthEnable, |_| {}).await;
     // One attempt per call: the SDK would retry UNAVAILABLE, and the test wants to see it.
     let root = Client::connect(ClientConfig {
