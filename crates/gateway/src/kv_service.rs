@@ -31,7 +31,8 @@ use tonic::{Request, Response, Status};
 
 mod shard_request;
 pub(crate) use shard_request::kind_of;
-use shard_request::ShardRequest;
+#[doc(hidden)]
+pub use shard_request::ShardRequest;
 
 /// What the KV service needs besides the router: limits, the oracle, the coordinator, the
 /// auth gate and the transaction settings.
