@@ -280,4 +280,37 @@ mod tests {
             Some((Revision(3), WriteRecord::Delete))
         );
     }
+
+    /// Found by the `mvcc_record` fuzz target (fuzz/corpus/mvcc_record/
+    /// regression-skip-versions): five stored versions of a corrupt key, whose user key has no
+    /// terminator, made a range read step past them with `after_versions`, which assumes one
+    /// (a panic with debug assertions; without, a seek backwards, or an overflow on `0xff`).
+    #[test]
+    fn a_range_over_many_versions_of_a_corrupt_key_is_an_error() {
+        let shard = ShardId(0);
+        let mut view = MemoryView::default();
+        for revision in 1..=6u64 {
+            let mut storage_key = key::shard_prefix(shard).to_vec();
+            storage_key.extend_from_slice(b"a\xff");
+            storage_key.extend_from_slice(&(!revision).to_be_bytes());
+            view.apply([Mutation::Put {
+                cf: ColumnFamily::Write,
+                key: storage_key,
+                value: WriteRecord::Delete.encode(),
+            }]);
+        }
+        let everything = RangeBounds {
+            start: Vec::new(),
+            end: None,
+        };
+        let options = RangeOptions {
+            limit: 3,
+            keys_only: false,
+            count_only: true,
+        };
+        let reader = MvccReader::new(&view, shard);
+        assert!(reader
+            .range(&everything, Revision::LATEST, options)
+            .is_err());
+    }
 }
