@@ -11,7 +11,8 @@
 //! Input: a kind byte, then a protobuf message: 0 `BatchRequest` (put, get, delete and txn
 //! items, with their `traceparent`), 1 `ShardRangeRequest`, 2 `PrewriteRequest`,
 //! 3 `CommitRequest`, 4 `RollbackRequest`, 5 `ResolveLocksRequest`, 6 `CheckTxnStatusRequest`,
-//! 7 `ScanLocksRequest`, 8 `cairn.kv.v1.TxnResponse` (a commit's remembered result).
+//! 7 `ScanLocksRequest`, 8 `cairn.kv.v1.TxnResponse` (a commit's remembered result), 9 the
+//! destination headers of an internal call (`cairn_proto::addressing`: node, a 0 byte, cluster).
 
 #![no_main]
 
@@ -81,10 +82,43 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
+            9 => destination(bytes),
             _ => {}
         }
     }
 });
+
+/// The destination headers every internal call carries (`cairn_proto::addressing`): the
+/// input up to its first 0 byte is the node header's value, the rest the cluster header's.
+fn destination(bytes: &[u8]) {
+    use cairn_proto::addressing::{check, Identity, CLUSTER_ID_HEADER, DESTINATION_NODE_HEADER};
+    use tonic::metadata::{MetadataMap, MetadataValue};
+    let (node, cluster) = match bytes.iter().position(|&byte| byte == 0) {
+        Some(at) => (&bytes[..at], &bytes[at + 1..]),
+        None => (bytes, &[][..]),
+    };
+    let mut metadata = MetadataMap::new();
+    for (header, value) in [
+        (DESTINATION_NODE_HEADER, node),
+        (CLUSTER_ID_HEADER, cluster),
+    ] {
+        if let Ok(value) = MetadataValue::try_from(value) {
+            if !value.is_empty() {
+                metadata.insert(header, value);
+            }
+        }
+    }
+    let me = Identity {
+        node_id: 7,
+        cluster_id: "cluster-a".into(),
+    };
+    for body_node_id in [0, 7, 8] {
+        match check(&metadata, body_node_id, &me) {
+            Ok(()) => assert!(body_node_id == 0 || body_node_id == me.node_id),
+            Err(wrong) => drop(tonic::Status::from(wrong)),
+        }
+    }
+}
 
 /// The shard call of `message`, or `None` when the message did not decode or is refused
 /// (with a status, as the service would answer).

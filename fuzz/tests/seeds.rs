@@ -5,7 +5,8 @@
 //! and that they are the ones this generator makes.
 //!
 //! Each seed is the target's kind byte followed by the bytes on the wire (see each target's
-//! doc comment). Everything here is deterministic: no clocks, no random ids.
+//! doc comment). Everything here is deterministic: no clocks, no random ids. Inputs that once
+//! crashed a target are kept beside the seeds as `regression-*` files, which this leaves alone.
 
 use cairn_auth::{AuthState, Change, KeyRange, Permission, PermissionKind, Role, User, ROOT};
 use cairn_fuzz::seed;
@@ -53,8 +54,15 @@ fn seed_corpus() {
     ] {
         let dir = corpus.join(target);
         if write {
-            let _ = std::fs::remove_dir_all(&dir);
+            // Inputs that once crashed a target (`regression-*`) stay; the seeds are made anew.
             std::fs::create_dir_all(&dir).unwrap();
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if !name.starts_with("regression-") {
+                    std::fs::remove_file(&path).unwrap();
+                }
+            }
         }
         for (name, bytes) in seeds {
             let path: PathBuf = dir.join(name);
@@ -556,6 +564,7 @@ fn node_request() -> Seeds {
         ("check-txn-status", seed(6, &check.encode_to_vec())),
         ("scan-locks", seed(7, &scan.encode_to_vec())),
         ("txn-result", seed(8, &txn_response().encode_to_vec())),
+        ("destination", seed(9, b"7\0cluster-a")),
     ]
 }
 
