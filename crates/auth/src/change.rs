@@ -95,6 +95,14 @@ fn conflict(message: String) -> AuthError {
     AuthError::Conflict(message)
 }
 
+/// The generation after `generation`. One that cannot rise (only a corrupt stored state holds
+/// `u64::MAX`) refuses the change: wrapping to 0 would make old tokens good again.
+fn next_generation(generation: u64) -> Result<u64> {
+    generation
+        .checked_add(1)
+        .ok_or_else(|| conflict("the user's password generation cannot rise further".into()))
+}
+
 impl AuthState {
     /// The state after `change`, or why it does not apply. The revision and the secret are
     /// the caller's to set.
@@ -128,7 +136,7 @@ impl AuthState {
                         // is one write that raises the revision, and a password change
                         // raises a generation by one, so a token of a deleted user of the
                         // same name never matches the new one.
-                        generation: self.revision + 1,
+                        generation: next_generation(self.revision)?,
                         ..Default::default()
                     },
                 );
@@ -152,7 +160,7 @@ impl AuthState {
                     .get_mut(name)
                     .ok_or_else(|| conflict(format!("user {name:?} does not exist")))?;
                 user.password_hash = Some(password_hash.clone());
-                user.generation += 1;
+                user.generation = next_generation(user.generation)?;
             }
             Change::UserGrantRole { user, role } => {
                 if role != ROOT && !self.roles.contains_key(role) {
@@ -353,6 +361,25 @@ mod tests {
         .unwrap();
         assert_eq!(state.users["x"].generation, 2);
         assert_eq!(state.users["x"].password_hash.as_deref(), Some("h"));
+    }
+
+    /// Found by reading what the auth_message fuzz target feeds `apply` (a stored state):
+    /// a generation or revision at `u64::MAX` overflowed (a panic with overflow checks, old
+    /// tokens good again without). The change is refused instead.
+    #[test]
+    fn a_generation_that_cannot_rise_refuses_the_change() {
+        let mut state = apply_all(&[add("x")]).unwrap();
+        state.users.get_mut("x").unwrap().generation = u64::MAX;
+        let passwd = Change::UserChangePassword {
+            name: "x".into(),
+            password_hash: "h".into(),
+        };
+        assert!(matches!(state.apply(&passwd), Err(AuthError::Conflict(_))));
+        state.revision = u64::MAX;
+        assert!(matches!(
+            state.apply(&add("y")),
+            Err(AuthError::Conflict(_))
+        ));
     }
 
     /// As the coordinator does: every change is written at a higher revision.

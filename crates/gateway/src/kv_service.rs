@@ -31,7 +31,8 @@ use tonic::{Request, Response, Status};
 
 mod shard_request;
 pub(crate) use shard_request::kind_of;
-use shard_request::ShardRequest;
+#[doc(hidden)]
+pub use shard_request::ShardRequest;
 
 /// What the KV service needs besides the router: limits, the oracle, the coordinator, the
 /// auth gate and the transaction settings.
@@ -364,9 +365,13 @@ pub fn merge_pages(
     // Without a snapshot revision (a serializable range), the highest shard revision.
     let revision = pages.iter().map(|p| p.revision).max().unwrap_or(0);
     if count_only {
+        // Saturating: the counts are nodes' answers, and a sum that overflows must not panic
+        // the gateway (fuzz/corpus/gateway_request/regression-count-overflow).
         return pb::RangeResponse {
             revision,
-            count: pages.iter().map(|p| p.count).sum(),
+            count: pages
+                .iter()
+                .fold(0u64, |total, page| total.saturating_add(page.count)),
             ..Default::default()
         };
     }
@@ -445,5 +450,19 @@ mod tests {
             },
         ];
         assert_eq!(merge_pages(pages, 10, true).count, 7);
+    }
+
+    /// A node's count near `u64::MAX` (a bug or a bad node) added to another overflowed, a
+    /// panic in builds with overflow checks; the sum saturates.
+    #[test]
+    fn counts_that_overflow_saturate() {
+        let page = pb::RangeResponse {
+            count: u64::MAX,
+            ..Default::default()
+        };
+        assert_eq!(
+            merge_pages(vec![page.clone(), page], 10, true).count,
+            u64::MAX
+        );
     }
 }

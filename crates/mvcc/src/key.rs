@@ -155,6 +155,14 @@ impl<'a> VersionKey<'a> {
             return Err(MvccError::corrupt("key", "version key too short"));
         }
         let (prefix, suffix) = storage_key.split_at(storage_key.len() - REVISION_BYTES);
+        // Every encoded user key ends with the terminator; readers step past a key's versions
+        // by incrementing it (`after_versions`), which a corrupt key must not reach.
+        if !prefix.ends_with(&[ESCAPE, TERMINATOR]) {
+            return Err(MvccError::corrupt(
+                "key",
+                "version key does not end its user key with the terminator",
+            ));
+        }
         let inverted = u64::from_be_bytes(suffix.try_into().expect("8 bytes"));
         Ok(Self {
             versions_prefix: prefix,
@@ -228,5 +236,12 @@ mod tests {
         assert!(decode_user_key(b"ab").is_err());
         assert!(decode_user_key(b"a\x00\x07").is_err());
         assert!(VersionKey::parse(b"short").is_err());
+        // Long enough, but its user key has no terminator (fuzz/corpus/mvcc_record/
+        // regression-skip-versions: a range over five such versions reached
+        // `after_versions` with it, a debug assertion, and a seek backwards without one).
+        let mut unterminated = vec![0u8; SHARD_PREFIX_BYTES];
+        unterminated.extend_from_slice(b"ab");
+        unterminated.extend_from_slice(&(!5u64).to_be_bytes());
+        assert!(VersionKey::parse(&unterminated).is_err());
     }
 }

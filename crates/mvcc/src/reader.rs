@@ -7,7 +7,7 @@
 //! one-seek cost holds for almost every key. This reader does not look at locks; reads that
 //! must respect transaction locks go through [`crate::txn`]'s lock checks first.
 
-use crate::error::Result;
+use crate::error::{MvccError, Result};
 use crate::key::{self, VersionKey};
 use crate::record::WriteRecord;
 use crate::view::{ColumnFamily, Cursor, MvccView};
@@ -121,10 +121,17 @@ impl<'v, V: MvccView> MvccReader<'v, V> {
             .view
             .cursor(ColumnFamily::Write, &start, &upper, true)?;
         cursor.seek(&start)?;
-        // The cursor's bounds are this key's versions, so running out means no version.
+        // The cursor's bounds are this key's versions, so running out means no version. No
+        // well-formed storage key lies between them but the key's versions (no encoded key is
+        // a prefix of another): any other is corrupt, and must not be read as a version.
         while let Some((storage_key, value)) = cursor.current() {
+            if !is_version_of(storage_key, &prefix) {
+                return Err(MvccError::corrupt(
+                    "key",
+                    "a stored key among a key's versions is not one of them",
+                ));
+            }
             let parsed = VersionKey::parse(storage_key)?;
-            debug_assert_eq!(parsed.versions_prefix, prefix.as_slice());
             let record = WriteRecord::decode(value)?;
             if !record.is_marker() {
                 return Ok(Some((parsed.revision, record)));
@@ -233,4 +240,77 @@ fn skip_versions<C: Cursor>(cursor: &mut C, prefix: &[u8]) -> Result<()> {
 
 fn is_version_of(storage_key: &[u8], prefix: &[u8]) -> bool {
     storage_key.len() == storage_key_len(prefix) && storage_key.starts_with(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::{MemoryView, Mutation};
+
+    /// Found by the `mvcc_record` fuzz target: a stored key inside the bounds of a key's
+    /// versions that is not one of them (corrupt, or installed from a bad snapshot) was read
+    /// as a version of the key, with a revision taken from its last bytes (a debug assertion
+    /// in test builds). It is corrupt data and reads as an error.
+    #[test]
+    fn a_foreign_key_among_a_keys_versions_is_corrupt_not_a_version() {
+        let shard = ShardId(0);
+        let mut foreign = key::versions_prefix(shard, b"");
+        foreign.extend_from_slice(&[0x0e; 30]);
+        let mut view = MemoryView::default();
+        view.apply([Mutation::Put {
+            cf: ColumnFamily::Write,
+            key: foreign,
+            value: WriteRecord::Delete.encode(),
+        }]);
+        let reader = MvccReader::new(&view, shard);
+        assert!(reader.get(b"", Revision::LATEST, false).is_err());
+        assert!(reader
+            .record_at(b"", Revision(0xf1f1_f1f1_f1f1_f1f1))
+            .is_err());
+        // A well-formed version is still read.
+        let mut view = MemoryView::default();
+        view.apply([Mutation::Put {
+            cf: ColumnFamily::Write,
+            key: key::version_key(shard, b"", Revision(3)),
+            value: WriteRecord::Delete.encode(),
+        }]);
+        let reader = MvccReader::new(&view, shard);
+        assert_eq!(
+            reader.record_at(b"", Revision::LATEST).unwrap(),
+            Some((Revision(3), WriteRecord::Delete))
+        );
+    }
+
+    /// Found by the `mvcc_record` fuzz target (fuzz/corpus/mvcc_record/
+    /// regression-skip-versions): five stored versions of a corrupt key, whose user key has no
+    /// terminator, made a range read step past them with `after_versions`, which assumes one
+    /// (a panic with debug assertions; without, a seek backwards, or an overflow on `0xff`).
+    #[test]
+    fn a_range_over_many_versions_of_a_corrupt_key_is_an_error() {
+        let shard = ShardId(0);
+        let mut view = MemoryView::default();
+        for revision in 1..=6u64 {
+            let mut storage_key = key::shard_prefix(shard).to_vec();
+            storage_key.extend_from_slice(b"a\xff");
+            storage_key.extend_from_slice(&(!revision).to_be_bytes());
+            view.apply([Mutation::Put {
+                cf: ColumnFamily::Write,
+                key: storage_key,
+                value: WriteRecord::Delete.encode(),
+            }]);
+        }
+        let everything = RangeBounds {
+            start: Vec::new(),
+            end: None,
+        };
+        let options = RangeOptions {
+            limit: 3,
+            keys_only: false,
+            count_only: true,
+        };
+        let reader = MvccReader::new(&view, shard);
+        assert!(reader
+            .range(&everything, Revision::LATEST, options)
+            .is_err());
+    }
 }

@@ -100,8 +100,11 @@ impl SnapshotWriter {
 
 /// Reads a snapshot file. [`SnapshotReader::verify`] checks the whole file first, so that an
 /// install never starts on a file that turns out to be truncated or corrupt half way.
-pub struct SnapshotReader {
-    input: BufReader<File>,
+///
+/// The input is any reader ([`SnapshotReader::from_reader`]) so that the fuzz target can read
+/// a snapshot from bytes in memory; the node reads files ([`SnapshotReader::open`]).
+pub struct SnapshotReader<R: Read = BufReader<File>> {
+    input: R,
     crc: crc32fast::Hasher,
     pub header: SnapshotHeader,
 }
@@ -109,8 +112,20 @@ pub struct SnapshotReader {
 impl SnapshotReader {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path)?;
+        Self::from_reader(BufReader::with_capacity(1 << 20, file))
+    }
+
+    /// Reads the whole file and checks its checksum; returns the header and record count.
+    pub fn verify(path: &Path) -> Result<(SnapshotHeader, u64)> {
+        Self::open(path)?.verify_all()
+    }
+}
+
+impl<R: Read> SnapshotReader<R> {
+    /// Reads the magic, the format and the header from `input`.
+    pub fn from_reader(input: R) -> Result<Self> {
         let mut reader = Self {
-            input: BufReader::with_capacity(1 << 20, file),
+            input,
             crc: crc32fast::Hasher::new(),
             header: SnapshotHeader {
                 shard: ShardId(0),
@@ -199,14 +214,14 @@ impl SnapshotReader {
         Ok(Some((kind, key, value)))
     }
 
-    /// Reads the whole file and checks its checksum; returns the header and record count.
-    pub fn verify(path: &Path) -> Result<(SnapshotHeader, u64)> {
-        let mut reader = Self::open(path)?;
+    /// Reads every record to the trailer and checks the checksum; returns the header and the
+    /// record count.
+    pub fn verify_all(mut self) -> Result<(SnapshotHeader, u64)> {
         let mut records = 0;
-        while reader.next_record()?.is_some() {
+        while self.next_record()?.is_some() {
             records += 1;
         }
-        Ok((reader.header, records))
+        Ok((self.header, records))
     }
 }
 

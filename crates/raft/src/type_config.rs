@@ -26,6 +26,25 @@ pub type Entry = openraft::type_config::alias::EntryOf<ShardRaftConfig>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<ShardRaftConfig>;
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<ShardRaftConfig>;
 
+/// The Raft transport's messages and answers as their payloads decode ([`crate::network`],
+/// [`crate::transport`]): named here so that the fuzz targets, which decode them from any
+/// bytes, need not name openraft.
+pub mod wire {
+    use super::{ShardRaftConfig as C, SnapshotMeta, Vote};
+    use openraft::error::RaftError;
+    use openraft::raft;
+
+    pub type AppendEntriesRequest = raft::AppendEntriesRequest<C>;
+    pub type AppendEntriesReply = Result<raft::AppendEntriesResponse<C>, RaftError<C>>;
+    pub type VoteRequest = raft::VoteRequest<C>;
+    pub type VoteReply = Result<raft::VoteResponse<C>, RaftError<C>>;
+    pub type TransferLeaderRequest = raft::TransferLeaderRequest<C>;
+    pub type TransferLeaderReply = Result<raft::TransferLeaderResponse<C>, RaftError<C>>;
+    /// What the first chunk of a snapshot stream carries in its header.
+    pub type SnapshotHeader = (Vote, SnapshotMeta);
+    pub type SnapshotReply = Result<raft::SnapshotResponse<C>, RaftError<C>>;
+}
+
 /// Most spans one batch of entries opens for traced entries (log append, replication): a
 /// batch of sampled requests must not turn into thousands of spans.
 pub(crate) const TRACED_ENTRIES_PER_BATCH_MAX: usize = 8;

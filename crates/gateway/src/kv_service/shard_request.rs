@@ -10,7 +10,9 @@ use cairn_proto::node::v1 as node_pb;
 use cairn_proto::node::v1::batch_item_result::Result as ItemResult;
 use cairn_proto::node::v1::shard_op::Op;
 
-pub(super) trait ShardRequest: Clone + Send + Sync + 'static {
+/// Public (hidden from the docs) only for the fuzz target, which checks a request's
+/// conversion into the op sent to a node; the pipeline is the only other user.
+pub trait ShardRequest: Clone + Send + Sync + 'static {
     type Response: Send;
     /// The request's name in errors.
     const NAME: &'static str;
