@@ -3,8 +3,10 @@
 
 use crate::keys::{key_size_min, KeyDistribution, RECORD_COUNT_MAX};
 use crate::workload::Workload;
+use cairn_client::TlsConfig;
 use clap::Parser;
 use serde::Serialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub const KEY_SIZE_MAX: usize = 4_096;
@@ -106,6 +108,16 @@ pub struct BenchArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// PEM certificate of the CA that signed the servers' certificates (Cairn gateways or
+    /// etcd members): TLS is on when set. As cairnctl's `--cacert`.
+    #[arg(long, env = "CAIRN_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// PEM client certificate, for servers that ask for one (with `--key`).
+    #[arg(long, env = "CAIRN_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `--cert`.
+    #[arg(long, env = "CAIRN_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -145,6 +157,14 @@ impl BenchArgs {
 
     pub fn warmup(&self) -> Duration {
         Duration::from_secs_f64(self.warmup_secs)
+    }
+
+    /// TLS to the servers, from `--cacert`, `--cert` and `--key` (`None`: plaintext). The
+    /// files are read when connecting; `validate` checks only that the flags fit together.
+    pub fn tls(&self) -> Option<TlsConfig> {
+        let ca_file = self.cacert.clone()?;
+        let identity = self.cert.clone().zip(self.key.clone());
+        Some(TlsConfig { ca_file, identity })
     }
 
     /// Checks every bound; the error names the flag to fix.
@@ -221,6 +241,17 @@ impl BenchArgs {
         if self.output.trim().is_empty() {
             return Err(invalid("output", "give a path or -"));
         }
+        match (&self.cert, &self.key) {
+            (Some(_), None) => return Err(invalid("key", "--cert needs its --key")),
+            (None, Some(_)) => return Err(invalid("cert", "--key needs its --cert")),
+            _ => {}
+        }
+        if self.cert.is_some() && self.cacert.is_none() {
+            return Err(invalid(
+                "cacert",
+                "--cert needs --cacert (the CA that signed the servers' certificates)",
+            ));
+        }
         Ok(())
     }
 }
@@ -290,6 +321,41 @@ mod tests {
         txn.validate().unwrap();
         assert_eq!(txn.workload, Workload::T);
         assert_eq!(txn.shard_count, Some(3));
+    }
+
+    #[test]
+    fn tls_is_on_with_a_ca_and_the_client_certificate_is_optional() {
+        let plain = parse(&[]);
+        assert_eq!(plain.tls(), None);
+        let server_only = parse(&["--cacert", "ca.pem"]);
+        server_only.validate().unwrap();
+        assert_eq!(
+            server_only.tls(),
+            Some(TlsConfig {
+                ca_file: "ca.pem".into(),
+                identity: None
+            })
+        );
+        let mutual = parse(&[
+            "--target", "etcd", "--cacert", "ca.pem", "--cert", "c.pem", "--key", "k.pem",
+        ]);
+        mutual.validate().unwrap();
+        assert_eq!(
+            mutual.tls().unwrap().identity,
+            Some(("c.pem".into(), "k.pem".into()))
+        );
+        assert_eq!(
+            flag_of(&parse(&["--cacert", "ca.pem", "--cert", "c.pem"])),
+            "key"
+        );
+        assert_eq!(
+            flag_of(&parse(&["--cacert", "ca.pem", "--key", "k.pem"])),
+            "cert"
+        );
+        assert_eq!(
+            flag_of(&parse(&["--cert", "c.pem", "--key", "k.pem"])),
+            "cacert"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use crate::target::{ErrorKind, KvTarget, PairWrite, TargetError};
 use cairn_client::{
     Client, ClientConfig, Compare, CompareOp, ConflictPolicy, Consistency, Error, GetOptions, Op,
-    Txn,
+    TlsConfig, Txn,
 };
 
 /// One SDK client, that is one gRPC connection per gateway address.
@@ -14,14 +14,20 @@ pub struct CairnTarget {
 }
 
 impl CairnTarget {
-    /// Connects lazily to `endpoints` (the first one is tried first).
+    /// Connects lazily to `endpoints` (the first one is tried first), through TLS when
+    /// `tls` is given.
     ///
     /// Transactions run under `ConflictPolicy::never()`: a lost race comes back to the
     /// runner, which reads the keys again as it does for etcd (the SDK's own re-run would
     /// send the same stale comparisons), and is counted.
-    pub async fn connect(endpoints: Vec<String>, serializable: bool) -> Result<Self, TargetError> {
+    pub async fn connect(
+        endpoints: Vec<String>,
+        serializable: bool,
+        tls: Option<TlsConfig>,
+    ) -> Result<Self, TargetError> {
         let config = ClientConfig {
             txn_conflict_policy: ConflictPolicy::never(),
+            tls,
             ..ClientConfig::new(endpoints)
         };
         let client = Client::connect(config).await.map_err(error)?;

@@ -2,6 +2,11 @@
 //! `scripts/bench-compare.sh` publishes: a Markdown section (table, ratios, targets, peak
 //! memory) spliced into `docs/benchmarks/README.md` between fixed markers, and the data and
 //! gnuplot script of the plot. Pure functions over parsed results, so they are unit-tested.
+//!
+//! A result measured over TLS (`"tls": true`) belongs to a system of its own, the target's
+//! name with [`TLS_SUFFIX`] (`cairn-tls`): the comparison table, the targets and the plot are
+//! plaintext against plaintext, and [`crate::tls_cost`] sets each system's TLS points against
+//! its plaintext ones.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -12,6 +17,25 @@ pub const SECTION_END: &str = "<!-- bench-compare:end -->";
 
 /// The targets of issue 6, checked on every run.
 pub const THROUGHPUT_RATIO_TARGET: f64 = 1.5;
+
+/// Appended to the target's name for a result measured over TLS.
+pub const TLS_SUFFIX: &str = "-tls";
+
+/// Whether `system` is a TLS run (`cairn-tls`, `etcd-tls`).
+pub fn is_tls(system: &str) -> bool {
+    system.ends_with(TLS_SUFFIX)
+}
+
+/// A system's name as the report writes it: `Cairn`, `etcd`, `Cairn over TLS`.
+pub fn system_title(system: &str) -> String {
+    let base = system.strip_suffix(TLS_SUFFIX).unwrap_or(system);
+    let name = if base == "cairn" { "Cairn" } else { base };
+    if is_tls(system) {
+        format!("{name} over TLS")
+    } else {
+        name.to_string()
+    }
+}
 
 /// One measured point: a system, a workload and a concurrency.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,7 +53,8 @@ pub struct Point {
 }
 
 /// Reads a point from one result; `None` for a result without a measured run. A run in which
-/// every operation failed has no latencies: they read as 0 (its errors tell why).
+/// every operation failed has no latencies: they read as 0 (its errors tell why). A result
+/// without `tls` (from before it was recorded) is plaintext.
 pub fn point_from_result(result: &Value) -> Option<Point> {
     let run = result.get("run")?;
     let all = run
@@ -41,8 +66,14 @@ pub fn point_from_result(result: &Value) -> Option<Point> {
             .and_then(Value::as_f64)
             .unwrap_or(0.0)
     };
+    let target = result.get("target")?.as_str()?;
+    let tls = result.get("tls").and_then(Value::as_bool).unwrap_or(false);
     Some(Point {
-        system: result.get("target")?.as_str()?.to_string(),
+        system: if tls {
+            format!("{target}{TLS_SUFFIX}")
+        } else {
+            target.to_string()
+        },
         workload: result.get("workload")?.as_str()?.to_string(),
         concurrency: result.get("concurrency")?.as_u64()?,
         throughput: run.get("throughput_ops_per_sec")?.as_f64()?,
@@ -63,7 +94,7 @@ pub fn point_from_result(result: &Value) -> Option<Point> {
     })
 }
 
-type Key = (String, u64); // (workload, concurrency)
+pub(crate) type Key = (String, u64); // (workload, concurrency)
 
 /// Points indexed by system, then by (workload, concurrency).
 pub fn index(points: &[Point]) -> BTreeMap<String, BTreeMap<Key, Point>> {
@@ -77,7 +108,7 @@ pub fn index(points: &[Point]) -> BTreeMap<String, BTreeMap<Key, Point>> {
     by_system
 }
 
-fn workload_title(workload: &str) -> &'static str {
+pub(crate) fn workload_title(workload: &str) -> &'static str {
     match workload {
         "W" => "W (100% writes)",
         "C" => "C (100% linearizable reads)",
@@ -89,7 +120,7 @@ fn workload_title(workload: &str) -> &'static str {
 }
 
 /// Workloads in the order the table shows them.
-fn workload_order(workload: &str) -> u8 {
+pub(crate) fn workload_order(workload: &str) -> u8 {
     match workload {
         "W" => 0,
         "C" => 1,
@@ -100,7 +131,7 @@ fn workload_order(workload: &str) -> u8 {
     }
 }
 
-fn thousands(value: f64) -> String {
+pub(crate) fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value);
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -146,7 +177,7 @@ pub fn render_table(points: &[Point]) -> String {
     out
 }
 
-fn ratio(numerator: f64, denominator: f64) -> f64 {
+pub(crate) fn ratio(numerator: f64, denominator: f64) -> f64 {
     if denominator > 0.0 {
         numerator / denominator
     } else {
@@ -182,11 +213,7 @@ pub fn render_errors(points: &[Point]) -> String {
         let _ = writeln!(
             out,
             "- {} {}, {} clients: {} errors ({kinds})",
-            if point.system == "cairn" {
-                "Cairn"
-            } else {
-                "etcd"
-            },
+            system_title(&point.system),
             point.workload,
             point.concurrency,
             point.errors
@@ -274,10 +301,12 @@ pub fn splice_section(existing: &str, section: &str) -> String {
 }
 
 /// gnuplot data: one block per (system, workload), `concurrency throughput p99`, blocks
-/// separated by two blank lines (gnuplot's `index`), and the block titles in order.
+/// separated by two blank lines (gnuplot's `index`), and the block titles in order. The plot
+/// compares the systems in plaintext; TLS points are left out (their lines would lie on the
+/// plaintext ones, in the same colours) and shown in the TLS cost table instead.
 pub fn plot_data(points: &[Point]) -> (String, Vec<String>) {
     let mut series: BTreeMap<(u8, String, String), Vec<&Point>> = BTreeMap::new();
-    for point in points {
+    for point in points.iter().filter(|p| !is_tls(&p.system)) {
         series
             .entry((
                 workload_order(&point.workload),
@@ -291,7 +320,7 @@ pub fn plot_data(points: &[Point]) -> (String, Vec<String>) {
     let mut titles = Vec::new();
     for ((_, workload, system), mut points) in series {
         points.sort_by_key(|p| p.concurrency);
-        let name = if system == "cairn" { "Cairn" } else { "etcd" };
+        let name = system_title(&system);
         titles.push(format!("{name} {workload}"));
         let _ = writeln!(data, "# {name} {workload}");
         for p in points {
@@ -444,6 +473,35 @@ mod tests {
         assert!(!second.contains("table 1") && second.contains("table 2"));
         assert!(second.ends_with("\nNotes.\n"));
         assert_eq!(second.matches("bench-compare:begin").count(), 1);
+    }
+
+    #[test]
+    fn a_tls_result_is_a_system_of_its_own() {
+        let result = |tls: Option<bool>| {
+            let mut result = json!({
+                "target": "cairn", "workload": "W", "concurrency": 16,
+                "run": {"throughput_ops_per_sec": 10.0, "errors": 2,
+                        "errors_by_kind": {"timeout": 2},
+                        "latency_ms": {"all": {"p50": 1.0, "p99": 5.0, "max": 9.0}}}
+            });
+            if let Some(tls) = tls {
+                result["tls"] = json!(tls);
+            }
+            point_from_result(&result).unwrap()
+        };
+        assert_eq!(result(None).system, "cairn");
+        assert_eq!(result(Some(false)).system, "cairn");
+        let tls = result(Some(true));
+        assert_eq!(tls.system, "cairn-tls");
+        assert_eq!(
+            render_errors(std::slice::from_ref(&tls)),
+            "- Cairn over TLS W, 16 clients: 2 errors (timeout 2)\n"
+        );
+        // Neither the plaintext comparison nor the plot takes TLS points.
+        let points = vec![tls, point("etcd", "W", 16, 5.0, 1.0)];
+        assert!(render_table(&points).starts_with("Both systems must be measured"));
+        assert_eq!(plot_data(&points).1, vec!["etcd W"]);
+        assert_eq!(system_title("etcd-tls"), "etcd over TLS");
     }
 
     #[test]

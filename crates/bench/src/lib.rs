@@ -4,7 +4,9 @@
 //! transactions) and one measurement ([`runner`], HDR
 //! histograms) drive any [`KvTarget`]: Cairn through the SDK and a gateway
 //! ([`CairnTarget`]), or etcd through the `etcd-client` crate ([`EtcdTarget`]). Only the two
-//! `KvTarget` implementations differ between the systems, so their numbers compare.
+//! `KvTarget` implementations differ between the systems, so their numbers compare. Both
+//! speak TLS when given a CA (`--cacert`, `--cert`, `--key`, as cairnctl), through the same
+//! rustls connector (`cairn-tls`), so that the cost of TLS can be measured too ([`tls_cost`]).
 //!
 //! It is a client program: it must not depend on a server crate, and it measures, it never
 //! asserts timings (tests cover only its non-timing logic).
@@ -19,6 +21,7 @@ mod memory_target;
 pub mod report;
 pub mod runner;
 pub mod target;
+pub mod tls_cost;
 pub mod transfer;
 pub mod workload;
 

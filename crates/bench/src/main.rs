@@ -32,6 +32,7 @@ fn main() -> Result<()> {
 
 async fn bench(args: &BenchArgs) -> Result<BenchResult> {
     let endpoints = args.endpoints();
+    let tls = args.tls();
     // Connection i starts at endpoint i (etcd's own benchmark spreads clients the same way).
     let rotated = |i: usize| -> Vec<String> {
         let mut list = endpoints.clone();
@@ -42,7 +43,8 @@ async fn bench(args: &BenchArgs) -> Result<BenchResult> {
         TargetKind::Cairn => {
             let mut connections = Vec::new();
             for i in 0..args.connections() {
-                connections.push(CairnTarget::connect(rotated(i), args.serializable).await?);
+                connections
+                    .push(CairnTarget::connect(rotated(i), args.serializable, tls.clone()).await?);
             }
             let shard_count = if args.workload.is_transactional() {
                 let cluster = connections[0]
@@ -68,7 +70,8 @@ async fn bench(args: &BenchArgs) -> Result<BenchResult> {
                 // One member per connection: the etcd client balances over every endpoint it
                 // is given, so each gets only its own.
                 let endpoint = rotated(i).swap_remove(0);
-                connections.push(EtcdTarget::connect(vec![endpoint], args.serializable).await?);
+                connections
+                    .push(EtcdTarget::connect(&endpoint, args.serializable, tls.as_ref()).await?);
             }
             let shard_count = args
                 .workload
@@ -90,8 +93,9 @@ async fn measure<T: KvTarget>(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let name = format!(
-        "[{:?} {} c={}]",
+        "[{:?}{} {} c={}]",
         args.target,
+        if args.tls().is_some() { "+tls" } else { "" },
         args.workload.name(),
         args.concurrency
     )
@@ -154,6 +158,7 @@ async fn measure<T: KvTarget>(
         label: args.label.clone(),
         target: args.target,
         endpoints: args.endpoints(),
+        tls: args.tls().is_some(),
         workload: args.workload,
         read_proportion: args.workload.read_proportion(),
         distribution: args.distribution,

@@ -16,6 +16,9 @@ pub struct BenchResult {
     pub label: String,
     pub target: TargetKind,
     pub endpoints: Vec<String>,
+    /// The client spoke TLS to the servers (`--cacert`). Results before this field are
+    /// plaintext.
+    pub tls: bool,
     pub workload: Workload,
     pub read_proportion: f64,
     pub distribution: KeyDistribution,
@@ -146,6 +149,7 @@ mod tests {
             label: "x".into(),
             target: TargetKind::Etcd,
             endpoints: vec!["127.0.0.1:2379".into()],
+            tls: true,
             workload: Workload::T,
             read_proportion: 0.0,
             distribution: KeyDistribution::Uniform,
@@ -189,6 +193,7 @@ mod tests {
         let json = serde_json::to_value(&result).unwrap();
         assert_eq!(json["schema"], "cairn-bench/1");
         assert_eq!(json["target"], "etcd");
+        assert_eq!(json["tls"], true);
         assert_eq!(json["workload"], "T");
         assert_eq!(json["distribution"], "uniform");
         assert_eq!(json["phase"], "all");

@@ -1,12 +1,14 @@
 //! `cairn-bench-report`: reads the JSON results of `scripts/bench-compare.sh` and writes the
 //! comparison section of `docs/benchmarks/README.md`, a CSV of the points, and the plot's
-//! gnuplot data and script. See `cairn_bench::compare`.
+//! gnuplot data and script. See `cairn_bench::compare` and, for the TLS runs,
+//! `cairn_bench::tls_cost`.
 
 use anyhow::{Context, Result};
 use cairn_bench::compare::{
     gnuplot_script, plot_data, point_from_result, render_errors, render_table, render_targets,
     splice_section,
 };
+use cairn_bench::tls_cost::render_tls_cost;
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -70,13 +72,24 @@ fn main() -> Result<()> {
     } else {
         format!("\nErrors by kind:\n\n{errors}")
     };
+    let tls_cost = render_tls_cost(&points);
+    let tls_cost = if tls_cost.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n### TLS cost\n\nThe same system, same run, same settings, started again with TLS on \
+             every connection (see **TLS run** above): plaintext (off) against TLS (on). \
+             \"on ÷ off\" is the share of the plaintext throughput kept over TLS.\n\n{tls_cost}"
+        )
+    };
     let section = format!(
-        "## Cairn vs etcd\n\n{}\n\n### Results\n\n{}{}\n### Targets (issue 6)\n\n{}\n![Throughput and p99 latency against concurrency, Cairn and etcd]({})\n",
+        "## Cairn vs etcd\n\n{}\n\n### Results\n\n{}{}\n### Targets (issue 6)\n\n{}\n![Throughput and p99 latency against concurrency, Cairn and etcd]({})\n{}",
         meta.trim_end(),
         render_table(&points),
         errors,
         render_targets(&points),
-        args.png_link
+        args.png_link,
+        tls_cost
     );
     let existing =
         std::fs::read_to_string(&args.readme).unwrap_or_else(|_| "# Benchmarks\n".into());
